@@ -1,0 +1,3 @@
+from digitnet.cli.main import main
+
+raise SystemExit(main())

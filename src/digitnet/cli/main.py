@@ -1,0 +1,63 @@
+"""The ``digitnet`` command: parse, dispatch, and turn user errors into ``error:`` lines.
+
+Each command lives in its own small module under ``digitnet.cli`` with two
+functions: ``register(subparsers)`` adds its parser, and ``run(args) -> int``
+does the work by calling the library. This module only wires them together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from digitnet import __version__
+from digitnet.errors import DigitnetError
+
+# Commands in the order `digitnet --help` lists them: (module, help line).
+COMMANDS = [
+    ("train", "train a network and save it in a run folder"),
+    ("evaluate", "measure a saved model on a test set"),
+    ("predict", "show the digit a model reads in test images"),
+    ("data", "fetch a dataset or describe one"),
+]
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose mistakes are one ``error:`` line and exit status 2."""
+
+    def error(self, message):  # noqa: D401 - argparse's hook
+        sys.stderr.write(f"error: {message} (see '{self.prog} --help')\n")
+        raise SystemExit(2)
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="digitnet", description="A neural network from scratch in NumPy that reads handwritten digits.")
+    parser.add_argument("--version", action="version", version=f"digitnet {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    for name, help_line in COMMANDS:
+        module = importlib.import_module(f"digitnet.cli.{name.replace('-', '_')}")
+        module.register(sub, help_line)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except DigitnetError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("error: interrupted\n")
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,191 @@
+"""Parameter, Module and Sequential: the skeleton every layer hangs on.
+
+A :class:`Module` turns an input batch into an output batch in ``forward`` and,
+given the gradient of the loss with respect to that output, returns the
+gradient with respect to its input in ``backward`` while filling in the
+gradients of its own parameters. Batches are rows: an input of shape
+``(N, features)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from digitnet.errors import ModelFileError
+
+
+class Parameter:
+    """A trainable array with the gradient of the loss beside it.
+
+    Parameters
+    ----------
+    data : ndarray
+        The values. ``grad`` gets the same shape and dtype, filled with zeros.
+    decay : bool, default True
+        Whether L2 regularisation and weight decay apply to it (weights: yes,
+        biases: no).
+    """
+
+    __slots__ = ("data", "grad", "decay")
+
+    def __init__(self, data: np.ndarray, decay: bool = True):
+        self.data = data
+        self.grad = np.zeros_like(data)
+        self.decay = decay
+
+    @property
+    def shape(self):
+        return self.data.shape
+
+    def __repr__(self):
+        return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype})"
+
+
+class Module:
+    """Base class of layers and containers.
+
+    Subclasses implement ``forward(x)`` and ``backward(grad, input_grad=True)``;
+    everything else (parameters, modes, state) comes from here.
+    """
+
+    training = True
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def backward(self, grad: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
+        """Gradient of the loss w.r.t. the input, given it w.r.t. the output.
+
+        ``input_grad=False`` lets the first layer skip work nobody needs.
+        """
+        raise NotImplementedError
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.forward(x)
+
+    # -- structure -------------------------------------------------------
+    def named_children(self):
+        for name, value in vars(self).items():
+            if isinstance(value, Module):
+                yield name, value
+
+    def named_parameters(self, prefix: str = ""):
+        """Yield ``(name, Parameter)`` pairs, e.g. ``("0.weight", p)``, in a fixed order."""
+        for name, value in vars(self).items():
+            if isinstance(value, Parameter):
+                yield prefix + name, value
+        for name, child in self.named_children():
+            yield from child.named_parameters(prefix + name + ".")
+
+    def parameters(self) -> list[Parameter]:
+        return [p for _, p in self.named_parameters()]
+
+    def zero_grad(self) -> None:
+        for p in self.parameters():
+            p.grad[...] = 0
+
+    def train(self, mode: bool = True) -> "Module":
+        """Switch training behaviour on (dropout active) or off; returns self."""
+        self.training = mode
+        for _, child in self.named_children():
+            child.train(mode)
+        return self
+
+    def eval(self) -> "Module":
+        return self.train(False)
+
+    # -- state -------------------------------------------------------------
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """A copy of every parameter, keyed by name."""
+        return {name: p.data.copy() for name, p in self.named_parameters()}
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        """Copy values into the parameters in place, checking names and shapes."""
+        own = dict(self.named_parameters())
+        missing = sorted(set(own) - set(state))
+        extra = sorted(set(state) - set(own))
+        if missing or extra:
+            raise ModelFileError(f"parameters do not match the network: missing {missing}, unexpected {extra}")
+        for name, p in own.items():
+            value = np.asarray(state[name])
+            if value.shape != p.data.shape:
+                raise ModelFileError(
+                    f"parameter '{name}' has shape {value.shape}, the network needs {p.data.shape}"
+                )
+            p.data[...] = value
+
+    # -- display -------------------------------------------------------------
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self):
+        children = list(self.named_children())
+        if not children:
+            return f"{type(self).__name__}({self.extra_repr()})"
+        lines = [f"  ({name}): " + repr(child).replace("\n", "\n  ") for name, child in children]
+        return f"{type(self).__name__}(\n" + "\n".join(lines) + "\n)"
+
+
+class Sequential(Module):
+    """Layers applied one after another; backward runs them in reverse.
+
+    >>> net = Sequential(Linear(784, 128), ReLU(), Linear(128, 10))
+    """
+
+    def __init__(self, *layers: Module):
+        self.layers = list(layers)
+
+    def named_children(self):
+        for i, layer in enumerate(self.layers):
+            yield str(i), layer
+
+    def __getitem__(self, i):
+        return self.layers[i]
+
+    def __len__(self):
+        return len(self.layers)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    def backward(self, grad: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
+        for i in range(len(self.layers) - 1, -1, -1):
+            grad = self.layers[i].backward(grad, input_grad=input_grad or i > 0)
+        return grad
+
+
+def flatten_parameters(params: list[Parameter]) -> tuple[np.ndarray, np.ndarray, int]:
+    """Move every parameter (and its gradient) into one contiguous buffer.
+
+    Each ``p.data`` and ``p.grad`` becomes a view into a flat array, so an
+    optimiser updates all of them with a handful of whole-array operations
+    instead of a few per parameter. Parameters with ``decay=True`` come first,
+    so L2 and weight decay apply to the slice ``[:n_decay]``.
+
+    Returns
+    -------
+    data, grad : ndarray, shape (total,)
+    n_decay : int
+        Number of leading elements that belong to decaying parameters.
+    """
+    if not params:
+        raise ValueError("no parameters to optimise")
+    dtypes = {p.data.dtype for p in params}
+    if len(dtypes) != 1:
+        raise ValueError(f"parameters mix dtypes {sorted(map(str, dtypes))}")
+    ordered = [p for p in params if p.decay] + [p for p in params if not p.decay]
+    total = sum(p.data.size for p in ordered)
+    data = np.empty(total, dtype=dtypes.pop())
+    grad = np.zeros_like(data)
+    offset = 0
+    for p in ordered:
+        n = p.data.size
+        data[offset:offset + n] = p.data.ravel()
+        grad[offset:offset + n] = p.grad.ravel()
+        p.data = data[offset:offset + n].reshape(p.data.shape)
+        p.grad = grad[offset:offset + n].reshape(p.grad.shape)
+        offset += n
+    n_decay = sum(p.data.size for p in ordered if p.decay)
+    return data, grad, n_decay

@@ -1,0 +1,382 @@
+"""The files digits come in, read and written with every field checked.
+
+Three formats, each read into plain NumPy arrays and checked on the way in:
+
+* **IDX** (the original MNIST format, raw or gzip-compressed): a magic number
+  ``00 00 <type> <ndim>``, ``ndim`` big-endian uint32 sizes, then the values,
+  big-endian. :func:`read_idx` checks the magic, the type code and that the
+  sizes account for every byte of the file; :func:`write_idx` writes one.
+* **CSV**: one image per row, label first (785 columns) or pixels only (784
+  columns, e.g. Kaggle's ``test.csv``), with or without a header row.
+* **NPZ**: Keras's ``mnist.npz`` layout, ``x_train, y_train, x_test, y_test``;
+  loaded with ``allow_pickle=False`` so a file can never run code.
+
+Images come out as ``uint8`` arrays of shape ``(n, 784)`` (rows of 28 x 28
+pixels), labels as ``uint8`` arrays of shape ``(n,)`` with values 0-9.
+Anything else raises :class:`~digitnet.errors.DataError` naming the file, what
+is wrong with it and what to do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import math
+import os
+import re
+import secrets
+import struct
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from digitnet.errors import DataError
+
+PIXELS = 784  # 28 x 28
+GZIP_MAGIC = b"\x1f\x8b"
+ZIP_MAGIC = b"PK"
+# IDX type code -> dtype of the values (stored big-endian).
+IDX_DTYPES = {0x08: np.dtype(">u1"), 0x09: np.dtype(">i1"), 0x0B: np.dtype(">i2"),
+              0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+# --------------------------------------------------------------------------- files
+def read_file(path, *, gunzip: bool = True) -> bytes:
+    """Return the bytes of ``path``, decompressed if they start with the gzip magic.
+
+    Parameters
+    ----------
+    path : str or Path
+    gunzip : bool, default True
+        Decompress gzip data (detected by its magic bytes, not the file name).
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path} is a folder, not a file")
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path} does not exist: check the path") from None
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if gunzip and data[:2] == GZIP_MAGIC:
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise DataError(f"{path} is a damaged gzip file ({exc}): download it again") from None
+    return data
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside ``path``; rename it to ``path`` if the block succeeds.
+
+    A reader never sees a half-written file: either the old file or the new one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.part")
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def sniff(path) -> str:
+    """Guess a file's format from its first bytes: ``"idx"``, ``"npz"`` or ``"csv"``.
+
+    Raises
+    ------
+    DataError
+        If the file is missing or is none of the three.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path} does not exist: check the path")
+    if path.is_dir():
+        raise DataError(f"{path} is a folder, not a file")
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if head[:2] == GZIP_MAGIC:
+        try:
+            with gzip.open(path, "rb") as fh:
+                head = fh.read(4096)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise DataError(f"{path} is a damaged gzip file ({exc}): download it again") from None
+    head = head.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark
+    if head[:2] == ZIP_MAGIC:
+        return "npz"
+    if len(head) >= 4 and head[:2] == b"\0\0" and head[2] in IDX_DTYPES:
+        return "idx"
+    if b"\0" not in head and re.match(rb"\s*[\w\"']+\s*,", head):
+        return "csv"
+    raise DataError(f"{path} is not an IDX, CSV or NPZ file (it starts with {head[:8]!r}): "
+                    "pass a folder of IDX files, a .csv or a .npz")
+
+
+# --------------------------------------------------------------------------- checks
+def check_images(x, where: str) -> np.ndarray:
+    """Return images as a C-contiguous ``uint8`` array of shape ``(n, 784)``.
+
+    Parameters
+    ----------
+    x : array_like, shape (n, 28, 28) or (n, 784)
+        Whole-number pixel values 0-255, any number dtype.
+    where : str
+        Named in error messages (a file, or ``file:key``).
+    """
+    x = np.asarray(x)
+    if x.ndim not in (2, 3) or x.shape[1:] not in ((28, 28), (PIXELS,)):
+        raise DataError(f"{where}: images have shape {x.shape}; expected (n, 28, 28) or (n, 784)")
+    if x.dtype.kind not in "uif":
+        raise DataError(f"{where}: images have dtype {x.dtype}; expected numbers 0-255")
+    x = x.reshape(len(x), PIXELS)
+    if x.dtype != np.uint8 and x.size:
+        bad = (x < 0) | (x > 255) | (x != np.round(x))
+        if bad.any():
+            i, j = np.argwhere(bad)[0]
+            raise DataError(f"{where}: pixel {j} of image {i} is {x[i, j]}; pixels must be "
+                            "whole numbers 0-255 (not scaled to 0-1)")
+        x = x.astype(np.uint8)
+    return np.ascontiguousarray(x)
+
+
+def check_labels(y, where: str, n: int | None = None) -> np.ndarray:
+    """Return labels as a ``uint8`` array of shape ``(n,)`` with values 0-9.
+
+    Parameters
+    ----------
+    y : array_like, shape (n,) or (n, 1)
+    where : str
+        Named in error messages.
+    n : int, optional
+        The number of images the labels belong to.
+    """
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1 or y.dtype.kind not in "uif":
+        raise DataError(f"{where}: labels have shape {y.shape} and dtype {y.dtype}; "
+                        "expected one number 0-9 per image")
+    bad = (y < 0) | (y > 9) | (y != np.round(y)) if y.dtype.kind == "f" else (y < 0) | (y > 9)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise DataError(f"{where}: label {i} is {y[i]}; labels must be whole numbers 0-9")
+    if n is not None and len(y) != n:
+        raise DataError(f"{where}: {len(y)} labels for {n} images; they must match one to one")
+    return np.ascontiguousarray(y, dtype=np.uint8)
+
+
+# --------------------------------------------------------------------------- IDX
+def parse_idx(data: bytes, where: str) -> np.ndarray:
+    """Decode the bytes of an (uncompressed) IDX file; see :func:`read_idx`."""
+    if len(data) < 4 or data[:2] != b"\0\0":
+        raise DataError(f"{where} is not an IDX file: it does not start with the IDX magic "
+                        f"number 00 00 <type> <dims> (it starts with {data[:4].hex(' ') or 'nothing'})")
+    code, ndim = data[2], data[3]
+    if code not in IDX_DTYPES:
+        raise DataError(f"{where}: unknown IDX type code 0x{code:02x}; "
+                        "known codes are 08, 09, 0B, 0C, 0D, 0E")
+    if ndim == 0:
+        raise DataError(f"{where}: the IDX header says the data has 0 dimensions")
+    start = 4 + 4 * ndim
+    if len(data) < start:
+        raise DataError(f"{where} is truncated: it ends inside its {ndim}-dimension header; "
+                        "download or copy it again")
+    dims = struct.unpack(f">{ndim}I", data[4:start])
+    dtype = IDX_DTYPES[code]
+    expected = start + math.prod(dims) * dtype.itemsize
+    if len(data) < expected:
+        raise DataError(f"{where} is truncated: its header promises {dims} values of {dtype.name} "
+                        f"({expected} bytes) but the file holds {len(data)}; download or copy it again")
+    if len(data) > expected:
+        raise DataError(f"{where} does not match its header: {dims} values of {dtype.name} take "
+                        f"{expected} bytes but the file holds {len(data)}; the file is damaged")
+    return np.frombuffer(data, dtype, offset=start).reshape(dims).astype(dtype.newbyteorder("="))
+
+
+def read_idx(path) -> np.ndarray:
+    """Read an IDX file, raw or gzip-compressed.
+
+    Parameters
+    ----------
+    path : str or Path
+
+    Returns
+    -------
+    ndarray
+        Shape and dtype as the file's header says (e.g. ``(60000, 28, 28)``
+        ``uint8`` for MNIST images, ``(60000,)`` for labels), native byte order.
+    """
+    return parse_idx(read_file(path), str(path))
+
+
+def write_idx(path, array, compress: bool | None = None) -> Path:
+    """Write ``array`` as an IDX file (atomically).
+
+    Parameters
+    ----------
+    path : str or Path
+    array : array_like
+        1 to 255 dimensions; dtype uint8, int8, int16, int32, float32 or float64.
+    compress : bool, optional
+        Gzip the file; by default, when ``path`` ends in ``.gz``.
+    """
+    path, array = Path(path), np.asarray(array)
+    codes = {dt.newbyteorder("="): code for code, dt in IDX_DTYPES.items()}
+    if array.dtype.newbyteorder("=") not in codes or not 1 <= array.ndim <= 255:
+        raise DataError(f"cannot write {path}: IDX holds 1-255 dimensions of uint8, int8, int16, "
+                        f"int32, float32 or float64, not {array.ndim} of {array.dtype}")
+    code = codes[array.dtype.newbyteorder("=")]
+    data = (bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+            + array.astype(IDX_DTYPES[code], copy=False).tobytes())
+    if path.name.endswith(".gz") if compress is None else compress:
+        data = gzip.compress(data, compresslevel=6, mtime=0)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return path
+
+
+# --------------------------------------------------------------------------- CSV
+def read_csv(path) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read digits from a CSV file: one image per row, label first or no label.
+
+    Accepts 785 columns (label, 784 pixels: Kaggle's ``train.csv``,
+    ``mnist_train.csv``) or 784 (pixels only: Kaggle's ``test.csv``), with or
+    without a header row; gzip-compressed files too.
+
+    Returns
+    -------
+    x : ndarray of uint8, shape (n, 784)
+    y : ndarray of uint8, shape (n,), or None when the file has no label column
+    """
+    path = Path(path)
+    if sniff(path) != "csv":
+        raise DataError(f"{path} is not a CSV file; pass a .csv with one image per row")
+    with open(path, "rb") as fh:
+        opener = gzip.open if fh.read(2) == GZIP_MAGIC else open
+    try:
+        with opener(path, "rt", encoding="utf-8-sig", newline="") as fh:
+            return parse_csv(fh, str(path))
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read {path}: {exc}") from None
+
+
+def parse_csv(fh, where: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """Parse an open, seekable text stream of CSV rows; see :func:`read_csv`."""
+    first = fh.readline()
+    fields = [f.strip() for f in first.split(",")]
+    # A header is words ("label,pixel0,..."); a data row with one typo is still mostly numbers.
+    words = sum(not re.fullmatch(r"-?\d+(\.\d*)?", f) for f in fields)
+    header = words > len(fields) // 2
+    if len(fields) not in (PIXELS, PIXELS + 1):
+        raise DataError(f"{where}: line 1 has {len(fields)} columns; a digit CSV has "
+                        f"{PIXELS + 1} (label, then {PIXELS} pixels) or {PIXELS} (pixels only)")
+    fh.seek(0)
+    try:
+        rows = np.loadtxt(fh, delimiter=",", dtype=np.uint8, skiprows=int(header), ndmin=2)
+    except ValueError as exc:
+        raise DataError(_csv_problem(str(exc), where, int(header))) from None
+    if len(rows) == 0:
+        raise DataError(f"{where} has no rows of pixels")
+    if rows.shape[1] == PIXELS:
+        return rows, None
+    return np.ascontiguousarray(rows[:, 1:]), check_labels(rows[:, 0], where)
+
+
+def _csv_problem(message: str, where: str, header: int) -> str:
+    """Turn numpy's loadtxt complaint into one that names the line and the fix."""
+    m = re.search(r"columns changed from (\d+) to (\d+) at row (\d+)", message)
+    if m:
+        return (f"{where}: line {int(m[3]) + header} has {m[2]} columns but the lines before "
+                f"have {m[1]}; every row needs the same columns")
+    m = re.search(r"could not convert string '(.*)' to \w+ at row (\d+), column (\d+)", message)
+    if m:
+        value, line, col = m[1], int(m[2]) + 1 + header, int(m[3])
+        what = "pixel" if col > 1 else "label or pixel"
+        try:
+            int(value)
+            why = "is outside 0-255"
+        except ValueError:
+            why = "is not a whole number" if re.fullmatch(r"-?\d*\.\d*(e-?\d+)?", value) else "is not a number"
+        return f"{where}: line {line}, column {col}: {what} {value!r} {why}; pixels must be whole numbers 0-255"
+    return f"{where}: not a CSV of pixel rows ({message})"
+
+
+# --------------------------------------------------------------------------- NPZ
+def read_npz(path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Read an NPZ archive in Keras's ``mnist.npz`` layout, never unpickling anything.
+
+    Returns
+    -------
+    x_train : ndarray of uint8, shape (n, 784)
+    y_train : ndarray of uint8, shape (n,)
+    x_test : ndarray of uint8, shape (m, 784)
+    y_test : ndarray of uint8, shape (m,)
+    """
+    arrays = read_npz_arrays(path, NPZ_KEYS)
+    x_train = check_images(arrays["x_train"], f"{path}:x_train")
+    y_train = check_labels(arrays["y_train"], f"{path}:y_train", len(x_train))
+    x_test = check_images(arrays["x_test"], f"{path}:x_test")
+    y_test = check_labels(arrays["y_test"], f"{path}:y_test", len(x_test))
+    return x_train, y_train, x_test, y_test
+
+
+def read_npz_arrays(path, keys) -> dict[str, np.ndarray]:
+    """Return the arrays ``keys`` of an NPZ file, loaded with ``allow_pickle=False``."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path} does not exist: check the path" if not path.exists()
+                        else f"{path} is a folder, not an .npz file")
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except Exception as exc:  # np.load raises many kinds for a file that is not an archive
+        raise DataError(f"{path} is not a readable .npz archive ({exc})") from None
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise DataError(f"{path} is a single array, not an .npz archive of {', '.join(keys)}")
+    with npz:
+        missing = [k for k in keys if k not in npz.files]
+        if missing:
+            raise DataError(f"{path} lacks {', '.join(missing)} (it holds {', '.join(npz.files) or 'nothing'}); "
+                            f"an .npz of digits holds {', '.join(keys)}")
+        arrays = {}
+        for key in keys:
+            try:
+                arrays[key] = npz[key]
+            except ValueError as exc:
+                if "allow_pickle" in str(exc):
+                    raise DataError(f"{path}:{key} holds pickled Python objects, which digitnet never "
+                                    "loads (they can run code); save plain number arrays instead") from None
+                raise DataError(f"{path}:{key} is damaged ({exc})") from None
+            except (OSError, EOFError, zlib.error) as exc:
+                raise DataError(f"{path}:{key} is damaged ({exc})") from None
+    return arrays
+
+
+def write_npz(path, **arrays) -> Path:
+    """Write ``arrays`` to an uncompressed NPZ file (atomically); quick to load again."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+    return Path(path)
+
+
+def csv_from_zip(archive, member: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read a CSV that sits inside a zip archive (e.g. a wheel) without extracting it."""
+    where = f"{archive}:{member}"
+    try:
+        with zipfile.ZipFile(archive) as zf, zf.open(member) as raw:
+            return parse_csv(io.TextIOWrapper(raw, encoding="utf-8-sig", newline=""), where)
+    except KeyError:
+        raise DataError(f"{archive} has no {member}") from None
+    except (OSError, EOFError, zlib.error, zipfile.BadZipFile, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read {where}: {exc}") from None

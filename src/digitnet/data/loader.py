@@ -1,0 +1,158 @@
+"""From uint8 images to float32 batches: normalisation and the DataLoader.
+
+Convert a whole split once with a :class:`Normalizer`, then let a
+:class:`DataLoader` hand out shuffled batches of it::
+
+    norm = Normalizer("scale").fit(ds.x_train)
+    loader = DataLoader(norm(ds.x_train), ds.y_train, batch_size=64, rng=seed)
+    for xb, yb in loader:        # xb: (64, 784) float32, yb: (64,) labels
+        ...
+
+Each batch is gathered with one ``np.take`` of its shuffled row indices: on
+MNIST (938 batches of 64) that costs about 25 ms an epoch, half the time of
+copying a permuted array once per epoch and slicing it (measured), and it
+keeps every batch a fresh array a transform may change in place.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from digitnet.errors import ConfigError
+
+
+class Normalizer:
+    """Map pixel values 0-255 to network inputs.
+
+    ``kind="scale"`` divides by 255, giving [0, 1]. ``kind="standardize"``
+    then subtracts the mean and divides by the standard deviation, both single
+    numbers fitted on the training images (MNIST: 0.1307 and 0.3081).
+
+    Parameters
+    ----------
+    kind : {"scale", "standardize"}, default "scale"
+    mean, std : float, optional
+        Known statistics (in [0, 1] units) for ``"standardize"``; else :meth:`fit` them.
+    """
+
+    KINDS = ("scale", "standardize")
+
+    def __init__(self, kind: str = "scale", mean: float | None = None, std: float | None = None):
+        if kind not in self.KINDS:
+            raise ConfigError(f"unknown normalisation {kind!r}; choose one of: {', '.join(self.KINDS)}")
+        if std is not None and not std > 0:
+            raise ConfigError(f"the standard deviation must be above 0, not {std}")
+        self.kind, self.mean, self.std = kind, mean, std
+
+    def fit(self, x) -> "Normalizer":
+        """Fit the mean and standard deviation on training images ``x`` (any shape, values 0-255)."""
+        if self.kind == "standardize":
+            x = np.asarray(x).reshape(-1)
+            if x.size == 0:
+                raise ConfigError("cannot fit a normaliser on no images")
+            # Sums of whole numbers in float64 are exact; chunks keep the memory small.
+            total = squares = 0.0
+            for i in range(0, x.size, 1 << 22):
+                chunk = x[i:i + (1 << 22)].astype(np.float64)
+                total += chunk.sum()
+                squares += chunk @ chunk
+            mean = total / x.size
+            self.mean = mean / 255
+            self.std = max(math.sqrt(max(squares / x.size - mean * mean, 0.0)) / 255, 1e-6)
+        return self
+
+    def __call__(self, x, dtype=np.float32) -> np.ndarray:
+        """Return ``x`` (pixel values 0-255, any shape) normalised, as a new ``dtype`` array."""
+        out = np.asarray(x).astype(dtype)
+        if self.kind == "scale":
+            out /= 255
+            return out
+        if self.mean is None:
+            raise ConfigError("Normalizer('standardize') must be fit on the training images first")
+        # (x / 255 - mean) / std as one multiply-add.
+        scale = 1 / (255 * self.std)
+        out *= scale
+        out -= self.mean / self.std
+        return out
+
+    def to_dict(self) -> dict:
+        """Return the settings as a small JSON-friendly dict (for the model file)."""
+        if self.kind == "scale":
+            return {"kind": "scale"}
+        return {"kind": self.kind, "mean": float(self.mean), "std": float(self.std)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Normalizer":
+        """Rebuild a Normalizer from :meth:`to_dict`'s output."""
+        try:
+            kind = d["kind"]
+            if kind == "standardize":
+                return cls(kind, float(d["mean"]), float(d["std"]))
+            return cls(kind)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"bad normalisation settings {d!r} ({exc})") from None
+
+    def __repr__(self) -> str:
+        if self.kind == "standardize" and self.mean is not None:
+            return f"Normalizer('standardize', mean={self.mean:.4f}, std={self.std:.4f})"
+        return f"Normalizer({self.kind!r})"
+
+
+class DataLoader:
+    """Iterate over ``(xb, yb)`` batches, reshuffled every epoch.
+
+    Parameters
+    ----------
+    x : ndarray, shape (n, ...)
+        Inputs, already converted (e.g. float32 from a :class:`Normalizer`).
+    y : ndarray, shape (n,), or None
+        Labels; ``yb`` is None when ``y`` is None.
+    batch_size : int
+    shuffle : bool, default True
+        Draw a new order from ``rng`` at the start of every epoch.
+    drop_last : bool, default False
+        Leave out the last batch when it is smaller than ``batch_size``.
+    rng : numpy.random.Generator or int, optional
+        The source of the shuffles (an int seeds a new Generator; None draws
+        fresh entropy). The same seed gives the same orders.
+    transform : callable, optional
+        ``transform(xb, rng) -> xb``, applied to each batch (e.g. augmentation).
+
+    ``len(loader)`` is the number of batches in an epoch.
+    """
+
+    def __init__(self, x, y, batch_size: int, shuffle: bool = True, drop_last: bool = False,
+                 rng=None, transform=None):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ConfigError(f"the batch size must be a whole number of at least 1, not {batch_size!r}")
+        if y is not None and len(x) != len(y):
+            raise ConfigError(f"{len(x)} inputs but {len(y)} labels")
+        self.x, self.y = x, y
+        self.batch_size, self.shuffle, self.drop_last = int(batch_size), shuffle, drop_last
+        self.rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        n = len(self.x)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self):
+        n, bs = len(self.x), self.batch_size
+        order = self.rng.permutation(n) if self.shuffle else None
+        for start in range(0, len(self) * bs, bs):
+            if order is None:
+                xb = self.x[start:start + bs]
+                yb = None if self.y is None else self.y[start:start + bs]
+            else:
+                idx = order[start:start + bs]
+                xb = np.take(self.x, idx, axis=0)
+                yb = None if self.y is None else np.take(self.y, idx, axis=0)
+            if self.transform is not None:
+                xb = self.transform(xb if order is not None else xb.copy(), self.rng)
+            yield xb, yb
+
+    def __repr__(self) -> str:
+        return (f"DataLoader(n={len(self.x)}, batch_size={self.batch_size}, batches={len(self)}, "
+                f"shuffle={self.shuffle}, drop_last={self.drop_last})")

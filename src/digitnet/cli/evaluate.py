@@ -1,0 +1,62 @@
+"""``digitnet evaluate``: test accuracy, per-class scores and the confusion matrix of a saved model."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from digitnet import metrics, modelfile
+from digitnet.cli.common import add_data_args, load_data, percent, print_json
+from digitnet.errors import DataError
+
+
+def register(subparsers, help_line: str) -> None:
+    p = subparsers.add_parser("evaluate", help=help_line,
+                              description="Measure a saved model on the test set of its dataset (or another).")
+    p.add_argument("model", metavar="MODEL", help="a model file (runs/<run>/model.npz) or its run folder")
+    add_data_args(p, dataset_default=None)
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    clf = modelfile.load(args.model)
+    name = args.dataset or clf.meta.get("dataset") or "mnist"
+    seed = int((clf.meta.get("config") or {}).get("seed", 0))
+    ds = load_data(args, name, seed=seed)
+    if ds.x_train.shape[1] != clf.architecture["sizes"][0] or len(ds.class_names) != clf.architecture["sizes"][-1]:
+        raise DataError(f"the model takes {clf.architecture['sizes'][0]} pixels into {clf.architecture['sizes'][-1]} "
+                        f"classes; {name} has {ds.x_train.shape[1]} pixels and {len(ds.class_names)} classes")
+    started = time.perf_counter()
+    proba = clf.predict_proba(ds.x_test)
+    seconds = time.perf_counter() - started
+    y = ds.y_test.astype(np.int64)
+    pred = proba.argmax(axis=1)
+    cm = metrics.confusion_matrix(y, pred, len(clf.class_names))
+    per_class = metrics.per_class_scores(cm, clf.class_names)
+    acc = metrics.accuracy(y, pred)
+    top2 = metrics.top_k_accuracy(y, proba, 2)
+
+    print(f"model: {clf.meta.get('path')}  ({'-'.join(map(str, clf.architecture['sizes']))} "
+          f"{clf.architecture['activation']})")
+    print(f"data: {ds.name} test set, {len(y):,} images, from {ds.source}"
+          + (" (held out from the training data)" if ds.test_held_out else ""))
+    print(f"test accuracy: {percent(acc)}   top-2 accuracy: {percent(top2)}   "
+          f"inference: {seconds:.3f} s ({len(y) / max(seconds, 1e-9):,.0f} images/s)")
+    print()
+    width = max(5, *(len(c["name"]) for c in per_class))
+    print(f"{'class':<{width}}  precision  recall     f1  support")
+    for c in per_class:
+        print(f"{c['name']:<{width}}  {c['precision']:9.4f}  {c['recall']:6.4f}  {c['f1']:.4f}  {c['support']:7d}")
+    print()
+    print("confusion matrix (rows: true class, columns: predicted)")
+    cell = max(4, len(str(cm.max())) + 1)
+    print(" " * 4 + "".join(f"{i:>{cell}}" for i in range(len(cm))))
+    for i, row in enumerate(cm):
+        print(f"{i:>3} " + "".join(f"{v:>{cell}}" for v in row))
+    if args.json:
+        print_json({"test_accuracy": acc, "n": int(len(y)), "confusion_matrix": cm.tolist(),
+                    "per_class": per_class, "seconds": seconds, "top2_accuracy": top2,
+                    "dataset": ds.name, "model": clf.meta.get("path")})
+    return 0

@@ -1,0 +1,190 @@
+"""The model file: one ``.npz`` holding the weights and a JSON description.
+
+Layout (format version 1)::
+
+    meta              uint8 array: UTF-8 JSON (see below)
+    param/<name>      one array per parameter, e.g. ``param/0.weight`` of shape (784, 128)
+
+The JSON holds ``format`` ("digitnet-model"), ``format_version``,
+``architecture`` (``sizes``, ``activation``, ``dropout``), ``dtype``,
+``normalization``, ``dataset``, ``class_names``, ``config`` (the training
+settings), ``metrics`` and ``digitnet_version``.
+
+Loading uses ``numpy.load(allow_pickle=False)``: a model file can hold only
+plain numbers, so opening one never runs code. Every shape is checked against
+the architecture, and a wrong one is named. Saving writes a temporary file
+and renames it, so a crash never leaves half a model behind.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from digitnet import __version__, nn
+from digitnet.data.formats import atomic_path
+from digitnet.data.loader import Normalizer
+from digitnet.errors import DigitnetError, ModelFileError
+
+FORMAT = "digitnet-model"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Classifier:
+    """A trained network with everything needed to use it on raw pixels.
+
+    ``predict_proba(x)`` takes pixel values 0-255 (uint8 or float), shape
+    ``(n, 784)`` or ``(n, 28, 28)``, and returns ``(n, K)`` probabilities.
+    """
+
+    model: nn.Sequential
+    normalizer: Normalizer
+    class_names: list
+    architecture: dict
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def dtype(self):
+        return self.model.layers[0].weight.data.dtype
+
+    def prepare(self, pixels) -> np.ndarray:
+        """Normalise raw pixels into the network's input rows ``(n, inputs)``."""
+        pixels = np.asarray(pixels)
+        n_inputs = self.architecture["sizes"][0]
+        if pixels.ndim == 1 or pixels.shape[-1] != n_inputs:
+            pixels = pixels.reshape(-1, n_inputs) if pixels.size % n_inputs == 0 else pixels
+        if pixels.ndim != 2 or pixels.shape[1] != n_inputs:
+            raise DigitnetError(f"expected images of {n_inputs} pixels, got an array of shape {np.shape(pixels)}")
+        return self.normalizer(pixels, self.dtype)
+
+    def logits(self, pixels, batch_size: int = 8192) -> np.ndarray:
+        x = self.prepare(pixels)
+        self.model.eval()
+        return np.concatenate([self.model.forward(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]) \
+            if len(x) else np.zeros((0, self.architecture["sizes"][-1]), self.dtype)
+
+    def predict_proba(self, pixels, batch_size: int = 8192) -> np.ndarray:
+        return nn.softmax(self.logits(pixels, batch_size)) if len(pixels) else self.logits(pixels)
+
+    def predict(self, pixels, batch_size: int = 8192) -> np.ndarray:
+        return self.logits(pixels, batch_size).argmax(axis=1)
+
+    def __repr__(self):
+        sizes = "-".join(map(str, self.architecture["sizes"]))
+        return f"Classifier({sizes}, {self.architecture['activation']}, dataset={self.meta.get('dataset')!r})"
+
+
+def architecture_of(model: nn.Sequential) -> dict:
+    """Describe an :func:`~digitnet.nn.mlp`-built network as ``{"sizes", "activation", "dropout"}``."""
+    linears = [layer for layer in model.layers if isinstance(layer, nn.Linear)]
+    activation = next((name for name, cls in nn.ACTIVATIONS.items()
+                       for layer in model.layers if type(layer) is cls), "relu")
+    dropout = next((layer.p for layer in model.layers if isinstance(layer, nn.Dropout)), 0.0)
+    sizes = [linears[0].in_features] + [layer.out_features for layer in linears]
+    return {"sizes": sizes, "activation": activation, "dropout": dropout}
+
+
+def save(path, model: nn.Sequential, normalizer: Normalizer, class_names, dataset: str = "",
+         config: dict | None = None, metrics: dict | None = None, extra: dict | None = None) -> Path:
+    """Write a model file atomically and return its path."""
+    path = Path(path)
+    params = {f"param/{name}": p.data for name, p in model.named_parameters()}
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "architecture": architecture_of(model),
+        "dtype": str(model.layers[0].weight.data.dtype),
+        "normalization": normalizer.to_dict(),
+        "dataset": dataset,
+        "class_names": list(class_names),
+        "config": config or {},
+        "metrics": metrics or {},
+        "digitnet_version": __version__,
+        **(extra or {}),
+    }
+    blob = np.frombuffer(json.dumps(meta, default=_json_default).encode("utf-8"), dtype=np.uint8)
+    try:
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, meta=blob, **params)
+    except OSError as exc:
+        raise DigitnetError(f"cannot write the model to {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def load(path) -> Classifier:
+    """Read a model file, check it, and rebuild the network. Never executes code from the file."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelFileError(f"{path} does not exist: give the path of a model file (runs/<run>/model.npz)")
+    if path.is_dir():
+        if (path / "model.npz").exists():
+            path = path / "model.npz"
+        else:
+            raise ModelFileError(f"{path} is a folder with no model.npz in it")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {key: z[key] for key in z.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+        raise ModelFileError(f"{path} is not a digitnet model file ({_short(exc)})") from None
+    if "meta" not in arrays:
+        raise ModelFileError(f"{path} is not a digitnet model file (it has no 'meta' entry)")
+    try:
+        meta = json.loads(arrays.pop("meta").tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFileError(f"{path}: its metadata is not valid JSON ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ModelFileError(f"{path} is not a digitnet model file (format {meta.get('format') if isinstance(meta, dict) else None!r})")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ModelFileError(f"{path} has model format version {meta.get('format_version')}; this digitnet reads version {FORMAT_VERSION}: upgrade digitnet")
+    arch = meta.get("architecture") or {}
+    try:
+        sizes = [int(s) for s in arch["sizes"]]
+        dtype = np.dtype(meta.get("dtype", "float32"))
+        model = nn.mlp(sizes, activation=arch.get("activation", "relu"), dropout=float(arch.get("dropout", 0.0)),
+                       init="he", rng=0, dtype=dtype)
+        normalizer = Normalizer.from_dict(meta.get("normalization") or {"kind": "scale"})
+    except (KeyError, TypeError, ValueError, DigitnetError) as exc:
+        raise ModelFileError(f"{path}: its architecture cannot be built ({_short(exc)})") from None
+    state = {key[len("param/"):]: value for key, value in arrays.items() if key.startswith("param/")}
+    expected = dict(model.named_parameters())
+    for name, p in expected.items():
+        if name not in state:
+            raise ModelFileError(f"{path}: parameter '{name}' is missing")
+        if state[name].shape != p.data.shape:
+            raise ModelFileError(f"{path}: parameter '{name}' has shape {state[name].shape}, "
+                                 f"the architecture {sizes} needs {p.data.shape}")
+        if not np.issubdtype(state[name].dtype, np.floating):
+            raise ModelFileError(f"{path}: parameter '{name}' holds {state[name].dtype}, not floating-point numbers")
+        if not np.all(np.isfinite(state[name])):
+            raise ModelFileError(f"{path}: parameter '{name}' holds NaN or infinite values")
+    extra = sorted(set(state) - set(expected))
+    if extra:
+        raise ModelFileError(f"{path}: unexpected parameters {extra} for the architecture {sizes}")
+    model.load_state_dict(state)
+    model.eval()
+    class_names = meta.get("class_names") or [str(i) for i in range(sizes[-1])]
+    if len(class_names) != sizes[-1]:
+        raise ModelFileError(f"{path}: {len(class_names)} class names for {sizes[-1]} outputs")
+    meta["path"] = str(path)
+    return Classifier(model, normalizer, list(class_names), {**arch, "sizes": sizes}, meta)
+
+
+def _short(exc) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot store {type(value).__name__} in model metadata")

@@ -27,6 +27,7 @@ import os
 import re
 import secrets
 import struct
+import warnings
 import zipfile
 import zlib
 from pathlib import Path
@@ -170,7 +171,7 @@ def check_labels(y, where: str, n: int | None = None) -> np.ndarray:
     bad = (y < 0) | (y > 9) | (y != np.round(y)) if y.dtype.kind == "f" else (y < 0) | (y > 9)
     if bad.any():
         i = int(np.argmax(bad))
-        raise DataError(f"{where}: label {i} is {y[i]}; labels must be whole numbers 0-9")
+        raise DataError(f"{where}: sample {i} has label {y[i]}; labels must be whole numbers 0-9")
     if n is not None and len(y) != n:
         raise DataError(f"{where}: {len(y)} labels for {n} images; they must match one to one")
     return np.ascontiguousarray(y, dtype=np.uint8)
@@ -283,14 +284,21 @@ def parse_csv(fh, where: str) -> tuple[np.ndarray, np.ndarray | None]:
                         f"{PIXELS + 1} (label, then {PIXELS} pixels) or {PIXELS} (pixels only)")
     fh.seek(0)
     try:
-        rows = np.loadtxt(fh, delimiter=",", dtype=np.uint8, skiprows=int(header), ndmin=2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "input contained no data": handled below
+            rows = np.loadtxt(fh, delimiter=",", dtype=np.uint8, skiprows=int(header), ndmin=2)
     except ValueError as exc:
         raise DataError(_csv_problem(str(exc), where, int(header))) from None
     if len(rows) == 0:
         raise DataError(f"{where} has no rows of pixels")
     if rows.shape[1] == PIXELS:
         return rows, None
-    return np.ascontiguousarray(rows[:, 1:]), check_labels(rows[:, 0], where)
+    labels = rows[:, 0]
+    if labels.max() > 9:
+        i = int(np.argmax(labels > 9))
+        raise DataError(f"{where}: line {i + 1 + header}: label {labels[i]} is outside 0-9; "
+                        "the first column holds the digit, 0-9")
+    return np.ascontiguousarray(rows[:, 1:]), labels.copy()
 
 
 def _csv_problem(message: str, where: str, header: int) -> str:
@@ -357,7 +365,7 @@ def read_npz_arrays(path, keys) -> dict[str, np.ndarray]:
                     raise DataError(f"{path}:{key} holds pickled Python objects, which digitnet never "
                                     "loads (they can run code); save plain number arrays instead") from None
                 raise DataError(f"{path}:{key} is damaged ({exc})") from None
-            except (OSError, EOFError, zlib.error) as exc:
+            except (OSError, EOFError, zlib.error, zipfile.BadZipFile) as exc:
                 raise DataError(f"{path}:{key} is damaged ({exc})") from None
     return arrays
 

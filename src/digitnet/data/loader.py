@@ -44,7 +44,9 @@ class Normalizer:
             raise ConfigError(f"unknown normalisation {kind!r}; choose one of: {', '.join(self.KINDS)}")
         if std is not None and not std > 0:
             raise ConfigError(f"the standard deviation must be above 0, not {std}")
-        self.kind, self.mean, self.std = kind, mean, std
+        self.kind = kind
+        self.mean = None if mean is None else float(mean)
+        self.std = None if std is None else float(std)
 
     def fit(self, x) -> "Normalizer":
         """Fit the mean and standard deviation on training images ``x`` (any shape, values 0-255)."""
@@ -58,9 +60,9 @@ class Normalizer:
                 chunk = x[i:i + (1 << 22)].astype(np.float64)
                 total += chunk.sum()
                 squares += chunk @ chunk
-            mean = total / x.size
+            mean = float(total) / x.size
             self.mean = mean / 255
-            self.std = max(math.sqrt(max(squares / x.size - mean * mean, 0.0)) / 255, 1e-6)
+            self.std = max(math.sqrt(max(float(squares) / x.size - mean * mean, 0.0)) / 255, 1e-6)
         return self
 
     def __call__(self, x, dtype=np.float32) -> np.ndarray:
@@ -71,10 +73,10 @@ class Normalizer:
             return out
         if self.mean is None:
             raise ConfigError("Normalizer('standardize') must be fit on the training images first")
-        # (x / 255 - mean) / std as one multiply-add.
-        scale = 1 / (255 * self.std)
-        out *= scale
-        out -= self.mean / self.std
+        # (x / 255 - mean) / std as one multiply and one subtraction, in the output's precision.
+        number = out.dtype.type
+        out *= number(1 / (255 * self.std))
+        out -= number(self.mean / self.std)
         return out
 
     def to_dict(self) -> dict:

@@ -190,11 +190,12 @@ def download(url: str, dest, sha256s, *, progress: bool = False, timeout: float 
     """
     dest = Path(dest)
     request = urllib.request.Request(url, headers={"User-Agent": f"digitnet/{__version__}"})
+    got = 0
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response, \
                 formats.atomic_path(dest) as tmp, open(tmp, "wb") as out:
             size = int(response.headers.get("Content-Length") or 0) or None
-            digest, got = hashlib.sha256(), 0
+            digest = hashlib.sha256()
             with tqdm(total=size, unit="B", unit_scale=True, desc=dest.name, disable=not progress,
                       file=sys.stderr, leave=False) as bar:
                 while chunk := response.read(1 << 16):
@@ -212,7 +213,7 @@ def download(url: str, dest, sha256s, *, progress: bool = False, timeout: float 
     except urllib.error.URLError as exc:
         raise DataError(f"{url}: {exc.reason}") from None
     except http.client.IncompleteRead as exc:
-        raise DataError(f"{url}: the connection closed after {len(exc.partial)} bytes") from None
+        raise DataError(f"{url}: the connection closed after {got + len(exc.partial)} bytes") from None
     except (OSError, http.client.HTTPException, ValueError) as exc:
         raise DataError(f"{url}: {exc or type(exc).__name__}") from None
     return dest

@@ -107,6 +107,9 @@ class TrainConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ConfigError(f"unknown training settings: {', '.join(unknown)}")
+        d = dict(d)
+        if "hidden" in d:
+            d["hidden"] = tuple(d["hidden"])
         return cls(**d)
 
 
@@ -228,6 +231,8 @@ def fit(model: nn.Module, optimizer: nn.Optimizer, loader: DataLoader, epochs: i
     best_loss, best_weights, waited = math.inf, None, 0
     restore_sigint = _catch_sigint(state)
     model.train()
+    quiet_floats = np.errstate(over="ignore", invalid="ignore")   # divergence is caught below, once
+    quiet_floats.__enter__()
     try:
         for cb in callbacks:
             cb.on_train_begin(state)
@@ -293,6 +298,7 @@ def fit(model: nn.Module, optimizer: nn.Optimizer, loader: DataLoader, epochs: i
         for cb in callbacks:
             cb.on_train_end(state)
     finally:
+        quiet_floats.__exit__(None, None, None)
         restore_sigint()
         model.eval()
     return history

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Debian packages the tests use: Fashion-MNIST's IDX files.
+# Installs them when run as root (or with password-less sudo); otherwise says
+# what to install, and the tests that need them are skipped with that reason.
+set -euo pipefail
+packages=(dataset-fashion-mnist)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+if ! command -v apt-get >/dev/null; then
+  echo "note: no apt-get here; install ${missing[*]} yourself or the tests that need them are skipped" >&2
+  exit 0
+fi
+if [ "$(id -u)" -eq 0 ]; then sudo=(); elif sudo -n true 2>/dev/null; then sudo=(sudo -n); else
+  echo "note: run 'sudo apt-get install ${missing[*]}' for the tests that need them" >&2
+  exit 0
+fi
+"${sudo[@]}" apt-get update -qq
+DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null

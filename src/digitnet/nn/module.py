@@ -100,19 +100,23 @@ class Module:
         return {name: p.data.copy() for name, p in self.named_parameters()}
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        """Copy values into the parameters in place, checking names and shapes."""
+        """Copy values into the parameters in place, checking names and shapes.
+
+        All or nothing: every check passes before the first value is copied.
+        """
         own = dict(self.named_parameters())
         missing = sorted(set(own) - set(state))
         extra = sorted(set(state) - set(own))
         if missing or extra:
             raise ModelFileError(f"parameters do not match the network: missing {missing}, unexpected {extra}")
+        values = {name: np.asarray(state[name]) for name in own}
         for name, p in own.items():
-            value = np.asarray(state[name])
-            if value.shape != p.data.shape:
+            if values[name].shape != p.data.shape:
                 raise ModelFileError(
-                    f"parameter '{name}' has shape {value.shape}, the network needs {p.data.shape}"
+                    f"parameter '{name}' has shape {values[name].shape}, the network needs {p.data.shape}"
                 )
-            p.data[...] = value
+        for name, p in own.items():
+            p.data[...] = values[name]
 
     # -- display -------------------------------------------------------------
     def extra_repr(self) -> str:

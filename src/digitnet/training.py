@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from digitnet import nn
+from digitnet.data.augment import RandomShift
 from digitnet.data.datasets import Dataset, train_val_split
 from digitnet.data.loader import DataLoader, Normalizer
 from digitnet.errors import ConfigError, DigitnetError
@@ -40,7 +41,8 @@ class TrainConfig:
     ``batch_size=0`` means one batch holding the whole training set (full-batch
     gradient descent). ``l2`` is lambda in the penalty ``lambda / (2 m) sum ||W||^2``
     with ``m`` the number of training examples. ``early_stopping`` is the
-    patience in epochs (0: off).
+    patience in epochs (0: off). ``augment_shift`` moves each training digit
+    by up to that many pixels (0: off).
     """
 
     preset: str = "custom"
@@ -63,6 +65,7 @@ class TrainConfig:
     val_fraction: float = 0.1
     normalize: str = "scale"
     early_stopping: int = 0
+    augment_shift: int = 0
     seed: int = 0
     dtype: str = "float32"
 
@@ -89,6 +92,7 @@ class TrainConfig:
             (self.normalize in Normalizer.KINDS, f"unknown normalisation '{self.normalize}'; choose one of {', '.join(Normalizer.KINDS)}"),
             (self.early_stopping >= 0, f"early-stopping patience must be >= 0, got {self.early_stopping}"),
             (self.early_stopping == 0 or self.val_fraction > 0, "early stopping needs a validation split (--val-fraction > 0)"),
+            (0 <= self.augment_shift <= 8, f"the augmentation shift must be 0 to 8 pixels, got {self.augment_shift}"),
             (self.dtype in DTYPES, f"unknown dtype '{self.dtype}'; choose float32 or float64"),
         ]
         for ok, message in checks:
@@ -364,8 +368,14 @@ def train(config: TrainConfig, dataset: Dataset, callbacks=()) -> TrainResult:
     y_tr, y_val = y_tr.astype(np.intp), y_val.astype(np.intp)
     batch_size = config.batch_size if config.batch_size else len(x_tr_f)
     full_batch = batch_size >= len(x_tr_f)
+    transform = None
+    if config.augment_shift:
+        side = int(round(math.sqrt(x_tr_f.shape[1])))
+        if side * side != x_tr_f.shape[1]:
+            raise ConfigError(f"shifting needs square images; these have {x_tr_f.shape[1]} pixels")
+        transform = RandomShift(config.augment_shift, side, fill=float(normalizer(np.zeros(1))[0]))
     loader = DataLoader(x_tr_f, y_tr, batch_size=min(batch_size, len(x_tr_f)), shuffle=not full_batch,
-                        rng=np.random.default_rng(seeds[2]))
+                        rng=np.random.default_rng(seeds[2]), transform=transform)
     model = build_model(config, x_tr_f.shape[1], len(dataset.class_names), np.random.default_rng(seeds[0]))
     optimizer = build_optimizer(config, model.parameters(), len(x_tr_f))
     schedule = nn.make_schedule(config.schedule, config.lr, config.epochs, len(loader),

@@ -50,6 +50,7 @@ def register(subparsers, help_line: str) -> None:
     g.add_argument("--val-fraction", type=float, help="share of the training set held out for validation")
     g.add_argument("--normalize", choices=["scale", "standardize"])
     g.add_argument("--early-stopping", type=int, metavar="PATIENCE", help="stop after this many epochs without a better validation loss")
+    g.add_argument("--augment-shift", type=int, metavar="PIXELS", help="move each training digit by up to this many pixels (0: off)")
     g.add_argument("--seed", type=int)
     g = p.add_argument_group("output")
     g.add_argument("--out", metavar="DIR", help="run folder (default: runs/<date-time>-<preset>)")
@@ -70,7 +71,7 @@ def _sizes(text: str):
 
 OVERRIDES = ["dataset", "hidden", "activation", "init", "dropout", "dtype", "optimizer", "lr", "momentum",
              "nesterov", "batch_size", "epochs", "l2", "weight_decay", "schedule", "warmup_epochs",
-             "label_smoothing", "val_fraction", "normalize", "early_stopping", "seed"]
+             "label_smoothing", "val_fraction", "normalize", "early_stopping", "augment_shift", "seed"]
 
 
 def run(args) -> int:

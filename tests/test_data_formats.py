@@ -185,6 +185,7 @@ def _replace(line, col, value):
     (lambda r: r[:5] + [_replace(r[5], 0, "10")], "line 6: label 10 is outside 0-9"),
     (lambda r: [",".join(r[0].split(",")[:10])] + r[1:], "line 1 has 10 columns"),
     (lambda r: r[:1], "has no rows"),
+    (lambda r: [r[0]] + [",".join(line.split(",")[1:]) for line in r[1:]], "header has 785 columns but the rows have 784"),
 ])
 def test_bad_csv_files_say_which_line_and_what(tmp_path, good_rows, edit, message):
     path = tmp_path / "train.csv"

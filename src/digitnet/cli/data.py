@@ -42,9 +42,11 @@ def run(args) -> int:
     dataset = load_dataset(args.dataset, data=args.data, cache_dir=args.cache_dir,
                            progress=sys.stderr.isatty())
     info = describe(dataset)
-    if args.action == "fetch" and args.data and not dataset.official:
+    if args.action == "fetch" and dataset.cache_path is None:
         title = get_spec(args.dataset).title
         hints = "".join(f" ({note})" for note in dataset.notes if note.startswith("these are the official"))
+        if dataset.official:
+            raise DataError(f"nothing was cached{hints}")
         raise DataError(f"{args.data} does not hold the official {title} arrays, so nothing was cached"
                         f"{hints}; use it directly with --data {args.data}")
     if args.json:

@@ -179,9 +179,9 @@ def load_dataset(name: str = "mnist", data=None, cache_dir=None, progress: bool 
     return _make(spec, arrays, source, [f"cached at {cache_file}"], cache_file)
 
 
-def _make(spec, arrays, source, notes, cache_file=None, **extra) -> Dataset:
+def _make(spec, arrays, source, notes, cache_file=None, official=True, **extra) -> Dataset:
     return Dataset(spec.name, list(spec.class_names), *(arrays[k] for k in KEYS), source=source,
-                   notes=notes, official=cache_file is not None, cache_path=cache_file, **extra)
+                   notes=notes, official=official, cache_path=cache_file, **extra)
 
 
 def _read_cache(spec: DatasetSpec, path: Path) -> dict[str, np.ndarray]:
@@ -274,14 +274,18 @@ def _from_path(spec: DatasetSpec, data, cache_file: Path, seed: int) -> Dataset:
     sums = None if held_out else checksums(arrays)
     official = sums is not None and not mismatches(spec, arrays, sums)
     if official and not cache_file.exists():
-        _write_cache(cache_file, arrays)
-        notes.append(f"these are the official {spec.title} arrays: cached at {cache_file}")
+        try:
+            _write_cache(cache_file, arrays)
+            notes.append(f"these are the official {spec.title} arrays: cached at {cache_file}")
+        except DataError as exc:  # the data is fine; only the shortcut for next time failed
+            notes.append(f"these are the official {spec.title} arrays, but {exc}")
+            cache_file = None
     elif sums is not None:
         for other in DATASETS.values():
             if other is not spec and not mismatches(other, arrays, sums):
                 notes.append(f"these are the official {other.title} arrays; pass --dataset "
                              f"{other.name} for its class names")
-    return _make(spec, arrays, found.source, notes, cache_file if official else None,
+    return _make(spec, arrays, found.source, notes, cache_file if official else None, official=official,
                  test_held_out=held_out, x_unlabelled=found.x_unlabelled)
 
 

@@ -291,6 +291,9 @@ def parse_csv(fh, where: str) -> tuple[np.ndarray, np.ndarray | None]:
         raise DataError(_csv_problem(str(exc), where, int(header))) from None
     if len(rows) == 0:
         raise DataError(f"{where} has no rows of pixels")
+    if header and rows.shape[1] != len(fields):
+        raise DataError(f"{where}: the header has {len(fields)} columns but the rows have {rows.shape[1]}; "
+                        "every row needs a value for each header column")
     if rows.shape[1] == PIXELS:
         return rows, None
     labels = rows[:, 0]

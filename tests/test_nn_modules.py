@@ -261,3 +261,8 @@ def test_two_layer_mlp_learns_xor_blobs():
         linear.backward(loss_fn.backward(), input_grad=False)
         opt.step()
     assert np.mean(linear(x).argmax(axis=1) == y) < 0.9
+
+
+def test_only_normal_takes_a_value():
+    with pytest.raises(ConfigError, match="only 'normal' takes a value"):
+        initial_weights("he:3", 4, 3, np.random.default_rng(0))

@@ -78,6 +78,8 @@ def initial_weights(name: str, fan_in: int, fan_out: int, rng, dtype=np.float32,
     base, _, arg = name.partition(":")
     if base not in INITIALISERS:
         raise ConfigError(f"unknown initialiser '{name}'; choose one of {', '.join(INITIALISERS)}")
+    if arg and base != "normal":
+        raise ConfigError(f"initialiser '{name}': only 'normal' takes a value (normal:STD)")
     if base == "normal":
         if arg:
             try:

@@ -1,8 +1,9 @@
 """The ``digitnet`` command: parse, dispatch, and turn user errors into ``error:`` lines.
 
 Each command lives in its own small module under ``digitnet.cli`` with two
-functions: ``register(subparsers)`` adds its parser, and ``run(args) -> int``
-does the work by calling the library. This module only wires them together.
+functions: ``register(subparsers, help_line)`` adds its parser, and
+``run(args) -> int`` does the work by calling the library. This module only
+wires them together: a module named in ``COMMANDS`` is listed in that order.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import sys
 from digitnet import __version__
 from digitnet.errors import DigitnetError
 
-# Commands in the order `digitnet --help` lists them: (module, help line).
+# Commands in the order `digitnet --help` lists them: (command, help line).
+# The module is digitnet.cli.<command with - as _>.
 COMMANDS = [
     ("train", "train a network and save it in a run folder"),
     ("evaluate", "measure a saved model on a test set"),

@@ -155,6 +155,17 @@ def available(module: str) -> bool:
         return False
 
 
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def blas_kernel() -> str:
     try:
         from threadpoolctl import threadpool_info
@@ -206,7 +217,7 @@ def main(argv=None) -> int:
 
     epoch_s = {name: statistics.median(t) for name, t in epoch_times.items()}
     result = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.system()}",
+        "machine": f"{cpu_name()}, {os.cpu_count()} cores, {platform.system()}",
         "python": platform.python_version(),
         "numpy": np.__version__,
         "blas": blas_kernel(),

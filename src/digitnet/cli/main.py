@@ -22,6 +22,7 @@ COMMANDS = [
     ("evaluate", "measure a saved model on a test set"),
     ("predict", "show the digit a model reads in test images"),
     ("data", "fetch a dataset or describe one"),
+    ("tune", "search hyperparameters (grid or random, in parallel or on a Dask cluster) and refit the best"),
 ]
 
 

@@ -1,0 +1,380 @@
+"""Run a search's trials here, in local worker processes, or on a Dask cluster; refit the winner.
+
+:func:`run_search` hands trials to a backend as slots free up and records each
+one as it finishes (:class:`~digitnet.tune.results.Results` rewrites
+results.json and results.csv every time):
+
+- :class:`Serial` runs them one after another in this process;
+- :class:`LocalProcesses` runs them in ``workers`` processes (loky), each
+  limited to its share of the BLAS threads (threadpoolctl), the data shipped
+  once to each process when it starts;
+- :class:`DaskCluster` sends them to a Dask distributed scheduler, the data
+  scattered once to every worker, results streamed back with ``as_completed``.
+
+A local worker that dies takes every trial it was running with it, and the
+process pool with it: the trials that were running are then tried again one at
+a time, so the one that kills its worker even alone is recorded as failed and
+the others finish. Ctrl-C stops the search; what finished is on disk.
+:func:`refit` then trains the best configuration on training + validation
+data and measures it on the test set, the only time the search touches it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import time
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, BrokenExecutor, wait
+from dataclasses import dataclass
+
+from digitnet import modelfile
+from digitnet.data.datasets import Dataset, train_val_split
+from digitnet.errors import ConfigError, DigitnetError
+from digitnet.training import TrainResult, train
+from digitnet.tune.results import Results
+from digitnet.tune.space import key, trial_config
+from digitnet.tune.trial import FAILED, INTERRUPTED, TrialData, run_trial
+
+
+def search_data(dataset: Dataset, subset: int | None = None, seed: int = 0) -> tuple[TrialData, Dataset]:
+    """The trials' data (training images only) and the winner's dataset (the same images + the test set).
+
+    ``subset`` keeps a stratified sample of that many training images.
+    """
+    x, y = dataset.x_train, dataset.y_train
+    if subset is not None and subset < len(x):
+        _, _, x, y = train_val_split(x, y, subset / len(x), seed=seed)
+    trial_data = TrialData(dataset.name, list(dataset.class_names), x, y)
+    refit_data = Dataset(dataset.name, list(dataset.class_names), x, y, dataset.x_test, dataset.y_test,
+                         source=dataset.source, test_held_out=dataset.test_held_out, official=dataset.official)
+    return trial_data, refit_data
+
+
+@dataclass
+class SearchOutcome:
+    """What :func:`run_search` did: trials run now, trials in the search, and whether Ctrl-C ended it."""
+
+    ran: int
+    total: int
+    interrupted: bool
+    seconds: float
+    backend: str
+
+
+class WorkerLost(Exception):
+    """The process running a trial died (crashed, killed, out of memory)."""
+
+
+def run_search(results: Results, data: TrialData, workers: int = 1, scheduler: str | None = None,
+               connect_timeout: float = 5.0, on_submit=None, on_result=None) -> SearchOutcome:
+    """Run every trial of ``results.spec`` not yet done, recording each as it finishes.
+
+    Parameters
+    ----------
+    results : the search's :class:`~digitnet.tune.results.Results` (new or resumed)
+    data : the trials' :class:`~digitnet.tune.trial.TrialData`
+    workers : processes on this machine (1: in this process)
+    scheduler : ``tcp://HOST:PORT`` of a Dask scheduler; overrides ``workers``
+    connect_timeout : seconds to wait for the scheduler to answer
+    on_submit : callable ``(number, params)``, called as a trial is handed out
+    on_result : callable ``(record)``, called after a trial's record is saved
+    """
+    spec = results.spec
+    base = spec.base_config().to_dict()
+    done = results.done()
+    todo = deque((n, p) for n, p in enumerate(spec.trial_params(), 1) if key(p) not in done)
+    total, started = len(todo), time.perf_counter()
+    if not todo:
+        return SearchOutcome(0, 0, False, 0.0, "none")
+    if scheduler:
+        backend = DaskCluster(scheduler, data, connect_timeout)
+    elif workers > 1:
+        backend = LocalProcesses(data, min(workers, total))
+    else:
+        backend = Serial(data)
+    running: dict = {}                 # handle -> (number, params, isolated)
+    suspects: deque = deque()          # trials whose worker died while others ran beside them
+    interrupted, ran = False, 0
+
+    def submit(number, params, isolated):
+        curves = results.curves() if spec.prune == "median" else None
+        running[backend.submit(number, params, base, curves)] = (number, params, isolated)
+        if on_submit:
+            on_submit(number, params)
+
+    try:
+        while todo or suspects or running:
+            if backend.broken and not running:
+                backend.restart()
+            if not backend.broken:
+                if suspects:
+                    if not running:
+                        submit(*suspects.popleft(), isolated=True)
+                else:
+                    while todo and len(running) < backend.slots():
+                        submit(*todo.popleft(), isolated=backend.slots() == 1)
+            for handle, outcome in backend.wait(list(running)):
+                number, params, isolated = running.pop(handle)
+                if isinstance(outcome, WorkerLost) and not isolated:
+                    suspects = deque(sorted([*suspects, (number, params)], key=lambda t: t[0]))
+                    continue
+                if isinstance(outcome, BaseException):
+                    outcome = {"trial": number, "params": params, "status": FAILED, "reason": str(outcome),
+                               "epochs": 0, "curve": {"val_accuracy": [], "val_loss": [], "train_loss": []}}
+                if outcome["status"] == INTERRUPTED:     # the worker saw Ctrl-C too
+                    raise KeyboardInterrupt
+                results.add(outcome)
+                ran += 1
+                if on_result:
+                    on_result(results.records[number])
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        backend.close(kill=interrupted or bool(running))
+    return SearchOutcome(ran, total, interrupted, time.perf_counter() - started, backend.name)
+
+
+# --------------------------------------------------------------------------- backends
+class Serial:
+    """Trials one after another in this process, with all its BLAS threads."""
+
+    name, broken = "this process", False
+
+    def __init__(self, data: TrialData):
+        self.data, self.queue = data, {}
+
+    def slots(self) -> int:
+        return 1
+
+    def submit(self, number, params, base, curves):
+        handle = object()
+        self.queue[handle] = (number, params, base, self.data, curves)
+        return handle
+
+    def wait(self, handles):
+        handle = handles[0]
+        return [(handle, run_trial(*self.queue.pop(handle)))]
+
+    def close(self, kill=False):
+        self.queue.clear()
+
+
+_DATA: TrialData | None = None       # a local worker's copy of the data
+
+
+def _start_worker(data: TrialData, threads: int) -> None:
+    """Runs once in each local worker: keep the data, take a share of the BLAS threads, leave Ctrl-C to fit."""
+    global _DATA
+    from threadpoolctl import threadpool_limits
+    _DATA = data
+    signal.signal(signal.SIGINT, signal.SIG_IGN)    # between trials; during one, fit() stops at the batch's end
+    threadpool_limits(threads)
+
+
+def _local_trial(number, params, base, curves):
+    return run_trial(number, params, base, _DATA, curves)
+
+
+class LocalProcesses:
+    """``workers`` processes on this machine, each with ``cores // workers`` BLAS threads."""
+
+    def __init__(self, data: TrialData, workers: int):
+        try:
+            import loky
+            import threadpoolctl  # noqa: F401 - the workers need it
+        except ImportError:
+            raise ConfigError("--workers needs loky and threadpoolctl: pip install 'digitnet[tune]'") from None
+        self.loky, self.data, self.workers = loky, data, workers
+        self.threads = max(1, loky.cpu_count() // workers)
+        self.name = f"{workers} local processes, {self.threads} BLAS thread{'s' * (self.threads > 1)} each"
+        self.broken = False
+        self.restart()
+
+    def restart(self):
+        self.executor = self.loky.ProcessPoolExecutor(max_workers=self.workers, initializer=_start_worker,
+                                                      initargs=(self.data, self.threads))
+        self.broken = False
+
+    def slots(self) -> int:
+        return self.workers
+
+    def submit(self, number, params, base, curves):
+        try:
+            return self.executor.submit(_local_trial, number, params, base, curves)
+        except BrokenExecutor:     # a worker died while idle: start afresh
+            self.restart()
+            return self.executor.submit(_local_trial, number, params, base, curves)
+
+    def wait(self, handles):
+        done, _ = wait(handles, return_when=FIRST_COMPLETED)
+        out = []
+        for future in done:
+            try:
+                out.append((future, future.result()))
+            except BrokenExecutor as exc:
+                self.broken = True
+                codes = re.search(r"exit codes of the workers are (\{[^}]*\})", str(exc))
+                out.append((future, WorkerLost("its worker process died" + (f" (exit {codes.group(1)})" if codes else "")
+                                               + ": it crashed, ran out of memory or was killed")))
+            except Exception as exc:       # noqa: BLE001 - e.g. a result that could not be sent back
+                out.append((future, exc))
+        return out
+
+    def close(self, kill=False):
+        self.executor.shutdown(wait=not kill, kill_workers=kill)
+
+
+def _dask_trial(number, params, base, data, curves, host_threads):
+    """Runs on a Dask worker: the trials running on one machine share its cores' BLAS threads.
+
+    ``host_threads`` maps each host to the number of worker threads on it.
+    """
+    from distributed import get_worker
+    from threadpoolctl import threadpool_limits
+    worker = get_worker()
+    sharing = host_threads.get(_host(worker.address), worker.state.nthreads)
+    with threadpool_limits(max(1, len(os.sched_getaffinity(0)) // max(1, sharing))):
+        return run_trial(number, params, base, data, curves)
+
+
+def _host(address: str) -> str:
+    return address.split("://")[-1].rsplit(":", 1)[0]
+
+
+class DaskCluster:
+    """A Dask distributed scheduler at ``address``; the data is scattered to every worker once."""
+
+    broken = False
+
+    def __init__(self, address: str, data: TrialData, timeout: float = 5.0):
+        try:
+            import distributed
+        except ImportError:
+            raise ConfigError("--scheduler needs Dask: pip install 'digitnet[cluster]'") from None
+        self.distributed = distributed
+        address = connect_check(address, timeout)
+        self.client = distributed.Client(address, timeout=timeout, set_as_default=False)
+        try:
+            self.client.wait_for_workers(1, timeout=timeout)
+        except (TimeoutError, asyncio.TimeoutError):
+            self.client.close()
+            raise DigitnetError(f"the Dask cluster at {address} has no workers: start some with "
+                                f"'dask worker {address}'") from None
+        import importlib.metadata
+        versions = self.client.run(importlib.metadata.version, "digitnet", on_error="return")
+        missing = sorted(w for w, v in versions.items() if isinstance(v, BaseException))
+        if missing:
+            self.client.close()
+            raise DigitnetError(f"digitnet is not installed on the Dask worker{'s' * (len(missing) > 1)} "
+                                f"{', '.join(missing)}: install it there (pip install 'digitnet[cluster]')")
+        self.data = self.client.scatter(data, broadcast=True, hash=False)
+        self.done = distributed.as_completed(loop=self.client.loop)
+        self.name = f"Dask scheduler {address}"
+        self.slots()
+
+    def slots(self) -> int:
+        nthreads = self.client.nthreads()
+        self.host_threads = {}
+        for address, n in nthreads.items():
+            self.host_threads[_host(address)] = self.host_threads.get(_host(address), 0) + n
+        return max(1, sum(nthreads.values()))
+
+    def submit(self, number, params, base, curves):
+        future = self.client.submit(_dask_trial, number, params, base, self.data, curves, self.host_threads,
+                                    pure=False,
+                                    key=f"digitnet-trial-{number}-{os.urandom(4).hex()}")
+        self.done.add(future)
+        return future
+
+    def wait(self, handles):
+        ready = [next(self.done)] + self.done.next_batch(block=False)
+        out = []
+        for future in ready:
+            try:
+                out.append((future, future.result()))
+            except self.distributed.client.FutureCancelledError:
+                raise DigitnetError("the Dask scheduler cancelled the search's trials (did it stop?); the "
+                                    "finished trials are saved: continue with --resume") from None
+            except self.distributed.scheduler.KilledWorker as exc:
+                out.append((future, WorkerLost(f"the Dask workers running it died: {exc}")))
+            except Exception as exc:       # noqa: BLE001 - e.g. a worker without digitnet's dependencies
+                out.append((future, RuntimeError(f"{type(exc).__name__}: {exc}")))
+        return out
+
+    def close(self, kill=False):
+        if kill:
+            self.client.cancel(list(self.done.futures))
+        self.client.close()
+
+
+def connect_check(address: str, timeout: float) -> str:
+    """Make sure a Dask scheduler answers at ``address`` within ``timeout`` seconds; return ``tcp://HOST:PORT``.
+
+    A plain TCP connection first (nothing listening fails at once), then
+    Dask's handshake with a deadline: a port that accepts but never answers
+    would otherwise hang forever.
+    """
+    import distributed.comm
+    m = re.fullmatch(r"(?:tcp://)?(\[[0-9a-fA-F:]+\]|[^:/\s]+):(\d{1,5})/?", address.strip())
+    if not m:
+        raise ConfigError(f"--scheduler {address!r}: expected tcp://HOST:PORT, e.g. tcp://10.0.0.5:8786")
+    host, port = m.group(1), int(m.group(2))
+    address = f"tcp://{host}:{port}"
+    deadline = time.monotonic() + timeout
+    try:
+        socket.create_connection((host.strip("[]"), port), timeout=timeout).close()
+    except OSError as exc:
+        raise DigitnetError(f"no Dask scheduler answers at {address} ({exc.strerror or exc}): is it running "
+                            "('dask scheduler' prints its address) and can this machine reach it?") from None
+
+    async def handshake():
+        left = max(0.1, deadline - time.monotonic())
+        comm = await asyncio.wait_for(distributed.comm.connect(address, timeout=left), left)
+        await comm.close()
+    try:
+        asyncio.run(handshake())
+    except (asyncio.TimeoutError, TimeoutError, OSError) as exc:
+        raise DigitnetError(f"{address} accepts connections but no Dask scheduler answered within "
+                            f"{timeout:g} s ({type(exc).__name__}): is that the scheduler's port?") from None
+    return address
+
+
+# --------------------------------------------------------------------------- the winner
+def refit(results: Results, dataset: Dataset, callbacks=()) -> tuple[dict, TrainResult]:
+    """Train the best trial's configuration on training + validation data; measure it on the test set.
+
+    Returns the best trial's record and the :class:`~digitnet.training.TrainResult`.
+    """
+    best = results.best()
+    if best is None:
+        raise DigitnetError(f"no trial finished ({_describe(results.counts())}): see "
+                            f"{results.folder / 'results.csv'} for the reasons")
+    config = trial_config(results.spec.base_config(), best["params"])
+    config.val_fraction = 0.0
+    if config.early_stopping:          # no validation set to stop on: train as long as the trial did
+        config.epochs, config.early_stopping = best["best_epoch"] or config.epochs, 0
+    return best, train(config, dataset, callbacks=callbacks)
+
+
+def save_winner(results: Results, best: dict, result: TrainResult) -> dict:
+    """Save the refitted model as ``model.npz`` in the search's folder and note it in results.json."""
+    d = result.dataset
+    path = modelfile.save(results.folder / "model.npz", result.model, result.normalizer, d.class_names,
+                          dataset=d.name, config=result.config.to_dict(), metrics=result.metrics,
+                          extra={"data_source": d.source, "official_data": d.official,
+                                 "tune": {"trial": best["trial"], "params": best["params"],
+                                          "val_accuracy": best["val_accuracy"]}})
+    final = {"trial": best["trial"], "params": best["params"], "val_accuracy": best["val_accuracy"],
+             "test_accuracy": float(result.metrics["test_accuracy"]), "test_loss": float(result.metrics["test_loss"]),
+             "n_train": result.metrics["n_train"], "n_test": result.metrics["n_test"],
+             "train_seconds": result.metrics["train_seconds"], "model": str(path)}
+    results.finish(final)
+    return final
+
+
+def _describe(counts: dict) -> str:
+    return ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "none ran"

@@ -1,0 +1,137 @@
+"""One trial: train a configuration on the training split, score it on the validation split.
+
+:func:`run_trial` is what every worker runs, in this process, in a local
+worker process or on a Dask worker. It never sees the test set: its
+:class:`TrialData` holds only the search's training images, and
+:func:`~digitnet.training.train` splits the validation set off them with the
+trial's seed, the same for every trial. Whatever happens (divergence, a bad
+combination, running out of memory) comes back as a record, never as an
+exception, so one trial cannot stop the search.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import statistics
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from digitnet.data.datasets import Dataset
+from digitnet.errors import DigitnetError
+from digitnet.training import Callback, TrainConfig, TrainingDiverged, train
+from digitnet.tune.space import trial_config
+
+# Statuses a finished trial can have. "interrupted" trials are not recorded: --resume runs them again.
+OK, PRUNED, DIVERGED, FAILED, INTERRUPTED = "ok", "pruned", "diverged", "failed", "interrupted"
+
+
+@dataclass
+class TrialData:
+    """The images a search trains and validates on: ``x`` uint8 ``(n, 784)``, ``y`` uint8 ``(n,)``."""
+
+    name: str
+    class_names: list
+    x: np.ndarray
+    y: np.ndarray
+
+    def dataset(self) -> Dataset:
+        """A :class:`Dataset` with these images for training and an empty test set."""
+        return Dataset(self.name, list(self.class_names), self.x, self.y, self.x[:0], self.y[:0],
+                       source="search data")
+
+
+class MedianStop(Callback):
+    """The median stopping rule: stop a trial that trails the trials before it.
+
+    After epoch ``e`` (from ``warmup`` on, before the last), the trial stops
+    when its best validation accuracy so far is below the median of the best
+    validation accuracy by epoch ``e`` of the earlier trials that reached it,
+    once there are at least ``min_trials`` of them. ``curves`` holds those
+    trials' per-epoch validation accuracies.
+    """
+
+    def __init__(self, curves: list[list[float]], warmup: int = 1, min_trials: int = 3):
+        self.curves, self.warmup, self.min_trials = curves, warmup, min_trials
+        self.stopped_at = None
+
+    def on_epoch_end(self, state):
+        e = state.epoch
+        if e < self.warmup or e >= state.epochs:
+            return
+        others = [max(c[:e]) for c in self.curves if len(c) >= e]
+        if len(others) < self.min_trials:
+            return
+        mine = max(r["val_accuracy"] for r in state.history.epochs)
+        if mine < statistics.median(others):
+            self.stopped_at = e
+            state.stop = True
+
+
+def run_trial(number: int, params: dict, base: dict, data: TrialData, curves: list | None = None) -> dict:
+    """Train ``base`` with ``params`` applied; return the trial's record (a JSON-ready dict).
+
+    Parameters
+    ----------
+    number : the trial's position in the search
+    params : the trial's overrides, e.g. ``{"hidden": [128], "l2": 0.1}``
+    base : the base :class:`~digitnet.training.TrainConfig` as a dict
+    data : the search's :class:`TrialData`
+    curves : per-epoch validation accuracies of finished trials, to prune against
+        with :class:`MedianStop`; None turns pruning off.
+
+    The record holds ``trial, params, status, reason, val_accuracy, val_loss,
+    train_accuracy, train_loss, epochs, best_epoch, seconds, started, curve``
+    (per-epoch ``val_accuracy, val_loss, train_loss``), the worker's ``host``
+    and ``pid``, and ``blas_threads``, the BLAS threads it was allowed.
+    """
+    started = time.time()
+    record = {"trial": number, "params": params, "status": FAILED, "reason": None, "val_accuracy": None,
+              "val_loss": None, "train_accuracy": None, "train_loss": None, "epochs": 0, "best_epoch": None,
+              "seconds": None, "started": started, "host": socket.gethostname(), "pid": os.getpid(),
+              "curve": {"val_accuracy": [], "val_loss": [], "train_loss": []}}
+    try:
+        config = trial_config(TrainConfig.from_dict(base), params)
+        stopper = None
+        if curves is not None:
+            stopper = MedianStop(curves, warmup=max(1, config.epochs // 4))
+        result = train(config, data.dataset(), callbacks=[stopper] if stopper else [])
+    except TrainingDiverged as exc:
+        record.update(status=DIVERGED, reason=str(exc))
+    except DigitnetError as exc:
+        record.update(reason=str(exc))
+    except MemoryError:
+        record.update(reason="out of memory")
+    except Exception as exc:        # noqa: BLE001 - any failure is this trial's, not the search's
+        record.update(reason=f"{type(exc).__name__}: {exc}")
+    else:
+        history = result.history
+        epochs = history.epochs
+        final = epochs[-1]
+        if config.early_stopping and history.best_epoch:    # train() restored that epoch's weights
+            final = epochs[history.best_epoch - 1]
+        record.update(
+            status=INTERRUPTED if history.interrupted else PRUNED if stopper and stopper.stopped_at else OK,
+            reason=f"below the median of earlier trials after epoch {stopper.stopped_at}"
+            if stopper and stopper.stopped_at else None,
+            val_accuracy=final["val_accuracy"], val_loss=final["val_loss"],
+            train_accuracy=final["train_accuracy"], train_loss=final["train_loss"],
+            epochs=len(epochs), best_epoch=history.best_epoch,
+            curve={k: [e[k] for e in epochs] for k in ("val_accuracy", "val_loss", "train_loss")})
+        if record["val_loss"] is not None and not math.isfinite(record["val_loss"]):
+            record.update(status=DIVERGED, reason="the validation loss is not finite", val_loss=None)
+    record["seconds"] = time.time() - started
+    record["blas_threads"] = _blas_threads()
+    return record
+
+
+def _blas_threads() -> int | None:
+    """How many threads this process's BLAS may use (None without threadpoolctl)."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return None
+    return max((i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"), default=None)

@@ -1,0 +1,306 @@
+"""Hyperparameter search on real MNIST: values, a whole search through the CLI, parallel workers that agree
+with one process, Ctrl-C and --resume, pruning, divergence, a worker killed mid-trial, and every bad input.
+
+Trials train on a stratified subset of 2,000-3,000 images for 2-4 epochs, a fraction of a second each.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from digitnet import modelfile
+from digitnet.cli.main import main as cli_main
+from digitnet.errors import ConfigError
+from digitnet.training import train
+from digitnet.tune import Results, SearchSpec, parse_dimension, run_search, search_data
+from digitnet.tune.plots import heatmap_table
+
+GRID = ["--hidden", "16,64", "--l2", "0,5", "--epochs", "2", "--subset", "2000"]
+
+
+def digitnet(*args, timeout=300, **kw):
+    return subprocess.run([sys.executable, "-m", "digitnet", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, **kw)
+
+
+def last_json(stdout: str) -> dict:
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def records(folder) -> dict[int, dict]:
+    return {r["trial"]: r for r in json.loads((folder / "results.json").read_text())["trials"]}
+
+
+# --------------------------------------------------------------------------- values and trials
+def test_lists_ranges_and_layers_parse_and_sample_as_written():
+    assert parse_dimension("hidden", "64,110,256-128,64").values == [[64], [110], [256, 128]]
+    assert parse_dimension("optimizer", "adam, sgd").values == ["adam", "sgd"]
+    rng = np.random.default_rng(1)
+    lr = parse_dimension("lr", "1e-4:1e-1")
+    draws = np.array([lr.sample(rng) for _ in range(4000)])
+    assert draws.min() >= 1e-4 and draws.max() <= 1e-1
+    # log-uniform: half the draws lie below the geometric middle 10^-2.5 (uniform would put 3% there)
+    assert abs(np.mean(draws < 10 ** -2.5) - 0.5) < 0.04
+    dropout = parse_dimension("dropout", "0:0.5")
+    assert abs(np.mean([dropout.sample(rng) for _ in range(4000)]) - 0.25) < 0.02
+    hidden = parse_dimension("hidden", "32:512")
+    sizes = [hidden.sample(rng) for _ in range(200)]
+    assert all(len(s) == 1 and 32 <= s[0] <= 512 and isinstance(s[0], int) for s in sizes)
+
+
+def test_a_grid_has_every_combination_once_and_random_draws_are_seeded_and_distinct():
+    grid = SearchSpec(space={"hidden": "64,110,128", "l2": "0,1,5"}).validate().trial_params()
+    assert len(grid) == 9 and len({json.dumps(t) for t in grid}) == 9
+    assert {(t["hidden"][0], t["l2"]) for t in grid} == {(h, l) for h in (64, 110, 128) for l in (0, 1, 5)}
+    spec = dict(space={"lr": "1e-4:1e-1", "hidden": "32,64"}, method="random", trials=12)
+    a, b = (SearchSpec(**spec, seed=3).validate().trial_params() for _ in range(2))
+    assert a == b and len(a) == 12 and len({json.dumps(t) for t in a}) == 12
+    assert SearchSpec(**spec, seed=4).trial_params() != a
+    # a random search over two choices cannot draw more than two distinct trials
+    assert len(SearchSpec(space={"hidden": "16,32"}, method="random", trials=5).trial_params()) == 2
+
+
+# --------------------------------------------------------------------------- a whole search
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tune") / "search"
+    result = digitnet("tune", *GRID, "--workers", "2", "--out", out, "--json")
+    assert result.returncode == 0, result.stderr
+    return out, result
+
+
+def test_a_grid_search_ranks_refits_saves_and_plots(searched, mnist):
+    out, result = searched
+    info = last_json(result.stdout)
+    assert info["trials"] == 4 and info["counts"] == {"ok": 4} and "2 local processes" in info["backend"]
+    rows = (out / "results.csv").read_text().splitlines()
+    assert rows[0].startswith("trial,status,hidden,l2,val_accuracy,val_loss")
+    assert len(rows) == 5 and all(",ok," in r for r in rows[1:])
+    found = records(out)
+    best = max(found.values(), key=lambda r: r["val_accuracy"])
+    assert info["best"]["hidden"] == best["params"]["hidden"] and info["best"]["l2"] == best["params"]["l2"]
+    assert info["best"]["val_accuracy"] == best["val_accuracy"] and info["best"]["epochs"] == 2
+    # the winner was refitted on training + validation images, and its test accuracy is the saved model's
+    model = modelfile.load(out)
+    assert model.meta["config"]["val_fraction"] == 0 and model.meta["metrics"]["n_train"] == 2000
+    assert model.architecture["sizes"] == [784, *best["params"]["hidden"], 10]
+    accuracy = float(np.mean(model.predict(mnist.x_test) == mnist.y_test))
+    assert info["test_accuracy"] == pytest.approx(accuracy, abs=1e-12) and accuracy > 0.75
+    assert info["model"] == str(out / "model.npz")
+    # each worker was held to its share of the BLAS threads, in its own process
+    assert {r["blas_threads"] for r in found.values()} == {max(1, len(os.sched_getaffinity(0)) // 2)}
+    assert result.stdout.count("trial ") >= 4 and "Trials by validation accuracy" in result.stdout
+    assert not [p for p in out.iterdir() if p.name.endswith(".part")]
+
+
+def test_the_plots_show_the_search(searched):
+    from matplotlib.image import imread
+    out, result = searched
+    plots = last_json(result.stdout)["plots"]
+    assert set(plots) == {"heatmap", "hyperparams", "curves"}
+    for path in plots.values():
+        image = imread(path)
+        assert image.shape[0] > 300 and image.shape[1] > 400 and image[..., :3].std() > 0.05
+    found = list(records(out).values())
+    xs, ys, table = heatmap_table(found, "hidden", "l2")
+    assert xs == [[16], [64]] and ys == [0.0, 5.0]
+    for r in found:
+        assert table[ys.index(r["params"]["l2"]), xs.index(r["params"]["hidden"])] == r["val_accuracy"]
+
+
+def test_trials_in_workers_score_as_one_process_and_as_train_does(searched, mnist, tmp_path):
+    out, _ = searched
+    spec = Results.open(out).spec
+    results = Results.create(tmp_path / "serial", spec)
+    data, refit_data = search_data(mnist, spec.subset, spec.seed)
+    outcome = run_search(results, data, workers=1)
+    assert outcome.ran == 4 and not outcome.interrupted
+    parallel = records(out)
+    assert {r["pid"] for r in results.records.values()} == {os.getpid()}
+    assert os.getpid() not in {r["pid"] for r in parallel.values()}
+    for n, r in results.records.items():
+        assert r["val_accuracy"] == parallel[n]["val_accuracy"]
+        assert r["val_loss"] == pytest.approx(parallel[n]["val_loss"], rel=1e-5)
+    # a trial is exactly what `train` gives for its configuration on the same images
+    best = results.best()
+    config = spec.base_config()
+    config.hidden, config.l2 = tuple(best["params"]["hidden"]), best["params"]["l2"]
+    direct = train(config, refit_data)
+    assert direct.metrics["val_accuracy"] == best["val_accuracy"]
+    assert direct.metrics["n_train"] + direct.metrics["n_val"] == 2000
+
+
+# --------------------------------------------------------------------------- failures and interruptions
+def test_ctrl_c_keeps_finished_trials_and_resume_runs_only_the_rest(tmp_path):
+    out = tmp_path / "search"
+    cmd = [sys.executable, "-m", "digitnet", "tune", "--hidden", "16,32,48,64", "--l2", "0,1",
+           "--epochs", "3", "--subset", "3000", "--workers", "2", "--out", str(out), "--json"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (out / "results.json").exists() and len(records(out)) >= 2:
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)      # as a terminal's Ctrl-C does: the workers get it too
+    t0 = time.perf_counter()
+    stdout, stderr = proc.communicate(timeout=60)
+    print("stop", time.perf_counter() - t0)
+    assert proc.returncode == 130, (stdout, stderr)
+    assert f"digitnet tune --resume {out}" in stdout and "Traceback" not in stderr
+    assert last_json(stdout)["interrupted"] is True
+    assert not _session_alive(proc.pid), "processes outlived the search"
+    before = records(out)
+    assert 2 <= len(before) < 8 and all(r["status"] == "ok" for r in before.values())
+
+    t0 = time.perf_counter()
+    result = digitnet("tune", "--resume", out, "--workers", "2", "--json")
+    print("resume", time.perf_counter() - t0)
+    assert result.returncode == 0, result.stderr
+    assert f"{len(before)} of 8 trials already done" in result.stdout
+    assert last_json(result.stdout)["trials"] == 8
+    after = records(out)
+    assert sorted(after) == list(range(1, 9))
+    for n, r in before.items():        # not run again
+        assert after[n]["started"] == r["started"] and after[n]["pid"] == r["pid"]
+    assert (out / "model.npz").exists()
+
+
+def _session_alive(sid: int) -> list[str]:
+    """The command lines of the live processes in session ``sid``, after up to 5 s for them to end."""
+    deadline = time.monotonic() + 5
+    while True:
+        alive = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+                if int(fields[3]) == sid and fields[0] != "Z":
+                    alive.append(open(f"/proc/{pid}/cmdline").read().replace("\0", " "))
+            except OSError:
+                continue
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.05)
+
+
+def test_hopeless_trials_are_pruned_and_diverging_ones_recorded(mnist, tmp_path):
+    spec = SearchSpec(space={"hidden": "64", "optimizer": "sgd", "lr": "0.1,0.05,0.08,1e-6,1e10"}, epochs=4,
+                      subset=2000, prune="median").validate()
+    results = Results.create(tmp_path / "search", spec)
+    data, _ = search_data(mnist, spec.subset, spec.seed)
+    run_search(results, data)
+    by_lr = {r["params"]["lr"]: r for r in results.records.values()}
+    assert [by_lr[lr]["status"] for lr in (0.1, 0.05, 0.08)] == ["ok"] * 3
+    assert all(by_lr[lr]["epochs"] == 4 for lr in (0.1, 0.05, 0.08))
+    slow = by_lr[1e-6]
+    assert slow["status"] == "pruned" and slow["epochs"] == 1 and "median" in slow["reason"]
+    assert by_lr[1e10]["status"] == "diverged" and "diverged" in by_lr[1e10]["reason"]
+    assert results.best()["params"]["lr"] in (0.1, 0.05, 0.08)
+    csv_rows = (tmp_path / "search" / "results.csv").read_text().splitlines()
+    assert sum(",pruned," in r for r in csv_rows) == 1 and sum(",diverged," in r for r in csv_rows) == 1
+
+
+def test_a_trial_whose_worker_dies_is_failed_and_the_others_finish(mnist, tmp_path):
+    spec = SearchSpec(space={"l2": "0,1,2,3"}, preset="wide-512", epochs=3, subset=3000).validate()
+    results = Results.create(tmp_path / "search", spec)
+    data, _ = search_data(mnist, spec.subset, spec.seed)
+    submits, killers = [], []
+
+    def on_submit(number, params):
+        submits.append(number)
+        if number == 1:                  # first with trial 2 beside it, then alone
+            killers.append(threading.Thread(target=_kill_new_workers, daemon=True))
+            killers[-1].start()
+    outcome = run_search(results, data, workers=2, on_submit=on_submit)
+    for k in killers:
+        k.join(10)
+    found = results.records
+    assert outcome.ran == 4 and sorted(found) == [1, 2, 3, 4]
+    assert found[1]["status"] == "failed" and "worker process died" in found[1]["reason"]
+    assert "SIGKILL" in found[1]["reason"]
+    assert [found[n]["status"] for n in (2, 3, 4)] == ["ok"] * 3
+    assert sorted(submits[:4]) == [1, 1, 2, 2]        # both were tried again
+    assert key_set(results.done()) == {2, 3, 4}, "a failed trial is run again by --resume"
+    assert json.loads((tmp_path / "search" / "results.json").read_text())["counts"] == {"failed": 1, "ok": 3}
+
+
+_killed: set = set()
+
+
+def _kill_new_workers():
+    """SIGKILL every loky worker process of this test process not killed before, as soon as one exists."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        found = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                ppid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+                cmdline = open(f"/proc/{pid}/cmdline").read()
+            except OSError:
+                continue
+            if ppid == os.getpid() and "popen_loky_posix" in cmdline and int(pid) not in _killed:
+                found.append(int(pid))
+        if found:
+            for pid in found:
+                _killed.add(pid)
+                os.kill(pid, signal.SIGKILL)
+            return
+        time.sleep(0.01)
+
+
+def key_set(keys) -> set[int]:
+    """The trial numbers of done keys (trial n has l2 = n - 1)."""
+    return {int(json.loads(k)["l2"]) + 1 for k in keys}
+
+
+# --------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("args, fragment", [
+    ([], "nothing to search"),
+    (["--hidden", ""], "--hidden: give at least one value"),
+    (["--hidden", "64,,128"], "an empty value between commas"),
+    (["--hidden", "64,abc"], "'abc' is not a whole number"),
+    (["--l2", "0,x"], "'x' is not a finite number"),
+    (["--lr", "1e-1:1e-4", "--search", "random"], "low end 0.1 is above its high end 0.0001"),
+    (["--lr", "1e-4:1e-1"], "ranges need --search random"),
+    (["--l2", "0:1", "--search", "random"], "needs a low end above 0"),
+    (["--optimizer", "adam,nope"], "unknown optimizer 'nope'"),
+    (["--dropout", "0,1.5"], "--dropout 1.5: dropout must be in [0, 1)"),
+    (["--hidden", ",".join(map(str, range(1, 102))), "--l2", ",".join(map(str, range(100)))],
+     "the grid has 10,100 trials, more than 10,000: pass --yes"),
+    (["--hidden", "64", "--trials", "5"], "--trials is for --search random"),
+    (["--hidden", "64", "--workers", "0"], "--workers must be at least 1"),
+    (["--hidden", "64", "--workers", "2", "--scheduler", "tcp://127.0.0.1:1"], "exclude each other"),
+    (["--hidden", "64", "--scheduler", "not an address"], "expected tcp://HOST:PORT"),
+    (["--hidden", "64", "--val-fraction", "0"], "--val-fraction must be above 0"),
+    (["--hidden", "64", "--heatmap", "hidden,colour"], "--heatmap takes two of"),
+])
+def test_bad_input_is_one_error_line_and_status_2(args, fragment, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli_main(["tune", *args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and fragment in err[0], err
+    assert not out.exists(), "nothing is written for a bad command"
+
+
+def test_bad_folders_are_refused_and_nothing_is_overwritten(searched, tmp_path):
+    out, _ = searched
+    before = (out / "results.json").read_bytes()
+    for args, fragment in [(["--hidden", "64", "--out", out], "already exists and is not empty"),
+                           (["--resume", tmp_path / "nowhere"], "does not exist"),
+                           (["--resume", out, "--hidden", "64"], "leave out --hidden")]:
+        result = digitnet("tune", *args)
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], result.stderr
+    assert (out / "results.json").read_bytes() == before
+    with pytest.raises(ConfigError, match="--hidden '32:8': the range's low end 32 is above its high end 8"):
+        SearchSpec(space={"hidden": "32:8"}, method="random").validate()

@@ -1,0 +1,102 @@
+"""Hyperparameter search on a real Dask cluster: a LocalCluster of two worker processes on 127.0.0.1
+(one thread each), started once for the module; and schedulers that refuse or never answer."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+distributed = pytest.importorskip("distributed", reason="needs digitnet[cluster]")
+
+from digitnet.tune import Results, SearchSpec, run_search, search_data  # noqa: E402
+from digitnet.tune.search import DaskCluster  # noqa: E402
+
+GRID = ["--hidden", "16,64", "--l2", "0,5", "--epochs", "2", "--subset", "2000"]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address="127.0.0.1:0") as cluster, \
+            distributed.Client(cluster.scheduler_address) as client:
+        yield cluster.scheduler_address, client
+
+
+def digitnet(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "digitnet", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_the_same_search_on_a_cluster_scores_as_here(cluster, mnist, tmp_path):
+    address, client = cluster
+    out = tmp_path / "search"
+    result = digitnet("tune", *GRID, "--scheduler", address, "--out", out, "--json")
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout.strip().splitlines()[-1])
+    assert info["trials"] == 4 and info["counts"] == {"ok": 4} and address in info["backend"]
+    remote = {r["trial"]: r for r in json.loads((out / "results.json").read_text())["trials"]}
+    worker_pids = set(client.run(os.getpid).values())
+    assert {r["pid"] for r in remote.values()} <= worker_pids
+    # two single-thread workers on one 2-core host: each trial gets half the cores' BLAS threads
+    assert {r["blas_threads"] for r in remote.values()} == {max(1, len(os.sched_getaffinity(0)) // 2)}
+    assert (out / "model.npz").exists() and (out / "heatmap.png").exists()
+
+    spec = Results.open(out).spec
+    here = Results.create(tmp_path / "here", spec)
+    run_search(here, search_data(mnist, spec.subset, spec.seed)[0])
+    for n, r in here.records.items():
+        assert remote[n]["val_accuracy"] == r["val_accuracy"]
+
+
+def test_the_data_is_scattered_to_every_worker_once(cluster, mnist):
+    address, client = cluster
+    data, _ = search_data(mnist, 2000)
+    backend = DaskCluster(address, data)
+    try:
+        holders = backend.client.who_has(backend.data)[backend.data.key]
+        assert sorted(holders) == sorted(client.nthreads())       # on both workers before any trial runs
+        spec = SearchSpec(space={"hidden": "16"}, epochs=1).validate()
+        base = spec.base_config().to_dict()
+        handles = [backend.submit(n, {"hidden": [16], "l2": float(n)}, base, None) for n in (1, 2, 3)]
+        done = []
+        while len(done) < 3:
+            done += backend.wait(handles)
+        assert sorted(record["trial"] for _, record in done) == [1, 2, 3]
+        assert all(record["status"] == "ok" and record["val_accuracy"] > 0.2 for _, record in done)
+        # the trials used the scattered copy: still one key, on the same two workers
+        assert backend.client.who_has(backend.data)[backend.data.key] == holders
+    finally:
+        backend.close()
+
+
+def test_a_scheduler_that_never_answers_is_an_error_within_10_seconds(tmp_path):
+    with socket.socket() as silent:          # accepts connections (the kernel does) but never speaks
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        address = f"tcp://127.0.0.1:{silent.getsockname()[1]}"
+        started = time.monotonic()
+        result = digitnet("tune", *GRID, "--scheduler", address, "--out", tmp_path / "out", timeout=30)
+        elapsed = time.monotonic() - started
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {address} accepts connections but no Dask "
+                                                   "scheduler answered within 5 s"), result.stderr
+    assert elapsed < 10 and not (tmp_path / "out").exists()
+
+
+def test_a_refused_scheduler_address_is_an_error_at_once(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    started = time.monotonic()
+    result = digitnet("tune", *GRID, "--scheduler", f"127.0.0.1:{port}", "--out", tmp_path / "out")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: no Dask scheduler answers at tcp://127.0.0.1:{port}")
+    assert time.monotonic() - started < 10 and not (tmp_path / "out").exists()

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Debian packages the tests use: Fashion-MNIST's IDX files.
+# Debian packages the tests use: Fashion-MNIST's IDX files; Chromium to open the HTML report.
 # Installs them when run as root (or with password-less sudo); otherwise says
 # what to install, and the tests that need them are skipped with that reason.
 set -euo pipefail
-packages=(dataset-fashion-mnist)
+packages=(dataset-fashion-mnist chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

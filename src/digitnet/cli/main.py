@@ -22,6 +22,9 @@ COMMANDS = [
     ("evaluate", "measure a saved model on a test set"),
     ("predict", "show the digit a model reads in test images"),
     ("data", "fetch a dataset or describe one"),
+    ("plot", "draw a run's plots: curves, confusion matrix, mistakes, weights, robustness ..."),
+    ("report", "write one HTML page with a run's settings, scores and every plot"),
+    ("dashboard", "watch a model read test digits in a live seven-panel window (or record it)"),
     ("tune", "search hyperparameters (grid or random, in parallel or on a Dask cluster) and refit the best"),
 ]
 

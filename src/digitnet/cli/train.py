@@ -11,8 +11,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from digitnet import modelfile
 from digitnet.cli.common import add_data_args, load_data, percent, print_json
+from digitnet.diagnostics import Diagnostics
 from digitnet.errors import DigitnetError
 from digitnet.nn import ACTIVATIONS, OPTIMIZERS, SCHEDULES
 from digitnet.nn.init import INITIALISERS
@@ -56,6 +59,10 @@ def register(subparsers, help_line: str) -> None:
     g.add_argument("--out", metavar="DIR", help="run folder (default: runs/<date-time>-<preset>)")
     g.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     g.add_argument("--quiet", action="store_true", help="no progress bar and no per-epoch lines")
+    g.add_argument("--live", action="store_true", help="watch the network learn in the dashboard's window")
+    g.add_argument("--save", metavar="FILE", help="with --live: record the view into FILE (.gif, .mp4 or .png) "
+                                                  "instead of a window")
+    g.add_argument("--frames", type=int, default=100, metavar="N", help="with --live --save: frames to record")
     p.set_defaults(func=run)
 
 
@@ -76,6 +83,8 @@ OVERRIDES = ["dataset", "hidden", "activation", "init", "dropout", "dtype", "opt
 
 def run(args) -> int:
     config = preset(args.preset, **{k: getattr(args, k) for k in OVERRIDES}).validate()
+    if args.save and not args.live:
+        raise DigitnetError("--save records the live view: add --live")
     run_dir = _choose_run_dir(args.out, config.preset)
     dataset = load_data(args, config.dataset, seed=config.seed)
     say = (lambda *a: None) if args.quiet else print
@@ -90,7 +99,15 @@ def run(args) -> int:
         print(f"note: no labelled test set was given, so {len(dataset.x_test):,} training images "
               "were held out as the test set")
 
-    callbacks = [] if args.quiet else [Progress(bar=sys.stdout.isatty())]
+    diagnostics = Diagnostics()          # gradient norms, dead units, initial weights: for digitnet plot
+    callbacks = [diagnostics] + ([] if args.quiet else [Progress(bar=sys.stdout.isatty())])
+    if args.live:
+        from digitnet.viz.catalog import require
+        require()
+        from digitnet.viz.live import live_training
+        live = live_training(dataset, config.normalize, save=args.save, frames=args.frames,
+                             title=f"digitnet: training {sizes} {config.activation} on {dataset.name}")
+        callbacks.append(live)
     result = train(config, dataset, callbacks=callbacks)
     history, metrics = result.history, result.metrics
     if history.interrupted:
@@ -98,11 +115,14 @@ def run(args) -> int:
     if history.stopped_early:
         say(f"stopped early after epoch {len(history.epochs)}; restored the best weights (epoch {history.best_epoch})")
 
-    model_path = _write_run(run_dir, result)
+    model_path = _write_run(run_dir, result, diagnostics.initial_weights)
     per_epoch = metrics["train_seconds"] / max(1, metrics["epochs"])
     print(f"test accuracy: {percent(metrics['test_accuracy'])} (validation {percent(metrics['val_accuracy'])}; "
           f"{metrics['train_seconds']:.1f} s of training, {per_epoch:.2f} s an epoch)")
     print(f"saved {model_path}")
+    if args.live:
+        print(f"saved the live view as {args.save}" if args.save else "close the window to finish")
+        live.wait()
     if args.json:
         print_json({
             "test_accuracy": metrics["test_accuracy"], "val_accuracy": metrics["val_accuracy"],
@@ -129,7 +149,7 @@ def _choose_run_dir(out, preset_name: str) -> Path:
     return path
 
 
-def _write_run(run_dir: Path, result) -> Path:
+def _write_run(run_dir: Path, result, initial_weights=None) -> Path:
     """Write the run folder under a temporary name, then rename it into place."""
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = run_dir.parent / f".{run_dir.name}.{os.getpid()}-{secrets.token_hex(3)}.part"
@@ -143,6 +163,8 @@ def _write_run(run_dir: Path, result) -> Path:
         (tmp / "history.csv").write_text(result.history.epochs_csv())
         (tmp / "config.json").write_text(json.dumps(result.config.to_dict(), indent=2) + "\n")
         (tmp / "metrics.json").write_text(json.dumps(result.metrics, indent=2) + "\n")
+        if initial_weights:
+            np.savez(tmp / "initial_weights.npz", **initial_weights)
         if run_dir.exists():          # an empty folder the user named with --out
             run_dir.rmdir()
         os.replace(tmp, run_dir)

@@ -1,0 +1,173 @@
+"""Plots of a training history: the learning curves and what happened inside the layers.
+
+Both take a :class:`~digitnet.training.History` (or its ``to_dict()`` form,
+as in ``history.json``) and return a :class:`~matplotlib.figure.Figure`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from digitnet.errors import DigitnetError
+from digitnet.training import History
+from digitnet.viz import style
+
+
+def as_history(history) -> History:
+    return history if isinstance(history, History) else History.from_dict(dict(history))
+
+
+def epoch_ends(history: History) -> np.ndarray:
+    """The iteration count at the end of each epoch, ``(epochs,)``.
+
+    Recorded by :class:`~digitnet.diagnostics.Diagnostics`; for older
+    histories, the iterations are shared out evenly.
+    """
+    n = len(history.epochs)
+    if n and all("iteration" in e for e in history.epochs):
+        return np.array([e["iteration"] for e in history.epochs], dtype=float)
+    return np.linspace(len(history.loss) / max(n, 1), len(history.loss), n)
+
+
+@style.styled
+def curves(history, test_accuracy: float | None = None):
+    """Loss and accuracy against iterations (faint, per batch) and epochs (bold), the learning rate below.
+
+    Parameters
+    ----------
+    history : History or dict
+    test_accuracy : float, optional
+        Shown in the title when given.
+    """
+    h = as_history(history)
+    if not h.loss or not h.epochs:
+        raise DigitnetError("the history is empty: there is nothing to plot")
+    it = np.arange(1, len(h.loss) + 1)
+    ends = epoch_ends(h)
+    starts = np.concatenate([[0], ends[:-1]])
+    mids = (starts + ends) / 2
+    epochs = np.array([e["epoch"] for e in h.epochs])
+    val_loss = np.array([np.nan if e["val_loss"] is None else e["val_loss"] for e in h.epochs], dtype=float)
+    val_acc = np.array([np.nan if e["val_accuracy"] is None else e["val_accuracy"] for e in h.epochs], dtype=float)
+
+    fig = style.figure(12, 7.4)
+    grid = fig.add_gridspec(2, 2, height_ratios=[3, 1.15])
+    ax_loss, ax_acc = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1])
+    ax_lr = fig.add_subplot(grid[1, :])
+    marker = dict(marker="o", markersize=4 if len(epochs) <= 40 else 0)
+
+    ax_loss.plot(it, np.maximum(h.loss, 1e-5), color=style.TRAIN, alpha=0.22, lw=0.7, label="training, per batch")
+    ax_loss.plot(mids, [e["train_loss"] for e in h.epochs], color=style.TRAIN, lw=2.2, label="training, epoch mean", **marker)
+    if np.isfinite(val_loss).any():
+        ax_loss.plot(ends, val_loss, color=style.VAL, lw=2.2, label="validation", **marker)
+    ax_loss.set(title="Loss (cross-entropy)", ylabel="loss (log scale)", xlabel="iteration")
+    style.log_y(ax_loss)
+
+    ax_acc.plot(it, 100 * np.asarray(h.accuracy), color=style.TRAIN, alpha=0.22, lw=0.7, label="training, per batch")
+    train_acc = 100 * np.array([e["train_accuracy"] for e in h.epochs])
+    ax_acc.plot(mids, train_acc, color=style.TRAIN, lw=2.2, label="training, epoch mean", **marker)
+    if np.isfinite(val_acc).any():
+        ax_acc.plot(ends, 100 * val_acc, color=style.VAL, lw=2.2, label="validation", **marker)
+    low = np.nanmin(np.concatenate([train_acc, 100 * val_acc]))
+    ax_acc.set_ylim(max(0.0, low - max(3.0, (100 - low) * 0.6)), 100.5)
+    ax_acc.set(title="Accuracy", ylabel="accuracy (%)", xlabel="iteration")
+
+    if h.best_epoch is not None and len(epochs) > 1:
+        x = ends[h.best_epoch - 1]
+        for ax in (ax_loss, ax_acc):
+            ax.axvline(x, color=style.GREY, ls=":", lw=1.2, label=f"best validation loss (epoch {h.best_epoch})")
+    for ax in (ax_loss, ax_acc):
+        ax.set_xlim(0, it[-1] * 1.01)
+        _epoch_axis(ax, ends)
+    ax_loss.legend(loc="upper right")
+    ax_acc.legend(loc="lower right")
+
+    ax_lr.plot(it, h.lr, color=style.ACCENT, lw=1.8)
+    lr = np.asarray(h.lr, dtype=float)
+    ax_lr.set(title="Learning rate", xlabel="iteration", ylabel="learning rate", xlim=(0, it[-1] * 1.01))
+    if lr.min() > 0 and lr.max() / lr.min() > 20:
+        style.log_y(ax_lr)
+    else:
+        ax_lr.set_ylim(0, lr.max() * 1.25)
+        style.plain_y(ax_lr)
+    if lr.min() == lr.max():
+        ax_lr.text(0.99, 0.9, f"constant {lr[0]:g}", transform=ax_lr.transAxes, ha="right", va="top",
+                   color=style.ACCENT)
+
+    last = h.epochs[-1]
+    parts = [f"{len(h.epochs)} epochs, {len(h.loss):,} iterations"]
+    if last.get("val_accuracy") is not None:
+        parts.append(f"validation accuracy {100 * last['val_accuracy']:.2f}%")
+    if test_accuracy is not None:
+        parts.append(f"test accuracy {100 * test_accuracy:.2f}%")
+    if h.stopped_early:
+        parts.append("stopped early")
+    if h.interrupted:
+        parts.append("interrupted")
+    fig.suptitle("Training curves: " + ", ".join(parts))
+    return fig
+
+
+def _epoch_axis(ax, ends: np.ndarray) -> None:
+    """A second x axis on top counting epochs, mapped piecewise-linearly onto iterations."""
+    xs = np.concatenate([[0.0], ends])
+    es = np.arange(len(xs), dtype=float)
+    top = ax.secondary_xaxis("top", functions=(lambda x: np.interp(x, xs, es), lambda e: np.interp(e, es, xs)))
+    top.set_xlabel("epoch", fontsize=9)
+    top.tick_params(labelsize=8)
+    if len(ends) <= 12:
+        top.set_xticks(es)
+
+
+@style.styled
+def gradients(history):
+    """Each layer's gradient norm per epoch (log scale) and each hidden layer's share of inactive units.
+
+    Needs the history of a run trained with :class:`~digitnet.diagnostics.Diagnostics`
+    (every ``digitnet train`` run); raises :class:`DigitnetError` otherwise.
+    """
+    h = as_history(history)
+    info = h.extra.get("diagnostics")
+    if not info or not h.epochs or "grad_norm_1" not in h.epochs[0]:
+        raise DigitnetError("this history has no gradient norms: it was trained without diagnostics "
+                            "(train it again with this version of digitnet train)")
+    epochs = [e["epoch"] for e in h.epochs]
+    layers = info["layers"]
+    fig = style.figure(12, 4.6)
+    ax_g, ax_d = fig.subplots(1, 2)
+    marker = dict(marker="o", markersize=4 if len(epochs) <= 40 else 0)
+    for k, name in enumerate(layers, start=1):
+        values = [e.get(f"grad_norm_{k}") for e in h.epochs]
+        values = np.array([np.nan if v is None else v for v in values], dtype=float)
+        colour = style.LAYER_COLOURS[(k - 1) % len(style.LAYER_COLOURS)]
+        ax_g.plot(epochs, values, color=colour, lw=2, label=f"layer {k}  ({name})", **marker)
+    ax_g.set(title="How strongly each layer is corrected", xlabel="epoch", ylabel="‖∂L/∂W‖ per batch (log scale)")
+    style.log_y(ax_g)
+    ax_g.legend(loc="best")
+
+    n_hidden = len(layers) - 1
+    activation = info.get("activation", "ReLU")
+    dead = "dead" if activation in ("ReLU", "LeakyReLU") else "saturated"
+    for k in range(1, n_hidden + 1):
+        values = np.array([np.nan if e.get(f"inactive_{k}") is None else e[f"inactive_{k}"] for e in h.epochs],
+                          dtype=float)
+        colour = style.LAYER_COLOURS[(k - 1) % len(style.LAYER_COLOURS)]
+        units = layers[k - 1].split("→")[1]
+        ax_d.plot(epochs, 100 * values, color=colour, lw=2, label=f"hidden layer {k}  ({units} units)", **marker)
+    ax_d.set(title=f"{dead.capitalize()} {activation} units per hidden layer", xlabel="epoch",
+             ylabel=f"{dead} units (%)")
+    top = max(5.0, 100 * np.nanmax([e.get(f"inactive_{k}") or 0 for e in h.epochs for k in range(1, n_hidden + 1)]
+                                   or [0]) * 1.25)
+    ax_d.set_ylim(-0.02 * top, min(100.0, top))
+    if n_hidden:
+        ax_d.legend(loc="upper left")
+    else:
+        ax_d.text(0.5, 0.5, "no hidden layer", transform=ax_d.transAxes, ha="center", color=style.GREY)
+    for ax in (ax_g, ax_d):
+        if len(epochs) <= 12:
+            ax.set_xticks(epochs)
+    fig.suptitle(f"Inside the layers: gradients and {dead} units, epoch by epoch")
+    fig.supxlabel(f"{dead.capitalize()}: {info.get('inactive', '')}; norms averaged over "
+                  f"{info.get('sampled_batches_per_epoch', '?')} sampled batches an epoch.",
+                  fontsize=8.5, color=style.GREY)
+    return fig

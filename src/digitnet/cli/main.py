@@ -25,6 +25,10 @@ COMMANDS = [
     ("plot", "draw a run's plots: curves, confusion matrix, mistakes, weights, robustness ..."),
     ("report", "write one HTML page with a run's settings, scores and every plot"),
     ("dashboard", "watch a model read test digits in a live seven-panel window (or record it)"),
+    ("import-torch", "turn a PyTorch state_dict (.pth) into a model, without PyTorch"),
+    ("export", "write a model as safetensors, a PyTorch .pth, or ONNX"),
+    ("torch-train", "train the same network in PyTorch on the same batches (needs PyTorch)"),
+    ("compare", "compare two models (digitnet or PyTorch) on the test set"),
     ("tune", "search hyperparameters (grid or random, in parallel or on a Dask cluster) and refit the best"),
 ]
 

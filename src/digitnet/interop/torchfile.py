@@ -1,0 +1,395 @@
+"""Read files written by ``torch.save`` without PyTorch, and without running code from them.
+
+A ``.pth`` file is a Python pickle. Unpickling an untrusted pickle can call
+any function (``os.system`` included), so this module never uses a plain
+unpickler: :class:`_RestrictedUnpickler` resolves only the handful of names a
+tensor state_dict needs and refuses every other one *before* anything is
+called. What it accepts:
+
+- containers: dict, ``collections.OrderedDict``, list, tuple, set, and plain
+  numbers, strings, bytes, booleans and None;
+- tensors: ``torch._utils._rebuild_tensor_v2`` / ``_rebuild_tensor`` /
+  ``_rebuild_parameter``, whose storages are the usual ``torch.FloatStorage``,
+  ``DoubleStorage``, ``HalfStorage``, ``BFloat16Storage`` and the integer and
+  boolean ones. Tensors become NumPy arrays (bfloat16 as float32, exactly).
+
+Both layouts ``torch.save`` has used are read:
+
+- zip (PyTorch >= 1.6, the default): ``<name>/data.pkl`` plus one raw file
+  per storage, ``<name>/data/<key>``;
+- legacy (``_use_new_zipfile_serialization=False``): pickles of a magic
+  number, a protocol version and system info, then the object, then the list
+  of storage keys, then each storage as an int64 element count and its bytes.
+
+Every tensor's size, stride and offset are checked against its storage
+before a view is taken, so a crafted file cannot read outside it.
+"""
+
+from __future__ import annotations
+
+import _compat_pickle
+import collections
+import io
+import pickle
+import pickletools
+import struct
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from digitnet.errors import ModelFileError
+
+LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+LEGACY_PROTOCOL = 1001
+MAX_PICKLE_BYTES = 64 << 20    # a state_dict's pickle is kilobytes; its tensors live beside it
+
+# torch storage class -> NumPy dtype of its elements ("bfloat16" is read as uint16, then widened).
+STORAGE_DTYPES = {
+    "FloatStorage": "float32", "DoubleStorage": "float64", "HalfStorage": "float16",
+    "BFloat16Storage": "bfloat16", "LongStorage": "int64", "IntStorage": "int32",
+    "ShortStorage": "int16", "CharStorage": "int8", "ByteStorage": "uint8", "BoolStorage": "bool",
+}
+
+# Callables a malicious pickle reaches for; refusing them gets the sternest message.
+CODE_RUNNERS = {"os", "posix", "nt", "subprocess", "builtins", "sys", "shutil", "importlib", "runpy",
+                "socket", "pty", "code", "codeop", "ctypes", "pickle", "_pickle", "marshal", "types",
+                "functools", "operator", "webbrowser", "platform", "multiprocessing", "asyncio", "io",
+                "pathlib", "tempfile", "signal", "threading", "pydoc", "timeit", "cProfile", "profile",
+                "pdb", "bdb", "trace"}
+
+SAVE_STATE_DICT = 'in PyTorch, save the weights with torch.save(model.state_dict(), "model.pth") and import that'
+
+
+class StorageType:
+    """What ``torch.FloatStorage`` and friends resolve to: just an element type."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.dtype = np.dtype("uint16" if STORAGE_DTYPES[name] == "bfloat16" else STORAGE_DTYPES[name])
+
+    def __repr__(self):
+        return f"torch.{self.name}"
+
+
+class Storage:
+    """A flat run of elements in the file; read only when a tensor needs it."""
+
+    __slots__ = ("type", "key", "numel", "_read", "_array")
+
+    def __init__(self, storage_type: StorageType, key: str, numel: int, read):
+        self.type, self.key, self.numel, self._read, self._array = storage_type, key, numel, read, None
+
+    def array(self) -> np.ndarray:
+        """The storage's elements, shape ``(numel,)``, in native byte order."""
+        if self._array is None:
+            self._array = self._read(self)
+        return self._array
+
+    def __setstate__(self, state):
+        raise ModelFileError("the file tries to change a storage's state, which torch.save never does")
+
+
+class Tensor:
+    """A tensor waiting for its storage: ``(storage, offset, size, stride)`` in elements."""
+
+    __slots__ = ("storage", "offset", "size", "stride")
+
+    def __init__(self, storage, offset, size, stride):
+        if not isinstance(storage, Storage):
+            raise ModelFileError(f"a tensor refers to {type(storage).__name__}, not to a storage in the file")
+        for name, value in (("offset", offset), ("size", size), ("stride", stride)):
+            values = value if isinstance(value, tuple) else (value,)
+            if not all(type(v) is int and v >= 0 for v in values):
+                raise ModelFileError(f"a tensor has an impossible {name} {value!r}")
+        if len(size) != len(stride):
+            raise ModelFileError(f"a tensor has size {size} but stride {stride}")
+        if int(np.prod(size, dtype=np.float64)) > storage.numel:
+            raise ModelFileError(f"a tensor of size {size} has more elements than its storage ({storage.numel}): "
+                                 "torch.save never writes that for a state_dict")
+        if 0 not in size:
+            last = offset + sum((n - 1) * s for n, s in zip(size, stride))
+            if last >= storage.numel:
+                raise ModelFileError(f"a tensor of size {size} at offset {offset} reaches element {last} "
+                                     f"of a storage of {storage.numel}: the file is damaged or crafted")
+        self.storage, self.offset, self.size, self.stride = storage, offset, size, stride
+
+    def __setstate__(self, state):
+        raise ModelFileError("the file tries to change a tensor's state, which a state_dict never needs")
+
+    def to_numpy(self) -> np.ndarray:
+        """A fresh C-contiguous array of shape ``size``."""
+        data = self.storage.array()
+        if 0 in self.size:
+            out = np.zeros(self.size, data.dtype)
+        else:
+            item = data.itemsize
+            view = np.lib.stride_tricks.as_strided(data[self.offset:], self.size,
+                                                   tuple(s * item for s in self.stride), writeable=False)
+            out = np.array(view, order="C")
+        if self.storage.type.name == "BFloat16Storage":           # bfloat16 is float32's top half
+            out = (out.astype(np.uint32) << 16).view(np.float32)
+        return out
+
+
+def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None,
+                       metadata=None):
+    return Tensor(storage, storage_offset, tuple(size), tuple(stride))
+
+
+def _rebuild_tensor(storage, storage_offset, size, stride):
+    return Tensor(storage, storage_offset, tuple(size), tuple(stride))
+
+
+def _rebuild_parameter(data, requires_grad=False, backward_hooks=None):
+    if not isinstance(data, Tensor):
+        raise ModelFileError("a parameter in the file does not hold a tensor")
+    return data
+
+
+def _encode(text, encoding="latin1"):
+    """``_codecs.encode``, which protocol-2 pickles use for bytes; only latin-1."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise ModelFileError("the file asks for a text encoding other than latin-1, which torch.save never does")
+    return text.encode("latin-1")
+
+
+ALLOWED = {
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
+    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("builtins", "set"): set,
+    ("builtins", "frozenset"): frozenset,
+    ("_codecs", "encode"): _encode,
+    **{("torch", name): StorageType(name) for name in STORAGE_DTYPES},
+}
+
+
+def python3_name(module: str, name: str) -> tuple[str, str]:
+    """Protocol-2 pickles name Python 2 modules (``__builtin__``, ``commands``); map them as pickle does."""
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+        return _compat_pickle.NAME_MAPPING[(module, name)]
+    return _compat_pickle.IMPORT_MAPPING.get(module, module), name
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """An unpickler that resolves only :data:`ALLOWED` names and turns storages into :class:`Storage`."""
+
+    def __init__(self, file, path: Path, storage_reader, pickle_bytes: bytes | None = None):
+        super().__init__(file)
+        self.path, self.storage_reader, self.pickle_bytes = path, storage_reader, pickle_bytes
+        self.storages: dict[str, Storage] = {}
+
+    def find_class(self, module, name):
+        module, name = python3_name(module, name)
+        if (module, name) in ALLOWED:
+            return ALLOWED[(module, name)]
+        raise ModelFileError(_refusal(self.path, module, name, self.pickle_bytes))
+
+    def persistent_load(self, pid):
+        if not (isinstance(pid, tuple) and len(pid) in (5, 6) and pid[0] == "storage"
+                and isinstance(pid[1], StorageType) and isinstance(pid[2], str) and type(pid[4]) is int
+                and pid[4] >= 0 and (len(pid) == 5 or pid[5] is None)):
+            raise ModelFileError(f"{self.path}: a storage reference in the file is not one torch.save writes: "
+                                 f"{str(pid)[:120]}")
+        storage_type, key, numel = pid[1], pid[2], pid[4]
+        known = self.storages.get(key)
+        if known is None:
+            known = self.storages[key] = Storage(storage_type, key, numel, self.storage_reader)
+        elif known.type is not storage_type or known.numel != numel:
+            raise ModelFileError(f"{self.path}: storage {key} is described twice, differently")
+        return known
+
+
+def _refusal(path: Path, module: str, name: str, pickle_bytes: bytes | None) -> str:
+    """The message for a name the file asks for that a state_dict never needs."""
+    what = f"{module}.{name}"
+    names = _pickle_globals(pickle_bytes) if pickle_bytes is not None else []
+    if module.split(".")[0] in CODE_RUNNERS and not module.startswith("torch.nn"):
+        return (f"refused {path}: it asks to call {what} while loading, which a PyTorch state_dict never does; "
+                "the file may be malicious. Nothing from it was run.")
+    if any(m.startswith("torch.nn.") for m, _ in names):
+        return (f"{path} holds a whole pickled model ({what}), not a state_dict of weights: loading it would mean "
+                f"running its code, so digitnet refuses. {SAVE_STATE_DICT[0].upper()}{SAVE_STATE_DICT[1:]}.")
+    return (f"{path} refers to {what}, which is not part of a tensor state_dict (digitnet reads tensors, numbers, "
+            f"strings, lists and dicts; nothing from the file was run). If the file is a whole model saved with "
+            f"torch.save(model), {SAVE_STATE_DICT}.")
+
+
+def _pickle_globals(data: bytes) -> list[tuple[str, str]]:
+    """Every ``module.name`` a pickle refers to, found by parsing it without running it."""
+    found, strings = [], []
+    try:
+        for op, arg, _ in pickletools.genops(data):
+            if op.name in ("GLOBAL", "INST") and isinstance(arg, str):
+                module, _, name = arg.partition(" ")
+                found.append(python3_name(module, name))
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                found.append(python3_name(strings[-2], strings[-1]))
+            if isinstance(arg, str):
+                strings.append(arg)
+    except Exception:            # a damaged pickle: the names found so far are all there is to say
+        pass
+    return found
+
+
+def _unpickle(data: bytes, path: Path, storage_reader):
+    """Unpickle ``data`` with the restricted unpickler; any failure becomes a :class:`ModelFileError`."""
+    unpickler = _RestrictedUnpickler(io.BytesIO(data), path, storage_reader, pickle_bytes=data)
+    try:
+        return unpickler.load(), unpickler.storages
+    except ModelFileError:
+        raise
+    except RecursionError:
+        raise ModelFileError(f"{path}: its pickle nests too deeply to be a state_dict") from None
+    except Exception as exc:      # UnpicklingError, EOFError, TypeError from a bad call ...
+        raise ModelFileError(f"{path}: its pickle cannot be read as a state_dict "
+                             f"({type(exc).__name__}: {str(exc)[:160]})") from None
+
+
+def _materialize(obj, done=None, active=None):
+    """Replace every :class:`Tensor` in a nest of containers by a NumPy array; dicts become plain dicts.
+
+    An object met twice is converted once (``done``), so shared references cannot multiply the work;
+    an object that contains itself (``active``) is refused.
+    """
+    done = {} if done is None else done
+    active = set() if active is None else active
+    if not isinstance(obj, (Tensor, dict, list, tuple, set, frozenset)):
+        return obj
+    key = id(obj)
+    if key in done:
+        return done[key]
+    if key in active:
+        raise ModelFileError("the file's data refers to itself in a loop, which a state_dict never does")
+    active.add(key)
+    if isinstance(obj, Tensor):
+        out = obj.to_numpy()
+    elif isinstance(obj, dict):
+        out = {k: _materialize(v, done, active) for k, v in obj.items()}
+    elif isinstance(obj, list):
+        out = [_materialize(v, done, active) for v in obj]
+    else:
+        out = type(obj)(_materialize(v, done, active) for v in obj)
+    active.discard(key)
+    done[key] = out
+    return out
+
+
+def read_torch_file(path):
+    """Load what ``torch.save`` wrote, with tensors as NumPy arrays, without PyTorch and without running code.
+
+    Parameters
+    ----------
+    path : str or Path
+        A ``.pth`` / ``.pt`` file in the zip or the legacy layout.
+
+    Returns
+    -------
+    The saved object: typically a dict ``{"0.weight": ndarray (out, in), "0.bias": ndarray (out,), ...}``,
+    or a checkpoint dict holding one.
+
+    Raises
+    ------
+    ModelFileError
+        When the file is missing, damaged, not a ``torch.save`` file, or asks for anything beyond tensors
+        and plain containers (a whole pickled model, a crafted file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path} does not exist or is not a file")
+    try:
+        return _read_zip(path) if zipfile.is_zipfile(path) else _read_legacy(path)
+    except RecursionError:
+        raise ModelFileError(f"{path}: its data nests too deeply to be a state_dict") from None
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError, struct.error) as exc:
+        raise ModelFileError(f"{path} cannot be read as a torch.save file ({type(exc).__name__}: {exc})") from None
+
+
+def _read_zip(path: Path):
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+        pickles = [n for n in names if n.endswith("/data.pkl") and n.count("/") == 1]
+        if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
+            raise ModelFileError(f"{path} is a TorchScript archive (torch.jit.save), not a state_dict: "
+                                 f"{SAVE_STATE_DICT}")
+        if not pickles:
+            if any(n.endswith(".npy") for n in names):
+                raise ModelFileError(f"{path} is a NumPy .npz file, not a torch.save file "
+                                     "(a digitnet model needs no importing: use it as it is)")
+            raise ModelFileError(f"{path} is a zip file but not one torch.save wrote (it has no data.pkl)")
+        prefix = pickles[0][: -len("data.pkl")]
+        big_endian = (prefix + "byteorder" in names
+                      and archive.read(prefix + "byteorder").strip() == b"big")
+
+        def read_storage(storage: Storage) -> np.ndarray:
+            member = f"{prefix}data/{storage.key}"
+            expected = storage.numel * storage.type.dtype.itemsize
+            try:
+                info = archive.getinfo(member)
+            except KeyError:
+                raise ModelFileError(f"{path}: storage {member} is missing from the archive") from None
+            if info.file_size != expected:
+                raise ModelFileError(f"{path}: storage {member} holds {info.file_size} bytes, "
+                                     f"its tensors need {expected}")
+            dtype = storage.type.dtype.newbyteorder(">" if big_endian else "<")
+            return np.frombuffer(archive.read(member), dtype=dtype).astype(storage.type.dtype)
+
+        if archive.getinfo(pickles[0]).file_size > MAX_PICKLE_BYTES:
+            raise ModelFileError(f"{path}: its data.pkl is far larger than a state_dict's")
+        obj, _ = _unpickle(archive.read(pickles[0]), path, read_storage)
+        return _materialize(obj)
+
+
+def _read_legacy(path: Path):
+    raw = path.read_bytes()
+    stream = io.BytesIO(raw)
+    header = []
+    for _ in range(3):   # magic number, protocol version, system info: plain numbers and a dict
+        start = stream.tell()
+        try:
+            end = _pickle_end(raw, start)
+        except ValueError:
+            raise ModelFileError(f"{path} is not a file torch.save wrote (neither its zip nor its legacy layout)") from None
+        value, _ = _unpickle(raw[start:end], path, None)
+        header.append(value)
+        stream.seek(end)
+    if header[0] != LEGACY_MAGIC or header[1] != LEGACY_PROTOCOL:
+        raise ModelFileError(f"{path} is not a file torch.save wrote (its legacy header is wrong)")
+    if isinstance(header[2], dict) and header[2].get("little_endian") is False:
+        raise ModelFileError(f"{path} was saved on a big-endian machine in the legacy layout, which digitnet does not read")
+    start = stream.tell()
+    end = _pickle_end(raw, start)
+    blobs: dict[str, np.ndarray] = {}
+    obj, storages = _unpickle(raw[start:end], path, lambda s: blobs[s.key])
+    offset = _pickle_end(raw, end)
+    keys, _ = _unpickle(raw[end:offset], path, None)
+    if not (isinstance(keys, list) and all(isinstance(k, str) for k in keys)):
+        raise ModelFileError(f"{path}: its list of storages is not a list of names")
+    for key in keys:
+        if key not in storages:
+            raise ModelFileError(f"{path}: storage {key} is stored but no tensor uses it")
+        storage = storages[key]
+        (count,) = struct.unpack_from("<q", raw, offset)
+        size = count * storage.type.dtype.itemsize
+        if count != storage.numel or offset + 8 + size > len(raw):
+            raise ModelFileError(f"{path}: storage {key} should hold {storage.numel} elements; "
+                                 "the file is damaged or truncated")
+        blobs[key] = np.frombuffer(raw, storage.type.dtype.newbyteorder("<"), count, offset + 8) \
+            .astype(storage.type.dtype)
+        offset += 8 + size
+    missing = sorted(set(storages) - set(blobs))
+    if missing:
+        raise ModelFileError(f"{path}: the data of storages {missing[:5]} is missing")
+    return _materialize(obj)
+
+
+def _pickle_end(raw: bytes, start: int) -> int:
+    """Offset just past the pickle that starts at ``start`` (found by parsing, not running, it)."""
+    stream = io.BytesIO(raw)
+    stream.seek(start)
+    for op, _, pos in pickletools.genops(stream):
+        if op.name == "STOP":
+            return pos + 1
+    raise ValueError("no STOP opcode")

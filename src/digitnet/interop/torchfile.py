@@ -58,7 +58,7 @@ CODE_RUNNERS = {"os", "posix", "nt", "subprocess", "builtins", "sys", "shutil", 
                 "pathlib", "tempfile", "signal", "threading", "pydoc", "timeit", "cProfile", "profile",
                 "pdb", "bdb", "trace"}
 
-SAVE_STATE_DICT = 'in PyTorch, save the weights with torch.save(model.state_dict(), "model.pth") and import that'
+SAVE_STATE_DICT = 'save the weights instead, with torch.save(model.state_dict(), "model.pth"), and import that file'
 
 
 class StorageType:
@@ -211,9 +211,9 @@ def _refusal(path: Path, module: str, name: str, pickle_bytes: bytes | None) -> 
                 "the file may be malicious. Nothing from it was run.")
     if any(m.startswith("torch.nn.") for m, _ in names):
         return (f"{path} holds a whole pickled model ({what}), not a state_dict of weights: loading it would mean "
-                f"running its code, so digitnet refuses. {SAVE_STATE_DICT[0].upper()}{SAVE_STATE_DICT[1:]}.")
+                f"running its code, so digitnet refuses. In PyTorch, {SAVE_STATE_DICT}.")
     return (f"{path} refers to {what}, which is not part of a tensor state_dict (digitnet reads tensors, numbers, "
-            f"strings, lists and dicts; nothing from the file was run). If the file is a whole model saved with "
+            f"strings, lists and dicts; nothing from the file was run). If it is a whole model saved with "
             f"torch.save(model), {SAVE_STATE_DICT}.")
 
 

@@ -88,16 +88,18 @@ from digitnet.cli.main import main
 for layout in ("zip", "legacy"):
     assert main(["import-torch", f"{layout}.pth", "--out", f"{layout}.npz", "--activation", "tanh"]) == 0
 main(["evaluate", "zip.npz", "--json"])
-import digitnet.interop, digitnet.interop.torch_train, digitnet.cli.torch_train, digitnet.cli.export
+print("needs torch:", main(["export", "zip.npz", "--out", "x.pth"]), main(["torch-train", "--out", "t.pth"]))
 print("torch importable:", sys.modules.get("torch") is not None)
 """
     done = run_without_torch(code, tmp_path)
     assert done.returncode == 0, done.stderr
-    assert "torch importable: False" in done.stdout
+    assert "needs torch: 2 2" in done.stdout and "torch importable: False" in done.stdout
+    assert done.stderr.count("error: ") == 2 and done.stderr.count("pip install 'digitnet[torch]'") == 2
+    assert not (tmp_path / "x.pth").exists() and not (tmp_path / "t.pth").exists()
     expected = torch_proba(torch, trained, mnist.x_test, np.float32)
     torch_accuracy = float(np.mean(expected.argmax(1) == mnist.y_test))
     assert torch_accuracy > 0.85
-    assert json.loads(done.stdout.splitlines()[-2])["test_accuracy"] == torch_accuracy
+    assert json.loads(done.stdout.splitlines()[-3])["test_accuracy"] == torch_accuracy
     for layout in ("zip", "legacy"):
         clf = modelfile.load(tmp_path / f"{layout}.npz")
         assert clf.architecture["sizes"] == [784, 64, 32, 10] and clf.architecture["activation"] == "tanh"

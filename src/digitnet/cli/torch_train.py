@@ -59,8 +59,10 @@ def _sizes(text: str):
 
 
 def run(args) -> int:
-    from digitnet.interop.torch_train import save_checkpoint, train_torch   # needs PyTorch: imported only here
+    from digitnet.interop.export import require
+    from digitnet.interop.torch_train import save_checkpoint, train_torch
 
+    require("torch", "torch", "torch-train")          # before any work: say at once if PyTorch is missing
     overrides = {name: getattr(args, name) for name in FLAGS}
     config = preset(args.preset, dataset=args.dataset, nesterov=args.nesterov, **overrides).validate()
     out = Path(args.out or f"{config.dataset}_model.pth")

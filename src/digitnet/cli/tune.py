@@ -265,9 +265,9 @@ class Live:
         self.records.append(record)
         if self.live is None and self.enabled:
             cells = _row(record, self.dims)
-            print(f"trial {self.done:>3}/{self.total}  #{cells[0]}  " + "  ".join(
-                f"{d} {c}" for d, c in zip(self.dims, cells[1:])) + f"  val acc {cells[-5]}  {cells[-2]}  "
-                f"{cells[-1]}", flush=True)
+            epochs = record.get("epochs") or 0
+            print(f"[{self.done}/{self.total}] trial {record['trial']}: {_params(record, self.dims)}: val acc "
+                  f"{cells[-5]} ({epochs} epoch{'s' * (epochs != 1)}, {cells[-2]}) {cells[-1]}", flush=True)
         self._update()
 
     def _update(self):

@@ -17,7 +17,6 @@ from digitnet.tune.results import Results
 from digitnet.tune.space import PARAMS, show
 from digitnet.tune.trial import OK, PRUNED
 
-MAX_CATEGORIES = 15      # more distinct values than this are drawn on a numeric axis
 
 
 def save_plots(results: Results, heatmap: tuple[str, str] = ("hidden", "l2"), top: int = 5) -> dict[str, Path]:
@@ -31,12 +30,13 @@ def save_plots(results: Results, heatmap: tuple[str, str] = ("hidden", "l2"), to
     scored = [r for r in results.records.values() if r["status"] in (OK, PRUNED) and r["val_accuracy"] is not None]
     if not scored:
         return {}
-    dims = [d for d in PARAMS if d in results.spec.space]
+    dimensions = results.spec.dimensions()
+    dims, ranges = list(dimensions), {d for d, dim in dimensions.items() if dim.is_range}
     folder, paths = results.folder, {}
     pair = heatmap_axes(dims, scored, heatmap)
     if pair:
-        paths["heatmap"] = _save(plot_heatmap(scored, *pair), folder / "heatmap.png")
-    paths["hyperparams"] = _save(plot_hyperparams(scored, dims), folder / "hyperparams.png")
+        paths["heatmap"] = _save(plot_heatmap(scored, *pair, ranges), folder / "heatmap.png")
+    paths["hyperparams"] = _save(plot_hyperparams(scored, dims, ranges), folder / "hyperparams.png")
     best = [r for r in results.ranked() if r["status"] == OK][:top]
     if best:
         paths["curves"] = _save(plot_curves(best, dims), folder / "curves.png")
@@ -66,14 +66,14 @@ def heatmap_table(records: list[dict], x: str, y: str):
     return xs, ys, table
 
 
-def plot_heatmap(records: list[dict], x: str, y: str):
+def plot_heatmap(records: list[dict], x: str, y: str, ranges=frozenset()):
+    """A table of cells over two listed hyperparameters; one dot per trial when either was a range."""
     fig, ax = _figure(1, 1, width=7, height=5.5)
     xs, ys = _sorted_values(records, x), _sorted_values(records, y)
-    if len(xs) > MAX_CATEGORIES or len(ys) > MAX_CATEGORIES:     # a random search: one dot per trial
-        points = ax.scatter([_number(x, r["params"][x]) for r in records], [_number(y, r["params"][y]) for r in records],
+    if x in ranges or y in ranges:
+        at_x, at_y = _axis(ax, "x", x, records, ranges), _axis(ax, "y", y, records, ranges)
+        points = ax.scatter([at_x(r["params"][x]) for r in records], [at_y(r["params"][y]) for r in records],
                             c=[100 * r["val_accuracy"] for r in records], cmap="viridis", s=60, edgecolors="k")
-        _log_axis(ax, "x", x, records)
-        _log_axis(ax, "y", y, records)
         fig.colorbar(points, ax=ax, label="validation accuracy (%)")
     else:
         _, _, table = heatmap_table(records, x, y)
@@ -91,32 +91,28 @@ def plot_heatmap(records: list[dict], x: str, y: str):
                         color="black" if acc > middle else "white")
     ax.set_xlabel(_label(x))
     ax.set_ylabel(_label(y))
-    ax.set_title(f"Validation accuracy over {_label(x)} × {_label(y)} (best per cell; red: the best)")
+    ax.set_title(f"Validation accuracy over {_label(x)} × {_label(y)}"
+                 + ("" if x in ranges or y in ranges else " (best per cell; red: the best)"))
     return fig
 
 
-def plot_hyperparams(records: list[dict], dims: list[str]):
+def plot_hyperparams(records: list[dict], dims: list[str], ranges=frozenset()):
+    """One panel per hyperparameter: listed values side by side with the best joined up; ranges on an axis."""
     cols = min(3, len(dims))
     rows = math.ceil(len(dims) / cols)
     fig, axes = _figure(rows, cols, width=4.2 * cols, height=3.4 * rows)
     axes = np.atleast_1d(axes).ravel()
     for ax, d in zip(axes, dims):
-        values = _sorted_values(records, d)
-        categorical = len(values) <= MAX_CATEGORIES
-        where = {show(d, v): i for i, v in enumerate(values)}
+        at = _axis(ax, "x", d, records, ranges)
         for status, style in ((OK, dict(color="C0")), (PRUNED, dict(facecolors="none", edgecolors="0.5"))):
             chosen = [r for r in records if r["status"] == status]
-            if not chosen:
-                continue
-            xs = [where[show(d, r["params"][d])] if categorical else _number(d, r["params"][d]) for r in chosen]
-            ax.scatter(xs, [100 * r["val_accuracy"] for r in chosen], s=22, label=status, **style)
-        if categorical:
-            best = [max((100 * r["val_accuracy"] for r in records if r["params"][d] == v), default=np.nan)
-                    for v in values]
+            if chosen:
+                ax.scatter([at(r["params"][d]) for r in chosen], [100 * r["val_accuracy"] for r in chosen], s=22,
+                           label=status, **style)
+        if d not in ranges:
+            values = _sorted_values(records, d)
+            best = [max(100 * r["val_accuracy"] for r in records if r["params"][d] == v) for v in values]
             ax.plot(range(len(values)), best, color="C1", lw=1.2, label="best")
-            ax.set_xticks(range(len(values)), [show(d, v) for v in values], rotation=45 if len(values) > 6 else 0)
-        else:
-            _log_axis(ax, "x", d, records)
         ax.set_xlabel(_label(d))
         ax.set_ylabel("validation accuracy (%)")
         ax.grid(alpha=0.3)
@@ -175,9 +171,26 @@ def _number(d, v) -> float:
     return float(sum(v)) if d == "hidden" else float(v)
 
 
-def _log_axis(ax, which, d, records):
-    if PARAMS[d].range == "log" and min(_number(d, r["params"][d]) for r in records) > 0:
+def _axis(ax, which: str, d: str, records, ranges):
+    """Lay out axis ``which`` ("x" or "y") for hyperparameter ``d``; return ``value -> coordinate``.
+
+    Listed values sit side by side, labelled; a range is a numeric axis, logarithmic when it was sampled so.
+    """
+    if d not in ranges:
+        values = _sorted_values(records, d)
+        where = {show(d, v): i for i, v in enumerate(values)}
+        turn = {"rotation": 45} if which == "x" and len(values) > 6 else {}
+        (ax.set_xticks if which == "x" else ax.set_yticks)(range(len(values)), [show(d, v) for v in values], **turn)
+        return lambda v: where[show(d, v)]
+    if PARAMS[d].range == "log":
+        from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
         (ax.set_xscale if which == "x" else ax.set_yscale)("log")
+        if PARAMS[d].kind in ("sizes", "int"):        # 16, 32, 64 ... rather than 2x10^1
+            axis = ax.xaxis if which == "x" else ax.yaxis
+            axis.set_major_locator(LogLocator(base=2))
+            axis.set_major_formatter(ScalarFormatter())
+            axis.set_minor_formatter(NullFormatter())
+    return lambda v: _number(d, v)
 
 
 def _label(d) -> str:

@@ -299,8 +299,9 @@ class DaskCluster:
             except self.distributed.client.FutureCancelledError:
                 raise DigitnetError("the Dask scheduler cancelled the search's trials (did it stop?); the "
                                     "finished trials are saved: continue with --resume") from None
-            except self.distributed.scheduler.KilledWorker as exc:
-                out.append((future, WorkerLost(f"the Dask workers running it died: {exc}")))
+            except self.distributed.scheduler.KilledWorker:     # Dask has already retried it elsewhere
+                out.append((future, RuntimeError("every Dask worker that ran it died (KilledWorker): it crashed, "
+                                                 "ran out of memory or was killed")))
             except Exception as exc:       # noqa: BLE001 - e.g. a worker without digitnet's dependencies
                 out.append((future, RuntimeError(f"{type(exc).__name__}: {exc}")))
         return out

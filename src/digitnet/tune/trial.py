@@ -115,7 +115,7 @@ def run_trial(number: int, params: dict, base: dict, data: TrialData, curves: li
             final = epochs[history.best_epoch - 1]
         record.update(
             status=INTERRUPTED if history.interrupted else PRUNED if stopper and stopper.stopped_at else OK,
-            reason=f"below the median of earlier trials after epoch {stopper.stopped_at}"
+            reason=f"below the earlier trials' median after epoch {stopper.stopped_at}"
             if stopper and stopper.stopped_at else None,
             val_accuracy=final["val_accuracy"], val_loss=final["val_loss"],
             train_accuracy=final["train_accuracy"], train_loss=final["train_loss"],

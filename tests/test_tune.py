@@ -296,11 +296,13 @@ def test_bad_folders_are_refused_and_nothing_is_overwritten(searched, tmp_path):
     before = (out / "results.json").read_bytes()
     for args, fragment in [(["--hidden", "64", "--out", out], "already exists and is not empty"),
                            (["--resume", tmp_path / "nowhere"], "does not exist"),
-                           (["--resume", out, "--hidden", "64"], "leave out --hidden")]:
+                           (["--resume", out, "--hidden", "64"], "leave out --hidden"),
+                           (["--hidden", "64", "--data", tmp_path / "none.npz", "--out", tmp_path / "new"],
+                            "does not exist")]:
         result = digitnet("tune", *args)
         assert result.returncode == 2 and "Traceback" not in result.stderr
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], result.stderr
-    assert (out / "results.json").read_bytes() == before
+    assert (out / "results.json").read_bytes() == before and not (tmp_path / "new").exists()
     with pytest.raises(ConfigError, match="--hidden '32:8': the range's low end 32 is above its high end 8"):
         SearchSpec(space={"hidden": "32:8"}, method="random").validate()

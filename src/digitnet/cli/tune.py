@@ -13,7 +13,7 @@ from digitnet.errors import ConfigError, DigitnetError
 from digitnet.nn import OPTIMIZERS
 from digitnet.presets import PRESETS
 from digitnet.tune import MAX_GRID, PARAMS, Results, SearchSpec, refit, run_search, save_winner, search_data
-from digitnet.tune.space import flag, show
+from digitnet.tune.space import flag, show, trial_config
 
 EPILOG = """examples:
   digitnet tune --hidden 64,110,128 --l2 0,1,5                   the classic hidden size x lambda grid
@@ -32,8 +32,8 @@ LIVE_ROWS = 12
 
 def register(subparsers, help_line: str) -> None:
     p = subparsers.add_parser("tune", help=help_line, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
-                              description="Try hyperparameters on a validation split (every trial with the same "
-                                          "seed and split), show each trial as it finishes, then refit the best "
+                              description="Try hyperparameters on a validation split (every trial with the same\n"
+                                          "seed and split), show each trial as it finishes, then refit the best\n"
                                           "on training + validation data and measure it once on the test set.")
     g = p.add_argument_group("what to try (a list a,b,c or, with --search random, a range LOW:HIGH)")
     g.add_argument("--hidden", metavar="LIST", help="hidden layer sizes, e.g. 64,110,128 or 256-128,512")
@@ -75,11 +75,12 @@ def register(subparsers, help_line: str) -> None:
 
 def run(args) -> int:
     started = time.perf_counter()
-    results = _open_search(args)
-    spec = results.spec
-    dims = [d for d in PARAMS if d in spec.space]
+    _rich()
+    spec, out, resumed = _check(args)
     dataset = load_data(args, spec.dataset, seed=spec.seed)
     data, refit_data = search_data(dataset, spec.subset, spec.seed)
+    results = Results.open(out) if resumed else Results.create(out, spec)    # only now is anything written
+    dims = [d for d in PARAMS if d in spec.space]
     done_before = len(results.done())
     total = len(spec.trial_params())
     base = spec.base_config()
@@ -119,8 +120,8 @@ def run(args) -> int:
     print(f"saved {final['model']}, results.csv, results.json" + "".join(f", {p.name}" for p in plots.values()))
     if args.json:
         counts = results.counts()
-        print_json({"best": {**result.config.to_dict(), "val_fraction": base.val_fraction,
-                             "trial": best["trial"], "val_accuracy": best["val_accuracy"]},
+        print_json({"best": {**trial_config(base, best["params"]).to_dict(), "trial": best["trial"],
+                             "val_accuracy": best["val_accuracy"]},
                     "test_accuracy": final["test_accuracy"], "trials": len(results.records),
                     "seconds": time.perf_counter() - started, "model": final["model"],
                     "out": str(results.folder), "counts": counts, "backend": outcome.backend,
@@ -128,10 +129,12 @@ def run(args) -> int:
     return 0
 
 
-def _open_search(args) -> Results:
-    """Check every flag, then start a new search folder or reopen the one to resume."""
+def _check(args) -> tuple[SearchSpec, Path, bool]:
+    """Check every flag and the output folder; return the search, its folder, and whether it is resumed."""
     if args.workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {args.workers}")
+    if not args.connect_timeout > 0:
+        raise ConfigError(f"--connect-timeout must be above 0 seconds, got {args.connect_timeout}")
     if args.scheduler and args.workers > 1:
         raise ConfigError("--workers and --scheduler exclude each other: the cluster's workers run the trials")
     if args.scheduler:          # before any folder is made: a wrong address leaves nothing behind
@@ -142,9 +145,8 @@ def _open_search(args) -> Results:
             raise ConfigError(f"--resume carries on the search saved in {args.resume}; leave out {', '.join(given)}")
         if args.out:
             raise ConfigError("--resume writes into the folder it resumes; leave out --out")
-        results = Results.open(args.resume)
-        results.spec.validate(confirm=True)
-        return results
+        spec = Results.open(args.resume).spec
+        return spec.validate(confirm=True), Path(args.resume), True
     spec = SearchSpec(space={d: getattr(args, d) for d in PARAMS if getattr(args, d) is not None},
                       method=args.search or "grid", trials=20 if args.trials is None else args.trials,
                       preset=args.preset or "wide-512", epochs=args.epochs, val_fraction=args.val_fraction,
@@ -156,8 +158,7 @@ def _open_search(args) -> Results:
     heat = args.heatmap.split(",")
     if len(heat) != 2 or not all(h in PARAMS for h in heat):
         raise ConfigError(f"--heatmap takes two of {', '.join(PARAMS)}, e.g. hidden,l2; got '{args.heatmap}'")
-    out = Path(args.out) if args.out else _new_folder()
-    return Results.create(out, spec)
+    return spec, Results.check_new(args.out) if args.out else _new_folder(), False
 
 
 def _check_scheduler(address: str, timeout: float) -> None:

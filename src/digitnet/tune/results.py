@@ -39,13 +39,19 @@ class Results:
         self.records = dict(records or {})
         self.final = final
 
-    @classmethod
-    def create(cls, folder, spec: SearchSpec) -> "Results":
-        """Start a new search in ``folder``, which must be absent or empty."""
+    @staticmethod
+    def check_new(folder) -> Path:
+        """Raise :class:`DigitnetError` unless ``folder`` is absent or empty."""
         folder = Path(folder)
         if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
             raise DigitnetError(f"{folder} already exists and is not empty: continue that search with "
                                 f"--resume {folder}, or choose another --out")
+        return folder
+
+    @classmethod
+    def create(cls, folder, spec: SearchSpec) -> "Results":
+        """Start a new search in ``folder``, which must be absent or empty."""
+        folder = cls.check_new(folder)
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

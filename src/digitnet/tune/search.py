@@ -117,6 +117,7 @@ def run_search(results: Results, data: TrialData, workers: int = 1, scheduler: s
                 else:
                     while todo and len(running) < backend.slots():
                         submit(*todo.popleft(), isolated=backend.slots() == 1)
+            stop = False
             for handle, outcome in backend.wait(list(running)):
                 number, params, isolated = running.pop(handle)
                 if isinstance(outcome, WorkerLost) and not isolated:
@@ -125,12 +126,15 @@ def run_search(results: Results, data: TrialData, workers: int = 1, scheduler: s
                 if isinstance(outcome, BaseException):
                     outcome = {"trial": number, "params": params, "status": FAILED, "reason": str(outcome),
                                "epochs": 0, "curve": {"val_accuracy": [], "val_loss": [], "train_loss": []}}
-                if outcome["status"] == INTERRUPTED:     # the worker saw Ctrl-C too
-                    raise KeyboardInterrupt
+                if outcome["status"] == INTERRUPTED:     # the worker saw Ctrl-C too: it is not done
+                    stop = True
+                    continue
                 results.add(outcome)
                 ran += 1
                 if on_result:
                     on_result(results.records[number])
+            if stop:
+                raise KeyboardInterrupt
     except KeyboardInterrupt:
         interrupted = True
     finally:

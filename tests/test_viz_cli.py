@@ -1,0 +1,221 @@
+"""digitnet plot, report and dashboard (and train --live) through a real subprocess, headless.
+
+A run is trained once for the module with ``digitnet train`` on a real slice of
+MNIST (6,000 training and 1,000 test images in an NPZ). The report is opened in
+a real headless Chromium from disk, with no server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from digitnet import modelfile
+
+SIZES = {"curves": (1200, 740), "confusion": (1050, 840), "misclassified": (1000, 1155),
+         "predictions": (1400, 970), "weights": (1200, 990), "distributions": (1290, 410),
+         "gradients": (1200, 460), "robustness": (1300, 560), "dataset": (1300, 820)}
+
+
+def digitnet(*args, env=None):
+    environ = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "MPLBACKEND")}
+    return subprocess.run([sys.executable, "-m", "digitnet", *map(str, args)], capture_output=True, text=True,
+                          timeout=300, env={**environ, **(env or {})})
+
+
+def last_json(result) -> dict:
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def assert_user_error(result, *fragments):
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.stderr, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def picture(path_or_image) -> np.ndarray:
+    image = path_or_image if isinstance(path_or_image, Image.Image) else Image.open(path_or_image)
+    image = np.asarray(image.convert("RGB"))
+    assert image.std() > 20 and len(np.unique(image.reshape(-1, 3), axis=0)) > 50, "the image is blank"
+    return image
+
+
+@pytest.fixture(scope="module")
+def small_npz(mnist, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "mnist-small.npz"
+    np.savez(path, x_train=mnist.x_train[:6000].reshape(-1, 28, 28), y_train=mnist.y_train[:6000],
+             x_test=mnist.x_test[:1000].reshape(-1, 28, 28), y_test=mnist.y_test[:1000])
+    return path
+
+
+@pytest.fixture(scope="module")
+def run_dir(small_npz, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "run"
+    last_json(digitnet("train", "--preset", "adam-128-64", "--epochs", "2", "--data", small_npz, "--out", out,
+                       "--quiet", "--json"))
+    return out
+
+
+@pytest.fixture(scope="module")
+def accuracy(run_dir, small_npz) -> float:
+    return last_json(digitnet("evaluate", run_dir, "--data", small_npz, "--json"))["test_accuracy"]
+
+
+def test_train_records_what_the_plots_need(run_dir):
+    history = json.loads((run_dir / "history.json").read_text())
+    assert history["extra"]["diagnostics"]["layers"] == ["784→128", "128→64", "64→10"]
+    assert {"grad_norm_1", "grad_norm_3", "inactive_2", "iteration"} <= set(history["epochs"][0])
+    with np.load(run_dir / "initial_weights.npz", allow_pickle=False) as z:
+        assert {k: z[k].shape for k in z.files} == {"0.weight": (784, 128), "2.weight": (128, 64),
+                                                    "4.weight": (64, 10)}
+        trained = modelfile.load(run_dir).model.layers[0].weight.data
+        assert 0.01 < np.abs(z["0.weight"] - trained).mean() < 0.1
+
+
+def test_plot_draws_every_plot_into_the_run_folder(run_dir, small_npz):
+    info = last_json(digitnet("plot", run_dir, "--data", small_npz, "--json"))
+    assert list(info["plots"]) == list(SIZES) and info["skipped"] == {}
+    for name, (w, h) in SIZES.items():
+        path = run_dir / f"{name}.png"
+        assert info["plots"][name] == [str(path)]
+        assert picture(path).shape == (h, w, 3), name
+
+
+def in_process(capsys, *args) -> tuple[int, str, str]:
+    """Run a command in this process (the same ``main`` as the executable, without a new interpreter)."""
+    from digitnet.cli.main import main
+    code = main([str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def assert_error_line(result, *fragments):
+    code, _, err = result
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), (code, err)
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_plot_a_bare_model_file_and_svg(run_dir, small_npz, tmp_path, capsys):
+    shutil.copy(run_dir / "model.npz", tmp_path / "model.npz")
+    code, out, _ = in_process(capsys, "plot", tmp_path / "model.npz", "--data", small_npz, "--which", "confusion",
+                              "weights", "--svg", "--out", tmp_path / "out")
+    assert code == 0 and "note: no history.json beside model.npz" in out
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["confusion.png", "confusion.svg", "weights.png",
+                                                                    "weights.svg"]
+    assert "<svg" in (tmp_path / "out" / "confusion.svg").read_text()[:1000]
+    result = in_process(capsys, "plot", tmp_path / "model.npz", "--which", "weights", "distributions", "gradients")
+    assert_error_line(result, "gradients needs the training history")
+
+
+def test_bad_inputs_are_one_clear_line(run_dir, small_npz, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    no_history = tmp_path / "no-history"
+    no_history.mkdir()
+    shutil.copy(run_dir / "model.npz", no_history / "model.npz")
+    assert_error_line(in_process(capsys, "plot", no_history), "no history.json")
+    assert_error_line(in_process(capsys, "report", no_history), "no history.json")
+    fake = tmp_path / "fake.npz"
+    fake.write_bytes(b"these bytes are not a model")
+    assert_error_line(in_process(capsys, "plot", fake), "is not a digitnet model file")
+    assert_error_line(in_process(capsys, "dashboard", fake, "--save", tmp_path / "x.png"), "not a digitnet model")
+    a_file = tmp_path / "a-file"
+    a_file.write_text("in the way")
+    assert_error_line(in_process(capsys, "plot", run_dir, "--which", "weights", "--out", a_file), "output folder")
+    assert_error_line(in_process(capsys, "plot", run_dir, "--which", "weights", "--out", a_file / "sub"), "cannot use")
+    assert_error_line(in_process(capsys, "report", run_dir, "--out", tmp_path), "is a folder")
+    assert_error_line(in_process(capsys, "report", run_dir, "--out", a_file / "r.html"), "not a folder")
+    assert_error_line(in_process(capsys, "dashboard", run_dir, "--data", small_npz), "no display")
+    assert_error_line(in_process(capsys, "dashboard", run_dir, "--save", tmp_path / "x.avi"), ".png", ".gif")
+    assert_error_line(in_process(capsys, "dashboard", run_dir, "--data", small_npz, "--start", 1000, "--save",
+                                 tmp_path / "x.png"), "--start must be between 0 and 999")
+    assert_error_line(in_process(capsys, "train", "--save", tmp_path / "x.gif"), "add --live")
+    assert_error_line(in_process(capsys, "train", "--live", "--data", small_npz, "--out", tmp_path / "r"),
+                      "no display")
+    assert not (tmp_path / "r").exists() and not list(tmp_path.glob("x.*"))
+    assert (a_file.read_text(), sorted(p.name for p in run_dir.iterdir() if p.suffix != ".png")) == (
+        "in the way", ["config.json", "history.csv", "history.json", "initial_weights.npz", "metrics.json",
+                       "model.npz"])
+
+
+def test_the_executable_gives_one_error_line_too(tmp_path):
+    fake = tmp_path / "fake.npz"
+    fake.write_bytes(b"these bytes are not a model")
+    assert_user_error(digitnet("plot", fake), "is not a digitnet model file")
+
+
+def test_report_opens_in_a_browser_from_disk(run_dir, small_npz, accuracy, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not chromium:
+        pytest.skip("Chromium is not installed (scripts/system-packages.sh installs it)")
+    info = last_json(digitnet("report", run_dir, "--data", small_npz, "--json"))
+    page = run_dir / "report.html"
+    assert info["report"] == str(page) and info["test_accuracy"] == pytest.approx(accuracy)
+    text = page.read_text()
+    assert "http://" not in text and "https://" not in text and "<script" not in text     # nothing fetched, no code
+    assert f"{100 * accuracy:.2f}%" in text
+    probe = tmp_path / "probe.html"
+    probe.write_text(f"""<!DOCTYPE html><html><body><iframe id="f" src="{page.as_uri()}"></iframe><pre id="out"></pre>
+<script>document.getElementById("f").addEventListener("load", () => {{
+  const d = document.getElementById("f").contentDocument;
+  document.getElementById("out").textContent = "RESULT" + JSON.stringify({{
+    images: [...d.images].map(i => [i.alt, i.naturalWidth, i.naturalHeight]),
+    rows: [...d.querySelectorAll("#per-class tr")].map(r => [...r.cells].map(c => c.textContent)),
+    title: d.title}});
+}});</script></body></html>""")
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+             "--allow-file-access-from-files", "--dump-dom", probe.as_uri()]
+    dom = subprocess.run([chromium, *flags], capture_output=True, text=True, timeout=120).stdout
+    seen = json.loads(dom.split("RESULT", 1)[1].split("</pre>", 1)[0].replace("&quot;", '"'))
+    assert [(alt, w, h) for alt, w, h in seen["images"]] == [(f"{n} plot", *SIZES[n]) for n in SIZES]
+    header, *rows = seen["rows"]
+    assert header == ["class", "precision", "recall", "F1", "support"] and len(rows) == 10
+    assert sum(int(r[4]) for r in rows) == 1000
+    y = np.load(small_npz)["y_test"]
+    pred = modelfile.load(run_dir).predict(np.load(small_npz)["x_test"])
+    for digit, row in enumerate(rows):
+        assert float(row[2]) == pytest.approx(np.mean(pred[y == digit] == digit), abs=1e-4)
+
+
+def test_dashboard_records_a_gif_and_a_frame(run_dir, small_npz, tmp_path):
+    gif = tmp_path / "dash.gif"
+    info = last_json(digitnet("dashboard", run_dir, "--data", small_npz, "--save", gif, "--frames", 6,
+                              "--interval", 50, "--json"))
+    movie = Image.open(gif)
+    assert movie.n_frames == 6 and movie.size == (1152, 619) and movie.info["duration"] == 50
+    model = modelfile.load(run_dir)
+    x, y = np.load(small_npz)["x_test"][:6], np.load(small_npz)["y_test"][:6]
+    assert info["seen"] == 6 and info["correct"] == int(np.sum(model.predict(x) == y))
+    movie.seek(5)
+    picture(movie)
+    frame = tmp_path / "frame.png"
+    info = last_json(digitnet("dashboard", run_dir, "--data", small_npz, "--save", frame, "--start", 100,
+                              "--only-mistakes", "--json"))
+    wrong = np.flatnonzero(model.predict(np.load(small_npz)["x_test"]) != np.load(small_npz)["y_test"])
+    assert info["last_index"] == wrong[wrong >= 100][0] and info["correct"] == 0
+    assert picture(frame).shape == (860, 1600, 3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dash.gif", "frame.png"]
+
+
+def test_train_live_records_the_training(small_npz, tmp_path):
+    result = digitnet("train", "--preset", "adam-128-64", "--epochs", "1", "--data", small_npz, "--out",
+                      tmp_path / "run", "--live", "--save", tmp_path / "live.gif", "--frames", 3, "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert f"saved the live view as {tmp_path / 'live.gif'}" in result.stdout
+    movie = Image.open(tmp_path / "live.gif")
+    assert movie.n_frames == 4 and movie.size == (1152, 691)
+    assert (tmp_path / "run" / "model.npz").exists()

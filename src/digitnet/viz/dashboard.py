@@ -228,7 +228,7 @@ class Dashboard:
             labels = [ax.text(x + (0.09 if last else -0.09), yy, "", fontsize=7.5 if not last else 9,
                               ha="left" if last else "right", va="center", color="#3c4046",
                               fontweight="bold" if last else "normal", zorder=4,
-                              bbox=None if last else dict(facecolor="white", alpha=0.75, pad=0.6, edgecolor="none"))
+                              bbox=None)
                       for yy in y]
             self.node_labels.append(labels)
             header = ("input" if c == 0 else "output" if last else f"hidden {c}") + f"\n{widths[c]} units"

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
+from PIL import Image
 from matplotlib.backend_bases import KeyEvent
 
 from digitnet import metrics, nn
@@ -86,6 +89,14 @@ def test_blitted_frames_equal_full_redraws(dash):
     full = dash.rgba()
     differ = np.any(fast != full, axis=2)
     assert differ.sum() == 0, f"{differ.sum()} pixels differ"
+    saved = io.BytesIO()                                           # as the window's save button does
+    dash.fig.savefig(saved, format="png", dpi=dash.fig.dpi)
+    assert np.array_equal(np.asarray(Image.open(saved).convert("RGBA")), full)
+    dash.set_blit(True)
+    dash.show(12)
+    after_save = dash.rgba()                                       # a full draw elsewhere: the background is redone
+    dash.set_blit(False)
+    assert np.array_equal(after_save, dash.rgba())
 
 
 def test_keys_pause_step_and_quit(dash):
@@ -136,7 +147,6 @@ def test_live_training_records_the_curves_growing(mnist, tmp_path):
     loss = live.dash.loss_line.get_ydata()
     assert np.allclose(loss, result.history.loss)                       # the last frame has the whole curve
     assert np.allclose(live.dash.val_line.get_ydata(), [e["val_loss"] for e in result.history.epochs])
-    from PIL import Image
     gif = Image.open(tmp_path / "live.gif")
     assert gif.n_frames == 3 and gif.size == (1152, 691)                  # 2 during training, 1 at the end
     assert [p.name for p in tmp_path.iterdir()] == ["live.gif"]          # no temporary file left behind

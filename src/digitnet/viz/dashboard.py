@@ -92,14 +92,14 @@ class Dashboard:
             self.fig.set_size_inches(16, 9.6 if training else 8.6)
             self._layout(training)
             self._build()
-        # Blitting: the panels' frames, axes and labels are drawn once into a background; each frame
-        # only restores it and draws the artists that change ("animated" ones, which a full draw skips).
+        # Blitting: the panels' frames, axes and labels are drawn once, with the changing artists hidden,
+        # into a background; each frame restores it and draws only the artists that change. Any other
+        # full draw (a resized window, the toolbar's save) draws everything and makes the background stale.
         self.blit = bool(getattr(self.fig.canvas, "supports_blit", False))
         self._changing = self._changing_artists()
-        for artist in self._changing:
-            artist.set_animated(self.blit)
         self._background = None
         self._stale = True
+        self._capturing = False
         self.fig.canvas.mpl_connect("draw_event", self._on_draw)
 
     # -- building the panels once --------------------------------------------------
@@ -130,7 +130,7 @@ class Dashboard:
         for spine in ax.spines.values():
             spine.set_visible(True)
             spine.set_color("#c9ccd1")
-        self.digit_title = ax.set_title("", fontsize=12)
+        self.digit_title = _title(ax, fontsize=12)
         self.digit_label = ax.text(0.5, -0.04, "", transform=ax.transAxes, ha="center", va="top", fontsize=9,
                                    color=style.GREY)
         # 2. probabilities
@@ -154,7 +154,7 @@ class Dashboard:
         ax.set_yticks(range(k), self._short_names(), fontsize=8)
         ax.set_xlabel("predicted", fontsize=9)
         ax.set_ylabel("true", fontsize=9)
-        self.cm_title = ax.set_title("")
+        self.cm_title = _title(ax)
         # 5. layer activity
         ax = self.ax_layers
         self.layer_names = [f"hidden {i}" for i in range(1, len(self.linears))] + ["output\n(logits)"]
@@ -170,7 +170,7 @@ class Dashboard:
         ax = self.ax_hist
         self.hist_bars = ax.bar(np.zeros(24), np.zeros(24), width=0.1, color=style.ACCENT, alpha=0.85, align="edge")
         self.hist_zero = ax.axvline(0, color="#1d2024", lw=1.2)
-        self.hist_title = ax.set_title("")
+        self.hist_title = _title(ax)
         ax.set_xlabel("weight", fontsize=9)
         ax.set_ylabel("count", fontsize=9)
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
@@ -186,7 +186,7 @@ class Dashboard:
         ax.set_ylim(0, 104)
         ax.set_xlabel("prediction (latest on the right)", fontsize=9)
         ax.set_ylabel("confidence (%)", fontsize=9)
-        self.conf_title = ax.set_title("")
+        self.conf_title = _title(ax)
         if self.ax_curves is not None:
             ax = self.ax_curves
             self.loss_line, = ax.plot([], [], color=style.TRAIN, lw=0.8, alpha=0.5, label="training loss, per batch")
@@ -196,7 +196,7 @@ class Dashboard:
             ax.set_xlabel("iteration", fontsize=9)
             ax.set_ylabel("loss", fontsize=9)
             ax.legend(loc="upper right", fontsize=8)
-            self.curves_title = ax.set_title("")
+            self.curves_title = _title(ax)
 
     def _build_network(self):
         ax = self.ax_net
@@ -405,10 +405,23 @@ class Dashboard:
         return artists
 
     def _on_draw(self, event=None):
-        """After a full draw (first frame, window resized): keep the background, then draw the changing parts."""
-        if self.blit:
-            self._background = self.fig.canvas.copy_from_bbox(self.fig.bbox)
-            self._draw_changing()
+        if not self._capturing:               # someone else drew the whole figure: the background is stale
+            self._stale = True
+
+    def _capture(self):
+        """Full draw without the changing artists, kept as the background; then draw them on top."""
+        canvas = self.fig.canvas
+        self._capturing = True
+        try:
+            for artist in self._changing:
+                artist.set_visible(False)
+            canvas.draw()
+            self._background = canvas.copy_from_bbox(self.fig.bbox)
+        finally:
+            for artist in self._changing:
+                artist.set_visible(True)
+            self._capturing = False
+        self._draw_changing()
 
     def _draw_changing(self):
         for artist in self._changing:
@@ -422,16 +435,16 @@ class Dashboard:
     def set_blit(self, on: bool) -> None:
         """Turn blitting on or off (off: every frame is a full draw, as a movie writer needs)."""
         self.blit = bool(on) and bool(getattr(self.fig.canvas, "supports_blit", False))
-        for artist in self._changing:
-            artist.set_animated(self.blit)
         self._stale = True
 
     def render(self) -> None:
         """Draw the current frame on the canvas: a full draw when axes changed, else a blit of what changed."""
         canvas = self.fig.canvas
-        if not self.blit or self._background is None or self._stale:
-            self._stale = False
+        if not self.blit:
             canvas.draw()
+        elif self._background is None or self._stale:
+            self._stale = False
+            self._capture()
         else:
             canvas.restore_region(self._background)
             self._draw_changing()
@@ -454,6 +467,13 @@ _RED = np.array([0.78, 0.22, 0.18, 1.0])
 _BLUE = np.array([0.21, 0.40, 0.66, 1.0])
 _GREEN = np.array([0.18, 0.55, 0.34, 1.0])
 _RED_SOLID = np.array([0.78, 0.22, 0.18, 1.0])
+
+
+def _title(ax, fontsize: float = 11):
+    """A title that changes every frame: a plain text above the axes (matplotlib's own title moves
+    itself during full draws only, so a blitted one would land elsewhere)."""
+    return ax.annotate("", (0.5, 1.0), xycoords="axes fraction", xytext=(0, 8), textcoords="offset points",
+                       ha="center", va="bottom", fontsize=fontsize, fontweight="bold")
 
 
 def _node_cmap():

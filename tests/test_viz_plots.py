@@ -129,8 +129,8 @@ def test_distributions_compare_with_the_initial_weights(run):
     for ax, (name, w0) in zip(fig.axes, run.initial_weights.items()):
         now = dict(run.classifier.model.named_parameters())[name].data
         labels = [t.get_text() for t in ax.get_legend().get_texts()]
-        assert labels[0] == f"initial  μ={w0.mean():+.3f}  σ={w0.std():.3f}"
-        assert labels[1] == f"trained μ={now.mean():+.3f}  σ={now.std():.3f}"
+        assert labels[0] == f"initial  μ={round(w0.mean(), 3) + 0:+.3f}  σ={w0.std():.3f}"
+        assert labels[1] == f"trained μ={round(now.mean(), 3) + 0:+.3f}  σ={now.std():.3f}"
         assert not np.allclose(w0, now)
 
 

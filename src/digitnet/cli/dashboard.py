@@ -25,7 +25,8 @@ def register(subparsers, help_line: str) -> None:
     p.add_argument("--only-mistakes", action="store_true", help="show only the digits the model gets wrong")
     p.add_argument("--save", metavar="FILE", help="record instead of opening a window: .gif, .mp4 (needs ffmpeg), "
                                                   "or .png for one frame")
-    p.add_argument("--frames", type=int, default=100, metavar="N", help="frames to record (default: 100)")
+    p.add_argument("--frames", type=int, metavar="N", help="frames to record (default: 100); with a .png, the view "
+                                                           "after N digits (default: 1)")
     add_data_args(p, dataset_default=None)
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     p.set_defaults(func=run)
@@ -39,6 +40,8 @@ def run(args) -> int:
 
     if args.interval < 1:
         raise DigitnetError(f"--interval must be at least 1 ms, got {args.interval}")
+    if args.frames is None:
+        args.frames = 1 if args.save and args.save.lower().endswith(".png") else 100
     if args.frames < 1:
         raise DigitnetError(f"--frames must be at least 1, got {args.frames}")
     if args.save:
@@ -68,8 +71,8 @@ def run(args) -> int:
     dash = Dashboard(clf, ds.x_test, ds.y_test, title=title)
     info = record(dash, indices, args.save, frames=args.frames, interval_ms=args.interval)
     state = dash.state
-    print(f"saved {info['path']}: {info['frames']} frame{'s' if info['frames'] > 1 else ''}, "
-          f"drawn at {info['fps']:.1f} frames/s; running accuracy {percent(state['running_accuracy'])} "
+    drawn = f"{info['frames']} frames drawn at {info['fps']:.1f} frames/s" if info["fps"] else "the last frame"
+    print(f"saved {info['path']}: {drawn}; running accuracy {percent(state['running_accuracy'])} "
           f"on {state['seen']:,} digit{'s' if state['seen'] != 1 else ''}")
     if args.json:
         print_json({**info, "seen": state["seen"], "correct": state["correct"],

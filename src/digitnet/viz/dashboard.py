@@ -82,7 +82,6 @@ class Dashboard:
         self.confusion = np.zeros((self.k, self.k), dtype=np.int64)
         self.recent = deque(maxlen=HISTORY)
         self.state: dict = {}
-        self._activity_max = 1e-6
         self._hist_max = 1.0
         self.training = training
         with style_context():
@@ -335,12 +334,12 @@ class Dashboard:
             bar.set_height(v)
         for bar, v in zip(self.max_bars, maxes):
             bar.set_height(v)
-        top = max(self._activity_max, *maxes, *np.abs(means))
-        low = min(0.0, *means, *maxes) * 1.2
-        current = self.ax_layers.get_ylim()
-        if top > self._activity_max or low < current[0]:      # grow the axis (a full redraw), never shrink it
-            self._activity_max = top * 1.3
-            self.ax_layers.set_ylim(min(low, current[0]), self._activity_max)
+        top = max(*maxes, *np.abs(means), 1e-6) * 1.15
+        low = min(0.0, *means, *maxes) * 1.15
+        cur_low, cur_top = self.ax_layers.get_ylim()
+        # Rescale (a full redraw) only when the bars leave the axis or shrink to a third of it.
+        if not cur_top / 3 <= top <= cur_top or not cur_low <= low <= cur_low / 3:
+            self.ax_layers.set_ylim(low * 1.3, top * 1.3)
             self._stale = True
 
     def _show_weights(self, pred):

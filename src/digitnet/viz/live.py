@@ -88,27 +88,30 @@ def play(dash: Dashboard, indices, interval_ms: int = 100) -> Player:
 
 
 def record(dash: Dashboard, indices, path, frames: int = 100, interval_ms: int = 100) -> dict:
-    """Render ``frames`` frames of ``dash`` (one for ``.png``) into ``path``, atomically.
+    """Render ``frames`` frames of ``dash`` into ``path``, atomically.
 
-    Returns ``{"path", "frames", "fps"}`` where ``fps`` is the rendering speed
-    (frames drawn per second of work), not the file's playback rate, which is
-    ``1000 / interval_ms``.
+    A ``.gif`` or ``.mp4`` holds every frame; a ``.png`` holds the last, the
+    view after ``frames`` digits. Returns ``{"path", "frames", "fps"}`` where
+    ``fps`` is the rendering speed of a movie (frames drawn per second of work;
+    None for a ``.png``), not the file's playback rate, ``1000 / interval_ms``.
     """
     path = Path(path)
     check_output(path)
     indices = list(indices)
-    n = 1 if path.suffix.lower() == ".png" else max(1, int(frames))
+    n = max(1, int(frames))
+    one = path.suffix.lower() == ".png"
     sink = _sink(path, dash, interval_ms)
     started = time.perf_counter()
     try:
         for k in range(n):
             dash.show(indices[k % len(indices)])
-            sink.add()
+            if not one or k == n - 1:
+                sink.add()
         seconds = time.perf_counter() - started
         sink.close()
     finally:
         sink.discard()
-    return {"path": str(path), "frames": n, "fps": n / max(seconds, 1e-9)}
+    return {"path": str(path), "frames": 1 if one else n, "fps": None if one else n / max(seconds, 1e-9)}
 
 
 def check_output(path: Path) -> None:

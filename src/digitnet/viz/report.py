@@ -77,13 +77,13 @@ def build_report(run: Run, on_plot=None) -> str:
         nav.append(f'<a href="#{name}">{name}</a>')
         reason = plots.missing(run, name)
         if reason:
-            sections.append(f'<h2 id="{name}">{name}</h2><p class="missing">not available: {e(reason)}</p>')
+            sections.append(f'<h2 id="{name}">{name.capitalize()}</h2><p class="missing">not available: {e(reason)}</p>')
             continue
         started = time.perf_counter()
         data = base64.b64encode(figure_png(plots.make(name, run))).decode("ascii")
         if on_plot:
             on_plot(name, time.perf_counter() - started)
-        sections.append(f'<h2 id="{name}">{name}</h2><figure><figcaption>{e(caption[0].upper() + caption[1:])}.'
+        sections.append(f'<h2 id="{name}">{name.capitalize()}</h2><figure><figcaption>{e(caption[0].upper() + caption[1:])}.'
                         f'</figcaption><img alt="{name} plot" src="data:image/png;base64,{data}"></figure>')
 
     scores = "".join(

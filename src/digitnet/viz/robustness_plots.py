@@ -110,8 +110,9 @@ def robustness(classifier, images, labels, n: int = 2000, seed: int = 0, curves:
         ax.axhline(clean, color=style.GREY, ls="--", lw=1, label=f"undamaged: {clean:.1f}%")
         ax.axhline(10, color=style.GREY, ls=":", lw=1, label="chance: 10%")
         worst = int(np.argmin(acc))
+        edge = "left" if worst == 0 else "right" if worst == len(levels) - 1 else "center"
         ax.annotate(f"{acc[worst]:.1f}%", (levels[worst], acc[worst]), textcoords="offset points", xytext=(0, -13),
-                    ha="center", fontsize=8.5, color=colours[kind])
+                    ha=edge, fontsize=8.5, color=colours[kind])
         ax.set(title=TITLES[kind], xlabel=UNITS[kind], ylim=(0, 102))
         if col == 0:
             ax.set_ylabel("test accuracy (%)")

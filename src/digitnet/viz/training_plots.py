@@ -7,6 +7,7 @@ as in ``history.json``) and return a :class:`~matplotlib.figure.Figure`.
 from __future__ import annotations
 
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from digitnet.errors import DigitnetError
 from digitnet.training import History
@@ -164,6 +165,7 @@ def gradients(history):
     else:
         ax_d.text(0.5, 0.5, "no hidden layer", transform=ax_d.transAxes, ha="center", color=style.GREY)
     for ax in (ax_g, ax_d):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if len(epochs) <= 12:
             ax.set_xticks(epochs)
     fig.suptitle(f"Inside the layers: gradients and {dead} units, epoch by epoch")

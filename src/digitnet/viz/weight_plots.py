@@ -123,10 +123,10 @@ def distributions(model, initial_weights: dict | None = None):
         bins = np.linspace(low, high, 80)
         if before is not None:
             ax.hist(before.ravel(), bins=bins, color=style.GREY, alpha=0.45,
-                    label=f"initial  μ={before.mean():+.3f}  σ={before.std():.3f}")
+                    label=f"initial  μ={_signed(before.mean())}  σ={before.std():.3f}")
         colour = style.LAYER_COLOURS[(k - 1) % len(style.LAYER_COLOURS)]
         ax.hist(now.ravel(), bins=bins, histtype="step", lw=1.8, color=colour,
-                label=f"trained μ={now.mean():+.3f}  σ={now.std():.3f}")
+                label=f"trained μ={_signed(now.mean())}  σ={now.std():.3f}")
         ax.axvline(0, color="#1d2024", lw=0.8)
         ax.set_title(f"layer {k}: {now.shape[0]} → {now.shape[1]}  ({now.size:,} weights)", fontsize=10)
         ax.set_xlabel("weight")
@@ -138,3 +138,8 @@ def distributions(model, initial_weights: dict | None = None):
     fig.suptitle("Weight distributions: trained against initial" if initial_weights is not None
                  else "Weight distributions (initial weights not recorded for this model)")
     return fig
+
+
+def _signed(x: float) -> str:
+    """``x`` with a sign and three decimals, never "-0.000"."""
+    return f"{round(float(x), 3) + 0.0:+.3f}"

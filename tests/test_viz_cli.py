@@ -204,9 +204,9 @@ def test_dashboard_records_a_gif_and_a_frame(run_dir, small_npz, tmp_path):
     picture(movie)
     frame = tmp_path / "frame.png"
     info = last_json(digitnet("dashboard", run_dir, "--data", small_npz, "--save", frame, "--start", 100,
-                              "--only-mistakes", "--json"))
+                              "--only-mistakes", "--frames", 2, "--json"))        # the view after two mistakes
     wrong = np.flatnonzero(model.predict(np.load(small_npz)["x_test"]) != np.load(small_npz)["y_test"])
-    assert info["last_index"] == wrong[wrong >= 100][0] and info["correct"] == 0
+    assert info["last_index"] == wrong[wrong >= 100][1] and info["seen"] == 2 and info["correct"] == 0
     assert picture(frame).shape == (860, 1600, 3)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dash.gif", "frame.png"]
 

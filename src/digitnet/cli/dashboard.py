@@ -62,7 +62,7 @@ def run(args) -> int:
     first = int(np.searchsorted(indices, args.start)) % len(indices)
     indices = np.roll(indices, -first)
     sizes = "-".join(map(str, clf.architecture["sizes"]))
-    title = f"digitnet: {sizes} {clf.architecture.get('activation', '')} on {ds.name} test digits"
+    title = f"digitnet: {sizes} {clf.architecture.get('activation', '')} on {ds.name} test images"
 
     if not args.save:
         dash = Dashboard(clf, ds.x_test, ds.y_test, fig=window_figure(), title=title)

@@ -137,7 +137,8 @@ class Dashboard:
         self.bars = ax.bar(range(k), np.zeros(k), color="#c5cad3", width=0.75)
         ax.set_ylim(0, 118)
         ax.set_yticks([0, 50, 100])
-        ax.set_xticks(range(k), self._short_names(), fontsize=8 if self._long() else 10)
+        ax.set_xticks(range(k), self._short_names(), fontsize=8 if self._long() else 10,
+                      rotation=90 if self._long() else 0)
         ax.grid(axis="x", visible=False)
         ax.set_title("Output probabilities (%)")
         self.true_marker, = ax.plot([0], [0], marker="v", color="#1d2024", markersize=7, ls="none")

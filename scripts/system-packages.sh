@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Debian packages the tests use: Fashion-MNIST's IDX files; Chromium to open the HTML report.
+# Debian packages the tests use: Fashion-MNIST's IDX files; Chromium to open the HTML report
+# and, with its driver, the draw-a-digit page; fonts to typeset digits that are not from MNIST.
 # Installs them when run as root (or with password-less sudo); otherwise says
 # what to install, and the tests that need them are skipped with that reason.
 set -euo pipefail
-packages=(dataset-fashion-mnist chromium)
+packages=(dataset-fashion-mnist chromium
+          chromium-driver                         # the draw-a-digit page's browser test (Selenium)
+          fonts-dejavu-core fonts-dejavu-extra fonts-liberation2 fonts-freefont-ttf fonts-comic-neue
+          fonts-humor-sans)                       # digits typeset for the image tests
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -1,27 +1,82 @@
-"""``digitnet predict``: the digit a model reads, with its probabilities."""
+"""``digitnet predict``: the digit a model reads in image files, test-set images or a Kaggle CSV."""
 
 from __future__ import annotations
 
-import numpy as np
+import argparse
+import sys
+from pathlib import Path
 
-from digitnet import modelfile
+import numpy as np
+from PIL import Image
+
+from digitnet import modelfile, preprocess
 from digitnet.cli.common import add_data_args, load_data, print_json
+from digitnet.data.formats import atomic_path, read_csv
 from digitnet.errors import DigitnetError
+
+SHADES = " .:-=+*#%@"  # darkest to lightest, two characters a pixel in --show
 
 
 def register(subparsers, help_line: str) -> None:
-    p = subparsers.add_parser("predict", help=help_line,
-                              description="Predict test images by their index in the test set.")
+    p = subparsers.add_parser(
+        "predict", help=help_line,
+        description="Read digits in image files (PNG, JPEG, BMP, GIF, ...; any size, dark on light or light on "
+                    "dark), in the test set by index, or in a Kaggle test.csv. Images are first brought to "
+                    "MNIST's form: see digitnet.preprocess.",
+        epilog="examples:  digitnet predict runs/latest photo.jpg --show\n"
+               "           digitnet predict runs/latest --index 0 1 2\n"
+               "           digitnet predict runs/latest --csv test.csv --submission submission.csv",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", metavar="MODEL", help="a model file (runs/<run>/model.npz) or its run folder")
-    p.add_argument("--index", type=int, nargs="+", metavar="I", required=True,
-                   help="indices of test images (0-based)")
+    p.add_argument("images", metavar="IMAGE", nargs="*", help="image files, each holding one digit")
+    p.add_argument("--index", type=int, nargs="+", metavar="I", help="indices of test-set images (0-based)")
+    p.add_argument("--csv", metavar="FILE", help="a CSV of images, one a row (Kaggle's test.csv: 784 pixel columns)")
+    p.add_argument("--submission", metavar="FILE",
+                   help="with --csv: write Kaggle's submission file (ImageId,Label; ids from 1)")
+    p.add_argument("--show", action="store_true", help="print each image beside the 28x28 the network saw")
+    p.add_argument("--save-preview", metavar="DIR",
+                   help="save each image beside the 28x28 the network saw as DIR/<name>.preview.png")
     add_data_args(p, dataset_default=None)
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    if args.csv and not args.submission:
+        raise DigitnetError("--csv needs --submission FILE: where to write the ImageId,Label rows")
+    if args.submission and not args.csv:
+        raise DigitnetError("--submission needs --csv FILE: the images to predict")
+    if not (args.images or args.index or args.csv):
+        raise DigitnetError("nothing to predict: give image files, --index I..., or --csv test.csv")
     clf = modelfile.load(args.model)
+    preview_dir = Path(args.save_preview) if args.save_preview else None
+    if preview_dir is not None:
+        try:
+            preview_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DigitnetError(f"cannot create the preview folder {preview_dir}: {exc.strerror or exc}") from None
+    output: dict = {"predictions": []}
+    failed = []
+    if args.index:
+        output["predictions"] += _predict_indices(clf, args, preview_dir)
+    for path in args.images:
+        try:
+            prepared = preprocess.prepare(path, name=path)
+        except DigitnetError as exc:
+            sys.stderr.write(f"error: {exc}\n")
+            failed.append({"input": path, "error": str(exc)})
+            continue
+        output["predictions"].append(_report(clf, path, prepared, args, preview_dir))
+    if args.csv:
+        output["submission"] = _submission(clf, Path(args.csv), Path(args.submission))
+    if failed:
+        output["errors"] = failed
+    if args.json:
+        print_json(output)
+    return 2 if failed else 0
+
+
+def _predict_indices(clf, args, preview_dir) -> list[dict]:
     name = args.dataset or clf.meta.get("dataset") or "mnist"
     seed = int((clf.meta.get("config") or {}).get("seed", 0))
     ds = load_data(args, name, seed=seed)
@@ -29,16 +84,76 @@ def run(args) -> int:
     bad = [i for i in args.index if not 0 <= i < n]
     if bad:
         raise DigitnetError(f"index {bad[0]} is outside the test set (0 to {n - 1})")
-    proba = clf.predict_proba(ds.x_test[args.index])
-    predictions = []
-    for i, p in zip(args.index, proba):
-        digit = int(np.argmax(p))
-        label = int(ds.y_test[i])
-        mark = "" if digit == label else "   (wrong)"
-        print(f"test[{i}]: {clf.class_names[digit]} ({100 * p[digit]:.1f}%), true {clf.class_names[label]}{mark}")
-        print("  " + "  ".join(f"{k}:{v:.3f}" for k, v in enumerate(p)))
-        predictions.append({"input": f"test[{i}]", "index": i, "digit": digit, "label": label,
-                            "probabilities": [float(v) for v in p]})
-    if args.json:
-        print_json({"predictions": predictions})
-    return 0
+    out = []
+    for i in args.index:
+        pixels = ds.x_test[i].reshape(28, 28)
+        rows = np.flatnonzero(pixels.any(axis=1)), np.flatnonzero(pixels.any(axis=0))
+        bbox = (rows[0][0], rows[1][0], rows[0][-1] + 1, rows[1][-1] + 1) if pixels.any() else (0, 0, 28, 28)
+        prepared = preprocess.Prepared(pixels, pixels.astype(np.float32), False, bbox)
+        entry = _report(clf, f"test[{i}]", prepared, args, preview_dir, label=int(ds.y_test[i]))
+        out.append({**entry, "index": i, "label": int(ds.y_test[i])})
+    return out
+
+
+def _report(clf, name: str, prepared, args, preview_dir, label: int | None = None) -> dict:
+    """Predict one prepared image, print the answer (and --show), save the preview; return its JSON entry."""
+    p = clf.predict_proba(prepared.pixels.reshape(1, -1))[0]
+    digit = int(np.argmax(p))
+    if args.show:
+        print("\n".join(_text_art(prepared)))
+    truth = "" if label is None else f", true {clf.class_names[label]}" + ("" if label == digit else "   (wrong)")
+    print(f"{name}: {clf.class_names[digit]} ({100 * p[digit]:.1f}%){truth}")
+    print("  " + "  ".join(f"{k}:{v:.3f}" for k, v in enumerate(p)))
+    entry = {"input": name, "digit": digit, "probabilities": [float(v) for v in p]}
+    if preview_dir is not None:
+        entry["preview"] = str(_save_preview(prepared, preview_dir, name))
+    return entry
+
+
+def _save_preview(prepared, folder: Path, name: str) -> Path:
+    stem = Path(name).stem.replace("[", "-").replace("]", "") or "image"
+    path, k = folder / f"{stem}.preview.png", 2
+    while path.exists() and k < 1000:               # two inputs of the same name: number the later ones
+        path, k = folder / f"{stem}-{k}.preview.png", k + 1
+    try:
+        with atomic_path(path) as tmp:
+            preprocess.side_by_side(prepared).save(tmp, format="PNG")
+    except OSError as exc:
+        raise DigitnetError(f"cannot write the preview {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def _text_art(prepared) -> list[str]:
+    """The input (left, as it looked) beside the 28 x 28 the network saw (right), as text lines."""
+    grey = Image.fromarray(np.clip(prepared.grey, 0, 255).astype(np.uint8), "L")
+    k = 28 / max(grey.size)
+    grey = grey.resize((max(1, round(grey.width * k)), max(1, round(grey.height * k))), Image.Resampling.BOX)
+    left = np.full((28, 28), -1, int)                # -1: outside the input
+    y, x = (28 - grey.height) // 2, (28 - grey.width) // 2
+    left[y:y + grey.height, x:x + grey.width] = np.asarray(grey)
+
+    def row(values):
+        return "".join("  " if v < 0 else SHADES[min(len(SHADES) - 1, v * len(SHADES) // 256)] * 2 for v in values)
+
+    header = f"{'input':<56}   {'what the network sees (28x28)':<56}"
+    return [header] + [row(a) + " | " + row(b) for a, b in zip(left, prepared.pixels.astype(int))]
+
+
+def _submission(clf, csv_path: Path, out: Path) -> dict:
+    """Predict every row of a digit CSV and write Kaggle's ImageId,Label file atomically."""
+    x, y = read_csv(csv_path)
+    digits = clf.predict(x)
+    lines = ["ImageId,Label"] + [f"{i},{d}" for i, d in enumerate(digits.tolist(), start=1)]
+    try:
+        with atomic_path(out) as tmp:
+            Path(tmp).write_text("\n".join(lines) + "\n", encoding="ascii", newline="\n")
+    except OSError as exc:
+        raise DigitnetError(f"cannot write the submission {out}: {exc.strerror or exc}") from None
+    counts = np.bincount(digits, minlength=len(clf.class_names))
+    print(f"{csv_path}: {len(digits)} images -> {out} (ImageId,Label; ids 1 to {len(digits)})")
+    print("  digits found: " + "  ".join(f"{clf.class_names[k]}:{c}" for k, c in enumerate(counts)))
+    info = {"path": str(out), "rows": int(len(digits)), "counts": counts.tolist()}
+    if y is not None:                              # a labelled CSV (train.csv): say how well it did
+        info["accuracy"] = float((digits == y).mean())
+        print(f"  the CSV has labels: accuracy {100 * info['accuracy']:.2f}%")
+    return info

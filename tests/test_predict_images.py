@@ -1,0 +1,238 @@
+"""``digitnet predict`` on real image files and a Kaggle CSV, with a network trained on real MNIST.
+
+The accuracy on digits not from MNIST (typeset in several fonts and drawn
+as pen strokes, dark on light and light on dark, some as phone photos) is
+the figure the README states.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from digit_images import digit_set, font_paths, glyph, trained_model
+from digitnet import modelfile, preprocess
+
+
+def digitnet(*args, cwd=None, timeout=300):
+    return subprocess.run([sys.executable, "-m", "digitnet", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=timeout)
+
+
+def last_json(stdout: str) -> dict:
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def encode(im: Image.Image, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, fmt)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def model(mnist):
+    return trained_model(mnist)
+
+
+@pytest.fixture(scope="module")
+def clf(model):
+    return modelfile.load(model)
+
+
+@pytest.fixture(scope="module")
+def digit_files(tmp_path_factory):
+    """One file per digit, each in another format: ``[(path, label)]``."""
+    if not font_paths():
+        pytest.skip("no fonts on this machine: run scripts/system-packages.sh")
+    d = tmp_path_factory.mktemp("digits")
+    out = []
+    formats = ["png", "jpg", "bmp", "gif"]
+    for k, (label, _, im) in enumerate(digit_set(per_digit=1, seed=5, photo_every=0)):
+        path = d / f"digit{label}.{formats[k % 4]}"
+        im.convert("RGB" if path.suffix == ".jpg" else im.mode).save(path)
+        out.append((path, label))
+    return out
+
+
+def test_digits_not_from_mnist_are_read_well(clf, mnist, capsys):
+    """200 rendered digits (11 fonts and pen strokes; both polarities; 40-900 pixel pages of any aspect;
+    a quarter are photos) are read as well as MNIST's own test set, give or take a few points. Without
+    the preprocessing (a plain resize to 28 x 28) the same network reads fewer than half."""
+    if not font_paths():
+        pytest.skip("no fonts on this machine: run scripts/system-packages.sh")
+    images = digit_set(per_digit=20, seed=1)
+    labels = np.array([label for label, _, _ in images])
+    fmts = ["PNG", "BMP", "GIF"]
+    pixels = np.stack([preprocess.prepare(encode(im.convert("RGB"), "JPEG") if "photo" in what
+                                          else encode(im, fmts[k % 3])).pixels.ravel()
+                       for k, (_, what, im) in enumerate(images)])
+    right = clf.predict(pixels) == labels
+    kinds = {"dark on light": np.array(["dark on light" in w for _, w, _ in images]),
+             "light on dark": np.array(["light on dark" in w for _, w, _ in images]),
+             "photos": np.array(["photo" in w for _, w, _ in images])}
+    naive = np.stack([np.asarray(im.convert("L").resize((28, 28), Image.Resampling.BOX)).ravel()
+                      for _, _, im in images]).astype(np.float32)
+    naive = np.where(naive.mean(axis=1, keepdims=True) > 127, 255 - naive, naive)   # even with polarity fixed
+    naive_acc = float((clf.predict(naive) == labels).mean())
+    mnist_acc = clf.meta["metrics"]["test_accuracy"]
+    figures = {name: round(float(right[m].mean()), 3) for name, m in kinds.items()}
+    with capsys.disabled():
+        print(f"\nrendered digits: {right.mean():.1%} of {len(right)} ({figures}); MNIST test {mnist_acc:.1%}; "
+              f"plain resize {naive_acc:.1%}")
+    assert right.mean() >= 0.9, figures
+    assert all(v >= 0.85 for v in figures.values()), figures
+    assert naive_acc < 0.5
+
+
+def test_mnist_digits_read_through_the_preprocessing_lose_nothing(clf, mnist):
+    """MNIST's test digits saved as PNGs, white on black or black on white, and read back through the
+    preprocessing are read as well as the raw arrays (catches any step that departs from MNIST's)."""
+    x, y = mnist.x_test[:1500], mnist.y_test[:1500]
+    direct = (clf.predict(x) == y).mean()
+    through = np.stack([preprocess.prepare(encode(Image.fromarray(im.reshape(28, 28) if k % 2 else
+                                                                  255 - im.reshape(28, 28)), "PNG")).pixels.ravel()
+                        for k, im in enumerate(x)])
+    assert (clf.predict(through) == y).mean() >= direct - 0.005
+
+
+def test_predict_answers_each_file_and_names_each_bad_one(model, digit_files, tmp_path):
+    """Good files of four formats are answered in order by the JSON contract; a text file, a truncated
+    PNG, a blank page and a 20,000 x 20,000 image each get one error line; the exit status is 2."""
+    png = digit_files[0][0].read_bytes()
+    bad = {"notes.png": b"not an image\n", "cut.png": png[:len(png) // 2]}
+    for name, data in bad.items():
+        (tmp_path / name).write_bytes(data)
+    Image.new("L", (300, 200), 255).save(tmp_path / "blank.png")
+    Image.new("1", (20_000, 20_000), 1).save(tmp_path / "huge.png")
+    paths = [p for p, _ in digit_files]
+    args = [paths[0], tmp_path / "notes.png", *paths[1:5], tmp_path / "cut.png", tmp_path / "blank.png",
+            tmp_path / "huge.png", *paths[5:]]
+    result = digitnet("predict", model, *args, "--json")
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = result.stderr.strip().splitlines()
+    assert len(errors) == 4 and all(line.startswith("error: ") for line in errors)
+    for line, (name, fragment) in zip(errors, [("notes.png", "not an image"), ("cut.png", "truncated"),
+                                               ("blank.png", "blank"), ("huge.png", "megapixels")]):
+        assert name in line and fragment in line, line
+    out = last_json(result.stdout)
+    assert [p["input"] for p in out["predictions"]] == [str(p) for p in paths]
+    assert [e["input"] for e in out["errors"]] == [str(tmp_path / n) for n in
+                                                  ("notes.png", "cut.png", "blank.png", "huge.png")]
+    digits = [p["digit"] for p in out["predictions"]]
+    assert sum(d == label for d, (_, label) in zip(digits, digit_files)) >= 9, digits
+    for p in out["predictions"]:
+        assert len(p["probabilities"]) == 10 and abs(sum(p["probabilities"]) - 1) < 1e-5
+        assert p["probabilities"][p["digit"]] == max(p["probabilities"])
+    assert f"{paths[3]}: {digits[3]} (" in result.stdout                       # the human line too
+    ok = digitnet("predict", model, *paths[:3])
+    assert ok.returncode == 0 and ok.stderr == ""
+
+
+def test_a_large_photo_is_read_in_bounded_memory(model, tmp_path):
+    """A 36-megapixel scan is read with the process peaking well under the size a full decode to
+    floating point would take (catches decoding at full size before shrinking)."""
+    page = Image.new("L", (6000, 6000), 255)
+    ImageDraw.Draw(page).line([(1500, 1200), (4400, 1200), (2600, 4800)], fill=0, width=260)   # a 7
+    page.save(tmp_path / "scan.png")
+    # The child reports its own peak (VmHWM counts from its exec, unlike ru_maxrss, which keeps the
+    # parent's peak across a fork).
+    code = ("import sys; from digitnet.cli.main import main; rc = main(sys.argv[1:]); "
+            "sys.stderr.write([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]); sys.exit(rc)")
+    if not os.path.exists("/proc/self/status"):
+        pytest.skip("no /proc here to read a process's peak memory")
+    result = subprocess.run([sys.executable, "-c", code, "predict", model, tmp_path / "scan.png", "--json"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert last_json(result.stdout)["predictions"][0]["digit"] == 7
+    peak_mb = int(result.stderr.split()[-2]) / 1024
+    full_float = 6000 * 6000 * 4 / 2**20                                       # 137 MB as float32
+    assert peak_mb < 80 + full_float, peak_mb
+
+
+def test_show_and_save_preview_show_what_the_network_saw(model, digit_files, tmp_path):
+    """--show prints the input beside the 28 x 28; --save-preview writes it as a PNG whose right part
+    is exactly the pixels the network was given."""
+    path, label = digit_files[3]
+    result = digitnet("predict", model, path, "--show", "--save-preview", tmp_path / "previews")
+    assert result.returncode == 0, result.stderr
+    art = [line for line in result.stdout.splitlines() if " | " in line]
+    assert len(art) == 28 and len({len(line) for line in art}) == 1
+    seen = np.array([[line.split(" | ")[1][2 * i] != " " for i in range(28)] for line in art])
+    prepared = preprocess.prepare(path)
+    assert np.array_equal(seen, prepared.pixels >= 256 // 10)                 # ink where the 28 x 28 has ink
+    preview = tmp_path / "previews" / f"{path.stem}.preview.png"
+    assert sorted(p.name for p in preview.parent.iterdir()) == [preview.name]
+    im = np.asarray(Image.open(preview).convert("L"))
+    assert im.shape[0] == 280 and np.array_equal(im[5::10, -280:][:, 5::10], prepared.pixels)
+
+
+def test_index_and_images_together(model, digit_files, mnist):
+    """--index keeps its contract and works beside image files."""
+    path, label = digit_files[0]
+    result = digitnet("predict", model, path, "--index", 0, 1, "--json")
+    assert result.returncode == 0, result.stderr
+    out = last_json(result.stdout)["predictions"]
+    assert [p["input"] for p in out] == ["test[0]", "test[1]", str(path)]
+    assert [p["label"] for p in out[:2]] == mnist.y_test[:2].tolist()
+
+
+@pytest.mark.parametrize("args, fragment", [
+    ([], "nothing to predict"),
+    (["--csv", "test.csv"], "--csv needs --submission"),
+    (["--submission", "s.csv"], "--submission needs --csv"),
+])
+def test_usage_errors(model, args, fragment):
+    result = digitnet("predict", model, *args)
+    assert result.returncode == 2 and result.stderr.startswith("error: ") and fragment in result.stderr
+
+
+def write_csv(path, x, y=None):
+    """A digit CSV the way Kaggle writes one: a header row, then label (if any) and 784 pixels a row."""
+    header = (["label"] if y is not None else []) + [f"pixel{i}" for i in range(784)]
+    rows = x if y is None else np.column_stack([y, x])
+    with open(path, "w") as fh:
+        fh.write(",".join(header) + "\n")
+        np.savetxt(fh, rows, fmt="%d", delimiter=",")
+
+
+def test_the_kaggle_round_trip(mnist, tmp_path):
+    """train.csv -> digitnet train -> digitnet predict --csv test.csv -> submission.csv, exactly as Kaggle
+    takes it: 'ImageId,Label', ids 1 to n in order, the model's digits; a bad CSV leaves an old
+    submission untouched."""
+    write_csv(tmp_path / "train.csv", mnist.x_train[:6000], mnist.y_train[:6000])
+    write_csv(tmp_path / "test.csv", mnist.x_test[:1000])
+    train = digitnet("train", "--data", tmp_path / "train.csv", "--preset", "adam-128-64", "--epochs", 2,
+                     "--out", tmp_path / "run", "--json")
+    assert train.returncode == 0, train.stderr
+    result = digitnet("predict", tmp_path / "run", "--csv", tmp_path / "test.csv",
+                      "--submission", tmp_path / "submission.csv", "--json")
+    assert result.returncode == 0, result.stderr
+    lines = (tmp_path / "submission.csv").read_bytes().decode("ascii").split("\n")
+    assert lines[0] == "ImageId,Label" and lines[-1] == "" and len(lines) == 1002
+    ids, labels = zip(*(map(int, line.split(",")) for line in lines[1:-1]))
+    assert list(ids) == list(range(1, 1001))
+    clf = modelfile.load(tmp_path / "run")
+    assert list(labels) == clf.predict(mnist.x_test[:1000]).tolist()
+    assert np.mean(np.array(labels) == mnist.y_test[:1000]) > 0.85
+    info = last_json(result.stdout)["submission"]
+    assert info["rows"] == 1000 and sum(info["counts"]) == 1000 and "accuracy" not in info
+    # A labelled CSV (train.csv itself) also says how well the model did on it.
+    labelled = last_json(digitnet("predict", tmp_path / "run", "--csv", tmp_path / "train.csv",
+                                  "--submission", tmp_path / "check.csv", "--json").stdout)["submission"]
+    assert labelled["accuracy"] > 0.85
+    # A broken CSV is one error line and the submission already there is left as it was.
+    before = (tmp_path / "submission.csv").read_bytes()
+    (tmp_path / "broken.csv").write_text("pixel0,pixel1\n1,2\n")
+    broken = digitnet("predict", tmp_path / "run", "--csv", tmp_path / "broken.csv",
+                      "--submission", tmp_path / "submission.csv")
+    assert broken.returncode == 2 and broken.stderr.count("\n") == 1 and "columns" in broken.stderr
+    assert (tmp_path / "submission.csv").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []

@@ -46,7 +46,7 @@ def layer_activity(model, x: np.ndarray) -> list[np.ndarray]:
     out = [x[0]]
     h = x
     layers = model.layers
-    for i, layer in enumerate(layers):
+    for layer in layers:
         if isinstance(layer, nn.Linear):
             h = h @ layer.weight.data + layer.bias.data
         elif isinstance(layer, nn.Dropout):

@@ -66,11 +66,9 @@ class Player:
 def window_figure(training: bool = False):
     """A pyplot figure in a window (raises :class:`DigitnetError` when there is no display)."""
     style.use_backend(window=True)
+    style.free_keys()
     import matplotlib.pyplot as plt
-    with style.quiet_keymap():
-        fig = plt.figure(figsize=(16, 9.6 if training else 8.6))
-    for key in ("keymap.forward", "keymap.back", "keymap.pan"):   # this figure's own shortcuts too
-        plt.rcParams[key] = [k for k in plt.rcParams[key] if k not in ("right", " ", "left")]
+    fig = plt.figure(figsize=(16, 9.6 if training else 8.6))
     fig.canvas.manager.set_window_title("digitnet dashboard")
     return fig
 

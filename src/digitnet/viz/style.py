@@ -3,13 +3,11 @@
 Plots are built on :class:`matplotlib.figure.Figure` objects, not through
 ``pyplot``, so making one needs no display and leaves no global state behind;
 a notebook shows a returned Figure inline. Only the live dashboard opens a
-window, and :func:`use_backend` picks a headless backend (Agg) when there is
-no display to open it on.
+window; :func:`use_backend` refuses to try when there is no display.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 from pathlib import Path
@@ -148,14 +146,15 @@ def use_backend(window: bool) -> str:
     """Choose matplotlib's backend before pyplot is used: an interactive one for a window, else Agg.
 
     Returns the backend's name. With ``window=True`` and no display, raises
-    :class:`DigitnetError` (the caller should offer saving to a file instead).
+    :class:`DigitnetError` (the caller should offer saving to a file instead),
+    so nothing ever crashes headless.
     """
-    if not window:
+    if not window or not has_display():
+        if window:
+            raise DigitnetError("there is no display to open a window on: save the view to a file instead "
+                                "(--save view.gif --frames 100, or --save frame.png)")
         matplotlib.use("Agg", force=True)
         return "Agg"
-    if not has_display():
-        raise DigitnetError("there is no display to open a window on: save the view to a file instead "
-                            "(--save view.gif --frames 100, or --save frame.png)")
     import matplotlib.pyplot as plt          # resolves the best interactive backend available
     backend = plt.get_backend()
     if backend.lower() in ("agg", "pdf", "svg", "ps", "cairo", "template"):
@@ -164,15 +163,7 @@ def use_backend(window: bool) -> str:
     return backend
 
 
-@contextlib.contextmanager
-def quiet_keymap():
-    """Free the keys the dashboard uses (space, right arrow) from matplotlib's own shortcuts, for a block."""
-    keys = ["keymap.forward", "keymap.back", "keymap.pan"]
-    saved = {k: list(matplotlib.rcParams[k]) for k in keys}
-    try:
-        for k in keys:
-            matplotlib.rcParams[k] = [key for key in saved[k] if key not in ("right", " ", "left")]
-        yield
-    finally:
-        for k, v in saved.items():
-            matplotlib.rcParams[k] = v
+def free_keys() -> None:
+    """Take the keys the dashboard uses (space, the arrows) away from matplotlib's own window shortcuts."""
+    for key in ("keymap.forward", "keymap.back", "keymap.pan"):
+        matplotlib.rcParams[key] = [k for k in matplotlib.rcParams[key] if k not in ("right", " ", "left")]

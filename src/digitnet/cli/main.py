@@ -20,7 +20,8 @@ from digitnet.errors import DigitnetError
 COMMANDS = [
     ("train", "train a network and save it in a run folder"),
     ("evaluate", "measure a saved model on a test set"),
-    ("predict", "show the digit a model reads in test images"),
+    ("predict", "read the digit in image files, test images or a Kaggle test.csv"),
+    ("serve", "serve a draw-a-digit web page that shows how the network decides"),
     ("data", "fetch a dataset or describe one"),
     ("plot", "draw a run's plots: curves, confusion matrix, mistakes, weights, robustness ..."),
     ("report", "write one HTML page with a run's settings, scores and every plot"),

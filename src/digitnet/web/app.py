@@ -1,0 +1,226 @@
+"""The draw-a-digit web page's server: a Flask app with a small JSON API, served by Gunicorn.
+
+Routes::
+
+    GET  /                     the page (static/index.html; static/ holds its JS and CSS)
+    GET  /api/model            architecture, dataset, class names, test accuracy, training settings
+    POST /api/predict          a PNG/JPEG/... body (Content-Type image/*), or JSON {"pixels": [784 values
+                               0-255]}; returns the digit, the ten probabilities, the 28 x 28 the network
+                               saw, each hidden layer's activity and the strongest paths
+    GET  /api/unit/L/U         the weights into unit U of layer L (1 = first hidden layer)
+    GET  /api/random           a random test image: {"index", "label", "pixels"}
+
+Images go through :func:`digitnet.preprocess.prepare`, the same steps as
+``digitnet predict``; a 784-vector is taken as an MNIST-style image as it is.
+Bodies over ``MAX_BODY`` bytes, images over ``MAX_SIDE`` pixels a side,
+malformed JSON and bad pixel lists get a 4xx answer with ``{"error": ...}``.
+Flask serves only files inside ``static/``.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from pathlib import Path
+
+import numpy as np
+from flask import Flask, jsonify, request, send_from_directory
+from gunicorn.app.base import BaseApplication
+from werkzeug.exceptions import HTTPException
+
+from digitnet import preprocess
+from digitnet.errors import DigitnetError
+from digitnet.web import explain
+
+STATIC = Path(__file__).parent / "static"
+MAX_BODY = 1 << 20        # 1 MB
+MAX_SIDE = 4096           # pixels a side
+
+
+class ApiError(Exception):
+    """A request the API refuses: ``status`` and a message for ``{"error": ...}``."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def create_app(classifier, test_set=None) -> Flask:
+    """The Flask app serving ``classifier`` (a :class:`~digitnet.modelfile.Classifier`).
+
+    ``test_set`` is a callable returning ``(x, y)`` test arrays for
+    ``/api/random``; it is called once, on the first request that needs it.
+    """
+    app = Flask(__name__, static_folder=None)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    app.json.sort_keys = False
+    n_inputs = classifier.architecture["sizes"][0]
+    cache: dict = {}
+    lock = threading.Lock()
+
+    def test_images():
+        with lock:
+            if "test" not in cache:
+                try:
+                    cache["test"] = test_set() if test_set else None
+                except DigitnetError as exc:
+                    cache["test"] = exc
+        if isinstance(cache["test"], Exception) or cache["test"] is None:
+            why = cache["test"] or "the server was started without one"
+            raise ApiError(503, f"no test images to pick from: {why}")
+        return cache["test"]
+
+    @app.get("/")
+    def index():
+        return send_from_directory(STATIC, "index.html")
+
+    @app.get("/static/<path:name>")
+    def static_file(name):
+        return send_from_directory(STATIC, name)      # safe_join: nothing outside static/
+
+    @app.get("/api/model")
+    def model_info():
+        meta = classifier.meta
+        metrics = meta.get("metrics") or {}
+        params = sum(p.data.size for p in classifier.model.parameters())
+        return jsonify({
+            "architecture": classifier.architecture, "parameters": int(params),
+            "dataset": meta.get("dataset") or "", "class_names": classifier.class_names,
+            "test_accuracy": metrics.get("test_accuracy"), "epochs": metrics.get("epochs"),
+            "config": meta.get("config") or {}, "file": Path(meta.get("path", "")).name,
+            "digitnet_version": meta.get("digitnet_version"),
+        })
+
+    @app.post("/api/predict")
+    def predict():
+        kind = (request.mimetype or "").lower()
+        if kind == "application/json":
+            pixels, prepared = _pixels_from_json(_body(), n_inputs), None
+        elif kind.startswith("image/") or kind == "application/octet-stream":
+            body = _body()
+            if not body:
+                raise ApiError(400, "the request has no image in its body")
+            try:
+                prepared = preprocess.prepare(body, max_side=MAX_SIDE, name="the uploaded file")
+            except DigitnetError as exc:
+                status = 413 if "pixels a side" in str(exc) or "megapixels" in str(exc) else 422
+                raise ApiError(status, str(exc)) from None
+            pixels = prepared.pixels.reshape(-1).astype(np.float32)
+        else:
+            raise ApiError(415, f"send an image (Content-Type image/png ...) or JSON {{\"pixels\": [...]}}, "
+                                f"not {kind or 'no Content-Type'}")
+        x = classifier.prepare(pixels[None, :])
+        result = explain.trace(classifier.model, x)
+        result["label"] = classifier.class_names[result["digit"]]
+        result["pixels"] = np.round(pixels).astype(int).tolist()
+        if prepared is not None:
+            result["inverted"] = prepared.inverted
+        return jsonify(result)
+
+    @app.get("/api/unit/<int:layer>/<int:unit>")
+    def unit_weights(layer, unit):
+        try:
+            return jsonify(explain.incoming(classifier.model, layer, unit))
+        except IndexError as exc:
+            raise ApiError(404, str(exc)) from None
+
+    @app.get("/api/random")
+    def random_digit():
+        x, y = test_images()
+        i = int(np.random.default_rng().integers(len(x)))
+        return jsonify({"index": i, "label": int(y[i]), "pixels": x[i].astype(int).tolist()})
+
+    @app.errorhandler(ApiError)
+    def api_error(exc):
+        return jsonify({"error": str(exc)}), exc.status
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc):
+        messages = {413: f"the request body is larger than {MAX_BODY // 1024} KB",
+                    404: "not found", 405: "method not allowed"}
+        return jsonify({"error": messages.get(exc.code, exc.description)}), exc.code
+
+    @app.after_request
+    def headers(response):
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Content-Security-Policy"] = "default-src 'self'; img-src 'self' data: blob:"
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    return app
+
+
+def _body() -> bytes:
+    """The request's body, at most ``MAX_BODY`` bytes, whether it has a Content-Length or comes in chunks."""
+    too_big = ApiError(413, f"the request body is larger than {MAX_BODY // 1024} KB")
+    if request.content_length is not None:
+        if request.content_length > MAX_BODY:
+            raise too_big
+        return request.get_data(cache=False)
+    data = request.environ["wsgi.input"].read(MAX_BODY + 1)      # chunked: one byte past the limit tells
+    if len(data) > MAX_BODY:
+        raise too_big
+    return data
+
+
+def _pixels_from_json(body: bytes, n_inputs: int) -> np.ndarray:
+    """``{"pixels": [...]}`` -> a float32 row of ``n_inputs`` values 0-255; ApiError when it is not one."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"the body is not valid JSON ({exc})") from None
+    if not isinstance(data, dict) or "pixels" not in data:
+        raise ApiError(422, 'send {"pixels": [784 numbers 0-255]}')
+    try:
+        pixels = np.asarray(data["pixels"], dtype=np.float64).reshape(-1)
+    except (ValueError, TypeError):
+        raise ApiError(422, "pixels must be a list of numbers") from None
+    if pixels.size != n_inputs:
+        raise ApiError(422, f"pixels must hold {n_inputs} numbers (28 x 28), not {pixels.size}")
+    if not np.all(np.isfinite(pixels)) or pixels.min() < 0 or pixels.max() > 255:
+        raise ApiError(422, "pixels must be numbers from 0 to 255")
+    return pixels.astype(np.float32)
+
+
+class Server(BaseApplication):
+    """A Gunicorn server for a WSGI app: ``workers`` processes of ``threads`` threads each.
+
+    Gunicorn hands request bodies to the app as they arrive (nothing is
+    buffered ahead), so Flask refuses a body over ``MAX_BODY`` by its
+    Content-Length with a JSON error. ``on_ready(url)`` is called once the
+    socket is bound (``port=0`` picks a free port).
+    """
+
+    def __init__(self, app, host: str = "127.0.0.1", port: int = 8000, workers: int = 2, threads: int = 4,
+                 on_ready=None):
+        self.app, self.on_ready = app, on_ready
+        self.options = {
+            "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+            "workers": workers, "worker_class": "gthread", "threads": threads, "preload_app": True,
+            "loglevel": "warning", "accesslog": None, "timeout": 30, "graceful_timeout": 3,
+            "control_socket_disable": True, "when_ready": self._ready, "proc_name": "digitnet-serve",
+        }
+        super().__init__()
+
+    def load_config(self):
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self):
+        return self.app
+
+    def _ready(self, arbiter):
+        host, port = arbiter.LISTENERS[0].sock.getsockname()[:2]
+        if self.on_ready:
+            self.on_ready(f"http://{'[' + host + ']' if ':' in host else host}:{port}/")
+
+
+def check_address(host: str, port: int) -> None:
+    """Raise OSError now if ``host:port`` cannot be bound (the server would retry for seconds)."""
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))

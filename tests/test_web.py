@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.client
 import io
 import json
+import os
 import re
 import signal
 import socket
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -316,3 +318,40 @@ def test_throughput_keeps_up_with_the_work_itself(server, clf, capsys):
         print(f"\nserve: {rate:.0f} drawn-digit predictions/s over HTTP; {reference:.0f}/s in-process, one at a time "
               f"(x{rate / reference:.2f})")
     assert rate >= 0.5 * reference
+
+
+def children(pid: int) -> list[int]:
+    """The process ids whose parent is ``pid`` (from /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def test_open_shows_the_page_and_ctrl_c_stops_every_process(model, tmp_path):
+    """--open hands the page's URL to the web browser ($BROWSER here, a script that notes it); Ctrl-C
+    ends the server and both of its worker processes with status 0."""
+    if not Path("/proc/self/stat").exists():
+        pytest.skip("no /proc here to list a process's children")
+    noted = tmp_path / "opened.txt"
+    browser = tmp_path / "browser.sh"
+    browser.write_text(f'#!/bin/sh\necho "$1" > {noted}\n')
+    browser.chmod(0o755)
+    env = {**os.environ, "BROWSER": f"{browser} %s"}
+    proc = subprocess.Popen([sys.executable, "-m", "digitnet", "serve", str(model), "--port", "0", "--open"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    url = re.search(r"(http://\S+)", proc.stdout.readline())[1]
+    deadline = time.monotonic() + 20
+    while not (noted.exists() and noted.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert noted.read_text().strip() == url
+    workers = [p for p in children(proc.pid) if Path(f"/proc/{p}/cmdline").read_bytes().count(b"serve")]
+    assert len(workers) == 2
+    code, out = stop(proc)
+    assert code == 0 and out.strip() == "stopped"
+    assert not any(Path(f"/proc/{p}").exists() for p in workers)

@@ -124,7 +124,11 @@ def load_image(source, *, max_side: int | None = None, name: str = "the image",
         size = f" ({int(found[1]) / 1e6:.0f} megapixels)" if found else ""
         raise DataError(f"{name} is too large an image{size}; images up to {MAX_PIXELS // 1_000_000} "
                         "megapixels are read: scale it down first") from None
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as exc:
+    except OSError as exc:
+        if exc.errno:                                # the file system's complaint, e.g. permission denied
+            raise DataError(f"cannot read {name}: {exc.strerror}") from None
+        raise DataError(f"{name} is damaged or truncated ({exc}): save or export it again") from None
+    except (SyntaxError, ValueError, EOFError, IndexError, struct.error) as exc:
         raise DataError(f"{name} is damaged or truncated ({exc}): save or export it again") from None
     if turn is not None:
         grey = grey.transpose(turn)

@@ -20,9 +20,10 @@ SHADES = " .:-=+*#%@"  # darkest to lightest, two characters a pixel in --show
 def register(subparsers, help_line: str) -> None:
     p = subparsers.add_parser(
         "predict", help=help_line,
-        description="Read digits in image files (PNG, JPEG, BMP, GIF, ...; any size, dark on light or light on "
-                    "dark), in the test set by index, or in a Kaggle test.csv. Images are first brought to "
-                    "MNIST's form: see digitnet.preprocess.",
+        description="Read digits in image files (PNG, JPEG, BMP, GIF, ...: any size, dark on light\n"
+                    "or light on dark), in the test set by index, or in a Kaggle test.csv. Images\n"
+                    "are first brought to MNIST's form (see digitnet.preprocess); --show prints\n"
+                    "what the network then sees.",
         epilog="examples:  digitnet predict runs/latest photo.jpg --show\n"
                "           digitnet predict runs/latest --index 0 1 2\n"
                "           digitnet predict runs/latest --csv test.csv --submission submission.csv",

@@ -355,3 +355,21 @@ def test_open_shows_the_page_and_ctrl_c_stops_every_process(model, tmp_path):
     code, out = stop(proc)
     assert code == 0 and out.strip() == "stopped"
     assert not any(Path(f"/proc/{p}").exists() for p in workers)
+
+
+def test_random_digit_without_a_test_set_is_a_json_503(clf):
+    """When the test set cannot be loaded the page is told why, once, and the rest still works."""
+    from digitnet.errors import DataError
+    from digitnet.web import create_app
+    calls = []
+
+    def missing():
+        calls.append(1)
+        raise DataError("/nowhere does not exist: check the path")
+
+    client = create_app(clf, test_set=missing).test_client()
+    for _ in range(2):
+        r = client.get("/api/random")
+        assert r.status_code == 503 and "/nowhere does not exist" in r.get_json()["error"]
+    assert calls == [1]
+    assert client.post("/api/predict", json={"pixels": [0] * 783 + [255]}).status_code == 200

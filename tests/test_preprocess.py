@@ -208,6 +208,7 @@ def bad_files(tmp_path_factory, four):
         "noise.png": encode(Image.fromarray(np.clip(np.random.default_rng(0).normal(128, 8, (200, 200)), 0, 255)
                                             .astype(np.uint8))),
         "text.png": b"this is not an image\n",
+        "vector.eps": b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nnewpath 0 0 moveto 10 10 lineto stroke\n",
         "empty.png": b"",
         "truncated.png": png[:len(png) // 2],
         "truncated.jpg": encode(page, "JPEG")[:1500],
@@ -221,7 +222,7 @@ def bad_files(tmp_path_factory, four):
 
 @pytest.mark.parametrize("name, fragment", [
     ("white.png", "looks blank"), ("black.jpg", "looks blank"), ("noise.png", "looks blank"),
-    ("text.png", "is not an image"), ("empty.png", "is not an image"),
+    ("text.png", "is not an image"), ("empty.png", "is not an image"), ("vector.eps", "is not an image"),
     ("truncated.png", "damaged or truncated"), ("truncated.jpg", "damaged or truncated"),
     ("huge.png", "400 megapixels"), ("folder.png", "is a folder"), ("missing.png", "does not exist"),
 ])

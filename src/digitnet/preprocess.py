@@ -52,6 +52,8 @@ SPECK = 0.03         # connected parts smaller than this fraction of the largest
 MIN_CONTRAST = 24    # ink must differ from the background by this much (of 255) ...
 MIN_SNR = 6.0        # ... and by this many times the background's noise
 
+# The raster formats read. Others are refused unopened: EPS, say, would have Pillow run Ghostscript.
+FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM", "TGA")   # JPEG covers phones' MPO
 # EXIF orientation tag value -> the transpose that shows the picture upright.
 _EXIF_TURNS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
                4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
@@ -95,10 +97,11 @@ def load_image(source, *, max_side: int | None = None, name: str = "the image",
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
         source = io.BytesIO(source)
+    Image.init()                                     # register every format, so FORMATS can be named
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(source) as im:
+            with Image.open(source, formats=FORMATS) as im:
                 w, h = im.size
                 if max_side and max(w, h) > max_side:
                     raise DataError(f"{name} is {w}x{h} pixels; images up to {max_side} pixels a side are read")
@@ -118,7 +121,7 @@ def load_image(source, *, max_side: int | None = None, name: str = "the image",
     except IsADirectoryError:
         raise DataError(f"{name} is a folder, not an image") from None
     except UnidentifiedImageError:
-        raise DataError(f"{name} is not an image (PNG, JPEG, BMP, GIF, TIFF or WebP)") from None
+        raise DataError(f"{name} is not an image digitnet reads (PNG, JPEG, BMP, GIF, TIFF, WebP, PPM or TGA)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         found = re.search(r"\((\d+) pixels\)", str(exc))
         size = f" ({int(found[1]) / 1e6:.0f} megapixels)" if found else ""

@@ -7,11 +7,9 @@ written as an NPZ in Keras's layout) so that each takes a second or two.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from digit_images import digit_set, font_paths, glyph, trained_model
+from digit_images import digit_set, font_paths, trained_model
 from digitnet import modelfile, preprocess
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 
@@ -19,6 +20,31 @@ def add_data_args(parser, dataset_default: str | None = "mnist") -> None:
 
 def load_data(args, name: str, seed: int = 0):
     return load_dataset(name, data=args.data, cache_dir=args.cache_dir, progress=sys.stderr.isatty(), seed=seed)
+
+
+def load_model_data(args, classifier):
+    """The dataset a saved model is used on: ``--dataset``, else the one it was trained on.
+
+    The model's training seed is passed on, so a test set held out of CSV data is the
+    same one the model was tested on after training.
+    """
+    name = args.dataset or classifier.meta.get("dataset") or "mnist"
+    return load_data(args, name, seed=model_seed(classifier))
+
+
+def model_seed(classifier) -> int:
+    return int((classifier.meta.get("config") or {}).get("seed", 0))
+
+
+def layer_sizes(text: str) -> tuple:
+    """argparse type for ``--hidden 256,128``."""
+    try:
+        sizes = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"hidden sizes must be whole numbers separated by commas, got '{text}'") from None
+    if not sizes:
+        raise argparse.ArgumentTypeError("give at least one hidden size")
+    return sizes
 
 
 def print_json(obj) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from digitnet import modelfile
-from digitnet.cli.common import add_data_args, load_data, percent, print_json
+from digitnet.cli.common import add_data_args, load_model_data, percent, print_json
 from digitnet.errors import DigitnetError
 from digitnet.viz.catalog import require
 
@@ -47,8 +47,7 @@ def run(args) -> int:
     if args.save:
         check_output(Path(args.save))
     clf = modelfile.load(args.model)
-    name = args.dataset or clf.meta.get("dataset") or "mnist"
-    ds = check_dataset(load_data(args, name, seed=int((clf.meta.get("config") or {}).get("seed", 0))), clf)
+    ds = check_dataset(load_model_data(args, clf), clf)
     n = len(ds.x_test)
     if not 0 <= args.start < n:
         raise DigitnetError(f"--start must be between 0 and {n - 1} (the test set has {n:,} images), got {args.start}")

@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from digitnet import metrics, modelfile
-from digitnet.cli.common import add_data_args, load_data, percent, print_json
+from digitnet.cli.common import add_data_args, load_model_data, percent, print_json
 from digitnet.errors import DataError
 
 
@@ -22,9 +22,8 @@ def register(subparsers, help_line: str) -> None:
 
 def run(args) -> int:
     clf = modelfile.load(args.model)
-    name = args.dataset or clf.meta.get("dataset") or "mnist"
-    seed = int((clf.meta.get("config") or {}).get("seed", 0))
-    ds = load_data(args, name, seed=seed)
+    ds = load_model_data(args, clf)
+    name = ds.name
     if ds.x_train.shape[1] != clf.architecture["sizes"][0] or len(ds.class_names) != clf.architecture["sizes"][-1]:
         raise DataError(f"the model takes {clf.architecture['sizes'][0]} pixels into {clf.architecture['sizes'][-1]} "
                         f"classes; {name} has {ds.x_train.shape[1]} pixels and {len(ds.class_names)} classes")

@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from digitnet.cli.common import add_data_args, load_data, print_json
+from digitnet.cli.common import add_data_args, load_model_data, print_json
 from digitnet.viz.catalog import NEEDS_DATA, PLOTS, require
 
 
@@ -36,9 +36,7 @@ def run(args) -> int:
     run_ = load_run(args.run, load_data=False)
     wanted = args.which or list(PLOTS)
     if NEEDS_DATA & set(wanted):
-        name = args.dataset or run_.classifier.meta.get("dataset") or "mnist"
-        seed = int((run_.classifier.meta.get("config") or {}).get("seed", 0))
-        run_.dataset = check_dataset(load_data(args, name, seed=seed), run_.classifier)
+        run_.dataset = check_dataset(load_model_data(args, run_.classifier), run_.classifier)
     for note in run_.notes:
         print(f"note: {note}: skipping the plots that need it")
 

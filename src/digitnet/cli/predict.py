@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 from digitnet import modelfile, preprocess
-from digitnet.cli.common import add_data_args, load_data, print_json
+from digitnet.cli.common import add_data_args, load_model_data, print_json
 from digitnet.data.formats import atomic_path, read_csv
 from digitnet.errors import DigitnetError
 
@@ -78,9 +78,7 @@ def run(args) -> int:
 
 
 def _predict_indices(clf, args, preview_dir) -> list[dict]:
-    name = args.dataset or clf.meta.get("dataset") or "mnist"
-    seed = int((clf.meta.get("config") or {}).get("seed", 0))
-    ds = load_data(args, name, seed=seed)
+    ds = load_model_data(args, clf)
     n = len(ds.x_test)
     bad = [i for i in args.index if not 0 <= i < n]
     if bad:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from digitnet.cli.common import add_data_args, load_data, print_json
+from digitnet.cli.common import add_data_args, load_model_data, print_json
 from digitnet.errors import DigitnetError
 from digitnet.viz.catalog import require
 
@@ -33,9 +33,7 @@ def run(args) -> int:
         raise DigitnetError(f"{out} is a folder: give the report a file name, e.g. {out / 'report.html'}")
     if out.parent.exists() and not out.parent.is_dir():
         raise DigitnetError(f"cannot write {out}: {out.parent} is not a folder")
-    name = args.dataset or run_.classifier.meta.get("dataset") or "mnist"
-    seed = int((run_.classifier.meta.get("config") or {}).get("seed", 0))
-    run_.dataset = check_dataset(load_data(args, name, seed=seed), run_.classifier)
+    run_.dataset = check_dataset(load_model_data(args, run_.classifier), run_.classifier)
     for note in run_.notes:
         print(f"note: {note}: the plots that need it are left out")
     write_report(run_, out, on_plot=lambda plot, seconds: print(f"{plot:<14} ({seconds:.1f} s)", flush=True))

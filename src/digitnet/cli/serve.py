@@ -8,7 +8,7 @@ import threading
 import webbrowser
 
 from digitnet import modelfile
-from digitnet.cli.common import add_data_args, load_data
+from digitnet.cli.common import add_data_args, load_model_data
 from digitnet.errors import DigitnetError
 
 
@@ -40,11 +40,8 @@ def run(args) -> int:
     if args.workers < 1 or args.threads < 1:
         raise DigitnetError("--workers and --threads must be at least 1")
     clf = modelfile.load(args.model)
-    name = args.dataset or clf.meta.get("dataset") or "mnist"
-    seed = int((clf.meta.get("config") or {}).get("seed", 0))
-
     def test_set():                                  # for "random test digit", loaded on first use
-        ds = load_data(args, name, seed=seed)
+        ds = load_model_data(args, clf)
         return ds.x_test, ds.y_test
 
     try:

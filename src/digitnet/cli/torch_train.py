@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from digitnet.cli.common import add_data_args, load_data, percent, print_json
+from digitnet.cli.common import add_data_args, layer_sizes, load_data, percent, print_json
 from digitnet.errors import DigitnetError
 from digitnet.nn import ACTIVATIONS, OPTIMIZERS, SCHEDULES
 from digitnet.presets import DESCRIPTIONS, preset
@@ -30,7 +30,7 @@ def register(subparsers, help_line: str) -> None:
     p.add_argument("--preset", default="adam-128-64", help="named configuration (default: adam-128-64)")
     add_data_args(p)
     g = p.add_argument_group("overrides (as in digitnet train)")
-    g.add_argument("--hidden", type=_sizes, metavar="N,N,...", help="hidden layer sizes, e.g. 256,128")
+    g.add_argument("--hidden", type=layer_sizes, metavar="N,N,...", help="hidden layer sizes, e.g. 256,128")
     g.add_argument("--activation", choices=list(ACTIVATIONS))
     g.add_argument("--dtype", choices=["float32", "float64"])
     g.add_argument("--optimizer", choices=list(OPTIMIZERS))
@@ -46,16 +46,6 @@ def register(subparsers, help_line: str) -> None:
     g.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     g.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     p.set_defaults(func=run)
-
-
-def _sizes(text: str):
-    try:
-        sizes = tuple(int(s) for s in text.split(",") if s.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"hidden sizes must be whole numbers separated by commas, got '{text}'") from None
-    if not sizes:
-        raise argparse.ArgumentTypeError("give at least one hidden size")
-    return sizes
 
 
 def run(args) -> int:

@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from digitnet import modelfile
-from digitnet.cli.common import add_data_args, load_data, percent, print_json
+from digitnet.cli.common import add_data_args, layer_sizes, load_data, percent, print_json
 from digitnet.diagnostics import Diagnostics
 from digitnet.errors import DigitnetError
 from digitnet.nn import ACTIVATIONS, OPTIMIZERS, SCHEDULES
 from digitnet.nn.init import INITIALISERS
-from digitnet.presets import DESCRIPTIONS, PRESETS, preset
+from digitnet.presets import DESCRIPTIONS, preset
 from digitnet.training import Callback, train
 
 EPILOG = "presets:\n" + "\n".join(f"  {name:<12} {text}" for name, text in DESCRIPTIONS.items())
@@ -33,7 +33,7 @@ def register(subparsers, help_line: str) -> None:
     p.add_argument("--preset", default="default", help="named configuration (default: default); see below")
     add_data_args(p)
     g = p.add_argument_group("network")
-    g.add_argument("--hidden", type=_sizes, metavar="N,N,...", help="hidden layer sizes, e.g. 256,128")
+    g.add_argument("--hidden", type=layer_sizes, metavar="N,N,...", help="hidden layer sizes, e.g. 256,128")
     g.add_argument("--activation", choices=list(ACTIVATIONS))
     g.add_argument("--init", metavar="NAME", help=f"initialiser: {', '.join(INITIALISERS)} (normal:STD sets σ)")
     g.add_argument("--dropout", type=float, metavar="P", help="dropout after each hidden layer, 0 <= P < 1")
@@ -64,16 +64,6 @@ def register(subparsers, help_line: str) -> None:
                                                   "instead of a window")
     g.add_argument("--frames", type=int, default=100, metavar="N", help="with --live --save: frames to record")
     p.set_defaults(func=run)
-
-
-def _sizes(text: str):
-    try:
-        sizes = tuple(int(s) for s in text.split(",") if s.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"hidden sizes must be whole numbers separated by commas, got '{text}'") from None
-    if not sizes:
-        raise argparse.ArgumentTypeError("give at least one hidden size")
-    return sizes
 
 
 OVERRIDES = ["dataset", "hidden", "activation", "init", "dropout", "dtype", "optimizer", "lr", "momentum",

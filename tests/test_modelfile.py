@@ -123,7 +123,7 @@ def test_a_pickle_inside_is_refused_and_never_runs(saved, tmp_path):
         for item in src.infolist():
             data = buf.getvalue() if item.filename == "param/0.weight.npy" else src.read(item)
             dst.writestr(item.filename, data)
-    with pytest.raises(ModelFileError):
+    with pytest.raises(ModelFileError, match="pickled Python objects, which digitnet never loads"):
         modelfile.load(evil)
     assert not marker.exists()
 

@@ -128,9 +128,19 @@ def load(path) -> Classifier:
         else:
             raise ModelFileError(f"{path} is a folder with no model.npz in it")
     try:
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+    except OSError as exc:
+        raise ModelFileError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if magic != b"PK\x03\x04":
+        raise ModelFileError(f"{path} is not a digitnet model file (not an .npz archive)")
+    try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {key: z[key] for key in z.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+    except ValueError as exc:
+        reason = "it holds pickled Python objects, which digitnet never loads" if "pickle" in str(exc) else _short(exc)
+        raise ModelFileError(f"{path} is not a digitnet model file ({reason})") from None
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
         raise ModelFileError(f"{path} is not a digitnet model file ({_short(exc)})") from None
     if "meta" not in arrays:
         raise ModelFileError(f"{path} is not a digitnet model file (it has no 'meta' entry)")

@@ -205,6 +205,7 @@ def evaluate_arrays(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: 
     return total_loss / n, correct / n
 
 
+@np.errstate(over="ignore", invalid="ignore")     # a diverging loss is caught once, below, not warned about
 def fit(model: nn.Module, optimizer: nn.Optimizer, loader: DataLoader, epochs: int,
         loss_fn=None, schedule=None, val: tuple | None = None, early_stopping: int = 0,
         callbacks=()) -> History:
@@ -235,8 +236,6 @@ def fit(model: nn.Module, optimizer: nn.Optimizer, loader: DataLoader, epochs: i
     best_loss, best_weights, waited = math.inf, None, 0
     restore_sigint = _catch_sigint(state)
     model.train()
-    quiet_floats = np.errstate(over="ignore", invalid="ignore")   # divergence is caught below, once
-    quiet_floats.__enter__()
     try:
         for cb in callbacks:
             cb.on_train_begin(state)
@@ -302,7 +301,6 @@ def fit(model: nn.Module, optimizer: nn.Optimizer, loader: DataLoader, epochs: i
         for cb in callbacks:
             cb.on_train_end(state)
     finally:
-        quiet_floats.__exit__(None, None, None)
         restore_sigint()
         model.eval()
     return history

@@ -186,6 +186,7 @@ class FitState:
     batch_loss: float = math.nan
     batch_accuracy: float = math.nan
     stop: bool = False
+    interrupted: bool = False     # set by Ctrl-C
 
 
 def evaluate_arrays(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 8192,
@@ -295,7 +296,7 @@ def fit(model: nn.Module, optimizer: nn.Optimizer, loader: DataLoader, epochs: i
                 break
             if state.stop:
                 break
-        history.interrupted = bool(getattr(state, "interrupted", False))
+        history.interrupted = state.interrupted
         if best_weights is not None and history.best_epoch != len(history.epochs):
             model.load_state_dict(best_weights)
         for cb in callbacks:

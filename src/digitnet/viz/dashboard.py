@@ -122,13 +122,7 @@ class Dashboard:
         self.suptitle = fig.text(0.012, 0.985, self.title, fontsize=15, fontweight="bold", va="top")
         # 1. the digit
         ax = self.ax_digit
-        self.digit = ax.imshow(np.zeros((side, side)), cmap=style.DIGIT, vmin=0, vmax=255)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.grid(False)
-        for spine in ax.spines.values():
-            spine.set_visible(True)
-            spine.set_color("#c9ccd1")
+        self.digit = style.digit_image(ax, np.zeros((side, side)))
         self.digit_title = _title(ax, fontsize=12)
         self.digit_label = ax.text(0.5, -0.04, "", transform=ax.transAxes, ha="center", va="top", fontsize=9,
                                    color=style.GREY)

@@ -73,11 +73,12 @@ def styled(function):
     return wrapper
 
 
-def digit_image(ax, pixels, title: str | None = None, **title_kw) -> None:
-    """Show one ``(784,)`` or ``(28, 28)`` image of pixel values 0-255 in ``ax`` without ticks or frame."""
+def digit_image(ax, pixels, title: str | None = None, **title_kw):
+    """Show one ``(784,)`` or ``(28, 28)`` image of pixel values 0-255 in ``ax`` without ticks, in a
+    light frame; return the AxesImage (its ``set_data`` redraws the digit)."""
     pixels = np.asarray(pixels, dtype=np.float32)
     side = int(round(np.sqrt(pixels.size)))
-    ax.imshow(pixels.reshape(side, side), cmap=DIGIT, vmin=0, vmax=255)
+    image = ax.imshow(pixels.reshape(side, side), cmap=DIGIT, vmin=0, vmax=255)
     ax.set_xticks([])
     ax.set_yticks([])
     ax.grid(False)
@@ -86,6 +87,7 @@ def digit_image(ax, pixels, title: str | None = None, **title_kw) -> None:
         spine.set_color("#c9ccd1")
     if title:
         ax.set_title(title, **{"fontsize": 9, "fontweight": "normal", "pad": 3, **title_kw})
+    return image
 
 
 def symmetric_limit(values, percentile: float = 99.5) -> float:

@@ -73,8 +73,12 @@ def test_a_grid_has_every_combination_once_and_random_draws_are_seeded_and_disti
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory):
     out = tmp_path_factory.mktemp("tune") / "search"
-    result = digitnet("tune", *GRID, "--workers", "2", "--out", out, "--json")
+    scratch = tmp_path_factory.mktemp("scratch")
+    result = digitnet("tune", *GRID, "--workers", "2", "--out", out, "--json",
+                      env={**os.environ, "TMPDIR": str(scratch)})
     assert result.returncode == 0, result.stderr
+    # the workers' copy of the images (one file they all map) is gone once the search ends
+    assert not [p.name for p in scratch.iterdir() if p.name.startswith("digitnet-tune-")]
     return out, result
 
 
@@ -96,6 +100,9 @@ def test_a_grid_search_ranks_refits_saves_and_plots(searched, mnist):
     accuracy = float(np.mean(model.predict(mnist.x_test) == mnist.y_test))
     assert info["test_accuracy"] == pytest.approx(accuracy, abs=1e-12) and accuracy > 0.75
     assert info["model"] == str(out / "model.npz")
+    # the two workers started on the larger networks, and the small ones filled in after them
+    first = sorted(found.values(), key=lambda r: r["started"])[:2]
+    assert [r["params"]["hidden"] for r in first] == [[64], [64]] and {r["trial"] for r in first} == {3, 4}
     # each worker was held to its share of the BLAS threads, in its own process
     assert {r["blas_threads"] for r in found.values()} == {max(1, len(os.sched_getaffinity(0)) // 2)}
     assert result.stdout.count("trial ") >= 4 and "Trials by validation accuracy" in result.stdout

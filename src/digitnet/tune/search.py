@@ -6,8 +6,8 @@ results.json and results.csv every time):
 
 - :class:`Serial` runs them one after another in this process;
 - :class:`LocalProcesses` runs them in ``workers`` processes (loky), each
-  limited to its share of the BLAS threads (threadpoolctl), the data shipped
-  once to each process when it starts;
+  limited to its share of the BLAS threads (threadpoolctl), the data written
+  once to a file that every process maps;
 - :class:`DaskCluster` sends them to a Dask distributed scheduler, the data
   scattered once to every worker, results streamed back with ``as_completed``.
 
@@ -24,8 +24,10 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import signal
 import socket
+import tempfile
 import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, BrokenExecutor, wait
@@ -37,7 +39,7 @@ from digitnet.errors import ConfigError, DigitnetError
 from digitnet.training import TrainResult, train
 from digitnet.tune.results import Results
 from digitnet.tune.space import key, trial_config
-from digitnet.tune.trial import FAILED, INTERRUPTED, TrialData, run_trial
+from digitnet.tune.trial import FAILED, INTERRUPTED, TrialData, run_trial, trial_cost
 
 
 def search_data(dataset: Dataset, subset: int | None = None, seed: int = 0) -> tuple[TrialData, Dataset]:
@@ -96,6 +98,8 @@ def run_search(results: Results, data: TrialData, workers: int = 1, scheduler: s
         backend = LocalProcesses(data, min(workers, total))
     else:
         backend = Serial(data)
+    if backend.slots() > 1 and spec.prune != "median":
+        todo = deque(longest_first(todo, spec.base_config(), data))
     running: dict = {}                 # handle -> (number, params, isolated)
     suspects: deque = deque()          # trials whose worker died while others ran beside them
     interrupted, ran = False, 0
@@ -142,6 +146,26 @@ def run_search(results: Results, data: TrialData, workers: int = 1, scheduler: s
     return SearchOutcome(ran, total, interrupted, time.perf_counter() - started, backend.name)
 
 
+def longest_first(trials, base, data: TrialData) -> list:
+    """``(number, params)`` trials in order of their expected running time, longest first.
+
+    Several workers finish a search soonest when the long trials start first
+    and the short ones fill the gaps at the end (longest-processing-time
+    order): in trial order, a grid that grows toward its largest networks
+    leaves one worker running the last of them while the others wait. With
+    median pruning the trials keep their order, so that the long ones can be
+    stopped against the short ones that came before them.
+    """
+    n_inputs, n_classes = data.x.shape[1], len(data.class_names)
+
+    def cost(trial):
+        try:
+            return trial_cost(trial_config(base, trial[1]), n_inputs, n_classes, len(data.x))
+        except (DigitnetError, TypeError, ValueError):   # a bad combination fails fast in its worker
+            return 0.0
+    return sorted(trials, key=cost, reverse=True)
+
+
 # --------------------------------------------------------------------------- backends
 class Serial:
     """Trials one after another in this process, with all its BLAS threads."""
@@ -167,14 +191,16 @@ class Serial:
         self.queue.clear()
 
 
-_DATA: TrialData | None = None       # a local worker's copy of the data
+_DATA: TrialData | None = None       # a local worker's view of the data
 
 
-def _start_worker(data: TrialData, threads: int) -> None:
-    """Runs once in each local worker: keep the data, take a share of the BLAS threads, leave Ctrl-C to fit."""
+def _start_worker(name: str, class_names: list, folder: str, threads: int) -> None:
+    """Runs once in each local worker: map the data, take a share of the BLAS threads, leave Ctrl-C to fit."""
     global _DATA
+    import numpy as np
     from threadpoolctl import threadpool_limits
-    _DATA = data
+    x, y = (np.asarray(np.load(os.path.join(folder, f"{a}.npy"), mmap_mode="r")) for a in ("x", "y"))
+    _DATA = TrialData(name, class_names, x, y)
     signal.signal(signal.SIGINT, signal.SIG_IGN)    # between trials; during one, fit() stops at the batch's end
     threadpool_limits(threads)
 
@@ -184,7 +210,12 @@ def _local_trial(number, params, base, curves):
 
 
 class LocalProcesses:
-    """``workers`` processes on this machine, each with ``cores // workers`` BLAS threads."""
+    """``workers`` processes on this machine, each with ``cores // workers`` BLAS threads.
+
+    The images are written once to a temporary folder, and every worker maps
+    that file instead of receiving its own pickled copy: the workers start
+    sooner and share one copy in memory.
+    """
 
     def __init__(self, data: TrialData, workers: int):
         try:
@@ -192,15 +223,24 @@ class LocalProcesses:
             import threadpoolctl  # noqa: F401 - the workers need it
         except ImportError:
             raise ConfigError("--workers needs loky and threadpoolctl: pip install 'digitnet[tune]'") from None
+        import numpy as np
         self.loky, self.data, self.workers = loky, data, workers
         self.threads = max(1, loky.cpu_count() // workers)
         self.name = f"{workers} local processes, {self.threads} BLAS thread{'s' * (self.threads > 1)} each"
         self.broken = False
-        self.restart()
+        self.folder = tempfile.mkdtemp(prefix="digitnet-tune-")
+        try:
+            np.save(os.path.join(self.folder, "x.npy"), data.x)
+            np.save(os.path.join(self.folder, "y.npy"), data.y)
+            self.restart()
+        except BaseException:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            raise
 
     def restart(self):
-        self.executor = self.loky.ProcessPoolExecutor(max_workers=self.workers, initializer=_start_worker,
-                                                      initargs=(self.data, self.threads))
+        self.executor = self.loky.ProcessPoolExecutor(
+            max_workers=self.workers, initializer=_start_worker,
+            initargs=(self.data.name, list(self.data.class_names), self.folder, self.threads))
         self.broken = False
 
     def slots(self) -> int:
@@ -229,7 +269,10 @@ class LocalProcesses:
         return out
 
     def close(self, kill=False):
-        self.executor.shutdown(wait=not kill, kill_workers=kill)
+        try:
+            self.executor.shutdown(wait=not kill, kill_workers=kill)
+        finally:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def _dask_trial(number, params, base, data, curves, host_threads):

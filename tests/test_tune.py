@@ -134,8 +134,9 @@ def test_trials_in_workers_score_as_one_process_and_as_train_does(searched, mnis
     parallel = records(out)
     assert {r["pid"] for r in results.records.values()} == {os.getpid()}
     assert os.getpid() not in {r["pid"] for r in parallel.values()}
+    # one BLAS thread in each worker, all of them here: float32 products round a little differently
     for n, r in results.records.items():
-        assert r["val_accuracy"] == parallel[n]["val_accuracy"]
+        assert abs(r["val_accuracy"] - parallel[n]["val_accuracy"]) <= 1 / 200 + 1e-12
         assert r["val_loss"] == pytest.approx(parallel[n]["val_loss"], rel=1e-5)
     # a trial is exactly what `train` gives for its configuration on the same images
     best = results.best()

@@ -22,6 +22,7 @@ data and measures it on the test set, the only time the search touches it.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 import re
 import shutil
@@ -31,6 +32,7 @@ import tempfile
 import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, BrokenExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from digitnet import modelfile
@@ -284,8 +286,44 @@ def _dask_trial(number, params, base, data, curves, host_threads):
     from threadpoolctl import threadpool_limits
     worker = get_worker()
     sharing = host_threads.get(_host(worker.address), worker.state.nthreads)
-    with threadpool_limits(max(1, len(os.sched_getaffinity(0)) // max(1, sharing))):
+    with threadpool_limits(max(1, len(os.sched_getaffinity(0)) // max(1, sharing))), freed_memory_reused():
         return run_trial(number, params, base, data, curves)
+
+
+# glibc's mallopt parameters
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+@contextmanager
+def freed_memory_reused():
+    """Let this process reuse the memory it frees while a trial runs; give it back afterwards.
+
+    Dask's nanny starts its workers with ``MALLOC_TRIM_THRESHOLD_=65536``.
+    That setting also stops glibc from raising its mmap threshold as it
+    normally does, so every array above 128 KiB (a batch of images, a wide
+    layer's activations) is mapped afresh from the system and page-faulted in,
+    batch after batch: training runs about 20% slower. For the trial, blocks up
+    to 32 MiB come from the heap and freed memory stays for the next batch;
+    after it, the settings are put back and the memory returned. Outside glibc
+    (or without that variable) nothing changes.
+    """
+    trim = os.environ.get("MALLOC_TRIM_THRESHOLD_")
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt, malloc_trim = libc.mallopt, libc.malloc_trim
+    except (OSError, AttributeError):
+        mallopt = None
+    if trim is None or mallopt is None:
+        yield
+        return
+    mallopt(_M_MMAP_THRESHOLD, 32 << 20)
+    mallopt(_M_TRIM_THRESHOLD, 1 << 30)
+    try:
+        yield
+    finally:
+        mallopt(_M_TRIM_THRESHOLD, int(trim) if trim.isdigit() else 128 << 10)
+        mallopt(_M_MMAP_THRESHOLD, 128 << 10)
+        malloc_trim(0)
 
 
 def _host(address: str) -> str:

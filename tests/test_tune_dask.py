@@ -55,31 +55,35 @@ def test_the_same_search_on_a_cluster_scores_as_here(cluster, mnist, tmp_path):
         assert remote[n]["val_loss"] == pytest.approx(r["val_loss"], rel=1e-5)
 
 
-def test_trials_on_dask_workers_reuse_freed_memory(cluster):
+def _batch_faults(reused: bool) -> int:
+    """Page faults while making 200 batch-sized arrays, one after another (run on a Dask worker)."""
+    import resource
+
+    import numpy as np
+
+    from digitnet.tune.search import freed_memory_reused
+
+    def batches():
+        before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+        for _ in range(200):
+            np.ones((128, 784), np.float32)          # a batch of images, 400 KB
+        return resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before
+    if reused:
+        with freed_memory_reused():
+            return batches()
+    return batches()
+
+
+def test_trials_on_dask_workers_reuse_freed_memory():
     """Dask's nanny sets MALLOC_TRIM_THRESHOLD_, which makes every batch-sized array a fresh mapping:
-    page faults on every batch unless the trial's freed_memory_reused() is in force."""
-    address, client = cluster
-    settings = set(client.run(os.environ.get, "MALLOC_TRIM_THRESHOLD_").values())
-    if settings == {None}:
-        pytest.skip("this version of Dask starts its workers without MALLOC_TRIM_THRESHOLD_")
-
-    def faults(reused: bool) -> int:
-        import resource
-
-        import numpy as np
-
-        from digitnet.tune.search import freed_memory_reused
-
-        def batches():
-            before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
-            for _ in range(200):
-                np.ones((128, 784), np.float32)          # a batch of images, 400 KB
-            return resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before
-        if reused:
-            with freed_memory_reused():
-                return batches()
-        return batches()
-    plain, reused, after = (client.submit(faults, r, pure=False).result() for r in (False, True, False))
+    page faults on every batch unless the trial's freed_memory_reused() is in force. A worker of its own,
+    as the memory that earlier trials freed changes what a new array costs."""
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address="127.0.0.1:0") as cluster, \
+            distributed.Client(cluster.scheduler_address) as client:
+        if set(client.run(os.environ.get, "MALLOC_TRIM_THRESHOLD_").values()) == {None}:
+            pytest.skip("this version of Dask starts its workers without MALLOC_TRIM_THRESHOLD_")
+        plain, reused, after = (client.submit(_batch_faults, r, pure=False).result() for r in (False, True, False))
     assert plain > 200 * 50, "each batch faults its ~100 pages in"
     assert reused < 500, "the freed batch's memory is reused"
     assert after > 200 * 50, "the worker's own setting is back after the trial"

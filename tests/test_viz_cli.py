@@ -220,3 +220,31 @@ def test_train_live_records_the_training(small_npz, tmp_path):
     movie = Image.open(tmp_path / "live.gif")
     assert movie.n_frames == 4 and movie.size == (1152, 691)
     assert (tmp_path / "run" / "model.npz").exists()
+
+
+def test_dashboard_records_a_movie_frame_for_frame(run_dir, small_npz, tmp_path):
+    imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg", reason="needs digitnet[video] or a system ffmpeg")
+    movie = tmp_path / "dash.mp4"
+    info = last_json(digitnet("dashboard", run_dir, "--data", small_npz, "--save", movie, "--frames", 4,
+                              "--interval", 100, "--json"))
+    assert info["path"] == str(movie) and info["seen"] == 4
+    reader = imageio_ffmpeg.read_frames(str(movie))
+    meta = next(reader)
+    width, height = meta["size"]
+    frames = [np.frombuffer(f, np.uint8).reshape(height, width, 3).astype(float) for f in reader]
+    assert len(frames) == 4 and (width, height) == (1600, 860) and meta["fps"] == pytest.approx(10)
+    # each frame of the movie is the view a PNG of that moment holds, up to the video's compression
+    for k in (1, 4):
+        still = tmp_path / f"frame{k}.png"
+        last_json(digitnet("dashboard", run_dir, "--data", small_npz, "--save", still, "--frames", k, "--json"))
+        view = picture(still).astype(float)
+        same, other = np.abs(frames[k - 1] - view).mean(), np.abs(frames[4 - k] - view).mean()
+        assert same < 3 and other > 2 * same
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dash.mp4", "frame1.png", "frame4.png"]
+
+
+def test_a_movie_without_ffmpeg_is_one_error_line(run_dir, small_npz, tmp_path):
+    no_ffmpeg = {"PATH": os.path.dirname(sys.executable), "IMAGEIO_FFMPEG_EXE": str(tmp_path / "no-ffmpeg")}
+    result = digitnet("dashboard", run_dir, "--data", small_npz, "--save", tmp_path / "dash.mp4", env=no_ffmpeg)
+    assert_user_error(result, "needs ffmpeg", "digitnet[video]")
+    assert list(tmp_path.iterdir()) == []

@@ -23,8 +23,8 @@ def register(subparsers, help_line: str) -> None:
     p.add_argument("--interval", type=int, default=100, metavar="MS", help="time per digit (default: 100 ms)")
     p.add_argument("--start", type=int, default=0, metavar="INDEX", help="first test image (default: 0)")
     p.add_argument("--only-mistakes", action="store_true", help="show only the digits the model gets wrong")
-    p.add_argument("--save", metavar="FILE", help="record instead of opening a window: .gif, .mp4 (needs ffmpeg), "
-                                                  "or .png for one frame")
+    p.add_argument("--save", metavar="FILE", help="record instead of opening a window: .gif, .mp4 (needs ffmpeg "
+                                                  "or digitnet[video]), or .png for one frame")
     p.add_argument("--frames", type=int, metavar="N", help="frames to record (default: 100); with a .png, the view "
                                                            "after N digits (default: 1)")
     add_data_args(p, dataset_default=None)

@@ -3,7 +3,8 @@
 - :func:`play` steps a :class:`~digitnet.viz.dashboard.Dashboard` through
   test images in a window: space pauses, → steps, q quits.
 - :func:`record` renders frames headless into ``.png`` (one frame), ``.gif``
-  (Pillow) or ``.mp4`` (matplotlib's FFMpegWriter, when ffmpeg is installed).
+  (Pillow) or ``.mp4`` (matplotlib's FFMpegWriter, with the system's ffmpeg or
+  imageio-ffmpeg's).
 - :class:`LiveTraining` is a training callback that shows (or records) the
   same view of the network while it learns, with the loss curve growing.
 """
@@ -117,9 +118,7 @@ def check_output(path: Path) -> None:
     if path.suffix.lower() not in FORMATS:
         raise DigitnetError(f"--save takes a .png (one frame), .gif or .mp4 file, not '{path.name}'")
     if path.suffix.lower() == ".mp4":
-        from matplotlib.animation import FFMpegWriter
-        if not FFMpegWriter.isAvailable():
-            raise DigitnetError("saving .mp4 needs ffmpeg, which is not installed: save a .gif instead")
+        find_ffmpeg()
     if path.is_dir():
         raise DigitnetError(f"{path} is a folder: give a file name such as {path / 'dashboard.gif'}")
     try:
@@ -128,6 +127,25 @@ def check_output(path: Path) -> None:
         raise DigitnetError(f"cannot write {path}: {exc.strerror or exc}") from None
     if not path.parent.is_dir():
         raise DigitnetError(f"cannot write {path}: {path.parent} is not a folder")
+
+
+def find_ffmpeg() -> None:
+    """Make sure matplotlib's movie writer has an ffmpeg: the system's, or the one of imageio-ffmpeg.
+
+    Raises :class:`DigitnetError` when there is neither.
+    """
+    import matplotlib
+    from matplotlib.animation import FFMpegWriter
+    if FFMpegWriter.isAvailable():
+        return
+    try:
+        import imageio_ffmpeg
+        matplotlib.rcParams["animation.ffmpeg_path"] = imageio_ffmpeg.get_ffmpeg_exe()
+    except (ImportError, RuntimeError):
+        pass
+    if not FFMpegWriter.isAvailable():
+        raise DigitnetError("saving .mp4 needs ffmpeg: pip install 'digitnet[video]' (or install ffmpeg), "
+                            "or save a .gif instead")
 
 
 class _Sink:
@@ -179,6 +197,7 @@ class _Mp4(_Sink):
     def add(self):
         from matplotlib.animation import FFMpegWriter
         if self.writer is None:
+            find_ffmpeg()
             self.dash.set_blit(False)             # the writer grabs frames with a full draw
             self.writer = FFMpegWriter(fps=1000 / max(1, self.interval_ms))
             self.writer.setup(self.dash.fig, str(self.tmp), dpi=style.DPI)

@@ -314,3 +314,20 @@ def test_bad_folders_are_refused_and_nothing_is_overwritten(searched, tmp_path):
     assert (out / "results.json").read_bytes() == before and not (tmp_path / "new").exists()
     with pytest.raises(ConfigError, match="--hidden '32:8': the range's low end 32 is above its high end 8"):
         SearchSpec(space={"hidden": "32:8"}, method="random").validate()
+
+
+def test_no_room_for_the_workers_copy_of_the_images_is_one_error_line(tmp_path):
+    import resource
+
+    def small_files():          # as on a full disk: writing past 4 MB fails (Python ignores SIGXFSZ)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4 << 20, 4 << 20))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    result = subprocess.run([sys.executable, "-m", "digitnet", "tune", "--hidden", "16", "--l2", "0,1",
+                             "--subset", "20000", "--epochs", "1", "--workers", "2", "--out", str(tmp_path / "s")],
+                            capture_output=True, text=True, timeout=120, preexec_fn=small_files,
+                            env={**os.environ, "TMPDIR": str(scratch)})
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot write the workers' copy of the images" in lines[0], lines
+    assert "set TMPDIR" in lines[0] and list(scratch.iterdir()) == []

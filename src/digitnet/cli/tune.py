@@ -88,7 +88,8 @@ def run(args) -> int:
     say = (lambda *a: None) if args.quiet else print
     say(f"{spec.method} search of {total} trials over {' x '.join(dims)} on {dataset.name}: "
         f"{len(data.x) - n_val:,} training and {n_val:,} validation images, base preset {spec.preset} "
-        f"({base.epochs} epochs), seed {spec.seed}" + (", median pruning" if spec.prune == "median" else ""))
+        f"({base.epochs} epoch{'s' * (base.epochs != 1)}), seed {spec.seed}"
+        + (", median pruning" if spec.prune == "median" else ""))
     if done_before:
         say(f"resuming {results.folder}: {done_before} of {total} trials already done")
 

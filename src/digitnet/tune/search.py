@@ -230,13 +230,20 @@ class LocalProcesses:
         self.threads = max(1, loky.cpu_count() // workers)
         self.name = f"{workers} local processes, {self.threads} BLAS thread{'s' * (self.threads > 1)} each"
         self.broken = False
-        self.folder = tempfile.mkdtemp(prefix="digitnet-tune-")
+        try:
+            self.folder = tempfile.mkdtemp(prefix="digitnet-tune-")
+        except OSError as exc:
+            raise DigitnetError(f"cannot make a folder for the workers' copy of the images in "
+                                f"{tempfile.gettempdir()}: {exc.strerror or exc}; set TMPDIR to another") from None
         try:
             np.save(os.path.join(self.folder, "x.npy"), data.x)
             np.save(os.path.join(self.folder, "y.npy"), data.y)
             self.restart()
-        except BaseException:
+        except BaseException as exc:
             shutil.rmtree(self.folder, ignore_errors=True)
+            if isinstance(exc, OSError):
+                raise DigitnetError(f"cannot write the workers' copy of the images to {self.folder}: "
+                                    f"{exc.strerror or exc}; set TMPDIR to a folder with room") from None
             raise
 
     def restart(self):

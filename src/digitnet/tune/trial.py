@@ -71,9 +71,9 @@ class MedianStop(Callback):
             state.stop = True
 
 
-# A batch costs about as much as this many weights' worth of multiply-adds per image, whatever the
-# network (the Python, the optimiser's step, the small arrays): 784-64-10 with batch 128 spends a
-# third of its time there on a 2-core Xeon, 784-512-10 a tenth.
+# What a batch costs beyond its multiply-adds (the Python, gathering the batch, the small arrays), in
+# weights' worth of multiply-adds per image, measured on a 2-core Xeon: with batch 128, 784-64-10
+# spends a third of its time there, 784-512-10 a tenth.
 BATCH_OVERHEAD = 4_000_000
 
 

@@ -99,6 +99,21 @@ def test_blitted_frames_equal_full_redraws(dash):
     assert np.array_equal(after_save, dash.rgba())
 
 
+def test_frames_are_blitted_and_the_activation_bars_stay_on_their_axis(dash):
+    full_draws, tallest = [], []
+    dash.fig.canvas.mpl_connect("draw_event", full_draws.append)
+    for i in range(100):
+        dash.show(i)
+        dash.render()
+        low, top = dash.ax_layers.get_ylim()
+        heights = [b.get_height() for b in (*dash.mean_bars, *dash.max_bars)]
+        tallest.append(max(heights))
+        assert low <= min(heights) and max(heights) <= top
+        assert max(tallest[-50:]) > top / 3, "the recent bars are not lost in a needlessly tall axis"
+    # the first frame draws the background; the axes rescale now and then, not with every digit
+    assert len(full_draws) <= 5, f"{len(full_draws)} full redraws in 100 frames"
+
+
 def test_keys_pause_step_and_quit(dash):
     player = Player(dash, [3, 4, 5, 6], interval_ms=50)
     canvas = dash.fig.canvas

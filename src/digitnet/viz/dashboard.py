@@ -83,6 +83,7 @@ class Dashboard:
         self.recent = deque(maxlen=HISTORY)
         self.state: dict = {}
         self._hist_max = 1.0
+        self._layer_span = deque(maxlen=HISTORY)     # (lowest, highest) bar of recent frames
         self.training = training
         with style_context():
             self.fig = fig if fig is not None else style.figure(16, 9.6 if training else 8.6, layout=None)
@@ -331,10 +332,13 @@ class Dashboard:
             bar.set_height(v)
         top = max(*maxes, *np.abs(means), 1e-6) * 1.15
         low = min(0.0, *means, *maxes) * 1.15
+        self._layer_span.append((low, top))
+        lowest, highest = min(s[0] for s in self._layer_span), max(s[1] for s in self._layer_span)
         cur_low, cur_top = self.ax_layers.get_ylim()
-        # Rescale (a full redraw) only when the bars leave the axis or shrink to a third of it.
-        if not cur_top / 3 <= top <= cur_top or not cur_low <= low <= cur_low / 3:
-            self.ax_layers.set_ylim(low * 1.3, top * 1.3)
+        # Rescale (a full redraw) when this frame's bars leave the axis, or when those of the recent frames
+        # all fit in a third of it: a mean that changes sign from digit to digit does not redraw every frame.
+        if low < cur_low or top > cur_top or highest < cur_top / 3 or (cur_low < 0 and lowest > cur_low / 3):
+            self.ax_layers.set_ylim(lowest * 1.3, highest * 1.3)
             self._stale = True
 
     def _show_weights(self, pred):

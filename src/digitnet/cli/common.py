@@ -54,3 +54,8 @@ def print_json(obj) -> None:
 
 def percent(x) -> str:
     return "n/a" if x is None else f"{100 * x:.2f}%"
+
+
+def count(n: int, noun: str) -> str:
+    """``count(1, "epoch")`` -> "1 epoch", ``count(18, "epoch")`` -> "18 epochs"."""
+    return f"{n:,} {noun}{'s' * (n != 1)}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from digitnet.cli.common import add_data_args, layer_sizes, load_data, percent, print_json
+from digitnet.cli.common import add_data_args, count, layer_sizes, load_data, percent, print_json
 from digitnet.errors import DigitnetError
 from digitnet.nn import ACTIVATIONS, OPTIMIZERS, SCHEDULES
 from digitnet.presets import DESCRIPTIONS, preset
@@ -62,7 +62,7 @@ def run(args) -> int:
     sizes = "-".join(map(str, [dataset.x_train.shape[1], *config.hidden, len(dataset.class_names)]))
     say = (lambda *a, **k: None) if args.quiet else print
     say(f"PyTorch, preset {config.preset}: {sizes} {config.activation}, {config.optimizer} lr {config.lr:g}, "
-        f"batch {config.batch_size or 'full'}, {config.epochs} epochs")
+        f"batch {config.batch_size or 'full'}, {count(config.epochs, 'epoch')}")
     say(f"data: {dataset.name} from {dataset.source}")
 
     def on_epoch(r):

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from digitnet import modelfile
-from digitnet.cli.common import add_data_args, layer_sizes, load_data, percent, print_json
+from digitnet.cli.common import add_data_args, count, layer_sizes, load_data, percent, print_json
 from digitnet.diagnostics import Diagnostics
 from digitnet.errors import DigitnetError
 from digitnet.nn import ACTIVATIONS, OPTIMIZERS, SCHEDULES
@@ -81,11 +81,11 @@ def run(args) -> int:
     sizes = "-".join(map(str, [dataset.x_train.shape[1], *config.hidden, len(dataset.class_names)]))
     batch = "full batch" if config.batch_size == 0 else f"batch {config.batch_size}"
     say(f"preset {config.preset}: {sizes} {config.activation}, {config.optimizer} lr {config.lr:g} "
-        f"({config.schedule}), {batch}, {config.epochs} epochs")
+        f"({config.schedule}), {batch}, {count(config.epochs, 'epoch')}")
     say(f"data: {dataset.name} from {dataset.source}")
     for note in dataset.notes:
         say(f"note: {note}")
-    if dataset.test_held_out:
+    if dataset.test_held_out and args.quiet:      # said among the notes above otherwise
         print(f"note: no labelled test set was given, so {len(dataset.x_test):,} training images "
               "were held out as the test set")
 

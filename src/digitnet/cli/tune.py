@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from digitnet.cli.common import load_data, percent, print_json
+from digitnet.cli.common import count, load_data, percent, print_json
 from digitnet.data.datasets import DATASETS
 from digitnet.errors import ConfigError, DigitnetError
 from digitnet.nn import OPTIMIZERS
@@ -88,7 +88,7 @@ def run(args) -> int:
     say = (lambda *a: None) if args.quiet else print
     say(f"{spec.method} search of {total} trials over {' x '.join(dims)} on {dataset.name}: "
         f"{len(data.x) - n_val:,} training and {n_val:,} validation images, base preset {spec.preset} "
-        f"({base.epochs} epoch{'s' * (base.epochs != 1)}), seed {spec.seed}"
+        f"({count(base.epochs, 'epoch')}), seed {spec.seed}"
         + (", median pruning" if spec.prune == "median" else ""))
     if done_before:
         say(f"resuming {results.folder}: {done_before} of {total} trials already done")
@@ -267,9 +267,8 @@ class Live:
         self.records.append(record)
         if self.live is None and self.enabled:
             cells = _row(record, self.dims)
-            epochs = record.get("epochs") or 0
             print(f"[{self.done}/{self.total}] trial {record['trial']}: {_params(record, self.dims)}: val acc "
-                  f"{cells[-5]} ({epochs} epoch{'s' * (epochs != 1)}, {cells[-2]}) {cells[-1]}", flush=True)
+                  f"{cells[-5]} ({count(record.get('epochs') or 0, 'epoch')}, {cells[-2]}) {cells[-1]}", flush=True)
         self._update()
 
     def _update(self):

@@ -35,6 +35,8 @@ from concurrent.futures import FIRST_COMPLETED, BrokenExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import numpy as np
+
 from digitnet import modelfile
 from digitnet.data.datasets import Dataset, train_val_split
 from digitnet.errors import ConfigError, DigitnetError
@@ -199,7 +201,6 @@ _DATA: TrialData | None = None       # a local worker's view of the data
 def _start_worker(name: str, class_names: list, folder: str, threads: int) -> None:
     """Runs once in each local worker: map the data, take a share of the BLAS threads, leave Ctrl-C to fit."""
     global _DATA
-    import numpy as np
     from threadpoolctl import threadpool_limits
     x, y = (np.asarray(np.load(os.path.join(folder, f"{a}.npy"), mmap_mode="r")) for a in ("x", "y"))
     _DATA = TrialData(name, class_names, x, y)
@@ -225,7 +226,6 @@ class LocalProcesses:
             import threadpoolctl  # noqa: F401 - the workers need it
         except ImportError:
             raise ConfigError("--workers needs loky and threadpoolctl: pip install 'digitnet[tune]'") from None
-        import numpy as np
         self.loky, self.data, self.workers = loky, data, workers
         self.threads = max(1, loky.cpu_count() // workers)
         self.name = f"{workers} local processes, {self.threads} BLAS thread{'s' * (self.threads > 1)} each"

@@ -1,5 +1,6 @@
-"""Splits, normalisation and the DataLoader."""
+"""Splits, normalisation, the DataLoader and its state for resuming."""
 
+import io
 import json
 import time
 
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 
 from digitnet.data import DataLoader, Normalizer, train_val_split
+from digitnet.data.augment import RandomShift
 from digitnet.errors import ConfigError
 
 
@@ -167,3 +169,136 @@ def test_an_mnist_epoch_runs_at_numpy_speed(mnist):
         best = min(best, time.perf_counter() - start)
     assert n == 60000
     assert best < 0.15, f"one epoch of batches took {best:.3f} s"
+
+
+# --------------------------------------------------------------------------- DataLoader state
+N_STATE, BS_STATE = 10000, 96               # 105 batches an epoch, the last one of 16
+
+
+@pytest.fixture(scope="module")
+def digits(mnist):
+    return Normalizer()(mnist.x_train[:N_STATE]), mnist.y_train[:N_STATE]
+
+
+def shifting_loader(digits, seed, shuffle=True, **kw):
+    x, y = digits
+    return DataLoader(x, y, batch_size=BS_STATE, shuffle=shuffle, rng=seed, transform=RandomShift(2), **kw)
+
+
+def through_a_checkpoint(state):
+    """Store a loader state as a checkpoint does (the order in an .npz without pickle, the rest as JSON)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **({} if state["order"] is None else {"order": state["order"]}))
+    text = json.dumps({key: value for key, value in state.items() if key != "order"})
+    buffer.seek(0)
+    with np.load(buffer, allow_pickle=False) as z:
+        order = z["order"] if "order" in z.files else None
+    return {**json.loads(text), "order": order}
+
+
+def assert_same_batches(got, want):
+    assert len(got) == len(want)
+    for i, ((xa, ya), (xb, yb)) in enumerate(zip(got, want)):
+        np.testing.assert_array_equal(xa, xb, err_msg=f"batch {i}")
+        np.testing.assert_array_equal(ya, yb, err_msg=f"batch {i}")
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_a_loaded_state_resumes_the_epoch_and_the_ones_after_bit_for_bit(digits, shuffle):
+    loader = shifting_loader(digits, seed=0, shuffle=shuffle)
+    batches = len(loader)
+    k = int(0.4 * batches)                          # 2.4 epochs in: batch k of the third epoch
+    epochs, state = [], None
+    for epoch in range(4):
+        seen = []
+        for i, batch in enumerate(loader):
+            seen.append(batch)
+            if epoch == 2 and i == k:
+                state = loader.state_dict()         # taken while batch k is being used
+        epochs.append(seen)
+    assert state["position"] == k + 1 and state["n"] == N_STATE and state["batch_size"] == BS_STATE
+    if shuffle:
+        assert state["order"].dtype == np.int64 and state["order"].shape == (N_STATE,)
+        np.testing.assert_array_equal(epochs[2][0][1], digits[1][state["order"][:BS_STATE]])
+    else:
+        assert state["order"] is None
+
+    resumed = shifting_loader(digits, seed=123, shuffle=shuffle)
+    resumed.load_state_dict(through_a_checkpoint(state))
+    assert_same_batches(list(resumed), epochs[2][k + 1:])
+    assert_same_batches(list(resumed), epochs[3])
+    # Without the state, the same loader would have given other batches.
+    other = list(shifting_loader(digits, seed=123, shuffle=shuffle))
+    assert not np.array_equal(other[k + 1][0], epochs[2][k + 1][0])
+
+
+def test_batches_are_those_of_one_permutation_per_epoch_then_the_transform(digits):
+    """The order of draws from the generator is fixed: each epoch's permutation, then each batch's transform."""
+    x, y = digits
+    shift = RandomShift(2)
+    rng = np.random.default_rng(7)
+    expected = []
+    for _ in range(2):
+        order = rng.permutation(N_STATE)
+        for start in range(0, N_STATE, BS_STATE):
+            idx = order[start:start + BS_STATE]
+            expected.append((shift(np.take(x, idx, axis=0), rng), np.take(y, idx, axis=0)))
+    loader = shifting_loader(digits, seed=7)
+    assert_same_batches(list(loader) + list(loader), expected)
+
+
+def test_state_between_epochs_and_after_an_abandoned_epoch(digits):
+    loader = shifting_loader(digits, seed=0)
+    state = loader.state_dict()
+    assert state["order"] is None and state["position"] == 0
+    assert json.loads(json.dumps(state)) == state                # the generator state is plain JSON
+    first = list(loader)
+    state = loader.state_dict()
+    assert state["order"] is None and state["position"] == 0     # a finished epoch leaves nothing pending
+    for i, _ in enumerate(loader):                                # a consumer that stops after 3 batches
+        if i == 2:
+            break
+    assert loader.state_dict()["position"] == 3
+    second = list(loader)                                         # without a loaded state: a whole new epoch
+    assert len(second) == len(loader) == len(first)
+    assert not np.array_equal(second[0][1], first[0][1])
+
+
+def test_a_state_taken_at_the_last_batch_continues_with_the_next_epoch(digits):
+    loader = shifting_loader(digits, seed=0, drop_last=True)
+    batches = len(loader)
+    for i, _ in enumerate(loader):
+        if i == batches - 1:
+            state = loader.state_dict()
+    assert state["position"] == batches
+    following = list(loader)
+    resumed = shifting_loader(digits, seed=5, drop_last=True)
+    resumed.load_state_dict(state)
+    assert_same_batches(list(resumed), following)
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda s: {**s, "n": 9999}, r"of 9999 examples, this loader has 10000"),
+    (lambda s: {**s, "batch_size": 64}, r"batches of 64, this loader's are 96"),
+    (lambda s: {**s, "position": 106}, r"from 0 to 105"),
+    (lambda s: {**s, "order": s["order"][:-1]}, r"not a permutation"),
+    (lambda s: {**s, "order": np.zeros(N_STATE, np.int64)}, r"not a permutation"),
+    (lambda s: {**s, "order": None}, r"without shuffling, this one shuffles"),
+    (lambda s: {**s, "rng": {"bit_generator": "MT19937"}}, r"generator state does not fit"),
+    (lambda s: {"position": 3}, r"a loader state is a dict"),
+])
+def test_load_state_dict_refuses_a_state_that_does_not_fit_and_changes_nothing(digits, change, match):
+    source = shifting_loader(digits, seed=0)
+    for i, _ in enumerate(source):
+        if i == 10:
+            state = source.state_dict()
+            break
+    loader = shifting_loader(digits, seed=1)
+    before = loader.rng.bit_generator.state
+    with pytest.raises(ConfigError, match=match):
+        loader.load_state_dict(change(state))
+    assert loader.rng.bit_generator.state == before
+    assert loader.state_dict()["position"] == 0
+    unshuffled = shifting_loader(digits, seed=1, shuffle=False)
+    with pytest.raises(ConfigError, match="shuffling loader, this one has shuffle=False"):
+        unshuffled.load_state_dict(state)

@@ -1,13 +1,17 @@
-"""Module structure, state, modes, initialisers, ``mlp`` validation, and one small learning run."""
+"""Module structure, state, modes, inference without side effects, initialisers, ``mlp`` validation,
+and one small learning run."""
 
+import copy
 import math
 
 import numpy as np
 import pytest
 
+from digitnet.data import Normalizer
 from digitnet.errors import ConfigError, ModelFileError
 from digitnet.nn import (
-    Adam, Dropout, LeakyReLU, Linear, ReLU, Sequential, Sigmoid, SoftmaxCrossEntropy, Tanh, mlp,
+    ACTIVATIONS, Adam, Dropout, LeakyReLU, Linear, ReLU, Sequential, Sigmoid, SoftmaxCrossEntropy, Tanh,
+    linear_layers, mlp,
 )
 from digitnet.nn.init import initial_weights
 
@@ -142,6 +146,84 @@ def test_dropout_off_in_eval_makes_output_deterministic():
     np.testing.assert_array_equal(first, net(x))
     no_dropout = mlp([5, 16, 16, 3], rng=0)                 # same weights (dropout draws no weights)
     np.testing.assert_array_equal(first, no_dropout(x))
+
+
+# -- inference: predict ----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def digits(mnist):
+    """Two real MNIST batches: one to train on, one to look at."""
+    x = Normalizer()(mnist.x_train[:256])
+    return (x[:128], mnist.y_train[:128]), x[128:]
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_predict_between_forward_and_backward_leaves_the_gradients_exact(activation, dropout, digits):
+    (xb, yb), other = digits
+    looked_at, untouched = (mlp([784, 64, 32, 10], activation=activation, dropout=dropout, rng=0) for _ in "ab")
+    loss_a, loss_b = SoftmaxCrossEntropy(), SoftmaxCrossEntropy()
+    loss_a.forward(looked_at.forward(xb), yb)
+    loss_b.forward(untouched.forward(xb), yb)
+    looked_at.predict(other)                              # other data, between the training forward and backward
+    looked_at.predict(other, return_all=True)
+    grad_a = looked_at.backward(loss_a.backward())
+    grad_b = untouched.backward(loss_b.backward())
+    np.testing.assert_array_equal(grad_a, grad_b)
+    for (name, p), q in zip(looked_at.named_parameters(), untouched.parameters()):
+        assert p.grad.any(), name
+        np.testing.assert_array_equal(p.grad, q.grad, err_msg=name)
+    # predict drew no dropout mask: the next training batch gets the same masks in both.
+    np.testing.assert_array_equal(looked_at.forward(other), untouched.forward(other))
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("dropout", [0.0, 0.5])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_predict_is_the_eval_forward_bit_for_bit_and_keeps_the_mode(activation, dropout, dtype, digits):
+    x = digits[1].astype(dtype)
+    net = mlp([784, 48, 24, 10], activation=activation, dropout=dropout, rng=0, dtype=dtype)
+    evaluated = copy.deepcopy(net).eval()
+    out = net.predict(x)
+    assert out.dtype == dtype and out.shape == (128, 10)
+    np.testing.assert_array_equal(out, evaluated.forward(x))
+    assert net.training and all(layer.training for layer in net.layers)
+    net.eval()
+    np.testing.assert_array_equal(net.predict(x), out)
+    assert not net.training and not any(layer.training for layer in net.layers)
+    h = x
+    for layer, twin in zip(net.layers, evaluated.layers):   # each layer on its own, too
+        out = layer.predict(h)
+        h = twin.forward(h)
+        np.testing.assert_array_equal(out, h, err_msg=repr(layer))
+
+
+def test_predict_return_all_gives_every_layer_output(digits):
+    x = digits[1]
+    net = mlp([784, 48, 24, 10], activation="tanh", dropout=0.2, rng=0)
+    outputs = net.predict(x, return_all=True)
+    assert len(outputs) == len(net.layers) == 7
+    h = x
+    for layer, out in zip(copy.deepcopy(net).eval().layers, outputs):
+        h = layer.forward(h)
+        np.testing.assert_array_equal(out, h)
+    assert [o.shape for o in outputs] == [(128, 48)] * 3 + [(128, 24)] * 3 + [(128, 10)]
+    np.testing.assert_array_equal(outputs[-1], net.predict(x))
+    np.testing.assert_array_equal(outputs[2], outputs[1])          # dropout is the identity at inference
+    assert not np.array_equal(outputs[1], outputs[0])              # tanh changed its input
+    nested = Sequential(net, Sequential(ReLU()))
+    inner = nested.predict(x, return_all=True)
+    assert len(inner) == 2
+    np.testing.assert_array_equal(inner[1], np.maximum(outputs[-1], 0))
+
+
+def test_linear_layers_lists_them_input_side_first():
+    net = mlp([784, 48, 24, 10], dropout=0.2, rng=0)
+    assert linear_layers(net) == [net[0], net[3], net[6]]
+    assert [(lin.in_features, lin.out_features) for lin in linear_layers(net)] == [(784, 48), (48, 24), (24, 10)]
+    extra = Linear(10, 3, rng=np.random.default_rng(0))
+    assert linear_layers(Sequential(net, ReLU(), Sequential(extra))) == [net[0], net[3], net[6], extra]
+    assert linear_layers(extra) == [extra] and linear_layers(Sequential(ReLU(), Tanh())) == []
 
 
 # -- initialisers --------------------------------------------------------------------------------------

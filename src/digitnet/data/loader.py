@@ -12,6 +12,11 @@ Each batch is gathered with one ``np.take`` of its shuffled row indices: on
 MNIST (938 batches of 64) that costs about 25 ms an epoch, half the time of
 copying a permuted array once per epoch and slicing it (measured), and it
 keeps every batch a fresh array a transform may change in place.
+
+``loader.state_dict()`` records where the loader is (its generator, the
+epoch's order, the batches already handed out); ``load_state_dict`` on a new
+loader over the same data makes it hand out exactly the batches the first
+one would have handed out next, so an interrupted run resumes bit for bit.
 """
 
 from __future__ import annotations
@@ -122,7 +127,9 @@ class DataLoader:
     transform : callable, optional
         ``transform(xb, rng) -> xb``, applied to each batch (e.g. augmentation).
 
-    ``len(loader)`` is the number of batches in an epoch.
+    ``len(loader)`` is the number of batches in an epoch. Each ``iter(loader)``
+    starts a new epoch, except the first one after :meth:`load_state_dict`,
+    which finishes the epoch the state was taken in.
     """
 
     def __init__(self, x, y, batch_size: int, shuffle: bool = True, drop_last: bool = False,
@@ -135,6 +142,9 @@ class DataLoader:
         self.batch_size, self.shuffle, self.drop_last = int(batch_size), shuffle, drop_last
         self.rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
         self.transform = transform
+        self._order = None            # the current epoch's permutation (None: not shuffled, or between epochs)
+        self._position = 0            # batches of the current epoch handed out
+        self._resume = False          # the next __iter__ continues a loaded epoch
 
     def __len__(self) -> int:
         n = len(self.x)
@@ -142,8 +152,13 @@ class DataLoader:
 
     def __iter__(self):
         n, bs = len(self.x), self.batch_size
-        order = self.rng.permutation(n) if self.shuffle else None
-        for start in range(0, len(self) * bs, bs):
+        if self._resume:
+            self._resume = False
+            order = self._order
+        else:
+            order = self.rng.permutation(n) if self.shuffle else None
+            self._order, self._position = order, 0
+        for start in range(self._position * bs, len(self) * bs, bs):
             if order is None:
                 xb = self.x[start:start + bs]
                 yb = None if self.y is None else self.y[start:start + bs]
@@ -153,7 +168,72 @@ class DataLoader:
                 yb = None if self.y is None else np.take(self.y, idx, axis=0)
             if self.transform is not None:
                 xb = self.transform(xb if order is not None else xb.copy(), self.rng)
+            self._position += 1
             yield xb, yb
+        self._order, self._position = None, 0
+
+    def state_dict(self) -> dict:
+        """Where the loader is, for :meth:`load_state_dict`.
+
+        Returns
+        -------
+        dict
+            ``rng``: the generator's ``bit_generator.state`` (a plain dict;
+            JSON holds it for the default PCG64); ``order``: the current epoch's
+            permutation, an int64 array ``(n,)``, or None (no shuffling, or no
+            epoch under way); ``position``: batches of the current epoch handed
+            out (a batch counts from the moment it is yielded); ``n`` and
+            ``batch_size``.
+        """
+        return {"rng": self.rng.bit_generator.state,
+                "order": None if self._order is None else self._order.astype(np.int64),
+                "position": self._position, "n": len(self.x), "batch_size": self.batch_size}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from :meth:`state_dict`'s output, taken on a loader over the same data.
+
+        The generator takes the saved state (in place: whoever shares it sees
+        it too), and the next ``iter(loader)`` hands out the rest of the saved
+        epoch: the same batches, transformed the same way. The epochs after it
+        are the ones the saved loader would have given. A state taken after
+        the last batch of an epoch had been handed out continues with the next
+        epoch. Raises :class:`~digitnet.errors.ConfigError`, changing nothing,
+        when the state does not fit this loader.
+        """
+        keys = {"rng", "order", "position", "n", "batch_size"}
+        if not isinstance(state, dict) or not keys <= set(state):
+            raise ConfigError(f"a loader state is a dict with {', '.join(sorted(keys))} "
+                              f"(what state_dict() returns), not {state!r:.100}")
+        n, batches = len(self.x), len(self)
+        if state["n"] != n:
+            raise ConfigError(f"the loader state is of {state['n']} examples, this loader has {n}: "
+                              "load it into a loader over the same data")
+        if state["batch_size"] != self.batch_size:
+            raise ConfigError(f"the loader state is of batches of {state['batch_size']}, this loader's are "
+                              f"{self.batch_size}: build it with the saved batch size")
+        position, order = state["position"], state["order"]
+        if isinstance(position, bool) or not isinstance(position, (int, np.integer)) or not 0 <= position <= batches:
+            raise ConfigError(f"the loader state's position must be a whole number of batches from 0 to {batches}, "
+                              f"not {position!r}")
+        if order is not None:
+            order = np.asarray(order)
+            if not self.shuffle:
+                raise ConfigError("the loader state is of a shuffling loader, this one has shuffle=False")
+            if order.shape != (n,) or order.dtype.kind not in "iu" or not np.array_equal(np.sort(order), np.arange(n)):
+                raise ConfigError(f"the loader state's order is not a permutation of the {n} examples")
+        elif position and self.shuffle:
+            raise ConfigError("the loader state is of a loader without shuffling, this one shuffles: "
+                              "build it with shuffle=False")
+        try:
+            self.rng.bit_generator.state = state["rng"]
+        except (TypeError, ValueError, KeyError) as exc:
+            raise ConfigError(f"the loader state's generator state does not fit this loader's "
+                              f"{type(self.rng.bit_generator).__name__} ({exc})") from None
+        if position == batches:
+            order, position = None, 0
+        self._order = None if order is None else order.astype(np.int64)
+        self._position = int(position)
+        self._resume = order is not None or position > 0
 
     def __repr__(self) -> str:
         return (f"DataLoader(n={len(self.x)}, batch_size={self.batch_size}, batches={len(self)}, "

@@ -70,24 +70,30 @@ INITIALISERS = {
 }
 
 
+def parse_initialiser(name: str, std: float = 0.01) -> tuple[str, float]:
+    """``"he"`` -> ``("he", std)``, ``"normal:0.05"`` -> ``("normal", 0.05)``; raise :class:`ConfigError` for a bad name."""
+    base, _, arg = str(name).partition(":")
+    if base not in INITIALISERS:
+        raise ConfigError(f"unknown initialiser '{name}'; choose one of {', '.join(INITIALISERS)}")
+    if arg and base != "normal":
+        raise ConfigError(f"initialiser '{name}': only 'normal' takes a value (normal:STD)")
+    if arg:
+        try:
+            std = float(arg)
+        except ValueError:
+            raise ConfigError(f"initialiser '{name}': the standard deviation must be a number") from None
+    if base == "normal" and not std > 0:
+        raise ConfigError(f"initialiser '{name}': the standard deviation must be > 0")
+    return base, std
+
+
 def initial_weights(name: str, fan_in: int, fan_out: int, rng, dtype=np.float32, std: float = 0.01):
     """Draw a ``(fan_in, fan_out)`` weight matrix and a ``(fan_out,)`` bias with the named scheme.
 
     ``name`` may be ``"normal:0.05"`` to set the standard deviation of ``normal``.
     """
-    base, _, arg = name.partition(":")
-    if base not in INITIALISERS:
-        raise ConfigError(f"unknown initialiser '{name}'; choose one of {', '.join(INITIALISERS)}")
-    if arg and base != "normal":
-        raise ConfigError(f"initialiser '{name}': only 'normal' takes a value (normal:STD)")
+    base, std = parse_initialiser(name, std)
     if base == "normal":
-        if arg:
-            try:
-                std = float(arg)
-            except ValueError:
-                raise ConfigError(f"initialiser '{name}': the standard deviation must be a number") from None
-        if not std > 0:
-            raise ConfigError(f"initialiser '{name}': the standard deviation must be > 0")
         weight = normal(fan_in, fan_out, rng, dtype, std=std)
     else:
         weight = INITIALISERS[base](fan_in, fan_out, rng, dtype)

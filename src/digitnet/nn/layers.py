@@ -3,7 +3,8 @@
 Shapes: ``x`` is ``(N, in_features)``; a layer's ``backward`` takes the
 gradient of the loss with respect to its output (same shape as the output)
 and returns it with respect to its input (same shape as ``x``).
-See docs/math.md for the equations.
+``predict`` is ``forward`` at inference: it keeps nothing for ``backward``
+and dropout is the identity. See docs/math.md for the equations.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from digitnet.errors import ConfigError
+from digitnet.nn import rules
 from digitnet.nn.init import initial_weights
 from digitnet.nn.module import Module, Parameter
 
@@ -45,6 +47,9 @@ class Linear(Module):
 
     def forward(self, x):
         self._x = x                          # kept for dL/dW = x^T dL/dz
+        return self.predict(x)
+
+    def predict(self, x):
         z = x @ self.weight.data
         z += self.bias.data
         return z
@@ -62,8 +67,11 @@ class ReLU(Module):
     """``max(0, x)``; its derivative is 1 where ``x > 0`` and 0 elsewhere."""
 
     def forward(self, x):
-        self._out = np.maximum(x, 0)
+        self._out = self.predict(x)
         return self._out
+
+    def predict(self, x):
+        return np.maximum(x, 0)
 
     def backward(self, grad, input_grad=True):
         return grad * (self._out > 0)
@@ -79,6 +87,9 @@ class LeakyReLU(Module):
         self._positive = x > 0
         return np.where(self._positive, x, x * self.slope)
 
+    def predict(self, x):
+        return np.where(x > 0, x, x * self.slope)
+
     def backward(self, grad, input_grad=True):
         return np.where(self._positive, grad, grad * self.slope)
 
@@ -91,10 +102,13 @@ class Sigmoid(Module):
     derivative ``s (1 - s)``."""
 
     def forward(self, x):
+        self._out = self.predict(x)
+        return self._out
+
+    def predict(self, x):
         s = np.tanh(x * 0.5)
         s += 1
         s *= 0.5
-        self._out = s
         return s
 
     def backward(self, grad, input_grad=True):
@@ -106,8 +120,11 @@ class Tanh(Module):
     """``tanh(x)``; derivative ``1 - tanh(x)^2``."""
 
     def forward(self, x):
-        self._out = np.tanh(x)
+        self._out = self.predict(x)
         return self._out
+
+    def predict(self, x):
+        return np.tanh(x)
 
     def backward(self, grad, input_grad=True):
         t = self._out
@@ -125,8 +142,7 @@ class Dropout(Module):
     """
 
     def __init__(self, p: float = 0.5, rng=None):
-        if not 0 <= p < 1:
-            raise ConfigError(f"dropout must be in [0, 1), got {p}")
+        rules.fraction(p, "dropout")
         self.p = p
         self.rng = rng if rng is not None else np.random.default_rng()
         self._mask = None
@@ -140,6 +156,9 @@ class Dropout(Module):
         self._mask *= 1.0 / (1.0 - self.p)
         return x * self._mask
 
+    def predict(self, x):
+        return x
+
     def backward(self, grad, input_grad=True):
         return grad if self._mask is None else grad * self._mask
 
@@ -148,6 +167,13 @@ class Dropout(Module):
 
 
 ACTIVATIONS = {"relu": ReLU, "leaky_relu": LeakyReLU, "sigmoid": Sigmoid, "tanh": Tanh}
+
+
+def linear_layers(model: Module) -> list[Linear]:
+    """The Linear layers of ``model`` (inside nested containers too), input side first."""
+    if isinstance(model, Linear):
+        return [model]
+    return [linear for _, child in model.named_children() for linear in linear_layers(child)]
 
 
 def mlp(sizes, activation: str = "relu", dropout: float = 0.0, init: str = "he", rng=None, dtype=np.float32):
@@ -174,10 +200,8 @@ def mlp(sizes, activation: str = "relu", dropout: float = 0.0, init: str = "he",
     sizes = [int(s) for s in sizes]
     if len(sizes) < 2 or min(sizes) < 1:
         raise ConfigError(f"layer sizes must be at least two positive numbers, got {sizes}")
-    if activation not in ACTIVATIONS:
-        raise ConfigError(f"unknown activation '{activation}'; choose one of {', '.join(ACTIVATIONS)}")
-    if not 0 <= dropout < 1:
-        raise ConfigError(f"dropout must be in [0, 1), got {dropout}")
+    rules.one_of(activation, ACTIVATIONS, "activation")
+    rules.fraction(dropout, "dropout")
     rng = np.random.default_rng(rng)
     layers = []
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):

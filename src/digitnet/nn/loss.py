@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from digitnet.errors import ConfigError
+from digitnet.nn import rules
+
 
 def softmax(z: np.ndarray) -> np.ndarray:
     """Row-wise softmax of ``(N, K)`` logits, stable for any magnitude."""
@@ -41,8 +42,7 @@ class SoftmaxCrossEntropy:
     """
 
     def __init__(self, label_smoothing: float = 0.0):
-        if not 0 <= label_smoothing < 1:
-            raise ConfigError(f"label smoothing must be in [0, 1), got {label_smoothing}")
+        rules.fraction(label_smoothing, "label smoothing")
         self.label_smoothing = label_smoothing
 
     def forward(self, z: np.ndarray, y: np.ndarray) -> float:

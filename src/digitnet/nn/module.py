@@ -44,13 +44,24 @@ class Parameter:
 class Module:
     """Base class of layers and containers.
 
-    Subclasses implement ``forward(x)`` and ``backward(grad, input_grad=True)``;
-    everything else (parameters, modes, state) comes from here.
+    Subclasses implement ``forward(x)``, ``backward(grad, input_grad=True)`` and
+    ``predict(x)``; everything else (parameters, modes, state) comes from here.
     """
 
     training = True
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        """The output for ``x``, keeping what ``backward`` needs (dropout active in training)."""
+        raise NotImplementedError
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """The output for ``x`` at inference, with no side effect.
+
+        Dropout is the identity, nothing is kept for ``backward`` and the
+        ``training`` flag is left as it is, so the network can be looked at in
+        the middle of a training step. Equal, bit for bit, to ``forward`` in
+        evaluation mode.
+        """
         raise NotImplementedError
 
     def backward(self, grad: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
@@ -154,6 +165,27 @@ class Sequential(Module):
             x = layer.forward(x)
         return x
 
+    def predict(self, x: np.ndarray, return_all: bool = False):
+        """Inference without side effects (see :meth:`Module.predict`).
+
+        Parameters
+        ----------
+        x : ndarray, shape (N, in_features)
+        return_all : bool, default False
+            Return the output of every layer, not only the last.
+
+        Returns
+        -------
+        ndarray, shape (N, out_features), or, with ``return_all``, a list
+        holding each layer's output in order (the last one is the network's).
+        """
+        outputs = []
+        for layer in self.layers:
+            x = layer.predict(x)
+            if return_all:
+                outputs.append(x)
+        return outputs if return_all else x
+
     def backward(self, grad: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
         for i in range(len(self.layers) - 1, -1, -1):
             grad = self.layers[i].backward(grad, input_grad=input_grad or i > 0)
@@ -168,6 +200,13 @@ def flatten_parameters(params: list[Parameter]) -> tuple[np.ndarray, np.ndarray,
     instead of a few per parameter. Parameters with ``decay=True`` come first,
     so L2 and weight decay apply to the slice ``[:n_decay]``.
 
+    When the parameters already are, in that order, consecutive views filling
+    one flat data buffer and one flat grad buffer (as an earlier call left
+    them), those buffers are returned as they are: nothing is copied or
+    rebound, and every optimiser built on the same parameters shares the
+    memory. Otherwise the parameters are moved into new buffers, and an
+    optimiser built on them earlier refuses to step.
+
     Returns
     -------
     data, grad : ndarray, shape (total,)
@@ -180,6 +219,10 @@ def flatten_parameters(params: list[Parameter]) -> tuple[np.ndarray, np.ndarray,
     if len(dtypes) != 1:
         raise ValueError(f"parameters mix dtypes {sorted(map(str, dtypes))}")
     ordered = [p for p in params if p.decay] + [p for p in params if not p.decay]
+    n_decay = sum(p.data.size for p in ordered if p.decay)
+    shared = _flat_buffers(ordered)
+    if shared is not None:
+        return shared[0], shared[1], n_decay
     total = sum(p.data.size for p in ordered)
     data = np.empty(total, dtype=dtypes.pop())
     grad = np.zeros_like(data)
@@ -191,5 +234,23 @@ def flatten_parameters(params: list[Parameter]) -> tuple[np.ndarray, np.ndarray,
         p.data = data[offset:offset + n].reshape(p.data.shape)
         p.grad = grad[offset:offset + n].reshape(p.grad.shape)
         offset += n
-    n_decay = sum(p.data.size for p in ordered if p.decay)
     return data, grad, n_decay
+
+
+def _flat_buffers(ordered: list[Parameter]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The flat ``(data, grad)`` buffers that ``ordered`` fills end to end, in order; else None."""
+    data, grad = ordered[0].data.base, ordered[0].grad.base
+    if data is None or grad is None or data.ndim != 1 or grad.shape != data.shape or grad.dtype != data.dtype:
+        return None
+    offset = 0
+    for p in ordered:
+        for view, base in ((p.data, data), (p.grad, grad)):
+            if (view.base is not base or view.dtype != base.dtype or not view.flags.c_contiguous
+                    or _address(view) != _address(base) + offset * base.itemsize):
+                return None
+        offset += p.data.size
+    return (data, grad) if offset == data.size else None
+
+
+def _address(a: np.ndarray) -> int:
+    return a.__array_interface__["data"][0]

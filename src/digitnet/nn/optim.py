@@ -11,6 +11,10 @@ Two kinds of regularisation, both on weights only (never on biases):
   adds ``(lam / m) W`` to the gradient; pass ``l2 = lam / m``.
 - ``weight_decay``: decoupled decay, ``W <- W (1 - lr * weight_decay)`` before
   the update (what AdamW does).
+
+``state_dict()`` and ``load_state_dict(state)`` save and restore what an
+optimiser has learned (its step count, learning rate and running averages),
+as PyTorch's do, so a run resumes exactly where it stopped.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import math
 import numpy as np
 
 from digitnet.errors import ConfigError
+from digitnet.nn import rules
 from digitnet.nn.module import flatten_parameters
 
 
@@ -29,7 +34,10 @@ class Optimizer:
     Parameters
     ----------
     params : list of Parameter
-        Rebound to views of one flat buffer (the optimiser owns their memory layout).
+        Rebound to views of one flat buffer (the optimiser owns their memory
+        layout). A second optimiser on the same parameters shares the first
+        one's buffer; one on another set or order of them moves them into its
+        own, and the first one then refuses to step.
     lr : float > 0
     l2 : float >= 0, default 0
         Coefficient of ``W`` added to each weight's gradient (``lam / m``).
@@ -37,10 +45,13 @@ class Optimizer:
         Decoupled decay rate.
     """
 
+    BUFFERS: tuple[str, ...] = ()                   # attributes holding running averages (None when unused)
+    HYPER: tuple[str, ...] = ()                     # the subclass's own hyperparameters, for state_dict
+
     def __init__(self, params, lr: float, l2: float = 0.0, weight_decay: float = 0.0):
-        _check(lr > 0, f"the learning rate must be > 0, got {lr}")
-        _check(l2 >= 0, f"the L2 coefficient must be >= 0, got {l2}")
-        _check(weight_decay >= 0, f"weight decay must be >= 0, got {weight_decay}")
+        rules.positive(lr, "the learning rate")
+        rules.non_negative(l2, "the L2 coefficient")
+        rules.non_negative(weight_decay, "weight decay")
         self.params = list(params)
         self.data, self.grad, self.n_decay = flatten_parameters(self.params)
         self.lr, self.l2, self.weight_decay = lr, l2, weight_decay
@@ -53,6 +64,12 @@ class Optimizer:
 
     def step(self) -> None:
         """Update every parameter from its ``grad``."""
+        for p in self.params:
+            if p.data.base is not self.data:
+                raise ConfigError(
+                    f"this {type(self).__name__}'s parameters were moved into another optimiser's buffer (one "
+                    "built later on another set or order of them), so a step here would change nothing the "
+                    "network uses: build one optimiser per set of parameters, or build this one again")
         self.t += 1
         nd = self.n_decay
         if self.l2:
@@ -81,7 +98,68 @@ class Optimizer:
 
     def state_buffers(self) -> list[np.ndarray]:
         """The optimiser's running averages (empty for plain SGD)."""
-        return []
+        return list(self.named_buffers().values())
+
+    def named_buffers(self) -> dict[str, np.ndarray]:
+        """The running averages by name, e.g. ``{"m": ..., "v": ...}``, each shaped like the flat buffer."""
+        return {name: getattr(self, name) for name in self.BUFFERS if getattr(self, name) is not None}
+
+    # -- state -------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Everything needed to continue from here, as copies.
+
+        Returns
+        -------
+        dict
+            ``type`` (the class name), ``t`` (steps taken), ``hyper`` (``lr``,
+            ``l2``, ``weight_decay`` and the class's own, as plain numbers and
+            lists) and ``buffers`` (name -> copy of each running average,
+            shape ``(total,)``). Every value is an ndarray or plain Python
+            that JSON can hold.
+        """
+        hyper = {name: _plain(getattr(self, name)) for name in ("lr", "l2", "weight_decay") + self.HYPER}
+        return {"type": type(self).__name__, "t": self.t, "hyper": hyper,
+                "buffers": {name: buffer.copy() for name, buffer in self.named_buffers().items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from :meth:`state_dict`'s output: copy the running averages in, restore ``t`` and ``lr``.
+
+        The other hyperparameters stay those this optimiser was built with.
+        All or nothing: the type and every buffer's presence, shape and dtype
+        are checked before the first value is copied; a mismatch raises
+        :class:`~digitnet.errors.ConfigError` naming it.
+        """
+        name = type(self).__name__
+        if not isinstance(state, dict) or not {"type", "t", "hyper", "buffers"} <= set(state):
+            raise ConfigError(f"an optimiser state is a dict with 'type', 't', 'hyper' and 'buffers' "
+                              f"(what state_dict() returns), not {_describe(state)}")
+        if state["type"] != name:
+            raise ConfigError(f"the optimiser state is of {state['type']!r}, not {name!r}: "
+                              f"load it into the optimiser it was saved from")
+        own, given = self.named_buffers(), state["buffers"]
+        if not isinstance(given, dict) or set(given) != set(own):
+            saved = sorted(given) if isinstance(given, dict) else _describe(given)
+            raise ConfigError(f"the {name} state holds the buffers {saved}, this {name} has {sorted(own)}: "
+                              "build it with the same settings (momentum on or off) as the saved one")
+        for key, buffer in own.items():
+            value = given[key]
+            if not isinstance(value, np.ndarray):
+                raise ConfigError(f"buffer {key!r} of the {name} state is {_describe(value)}, not an array")
+            if value.shape != buffer.shape:
+                raise ConfigError(f"buffer {key!r} has shape {value.shape}, this {name}'s parameters need "
+                                  f"{buffer.shape}: the state is of another network")
+            if value.dtype != buffer.dtype:
+                raise ConfigError(f"buffer {key!r} holds {value.dtype}, this {name}'s parameters are "
+                                  f"{buffer.dtype}: build the network with dtype {value.dtype}")
+        t, hyper = state["t"], state["hyper"]
+        if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or t < 0:
+            raise ConfigError(f"the {name} state's step count 't' must be a whole number >= 0, not {t!r}")
+        lr = hyper.get("lr") if isinstance(hyper, dict) else None
+        if isinstance(lr, bool) or not isinstance(lr, (int, float, np.floating)) or not lr > 0:
+            raise ConfigError(f"the {name} state's 'hyper' must hold a learning rate 'lr' > 0, not {lr!r}")
+        for key, buffer in own.items():
+            buffer[...] = given[key]
+        self.t, self.lr = int(t), float(lr)
 
     def update(self, p: np.ndarray, g: np.ndarray) -> None:
         raise NotImplementedError
@@ -98,15 +176,14 @@ class SGD(Optimizer):
     this with one batch holding the whole training set.
     """
 
+    BUFFERS, HYPER = ("velocity",), ("momentum", "nesterov")
+
     def __init__(self, params, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False, **kw):
         super().__init__(params, lr, **kw)
-        _check(0 <= momentum < 1, f"momentum must be in [0, 1), got {momentum}")
+        rules.fraction(momentum, "momentum")
         _check(not nesterov or momentum > 0, "Nesterov momentum needs momentum > 0")
         self.momentum, self.nesterov = momentum, nesterov
         self.velocity = np.zeros_like(self.data) if momentum else None
-
-    def state_buffers(self):
-        return [self.velocity] if self.momentum else []
 
     def update(self, p, g):
         t = self._tmp
@@ -134,16 +211,16 @@ class Adam(Optimizer):
     ``m / (1 - b1)`` and ``v / (1 - b2)`` (see ``update``).
     """
 
+    BUFFERS, HYPER = ("m", "v"), ("betas", "eps")
+
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, **kw):
         super().__init__(params, lr, **kw)
-        _check(all(0 <= b < 1 for b in betas), f"betas must be in [0, 1), got {betas}")
-        _check(eps > 0, f"eps must be > 0, got {eps}")
+        for b in betas:
+            rules.fraction(b, f"betas {tuple(betas)}: each beta")
+        rules.positive(eps, "eps")
         self.betas, self.eps = tuple(betas), eps
         self.m = np.zeros_like(self.data)
         self.v = np.zeros_like(self.data)
-
-    def state_buffers(self):
-        return [self.m, self.v]
 
     def update(self, p, g):
         b1, b2 = self.betas
@@ -179,18 +256,17 @@ class RMSProp(Optimizer):
     (with momentum ``mu``: ``b <- mu b + g / (sqrt(s) + eps)``, ``p <- p - lr b``).
     """
 
+    BUFFERS, HYPER = ("square_avg", "buffer"), ("alpha", "eps", "momentum")
+
     def __init__(self, params, lr: float = 1e-3, alpha: float = 0.99, eps: float = 1e-8,
                  momentum: float = 0.0, **kw):
         super().__init__(params, lr, **kw)
-        _check(0 <= alpha < 1, f"alpha must be in [0, 1), got {alpha}")
-        _check(eps > 0, f"eps must be > 0, got {eps}")
-        _check(0 <= momentum < 1, f"momentum must be in [0, 1), got {momentum}")
+        rules.fraction(alpha, "alpha")
+        rules.positive(eps, "eps")
+        rules.fraction(momentum, "momentum")
         self.alpha, self.eps, self.momentum = alpha, eps, momentum
         self.square_avg = np.zeros_like(self.data)
         self.buffer = np.zeros_like(self.data) if momentum else None
-
-    def state_buffers(self):
-        return [self.square_avg] + ([self.buffer] if self.momentum else [])
 
     def update(self, p, g):
         s, t = self.square_avg, self._tmp
@@ -216,3 +292,16 @@ OPTIMIZERS = {"sgd": SGD, "gd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RM
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)
+
+
+def _plain(value):
+    """A hyperparameter as plain Python: bools stay bools, tuples become lists of floats."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    return float(value)
+
+
+def _describe(value) -> str:
+    return f"a {type(value).__name__}"

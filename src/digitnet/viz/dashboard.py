@@ -20,7 +20,6 @@ numbers the panels show, for callers and tests.
 
 from __future__ import annotations
 
-import copy
 from collections import deque
 
 import numpy as np
@@ -38,24 +37,14 @@ HISTORY = 50
 
 
 def layer_activity(model, x: np.ndarray) -> list[np.ndarray]:
-    """Run ``x`` ``(1, inputs)`` through ``model`` in evaluation mode without touching its caches.
+    """Run ``x`` ``(1, inputs)`` through ``model`` by ``predict``: no mode change, no cache touched.
 
     Returns ``[input, hidden_1, ..., hidden_H, logits]``, each ``(units,)``:
     the input, each hidden activation layer's output and the output logits.
     """
-    out = [x[0]]
-    h = x
-    layers = model.layers
-    for layer in layers:
-        if isinstance(layer, nn.Linear):
-            h = h @ layer.weight.data + layer.bias.data
-        elif isinstance(layer, nn.Dropout):
-            continue
-        else:
-            h = copy.copy(layer).forward(h)          # a copy: the training step's cache stays intact
-            out.append(h[0])
-    out.append(h[0])
-    return out
+    outputs = model.predict(x, return_all=True)
+    hidden = [h[0] for layer, h in zip(model.layers, outputs) if not isinstance(layer, (nn.Linear, nn.Dropout))]
+    return [x[0], *hidden, outputs[-1][0]]
 
 
 class Dashboard:
@@ -77,7 +66,7 @@ class Dashboard:
         self.clf, self.images, self.labels = classifier, np.asarray(images), np.asarray(labels, dtype=np.int64)
         self.names = list(classifier.class_names)
         self.k = len(self.names)
-        self.linears = [layer for layer in classifier.model.layers if isinstance(layer, nn.Linear)]
+        self.linears = nn.linear_layers(classifier.model)
         self.title = title
         self.confusion = np.zeros((self.k, self.k), dtype=np.int64)
         self.recent = deque(maxlen=HISTORY)

@@ -1,7 +1,8 @@
 """How the network decided: each layer's activity and the strongest paths to the winning output.
 
-:func:`trace` runs one image through the network layer by layer, keeping
-what the web page draws: the activation of every hidden unit and, walking
+:func:`trace` runs one image through the network layer by layer (by
+``predict``, so a network in training is left as it was), keeping what the
+web page draws: the activation of every hidden unit and, walking
 back from the winning output, the connections that pushed it up most.
 A connection from unit ``i`` of one layer to unit ``j`` of the next adds
 ``a_i * W[i, j]`` to ``j``'s input, so those products are what is ranked.
@@ -12,14 +13,10 @@ from __future__ import annotations
 import numpy as np
 
 from digitnet import nn
+from digitnet.nn import linear_layers
 
 # How many incoming connections to follow from each unit on a path, output first.
 FAN_IN = (6, 3, 3, 3, 3)
-
-
-def linear_layers(model: nn.Sequential) -> list[nn.Linear]:
-    """The network's Linear layers, input side first."""
-    return [layer for layer in model.layers if isinstance(layer, nn.Linear)]
 
 
 def trace(model: nn.Sequential, x: np.ndarray) -> dict:
@@ -39,14 +36,10 @@ def trace(model: nn.Sequential, x: np.ndarray) -> dict:
     ``{"from": [layer, unit], "to": [layer, unit], "weight": a_i * W[i, j]}``
     with layer 0 the input pixels, 1..H the hidden layers and H+1 the output.
     """
-    model.eval()
+    outputs = model.predict(x, return_all=True)
     values = [x[0].astype(np.float32)]            # the input, then each hidden layer's activations
-    h = x
-    for layer in model.layers:
-        h = layer.forward(h)
-        if not isinstance(layer, (nn.Linear, nn.Dropout)):
-            values.append(h[0].copy())
-    logits = h[0]
+    values += [h[0] for layer, h in zip(model.layers, outputs) if not isinstance(layer, (nn.Linear, nn.Dropout))]
+    logits = outputs[-1][0]
     probabilities = nn.softmax(logits[None, :])[0]
     digit = int(np.argmax(probabilities))
     linears = linear_layers(model)

@@ -410,3 +410,51 @@ def test_files_that_are_not_torch_files_get_a_clear_error(torch, tmp_path):
         read_torch_file(tmp_path / "model.npz")
     done = cli("import-torch", "missing.pth", "--out", "m.npz", cwd=tmp_path)
     assert done.returncode == 2 and done.stderr.startswith("error: ") and "Traceback" not in done.stderr
+
+
+# -- the torch.nn.Sequential code export prints ------------------------------------------------------
+
+@pytest.mark.parametrize("sizes, activation, dropout, dtype", [
+    ([784, 64, 32, 10], "relu", 0.0, np.float32),
+    ([784, 50, 10], "leaky_relu", 0.3, np.float64),
+    ([784, 17, 9, 13, 10], "sigmoid", 0.0, np.float64),
+    ([784, 40, 10], "tanh", 0.15, np.float32),
+], ids=["relu-float32", "leaky_relu-dropout-float64", "sigmoid-float64", "tanh-dropout-float32"])
+def test_the_generated_torch_code_loads_the_exported_weights_and_gives_the_same_logits(
+        torch, mnist, tmp_path, sizes, activation, dropout, dtype):
+    """torch_sequential_code, run by real PyTorch, builds the network export_pth's state_dict loads into
+    (strictly: the same names and shapes) and that network gives digitnet's logits on real MNIST."""
+    from digitnet import nn
+    from digitnet.data.loader import Normalizer
+    from digitnet.interop import export, torch_sequential_code
+    from digitnet.modelfile import Classifier, architecture_of
+
+    model = nn.mlp(sizes, activation, dropout=dropout, rng=7, dtype=dtype).eval()
+    clf = Classifier(model, Normalizer("scale"), list("0123456789"), architecture_of(model), {"dataset": "mnist"})
+    code = torch_sequential_code(clf)
+    net = eval(code, {"torch": torch})
+    assert isinstance(net, torch.nn.Sequential) and len(net) == len(model.layers)
+    torch_dtype = torch.float64 if dtype == np.float64 else torch.float32
+    for ours, theirs in zip(model.layers, net):
+        if isinstance(ours, nn.Linear):
+            assert isinstance(theirs, torch.nn.Linear) and theirs.weight.dtype == torch_dtype
+            assert (theirs.in_features, theirs.out_features) == (ours.in_features, ours.out_features)
+        elif isinstance(ours, nn.Dropout):
+            assert isinstance(theirs, torch.nn.Dropout) and theirs.p == pytest.approx(ours.p)
+        elif isinstance(ours, nn.LeakyReLU):
+            assert isinstance(theirs, torch.nn.LeakyReLU) and theirs.negative_slope == ours.slope
+        else:
+            assert type(theirs).__name__ == type(ours).__name__
+    export(clf, tmp_path / "model.pth")
+    net.load_state_dict(torch.load(tmp_path / "model.pth", weights_only=True)["model_state_dict"], strict=True)
+    export(clf, tmp_path / "bare.pth", state_dict_only=True)
+    bare = eval(code, {"torch": torch})
+    bare.load_state_dict(torch.load(tmp_path / "bare.pth", weights_only=True), strict=True)
+    x = mnist.x_test[:1000]
+    ours = clf.logits(x)
+    with torch.no_grad():
+        for loaded in (net.eval(), bare.eval()):
+            theirs = loaded(torch.from_numpy(clf.prepare(x))).numpy()
+            assert theirs.dtype == dtype
+            assert np.abs(theirs - ours).max() <= (1e-12 if dtype == np.float64 else 1e-5)
+            assert np.array_equal(theirs.argmax(1), ours.argmax(1))

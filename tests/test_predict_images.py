@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -19,6 +20,8 @@ from PIL import Image, ImageDraw
 
 from digit_images import digit_set, font_paths, trained_model
 from digitnet import modelfile, preprocess
+from digitnet.data.formats import write_submission
+from digitnet.errors import DataError
 
 
 def digitnet(*args, cwd=None, timeout=300):
@@ -236,3 +239,67 @@ def test_the_kaggle_round_trip(mnist, tmp_path):
     assert broken.returncode == 2 and broken.stderr.count("\n") == 1 and "columns" in broken.stderr
     assert (tmp_path / "submission.csv").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_predict_csv_and_write_submission_give_the_models_digits_row_by_row(clf, mnist, tmp_path):
+    """The library half of the Kaggle round trip: the first 500 real MNIST test images as a CSV, predicted
+    by Classifier.predict_csv and written by write_submission, read back line by line and compared with
+    Classifier.predict on the arrays; the counts and the accuracy of a labelled CSV are counted here."""
+    x, y = mnist.x_test[:500], mnist.y_test[:500]
+    write_csv(tmp_path / "test.csv", x)
+    found = clf.predict_csv(tmp_path / "test.csv")
+    expected = clf.predict(x).tolist()
+    assert found["digits"].tolist() == expected and found["accuracy"] is None
+    tally = Counter(expected)
+    assert found["counts"].tolist() == [tally[k] for k in range(10)]
+    assert write_submission(tmp_path / "submission.csv", found["digits"]) == tmp_path / "submission.csv"
+    raw = (tmp_path / "submission.csv").read_bytes()
+    assert raw.startswith(b"ImageId,Label\n") and raw.endswith(b"\n") and b"\r" not in raw
+    rows = raw.decode("ascii").splitlines()[1:]
+    assert len(rows) == 500
+    for i, row in enumerate(rows):
+        assert row == f"{i + 1},{expected[i]}", (i, row)
+    # A labelled CSV also gives the accuracy, counted here image by image.
+    write_csv(tmp_path / "labelled.csv", x, y)
+    labelled = clf.predict_csv(tmp_path / "labelled.csv")
+    assert labelled["digits"].tolist() == expected
+    assert labelled["accuracy"] == sum(d == t for d, t in zip(expected, y.tolist())) / 500 > 0.9
+    # What cannot be a submission is refused, and the file already there is left as it was.
+    before = (tmp_path / "submission.csv").read_bytes()
+    for bad in (found["digits"].reshape(-1, 1), found["digits"] + 0.5):
+        with pytest.raises(DataError, match="one whole-number label per image"):
+            write_submission(tmp_path / "submission.csv", bad)
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(DataError, match=r"cannot write the submission .*a-file/s\.csv"):
+        write_submission(tmp_path / "a-file" / "s.csv", found["digits"])
+    assert (tmp_path / "submission.csv").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_from_mnist_thumbnail_and_save_preview(mnist, tmp_path):
+    """A test-set digit wrapped as it is, its ink's box found; the text view's input side is the digit
+    itself; previews are named after the input, numbered when a name repeats, and show the 28 x 28."""
+    digit = mnist.x_test[3]
+    prepared = preprocess.from_mnist(digit)
+    ink = np.argwhere(digit.reshape(28, 28) > 0)
+    assert prepared.bbox == (ink[:, 0].min(), ink[:, 1].min(), ink[:, 0].max() + 1, ink[:, 1].max() + 1)
+    assert all(type(v) is int for v in prepared.bbox)
+    assert np.array_equal(prepared.pixels, digit.reshape(28, 28)) and prepared.grey.dtype == np.float32
+    assert prepared.inverted is False
+    assert preprocess.from_mnist(np.zeros(784, np.uint8)).bbox == (0, 0, 28, 28)
+    assert np.array_equal(preprocess.thumbnail(prepared), digit.reshape(28, 28))
+    wide = preprocess.Prepared(prepared.pixels, np.full((50, 200), 255, np.float32), False, (0, 0, 50, 200))
+    thumb = preprocess.thumbnail(wide)                                         # 200 x 50 -> 28 x 7, centred
+    assert (thumb[:10] == -1).all() and (thumb[10:17] == 255).all() and (thumb[17:] == -1).all()
+
+    folder = preprocess.preview_folder(tmp_path / "a" / "b")
+    assert folder.is_dir()
+    first = preprocess.save_preview(prepared, folder, "test[3]")
+    again = preprocess.save_preview(prepared, folder, "elsewhere/test[3].png")
+    assert (first.name, again.name) == ("test-3.preview.png", "test-3-2.preview.png")
+    for path in (first, again):
+        im = np.asarray(Image.open(path).convert("L"))
+        assert im.shape == (280, 280 + 10 + 280) and np.array_equal(im[5::10, -280:][:, 5::10], prepared.pixels)
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(DataError, match="cannot create the preview folder"):
+        preprocess.preview_folder(tmp_path / "a-file" / "previews")

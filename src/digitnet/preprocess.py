@@ -25,7 +25,9 @@ Given an MNIST digit, the steps give it back within a grey level
 on average: they are MNIST's own.
 
 :func:`prepare` runs all three; it is what ``digitnet predict IMAGE`` and
-the web page use. Everything is NumPy plus Pillow.
+the web page use. :func:`from_mnist` takes a digit already in MNIST's form
+as it is; :func:`save_preview` saves the input beside what the network saw.
+Everything is NumPy plus Pillow.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, UnidentifiedImageError
 
+from digitnet.data.formats import atomic_path
 from digitnet.errors import DataError
 
 FRAME = 28           # MNIST's image side
@@ -338,3 +341,96 @@ def side_by_side(prepared: Prepared, height: int = 280) -> Image.Image:
     canvas.paste(left, (0, 0))
     canvas.paste(seen, (left.width + gap, 0))
     return canvas
+
+
+def thumbnail(prepared: Prepared, side: int = FRAME) -> np.ndarray:
+    """The input as it looked, shrunk to fit a ``side`` x ``side`` frame and centred in it.
+
+    Parameters
+    ----------
+    prepared : Prepared
+    side : int, default 28
+
+    Returns
+    -------
+    ndarray of int, shape (side, side)
+        Grey levels 0-255 (box-filtered, aspect ratio kept), and -1 where the frame is outside the input.
+    """
+    grey = Image.fromarray(np.clip(prepared.grey, 0, 255).astype(np.uint8), "L")
+    k = side / max(grey.size)
+    grey = grey.resize((max(1, round(grey.width * k)), max(1, round(grey.height * k))), Image.Resampling.BOX)
+    out = np.full((side, side), -1, int)
+    y, x = (side - grey.height) // 2, (side - grey.width) // 2
+    out[y:y + grey.height, x:x + grey.width] = np.asarray(grey)
+    return out
+
+
+def from_mnist(pixels) -> Prepared:
+    """An image already in MNIST's form (a test-set digit, say) as a :class:`Prepared`, unchanged.
+
+    Parameters
+    ----------
+    pixels : array_like of uint8, shape (784,) or (28, 28)
+        Light ink on black, 0-255.
+
+    Returns
+    -------
+    Prepared
+        ``pixels`` and ``grey`` are the image itself, ``(28, 28)`` (uint8 and float32); ``inverted``
+        is False; ``bbox`` is the ink's box, or the whole frame ``(0, 0, 28, 28)`` when there is no ink.
+    """
+    pixels = np.asarray(pixels).reshape(FRAME, FRAME)
+    rows, cols = np.flatnonzero(pixels.any(axis=1)), np.flatnonzero(pixels.any(axis=0))
+    bbox = ((int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1) if pixels.any()
+            else (0, 0, FRAME, FRAME))
+    return Prepared(pixels, pixels.astype(np.float32), False, bbox)
+
+
+def preview_folder(folder) -> Path:
+    """Create ``folder`` (and its parents) for :func:`save_preview`, if need be; return it as a Path.
+
+    Raises :class:`~digitnet.errors.DataError` if it cannot be created.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"cannot create the preview folder {folder}: {exc.strerror or exc}") from None
+    return folder
+
+
+def save_preview(prepared: Prepared, folder, name: str) -> Path:
+    """Save :func:`side_by_side` of ``prepared`` as ``folder/<stem of name>.preview.png`` (atomically).
+
+    ``test[7]`` becomes ``test-7.preview.png``. A file of that name already there is kept: the
+    new one is numbered, ``<stem>-2.preview.png``, ``-3`` ... (up to 999, then the last is replaced).
+
+    Parameters
+    ----------
+    prepared : Prepared
+    folder : str or Path
+        An existing folder (see :func:`preview_folder`).
+    name : str
+        The input's name, e.g. its file path.
+
+    Returns
+    -------
+    Path
+        The file written.
+
+    Raises
+    ------
+    DataError
+        If the file cannot be written.
+    """
+    folder = Path(folder)
+    stem = Path(name).stem.replace("[", "-").replace("]", "") or "image"
+    path, k = folder / f"{stem}.preview.png", 2
+    while path.exists() and k < 1000:               # two inputs of the same name: number the later ones
+        path, k = folder / f"{stem}-{k}.preview.png", k + 1
+    try:
+        with atomic_path(path) as tmp:
+            side_by_side(prepared).save(tmp, format="PNG")
+    except OSError as exc:
+        raise DataError(f"cannot write the preview {path}: {exc.strerror or exc}") from None
+    return path

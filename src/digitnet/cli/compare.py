@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import numpy as np
-
-from digitnet import metrics
+from digitnet import metrics, modelfile
 from digitnet.cli.common import add_data_args, load_data, percent, print_json
-from digitnet.errors import DataError
 from digitnet.interop import load_any
 from digitnet.nn import ACTIVATIONS
 
@@ -27,22 +24,14 @@ def register(subparsers, help_line: str) -> None:
 
 def run(args) -> int:
     a, b = (load_any(path, activation=args.activation) for path in (args.model_a, args.model_b))
-    if a.architecture["sizes"][0] != b.architecture["sizes"][0] or len(a.class_names) != len(b.class_names):
-        raise DataError(f"the models do not read the same kind of input: {a.architecture['sizes']} and "
-                        f"{b.architecture['sizes']}")
+    modelfile.check_same_input(a, b)
     name = args.dataset or a.meta.get("dataset") or b.meta.get("dataset") or "mnist"
-    ds = load_data(args, name)
-    if ds.x_test.shape[1] != a.architecture["sizes"][0] or len(ds.class_names) != len(a.class_names):
-        raise DataError(f"the models take {a.architecture['sizes'][0]} pixels into {len(a.class_names)} classes; "
-                        f"{name} has {ds.x_test.shape[1]} pixels and {len(ds.class_names)} classes")
-    y = ds.y_test.astype(np.int64)
+    ds = modelfile.check_dataset(load_data(args, name), a, b)
+    y = ds.y_test
     pa, pb = a.predict(ds.x_test), b.predict(ds.x_test)
-    acc_a, acc_b = metrics.accuracy(y, pa), metrics.accuracy(y, pb)
-    differ = np.flatnonzero(pa != pb)
-    only_a = int(np.sum((pa == y) & (pb != y)))
-    only_b = int(np.sum((pb == y) & (pa != y)))
-    both_wrong = int(np.sum((pa != y) & (pb != y) & (pa != pb)))
-    by_class = np.bincount(y[differ], minlength=len(ds.class_names))
+    stats = metrics.agreement(y, pa, pb, len(ds.class_names))
+    acc_a, acc_b, differ = stats["accuracy_a"], stats["accuracy_b"], stats["disagreements"]
+    by_class = stats["disagreements_by_class"]
     classes = ds.class_names
 
     width = max(len(str(args.model_a)), len(str(args.model_b)))
@@ -51,8 +40,9 @@ def run(args) -> int:
         print(f"{label}: {str(path):<{width}}  {'-'.join(map(str, arch['sizes']))} {arch['activation']}  "
               f"test accuracy {percent(acc)}")
     print(f"data: {ds.name} test set, {len(y):,} images")
-    print(f"agreement: {percent(1 - len(differ) / max(1, len(y)))}  ({len(differ):,} images read differently)")
-    print(f"  only A right: {only_a}   only B right: {only_b}   both wrong, differently: {both_wrong}")
+    print(f"agreement: {percent(stats['agreement'])}  ({len(differ):,} images read differently)")
+    print(f"  only A right: {stats['only_a_right']}   only B right: {stats['only_b_right']}   "
+          f"both wrong, differently: {stats['both_wrong_differently']}")
     if len(differ):
         print("disagreements by true class: " + "  ".join(f"{classes[c]}: {n}" for c, n in enumerate(by_class) if n))
         shown = differ[:max(0, args.show)]
@@ -63,8 +53,9 @@ def run(args) -> int:
             for i in shown:
                 print(f"  {i:>6}  {classes[y[i]]:<{width}}  {classes[pa[i]]:<{width}}  {classes[pb[i]]}")
     if args.json:
-        print_json({"dataset": ds.name, "n": int(len(y)), "accuracy_a": acc_a, "accuracy_b": acc_b,
-                    "agreement": 1 - len(differ) / max(1, len(y)), "disagreements": differ.tolist(),
-                    "only_a_right": only_a, "only_b_right": only_b, "both_wrong_differently": both_wrong,
+        print_json({"dataset": ds.name, "n": stats["n"], "accuracy_a": acc_a, "accuracy_b": acc_b,
+                    "agreement": stats["agreement"], "disagreements": differ.tolist(),
+                    "only_a_right": stats["only_a_right"], "only_b_right": stats["only_b_right"],
+                    "both_wrong_differently": stats["both_wrong_differently"],
                     "disagreements_by_class": {classes[c]: int(n) for c, n in enumerate(by_class)}})
     return 0

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
-
 from digitnet import metrics, modelfile
 from digitnet.cli.common import add_data_args, load_model_data, percent, print_json
-from digitnet.errors import DataError
 
 
 def register(subparsers, help_line: str) -> None:
@@ -22,27 +19,20 @@ def register(subparsers, help_line: str) -> None:
 
 def run(args) -> int:
     clf = modelfile.load(args.model)
-    ds = load_model_data(args, clf)
-    name = ds.name
-    if ds.x_train.shape[1] != clf.architecture["sizes"][0] or len(ds.class_names) != clf.architecture["sizes"][-1]:
-        raise DataError(f"the model takes {clf.architecture['sizes'][0]} pixels into {clf.architecture['sizes'][-1]} "
-                        f"classes; {name} has {ds.x_train.shape[1]} pixels and {len(ds.class_names)} classes")
+    ds = modelfile.check_dataset(load_model_data(args, clf), clf)
     started = time.perf_counter()
     proba = clf.predict_proba(ds.x_test)
     seconds = time.perf_counter() - started
-    y = ds.y_test.astype(np.int64)
-    pred = proba.argmax(axis=1)
-    cm = metrics.confusion_matrix(y, pred, len(clf.class_names))
-    per_class = metrics.per_class_scores(cm, clf.class_names)
-    acc = metrics.accuracy(y, pred)
-    top2 = metrics.top_k_accuracy(y, proba, 2)
+    scores = metrics.scores(ds.y_test, proba, clf.class_names)
+    n, acc, top2 = scores["n"], scores["accuracy"], scores["top2_accuracy"]
+    cm, per_class = scores["confusion_matrix"], scores["per_class"]
 
     print(f"model: {clf.meta.get('path')}  ({'-'.join(map(str, clf.architecture['sizes']))} "
           f"{clf.architecture['activation']})")
-    print(f"data: {ds.name} test set, {len(y):,} images, from {ds.source}"
+    print(f"data: {ds.name} test set, {n:,} images, from {ds.source}"
           + (" (held out from the training data)" if ds.test_held_out else ""))
     print(f"test accuracy: {percent(acc)}   top-2 accuracy: {percent(top2)}   "
-          f"inference: {seconds:.3f} s ({len(y) / max(seconds, 1e-9):,.0f} images/s)")
+          f"inference: {seconds:.3f} s ({n / max(seconds, 1e-9):,.0f} images/s)")
     print()
     width = max(5, *(len(c["name"]) for c in per_class))
     print(f"{'class':<{width}}  precision  recall     f1  support")
@@ -55,7 +45,7 @@ def run(args) -> int:
     for i, row in enumerate(cm):
         print(f"{i:>3} " + "".join(f"{v:>{cell}}" for v in row))
     if args.json:
-        print_json({"test_accuracy": acc, "n": int(len(y)), "confusion_matrix": cm.tolist(),
+        print_json({"test_accuracy": acc, "n": n, "confusion_matrix": cm.tolist(),
                     "per_class": per_class, "seconds": seconds, "top2_accuracy": top2,
                     "dataset": ds.name, "model": clf.meta.get("path")})
     return 0

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from digitnet import nn
 from digitnet.cli.common import print_json
 from digitnet.errors import DigitnetError
-from digitnet.interop import FORMATS, export, load_any
+from digitnet.interop import FORMATS, export, load_any, torch_sequential_code
 from digitnet.interop.export import SUFFIXES
 
 
@@ -51,18 +50,3 @@ def run(args) -> int:
                     "dtype": str(clf.dtype)})
     return 0
 
-
-def torch_sequential_code(clf) -> str:
-    """The Python expression that builds the equivalent ``torch.nn.Sequential`` (same layer indices)."""
-    dtype = ", dtype=torch.float64" if str(clf.dtype) == "float64" else ""
-    parts = []
-    for layer in clf.model.layers:
-        if isinstance(layer, nn.Linear):
-            parts.append(f"torch.nn.Linear({layer.in_features}, {layer.out_features}{dtype})")
-        elif isinstance(layer, nn.Dropout):
-            parts.append(f"torch.nn.Dropout({layer.p:g})")
-        elif isinstance(layer, nn.LeakyReLU):
-            parts.append(f"torch.nn.LeakyReLU({layer.slope:g})")
-        else:
-            parts.append(f"torch.nn.{type(layer).__name__}()")
-    return "torch.nn.Sequential(" + ", ".join(parts) + ")"

@@ -7,11 +7,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from digitnet import modelfile, preprocess
 from digitnet.cli.common import add_data_args, load_model_data, print_json
-from digitnet.data.formats import atomic_path, read_csv
+from digitnet.data.formats import write_submission
 from digitnet.errors import DigitnetError
 
 SHADES = " .:-=+*#%@"  # darkest to lightest, two characters a pixel in --show
@@ -50,12 +49,7 @@ def run(args) -> int:
     if not (args.images or args.index or args.csv):
         raise DigitnetError("nothing to predict: give image files, --index I..., or --csv test.csv")
     clf = modelfile.load(args.model)
-    preview_dir = Path(args.save_preview) if args.save_preview else None
-    if preview_dir is not None:
-        try:
-            preview_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise DigitnetError(f"cannot create the preview folder {preview_dir}: {exc.strerror or exc}") from None
+    preview_dir = preprocess.preview_folder(args.save_preview) if args.save_preview else None
     output: dict = {"predictions": []}
     failed = []
     if args.index:
@@ -85,10 +79,7 @@ def _predict_indices(clf, args, preview_dir) -> list[dict]:
         raise DigitnetError(f"index {bad[0]} is outside the test set (0 to {n - 1})")
     out = []
     for i in args.index:
-        pixels = ds.x_test[i].reshape(28, 28)
-        rows = np.flatnonzero(pixels.any(axis=1)), np.flatnonzero(pixels.any(axis=0))
-        bbox = (rows[0][0], rows[1][0], rows[0][-1] + 1, rows[1][-1] + 1) if pixels.any() else (0, 0, 28, 28)
-        prepared = preprocess.Prepared(pixels, pixels.astype(np.float32), False, bbox)
+        prepared = preprocess.from_mnist(ds.x_test[i])
         entry = _report(clf, f"test[{i}]", prepared, args, preview_dir, label=int(ds.y_test[i]))
         out.append({**entry, "index": i, "label": int(ds.y_test[i])})
     return out
@@ -105,31 +96,13 @@ def _report(clf, name: str, prepared, args, preview_dir, label: int | None = Non
     print("  " + "  ".join(f"{k}:{v:.3f}" for k, v in enumerate(p)))
     entry = {"input": name, "digit": digit, "probabilities": [float(v) for v in p]}
     if preview_dir is not None:
-        entry["preview"] = str(_save_preview(prepared, preview_dir, name))
+        entry["preview"] = str(preprocess.save_preview(prepared, preview_dir, name))
     return entry
-
-
-def _save_preview(prepared, folder: Path, name: str) -> Path:
-    stem = Path(name).stem.replace("[", "-").replace("]", "") or "image"
-    path, k = folder / f"{stem}.preview.png", 2
-    while path.exists() and k < 1000:               # two inputs of the same name: number the later ones
-        path, k = folder / f"{stem}-{k}.preview.png", k + 1
-    try:
-        with atomic_path(path) as tmp:
-            preprocess.side_by_side(prepared).save(tmp, format="PNG")
-    except OSError as exc:
-        raise DigitnetError(f"cannot write the preview {path}: {exc.strerror or exc}") from None
-    return path
 
 
 def _text_art(prepared) -> list[str]:
     """The input (left, as it looked) beside the 28 x 28 the network saw (right), as text lines."""
-    grey = Image.fromarray(np.clip(prepared.grey, 0, 255).astype(np.uint8), "L")
-    k = 28 / max(grey.size)
-    grey = grey.resize((max(1, round(grey.width * k)), max(1, round(grey.height * k))), Image.Resampling.BOX)
-    left = np.full((28, 28), -1, int)                # -1: outside the input
-    y, x = (28 - grey.height) // 2, (28 - grey.width) // 2
-    left[y:y + grey.height, x:x + grey.width] = np.asarray(grey)
+    left = preprocess.thumbnail(prepared)            # -1: outside the input
 
     def row(values):
         return "".join("  " if v < 0 else SHADES[min(len(SHADES) - 1, v * len(SHADES) // 256)] * 2 for v in values)
@@ -139,20 +112,14 @@ def _text_art(prepared) -> list[str]:
 
 
 def _submission(clf, csv_path: Path, out: Path) -> dict:
-    """Predict every row of a digit CSV and write Kaggle's ImageId,Label file atomically."""
-    x, y = read_csv(csv_path)
-    digits = clf.predict(x)
-    lines = ["ImageId,Label"] + [f"{i},{d}" for i, d in enumerate(digits.tolist(), start=1)]
-    try:
-        with atomic_path(out) as tmp:
-            Path(tmp).write_text("\n".join(lines) + "\n", encoding="ascii", newline="\n")
-    except OSError as exc:
-        raise DigitnetError(f"cannot write the submission {out}: {exc.strerror or exc}") from None
-    counts = np.bincount(digits, minlength=len(clf.class_names))
+    """Predict every row of a digit CSV, write Kaggle's ImageId,Label file, print what it holds."""
+    found = clf.predict_csv(csv_path)
+    digits, counts = found["digits"], found["counts"]
+    write_submission(out, digits)
     print(f"{csv_path}: {len(digits)} images -> {out} (ImageId,Label; ids 1 to {len(digits)})")
     print("  digits found: " + "  ".join(f"{clf.class_names[k]}:{c}" for k, c in enumerate(counts)))
     info = {"path": str(out), "rows": int(len(digits)), "counts": counts.tolist()}
-    if y is not None:                              # a labelled CSV (train.csv): say how well it did
-        info["accuracy"] = float((digits == y).mean())
+    if found["accuracy"] is not None:              # a labelled CSV (train.csv): say how well it did
+        info["accuracy"] = found["accuracy"]
         print(f"  the CSV has labels: accuracy {100 * info['accuracy']:.2f}%")
     return info

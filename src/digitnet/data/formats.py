@@ -8,6 +8,7 @@ Three formats, each read into plain NumPy arrays and checked on the way in:
   sizes account for every byte of the file; :func:`write_idx` writes one.
 * **CSV**: one image per row, label first (785 columns) or pixels only (784
   columns, e.g. Kaggle's ``test.csv``), with or without a header row.
+  :func:`write_submission` writes the answer Kaggle takes back: ``ImageId,Label``.
 * **NPZ**: Keras's ``mnist.npz`` layout, ``x_train, y_train, x_test, y_test``;
   loaded with ``allow_pickle=False`` so a file can never run code.
 
@@ -321,6 +322,41 @@ def _csv_problem(message: str, where: str, header: int) -> str:
             why = "is not a whole number" if re.fullmatch(r"-?\d*\.\d*(e-?\d+)?", value) else "is not a number"
         return f"{where}: line {line}, column {col}: {what} {value!r} {why}; pixels must be whole numbers 0-255"
     return f"{where}: not a CSV of pixel rows ({message})"
+
+
+def write_submission(path, digits) -> Path:
+    """Write Kaggle's digit-recognizer submission file (atomically).
+
+    The file is ASCII with ``\\n`` line ends: the header ``ImageId,Label``, then
+    one row ``i,digit`` per image, ``i`` counting from 1 in the order given.
+
+    Parameters
+    ----------
+    path : str or Path
+    digits : array_like of int, shape (n,)
+        The predicted class of each image, in the order of the CSV it was read from.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    DataError
+        If ``digits`` is not one whole number a row, or the file cannot be written.
+    """
+    path, digits = Path(path), np.asarray(digits)
+    if digits.ndim != 1 or not (np.issubdtype(digits.dtype, np.integer) or digits.size == 0):
+        raise DataError(f"cannot write the submission {path}: it takes one whole-number label per image, "
+                        f"not an array of shape {digits.shape} of {digits.dtype}")
+    lines = ["ImageId,Label"] + [f"{i},{d}" for i, d in enumerate(digits.tolist(), start=1)]
+    try:
+        with atomic_path(path) as tmp:
+            tmp.write_text("\n".join(lines) + "\n", encoding="ascii", newline="\n")
+    except OSError as exc:
+        raise DataError(f"cannot write the submission {path}: {exc.strerror or exc}") from None
+    return path
 
 
 # --------------------------------------------------------------------------- NPZ

@@ -113,6 +113,38 @@ def export_onnx(clf: Classifier, path) -> Path:
     return Path(path)
 
 
+def torch_sequential_code(clf: Classifier) -> str:
+    """The Python expression that builds the ``torch.nn.Sequential`` equivalent to ``clf``'s network.
+
+    Its layers have the same indices as digitnet's, so the state_dict of :func:`export_pth`
+    (``0.weight`` ...) loads into it as it is. Needs no PyTorch to write; the expression
+    needs ``import torch`` to run.
+
+    Parameters
+    ----------
+    clf : Classifier
+        A network of Linear layers ``(in, out)``, activations and Dropout.
+
+    Returns
+    -------
+    str
+        e.g. ``"torch.nn.Sequential(torch.nn.Linear(784, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10))"``;
+        float64 networks get ``dtype=torch.float64`` in each Linear.
+    """
+    dtype = ", dtype=torch.float64" if str(clf.dtype) == "float64" else ""
+    parts = []
+    for layer in clf.model.layers:
+        if isinstance(layer, nn.Linear):
+            parts.append(f"torch.nn.Linear({layer.in_features}, {layer.out_features}{dtype})")
+        elif isinstance(layer, nn.Dropout):
+            parts.append(f"torch.nn.Dropout({layer.p:g})")
+        elif isinstance(layer, nn.LeakyReLU):
+            parts.append(f"torch.nn.LeakyReLU({layer.slope:g})")
+        else:
+            parts.append(f"torch.nn.{type(layer).__name__}()")
+    return "torch.nn.Sequential(" + ", ".join(parts) + ")"
+
+
 def require(module: str, package: str, purpose: str):
     """Import an optional dependency, or say how to install it."""
     import importlib

@@ -149,7 +149,7 @@ def test_bad_inputs_are_one_clear_line(run_dir, small_npz, tmp_path, capsys, mon
     assert not (tmp_path / "r").exists() and not list(tmp_path.glob("x.*"))
     assert (a_file.read_text(), sorted(p.name for p in run_dir.iterdir() if p.suffix != ".png")) == (
         "in the way", ["config.json", "history.csv", "history.json", "initial_weights.npz", "metrics.json",
-                       "model.npz"])
+                       "model.npz", "run.json"])
 
 
 def test_the_executable_gives_one_error_line_too(tmp_path):

@@ -50,7 +50,7 @@ class Diagnostics(Callback):
     # -- hooks ---------------------------------------------------------------
     def on_train_begin(self, state):
         layers = state.model.layers
-        self.linears = [layer for layer in layers if isinstance(layer, nn.Linear)]
+        self.linears = nn.linear_layers(state.model)
         self.activations = [layer for layer in layers if isinstance(layer, tuple(nn.ACTIVATIONS.values()))]
         self.initial_weights = {name: p.data.copy() for name, p in state.model.named_parameters()
                                 if name.endswith("weight")}
@@ -67,6 +67,9 @@ class Diagnostics(Callback):
         }
 
     def on_epoch_begin(self, state):
+        self._reset()
+
+    def _reset(self):
         self._norms = np.zeros(len(self.linears))
         self._seen = 0
         self._fired = [None] * len(self.activations)
@@ -82,6 +85,17 @@ class Diagnostics(Callback):
             fired = _fired(act, self.rows)
             self._fired[k] = fired if self._fired[k] is None else self._fired[k] | fired
 
+    def state_dict(self) -> dict:
+        """The initial weights and the epoch's sums so far, so that a resumed run records the same figures."""
+        return {"initial_weights": self.initial_weights, "norms": self._norms.copy(), "seen": self._seen,
+                "fired": [None if f is None else f.copy() for f in self._fired]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.initial_weights = {k: np.asarray(v) for k, v in state["initial_weights"].items()}
+        self._norms = np.asarray(state["norms"], dtype=np.float64).copy()
+        self._seen = int(state["seen"])
+        self._fired = [None if f is None else np.asarray(f, dtype=bool) for f in state["fired"]]
+
     def on_epoch_end(self, state):
         record = state.history.epochs[-1]
         record["iteration"] = state.iteration
@@ -90,6 +104,7 @@ class Diagnostics(Callback):
             record[f"grad_norm_{k + 1}"] = float(self._norms[k] / seen) if self._seen else None
         for k, fired in enumerate(self._fired):
             record[f"inactive_{k + 1}"] = None if fired is None else float(1 - fired.mean())
+        self._reset()              # a checkpoint taken now holds no sums of an epoch that is over
 
 
 def _fired(act: nn.Module, rows: int) -> np.ndarray:

@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from digitnet import __version__, nn
-from digitnet.data.formats import atomic_path
+from digitnet.data.formats import atomic_path, read_csv
 from digitnet.data.loader import Normalizer
-from digitnet.errors import DigitnetError, ModelFileError
+from digitnet.errors import DataError, DigitnetError, ModelFileError
 
 FORMAT = "digitnet-model"
 FORMAT_VERSION = 1
@@ -63,9 +63,12 @@ class Classifier:
         return self.normalizer(pixels, self.dtype)
 
     def logits(self, pixels, batch_size: int = 8192) -> np.ndarray:
+        """The network's outputs ``(n, K)`` for raw pixels, by :meth:`~digitnet.nn.Sequential.predict`.
+
+        Side-effect free: a network in the middle of training keeps its mode and its caches.
+        """
         x = self.prepare(pixels)
-        self.model.eval()
-        return np.concatenate([self.model.forward(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]) \
+        return np.concatenate([self.model.predict(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]) \
             if len(x) else np.zeros((0, self.architecture["sizes"][-1]), self.dtype)
 
     def predict_proba(self, pixels, batch_size: int = 8192) -> np.ndarray:
@@ -74,14 +77,85 @@ class Classifier:
     def predict(self, pixels, batch_size: int = 8192) -> np.ndarray:
         return self.logits(pixels, batch_size).argmax(axis=1)
 
+    def predict_csv(self, path, batch_size: int = 8192) -> dict:
+        """Predict every row of a digit CSV (Kaggle's ``test.csv``, or a labelled ``train.csv``).
+
+        Parameters
+        ----------
+        path : str or Path
+            One image a row, read by :func:`~digitnet.data.formats.read_csv`: 784 pixel
+            columns, or a label (0-9) and 784 pixels; with or without a header row.
+        batch_size : int, default 8192
+            Rows per forward pass.
+
+        Returns
+        -------
+        dict
+            ``digits``: int64 array ``(n,)``, the predicted class of each row, in the file's order;
+            ``counts``: int64 array ``(K,)``, how many rows went to each class;
+            ``accuracy``: the fraction of rows whose label is the predicted class, a float,
+            or None when the CSV has no label column.
+
+        Raises
+        ------
+        DataError
+            If the file is not a digit CSV (see :func:`~digitnet.data.formats.read_csv`).
+        """
+        x, y = read_csv(path)
+        digits = self.predict(x, batch_size)
+        counts = np.bincount(digits, minlength=len(self.class_names))
+        return {"digits": digits, "counts": counts, "accuracy": None if y is None else float((digits == y).mean())}
+
     def __repr__(self):
         sizes = "-".join(map(str, self.architecture["sizes"]))
         return f"Classifier({sizes}, {self.architecture['activation']}, dataset={self.meta.get('dataset')!r})"
 
 
+def check_same_input(*classifiers: Classifier) -> None:
+    """Raise :class:`DataError` unless the classifiers read inputs of one size into as many classes.
+
+    Parameters
+    ----------
+    *classifiers : Classifier
+        Two or more models to be run on the same images (one passes trivially).
+    """
+    first = classifiers[0]
+    for other in classifiers[1:]:
+        if (other.architecture["sizes"][0] != first.architecture["sizes"][0]
+                or len(other.class_names) != len(first.class_names)):
+            raise DataError(f"the models do not read the same kind of input: {first.architecture['sizes']} and "
+                            f"{other.architecture['sizes']}")
+
+
+def check_dataset(ds, *classifiers: Classifier):
+    """Return ``ds`` if the classifiers can read its test images into its classes, else raise :class:`DataError`.
+
+    Parameters
+    ----------
+    ds : Dataset
+        Its ``x_test`` of shape ``(n, pixels)`` and its ``class_names`` (``K`` of them) are checked.
+    *classifiers : Classifier
+        One model, or several that read the same input (checked first, by :func:`check_same_input`).
+        Each takes ``sizes[0]`` inputs into ``len(class_names)`` classes.
+
+    Returns
+    -------
+    Dataset
+        ``ds`` itself.
+    """
+    check_same_input(*classifiers)
+    first = classifiers[0]
+    n_in, n_classes = first.architecture["sizes"][0], len(first.class_names)
+    if ds.x_test.shape[1] != n_in or len(ds.class_names) != n_classes:
+        who = "the model takes" if len(classifiers) == 1 else "the models take"
+        raise DataError(f"{who} {n_in} pixels into {n_classes} classes; {ds.name} has "
+                        f"{ds.x_test.shape[1]} pixels and {len(ds.class_names)} classes")
+    return ds
+
+
 def architecture_of(model: nn.Sequential) -> dict:
     """Describe an :func:`~digitnet.nn.mlp`-built network as ``{"sizes", "activation", "dropout"}``."""
-    linears = [layer for layer in model.layers if isinstance(layer, nn.Linear)]
+    linears = nn.linear_layers(model)
     activation = next((name for name, cls in nn.ACTIVATIONS.items()
                        for layer in model.layers if type(layer) is cls), "relu")
     dropout = next((layer.p for layer in model.layers if isinstance(layer, nn.Dropout)), 0.0)
@@ -122,11 +196,9 @@ def load(path) -> Classifier:
     path = Path(path)
     if not path.exists():
         raise ModelFileError(f"{path} does not exist: give the path of a model file (runs/<run>/model.npz)")
-    if path.is_dir():
-        if (path / "model.npz").exists():
-            path = path / "model.npz"
-        else:
-            raise ModelFileError(f"{path} is a folder with no model.npz in it")
+    if path.is_dir():                       # a run folder: digitnet.runs knows where its model is
+        from digitnet.runs import model_file
+        path = model_file(path)
     try:
         with open(path, "rb") as fh:
             magic = fh.read(4)

@@ -1,11 +1,20 @@
-"""The fit loop: batches in, a trained network and its history out.
+"""Training: the run's setup, built once, and one loop of small named steps.
 
-:func:`fit` runs epochs of forward, loss, backward and optimiser step over a
-:class:`~digitnet.data.loader.DataLoader`, records every iteration and every
-epoch in a :class:`History`, evaluates on a validation set, stops early when
-asked, and calls :class:`Callback` hooks (progress bars and live views hang
-there). :func:`train` does a whole run from a :class:`TrainConfig`: split,
-normalise, build, fit, test.
+Read it top to bottom:
+
+- :class:`TrainConfig` is every setting of a run, with each setting's rule.
+- :func:`prepare` builds a run's :class:`Setup` from a config and a dataset:
+  the validation split, the normaliser, the loader with its augmentation, the
+  initial network, the learning-rate schedule. ``train`` here and
+  :func:`digitnet.interop.torch_train.train_torch` both start from it.
+- :class:`NumpyStep` is one training step in NumPy (forward, loss, backward,
+  optimiser step); PyTorch's counterpart has the same five methods.
+- :class:`Loop` drives a step through the epochs: a batch, an epoch, a
+  validation, early stopping, callbacks and Ctrl-C, each a method of a few
+  lines. Its :meth:`Loop.state_dict` is everything needed to continue exactly
+  where it stopped, which is what a run folder's checkpoint holds
+  (:mod:`digitnet.runs`).
+- :func:`train` puts them together and measures the result on the test set.
 """
 
 from __future__ import annotations
@@ -18,10 +27,13 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
 from digitnet import nn
+from digitnet.nn import rules
+from digitnet.nn.init import INITIALISERS, parse_initialiser
 from digitnet.data.augment import RandomShift
 from digitnet.data.datasets import Dataset, train_val_split
 from digitnet.data.loader import DataLoader, Normalizer
@@ -34,68 +46,103 @@ class TrainingDiverged(DigitnetError):
     """The loss became NaN or infinite."""
 
 
+def setting(default, help: str, rule=None, *, group: str = "optimisation", metavar: str | None = None,
+            choices=None, flag: bool = True):
+    """A :class:`TrainConfig` field: its default, what it means, and the one rule its value follows.
+
+    ``rule(value)`` raises :class:`ConfigError` (most rules are
+    :mod:`digitnet.nn.rules`'s, which the network's constructors use too);
+    ``choices`` is the table of names the value must be one of. ``help``,
+    ``metavar`` and ``group`` become the command-line flag
+    (:func:`digitnet.cli.common.add_setting_flags`) unless ``flag`` is False.
+    """
+    return field(default=default, metadata={"help": help, "rule": rule, "group": group, "metavar": metavar,
+                                            "choices": choices, "flag": flag})
+
+
+def _hidden(sizes) -> None:
+    if not sizes or not all(h >= 1 for h in sizes):
+        raise ConfigError(f"hidden sizes must be at least 1, got {list(sizes)}")
+
+
+def _at_least_one(what: str):
+    def rule(value):
+        if not value >= 1:
+            raise ConfigError(f"{what} must be at least 1, got {value}")
+    return rule
+
+
+def _shift(value) -> None:
+    if not 0 <= value <= 8:
+        raise ConfigError(f"the augmentation shift must be 0 to 8 pixels, got {value}")
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a training run; presets fill it, flags override it.
 
-    ``batch_size=0`` means one batch holding the whole training set (full-batch
-    gradient descent). ``l2`` is lambda in the penalty ``lambda / (2 m) sum ||W||^2``
-    with ``m`` the number of training examples. ``early_stopping`` is the
-    patience in epochs (0: off). ``augment_shift`` moves each training digit
-    by up to that many pixels (0: off).
+    Each field is a :func:`setting`: its default, its meaning and its rule in
+    one place, from which ``validate``, the flags of ``digitnet train`` and
+    ``torch-train`` and the search's checks all follow. ``batch_size=0`` means
+    one batch holding the whole training set (full-batch gradient descent).
+    ``l2`` is lambda in the penalty ``lambda / (2 m) sum ||W||^2`` with ``m`` the
+    number of training examples.
     """
 
-    preset: str = "custom"
-    dataset: str = "mnist"
-    hidden: tuple = (128, 64)
-    activation: str = "relu"
-    init: str = "he"
-    dropout: float = 0.0
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    momentum: float = 0.0
-    nesterov: bool = False
-    batch_size: int = 64
-    epochs: int = 25
-    l2: float = 0.0
-    weight_decay: float = 0.0
-    schedule: str = "constant"
-    warmup_epochs: float = 0.0
-    label_smoothing: float = 0.0
-    val_fraction: float = 0.1
-    normalize: str = "scale"
-    early_stopping: int = 0
-    augment_shift: int = 0
-    seed: int = 0
-    dtype: str = "float32"
+    preset: str = setting("custom", "the preset the settings started from", flag=False)
+    dataset: str = setting("mnist", "the dataset", flag=False)          # --dataset comes with --data
+    hidden: tuple = setting((128, 64), "hidden layer sizes, e.g. 256,128", _hidden, group="network",
+                            metavar="N,N,...")
+    activation: str = setting("relu", "the activation after each hidden layer", group="network",
+                              choices=nn.ACTIVATIONS)
+    init: str = setting("he", f"initialiser: {', '.join(INITIALISERS)} (normal:STD sets σ)",
+                        parse_initialiser, group="network", metavar="NAME")
+    dropout: float = setting(0.0, "dropout after each hidden layer, 0 <= P < 1", partial(rules.fraction, what="dropout"),
+                             group="network", metavar="P")
+    optimizer: str = setting("adam", "gd is full-batch gradient descent", choices=nn.OPTIMIZERS)
+    lr: float = setting(1e-3, "learning rate (the peak rate with onecycle)",
+                        partial(rules.positive, what="the learning rate"))
+    momentum: float = setting(0.0, "momentum of sgd and rmsprop, 0 <= M < 1", partial(rules.fraction, what="momentum"),
+                             metavar="M")
+    nesterov: bool = setting(False, "Nesterov momentum (sgd)")
+    batch_size: int = setting(64, "0 means the whole training set (with --optimizer gd)", metavar="N")
+    epochs: int = setting(25, "passes over the training set", _at_least_one("epochs"), metavar="N")
+    l2: float = setting(0.0, "L2 penalty λ/(2m)·ΣW², m = training examples", partial(rules.non_negative, what="L2"),
+                        metavar="LAMBDA")
+    weight_decay: float = setting(0.0, "decoupled weight decay (AdamW-style)",
+                                  partial(rules.non_negative, what="weight decay"), metavar="RATE")
+    schedule: str = setting("constant", "how the learning rate changes over the run", choices=nn.SCHEDULES)
+    warmup_epochs: float = setting(0.0, "epochs of warm-up (cosine) or to the peak (onecycle)",
+                                   partial(rules.non_negative, what="warm-up epochs"), metavar="EPOCHS")
+    label_smoothing: float = setting(0.0, "label smoothing, 0 <= E < 1",
+                                     partial(rules.fraction, what="label smoothing"), metavar="E")
+    val_fraction: float = setting(0.1, "share of the training set held out for validation",
+                                  partial(rules.fraction, what="the validation fraction"), metavar="F")
+    normalize: str = setting("scale", "pixels to [0, 1], or standardised by the training set's mean and deviation",
+                             choices=Normalizer.KINDS)
+    early_stopping: int = setting(0, "stop after this many epochs without a better validation loss (0: off)",
+                                  partial(rules.non_negative, what="early-stopping patience"), metavar="PATIENCE")
+    augment_shift: int = setting(0, "move each training digit by up to this many pixels (0: off)", _shift,
+                                 metavar="PIXELS")
+    seed: int = setting(0, "one seed for the weights, the split, the shuffles and the dropout masks", metavar="N")
+    dtype: str = setting("float32", "the network's floating-point type", group="network", choices=DTYPES)
 
     def validate(self) -> "TrainConfig":
         """Raise :class:`ConfigError` naming the first impossible value."""
         self.hidden = tuple(int(h) for h in self.hidden)
-        checks = [
-            (all(h >= 1 for h in self.hidden), f"hidden sizes must be at least 1, got {list(self.hidden)}"),
-            (self.activation in nn.ACTIVATIONS, f"unknown activation '{self.activation}'; choose one of {', '.join(nn.ACTIVATIONS)}"),
-            (0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}"),
-            (self.optimizer in nn.OPTIMIZERS, f"unknown optimizer '{self.optimizer}'; choose one of {', '.join(nn.OPTIMIZERS)}"),
-            (self.lr > 0 and math.isfinite(self.lr), f"the learning rate must be > 0, got {self.lr}"),
-            (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}"),
+        for f in dataclasses.fields(self):
+            value, meta = getattr(self, f.name), f.metadata
+            if meta.get("choices") is not None:
+                rules.one_of(value, list(meta["choices"]), f.name.replace("_", " "))
+            if meta.get("rule") is not None:
+                meta["rule"](value)
+        relations = [
             (not self.nesterov or self.momentum > 0, "--nesterov needs --momentum > 0"),
             (self.batch_size >= 1 or (self.batch_size == 0 and self.optimizer == "gd"),
              f"the batch size must be at least 1, got {self.batch_size}"),
-            (self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}"),
-            (self.l2 >= 0, f"L2 must be >= 0, got {self.l2}"),
-            (self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}"),
-            (self.schedule in nn.SCHEDULES, f"unknown schedule '{self.schedule}'; choose one of {', '.join(nn.SCHEDULES)}"),
-            (self.warmup_epochs >= 0, f"warm-up epochs must be >= 0, got {self.warmup_epochs}"),
-            (0 <= self.label_smoothing < 1, f"label smoothing must be in [0, 1), got {self.label_smoothing}"),
-            (0 <= self.val_fraction < 1, f"the validation fraction must be in [0, 1), got {self.val_fraction}"),
-            (self.normalize in Normalizer.KINDS, f"unknown normalisation '{self.normalize}'; choose one of {', '.join(Normalizer.KINDS)}"),
-            (self.early_stopping >= 0, f"early-stopping patience must be >= 0, got {self.early_stopping}"),
             (self.early_stopping == 0 or self.val_fraction > 0, "early stopping needs a validation split (--val-fraction > 0)"),
-            (0 <= self.augment_shift <= 8, f"the augmentation shift must be 0 to 8 pixels, got {self.augment_shift}"),
-            (self.dtype in DTYPES, f"unknown dtype '{self.dtype}'; choose float32 or float64"),
         ]
-        for ok, message in checks:
+        for ok, message in relations:
             if not ok:
                 raise ConfigError(message)
         return self
@@ -117,6 +164,11 @@ class TrainConfig:
         return cls(**d)
 
 
+def settings(flags_only: bool = True) -> list[dataclasses.Field]:
+    """:class:`TrainConfig`'s fields in order (by default those the command line sets)."""
+    return [f for f in dataclasses.fields(TrainConfig) if f.metadata.get("flag", True) or not flags_only]
+
+
 @dataclass
 class History:
     """What happened during training.
@@ -124,7 +176,10 @@ class History:
     ``loss`` and ``accuracy`` hold one value per iteration (mini-batch);
     ``epochs`` one dict per epoch with ``epoch, train_loss, train_accuracy,
     val_loss, val_accuracy, lr, seconds``. Callbacks may add keys to
-    ``extra`` (a dict of lists) and to each epoch's dict.
+    ``extra`` (a dict of lists) and to each epoch's dict. ``best_epoch`` is
+    the epoch with the lowest validation loss; ``restored_epoch`` is the epoch
+    whose weights the network holds at the end when early stopping restored
+    them (None: the last epoch's).
     """
 
     loss: list = field(default_factory=list)
@@ -133,6 +188,7 @@ class History:
     epochs: list = field(default_factory=list)
     extra: dict = field(default_factory=dict)
     best_epoch: int | None = None
+    restored_epoch: int | None = None
     stopped_early: bool = False
     interrupted: bool = False
 
@@ -143,6 +199,12 @@ class History:
     def from_dict(cls, d: dict) -> "History":
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+    def final_epoch(self) -> dict:
+        """The record of the epoch whose weights the network ends with: the restored one, else the last."""
+        if self.restored_epoch:
+            return self.epochs[self.restored_epoch - 1]
+        return self.epochs[-1] if self.epochs else {}
 
     def epochs_csv(self) -> str:
         """The per-epoch records as CSV text (one row per epoch)."""
@@ -159,10 +221,13 @@ class History:
 
 
 class Callback:
-    """Hooks into :func:`fit`; override the ones you need.
+    """Hooks into the training :class:`Loop`; override the ones you need.
 
     Each receives the :class:`FitState`; set ``state.stop = True`` to end
-    training after the current batch.
+    training after the current batch. A callback that keeps state of its own
+    across batches (sums over an epoch, say) defines ``state_dict()`` and
+    ``load_state_dict(d)`` so that a resumed run carries on with it; the loop
+    calls ``load_state_dict`` after the first ``on_epoch_begin`` of a resumed run.
     """
 
     def on_train_begin(self, state): pass
@@ -176,8 +241,8 @@ class Callback:
 class FitState:
     """The loop's state as callbacks see it."""
 
-    model: nn.Module
-    optimizer: nn.Optimizer
+    model: object                 # the network being trained (an nn.Module, or a torch module)
+    optimizer: object
     history: History
     epochs: int
     batches: int                  # batches per epoch
@@ -189,122 +254,371 @@ class FitState:
     interrupted: bool = False     # set by Ctrl-C
 
 
+# --------------------------------------------------------------------------- the setup
+@dataclass
+class Setup:
+    """A run's pieces, built once from its config and dataset by :func:`prepare`.
+
+    ``x_train``/``x_val`` are normalised float rows ``(n, inputs)``, ``y_train``/``y_val``
+    int64 labels ``(n,)``; ``model`` is the NumPy network with its initial weights.
+    """
+
+    config: TrainConfig
+    dataset: Dataset
+    normalizer: Normalizer
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    loader: DataLoader
+    model: nn.Sequential
+    schedule: object
+
+    def test_set(self) -> tuple[np.ndarray, np.ndarray]:
+        """The test images normalised as the training images were, and their int64 labels."""
+        d = self.dataset
+        return self.normalizer(d.x_test, DTYPES[self.config.dtype]), d.y_test.astype(np.int64)
+
+    def metrics(self, history: History, test: tuple[float, float]) -> dict:
+        """The run's figures; validation and training scores are those of the epoch the network ends with."""
+        final = history.final_epoch()
+        seconds = [e["seconds"] for e in history.epochs]
+        return {
+            "test_accuracy": test[1],
+            "test_loss": test[0],
+            "val_accuracy": final.get("val_accuracy"),
+            "val_loss": final.get("val_loss"),
+            "train_accuracy": final.get("train_accuracy"),
+            "final_epoch": final.get("epoch"),
+            "best_epoch": history.best_epoch,
+            "train_seconds": float(sum(seconds)),
+            "epoch_seconds": seconds,
+            "epochs": len(history.epochs),
+            "n_train": int(len(self.x_train)),
+            "n_val": int(len(self.x_val)),
+            "n_test": int(len(self.dataset.x_test)),
+            "test_held_out": bool(self.dataset.test_held_out),
+        }
+
+
+def prepare(config: TrainConfig, dataset: Dataset) -> Setup:
+    """Split off validation, normalise, build the loader, the initial network and the schedule.
+
+    Seeds: one :class:`numpy.random.SeedSequence` from ``config.seed`` spawns
+    three, for the weights (and dropout masks), the split and the shuffles.
+    Same config, same dataset, same machine: the same setup.
+    """
+    config.validate()
+    seeds = np.random.SeedSequence(config.seed).spawn(3)      # weights, split, shuffles
+    dtype = DTYPES[config.dtype]
+    x_tr, y_tr, x_val, y_val = train_val_split(dataset.x_train, dataset.y_train, config.val_fraction,
+                                               seed=int(seeds[1].generate_state(1)[0]))
+    normalizer = Normalizer(config.normalize).fit(x_tr)
+    x_tr_f, x_val_f = normalizer(x_tr, dtype), normalizer(x_val, dtype)
+    batch_size = min(config.batch_size or len(x_tr_f), len(x_tr_f))
+    loader = DataLoader(x_tr_f, y_tr.astype(np.int64), batch_size=batch_size,
+                        shuffle=batch_size < len(x_tr_f), rng=np.random.default_rng(seeds[2]),
+                        transform=_augmentation(config, normalizer, x_tr_f.shape[1]))
+    model = build_model(config, x_tr_f.shape[1], len(dataset.class_names), np.random.default_rng(seeds[0]))
+    schedule = nn.make_schedule(config.schedule, config.lr, config.epochs, len(loader),
+                                warmup_epochs=config.warmup_epochs)
+    return Setup(config, dataset, normalizer, x_tr_f, y_tr.astype(np.int64), x_val_f, y_val.astype(np.int64),
+                 loader, model, schedule)
+
+
+def _augmentation(config: TrainConfig, normalizer: Normalizer, n_pixels: int):
+    if not config.augment_shift:
+        return None
+    side = int(round(math.sqrt(n_pixels)))
+    if side * side != n_pixels:
+        raise ConfigError(f"shifting needs square images; these have {n_pixels} pixels")
+    return RandomShift(config.augment_shift, side, fill=float(normalizer(np.zeros(1))[0]))
+
+
+def build_model(config: TrainConfig, n_inputs: int, n_classes: int, rng) -> nn.Sequential:
+    return nn.mlp([n_inputs, *config.hidden, n_classes], activation=config.activation,
+                  dropout=config.dropout, init=config.init, rng=rng, dtype=DTYPES[config.dtype])
+
+
+def build_optimizer(config: TrainConfig, params, n_train: int) -> nn.Optimizer:
+    """The optimiser named in ``config``; L2's lambda is divided by the training-set size here."""
+    kw = dict(lr=config.lr, l2=config.l2 / max(1, n_train), weight_decay=config.weight_decay)
+    if config.optimizer in ("sgd", "gd"):
+        return nn.SGD(params, momentum=config.momentum, nesterov=config.nesterov, **kw)
+    if config.optimizer == "rmsprop":
+        return nn.RMSProp(params, momentum=config.momentum, **kw)
+    return nn.OPTIMIZERS[config.optimizer](params, **kw)
+
+
+# --------------------------------------------------------------------------- one step
 def evaluate_arrays(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 8192,
                     loss_fn=None) -> tuple[float, float]:
-    """Mean loss and accuracy of ``model`` (in eval mode) on float inputs ``x`` ``(n, 784)``."""
+    """Mean loss and accuracy of ``model`` on float inputs ``x`` ``(n, inputs)``, labels ``y`` ``(n,)``.
+
+    Uses :meth:`~digitnet.nn.Module.predict`, so the network's training caches and mode are untouched.
+    """
     loss_fn = loss_fn or nn.SoftmaxCrossEntropy()
-    was_training = model.training
-    model.eval()
     total_loss = correct = 0.0
     for i in range(0, len(x), batch_size):
-        logits = model.forward(x[i:i + batch_size])
+        logits = model.predict(x[i:i + batch_size])
         yb = y[i:i + batch_size]
         total_loss += loss_fn.forward(logits, yb) * len(yb)
         correct += np.count_nonzero(logits.argmax(axis=1) == yb)
-    model.train(was_training)
     n = max(1, len(x))
     return total_loss / n, correct / n
 
 
-@np.errstate(over="ignore", invalid="ignore")     # a diverging loss is caught once, below, not warned about
-def fit(model: nn.Module, optimizer: nn.Optimizer, loader: DataLoader, epochs: int,
-        loss_fn=None, schedule=None, val: tuple | None = None, early_stopping: int = 0,
-        callbacks=()) -> History:
-    """Train ``model`` in place and return its :class:`History`.
+class NumpyStep:
+    """One training step in NumPy: ``forward`` (logits and loss), then ``update`` (backward, optimiser step).
+
+    The loop also asks a step to ``evaluate`` the network, to copy and restore its
+    weights (early stopping), and for its ``state_dict`` (checkpoints): the
+    weights, the optimiser's state and the dropout layers' random generators.
+    """
+
+    def __init__(self, model: nn.Sequential, optimizer: nn.Optimizer, loss_fn=None):
+        self.model, self.optimizer = model, optimizer
+        self.loss_fn = loss_fn or nn.SoftmaxCrossEntropy()
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.lr
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        self.optimizer.lr = value
+
+    def train(self, mode: bool = True) -> None:
+        self.model.train(mode)
+
+    def forward(self, xb: np.ndarray, yb: np.ndarray) -> tuple[float, float]:
+        """The batch's mean loss and the share it classifies right; keeps what ``update`` needs."""
+        logits = self.model.forward(xb)
+        correct = np.count_nonzero(logits.argmax(axis=1) == yb) / len(yb)
+        return self.loss_fn.forward(logits, yb), correct
+
+    def update(self) -> None:
+        """Backpropagate the last ``forward``'s loss and take an optimiser step."""
+        self.model.backward(self.loss_fn.backward(), input_grad=False)
+        self.optimizer.step()
+
+    def evaluate(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+        return evaluate_arrays(self.model, x, y)
+
+    def weights(self) -> dict:
+        return self.model.state_dict()
+
+    def load_weights(self, weights: dict) -> None:
+        self.model.load_state_dict(weights)
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "rng": {str(i): layer.rng.bit_generator.state for i, layer in self._dropouts()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        rng = state.get("rng") or {}
+        if sorted(rng) != sorted(str(i) for i, _ in self._dropouts()):
+            raise ConfigError("the saved random generators do not match the network's dropout layers")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        for i, layer in self._dropouts():
+            layer.rng.bit_generator.state = rng[str(i)]
+
+    def _dropouts(self):
+        return [(i, layer) for i, layer in enumerate(self.model.layers) if isinstance(layer, nn.Dropout)]
+
+
+# --------------------------------------------------------------------------- the loop
+class Loop:
+    """Train with ``step`` over ``loader`` for ``epochs`` epochs.
 
     Parameters
     ----------
-    model, optimizer : the network and an optimiser built on its parameters
-    loader : DataLoader of ``(xb, yb)`` float batches and integer labels
+    step : :class:`NumpyStep` or PyTorch's ``TorchStep``
+    loader : :class:`~digitnet.data.loader.DataLoader` of ``(xb, yb)`` float batches and integer labels
     epochs : int
-    loss_fn : default :class:`~digitnet.nn.SoftmaxCrossEntropy`
-    schedule : callable ``it -> lr``, optional (default: keep ``optimizer.lr``)
+    schedule : callable ``it -> lr``, optional (default: keep the optimiser's rate)
     val : ``(x_val, y_val)``, optional, evaluated after every epoch
     early_stopping : int
         Patience in epochs without a lower validation loss; the best weights are restored.
     callbacks : iterable of :class:`Callback`
-
-    Raises
-    ------
-    TrainingDiverged
-        When the loss becomes NaN or infinite.
+    checkpoint : callable, optional
+        ``checkpoint(state_dict)``, called after every epoch and when training is
+        stopped part-way through one, with :meth:`state_dict`.
 
     Ctrl-C (SIGINT) ends training after the current batch; the history says so.
     """
-    loss_fn = loss_fn or nn.SoftmaxCrossEntropy()
-    history = History()
-    state = FitState(model, optimizer, history, epochs, len(loader))
-    best_loss, best_weights, waited = math.inf, None, 0
-    restore_sigint = _catch_sigint(state)
-    model.train()
-    try:
-        for cb in callbacks:
-            cb.on_train_begin(state)
-        for epoch in range(1, epochs + 1):
-            state.epoch = epoch
-            for cb in callbacks:
-                cb.on_epoch_begin(state)
-            started = time.perf_counter()
-            loss_sum = acc_sum = 0.0
-            done = 0
-            for xb, yb in loader:
-                if schedule is not None:
-                    optimizer.lr = schedule(state.iteration)
-                logits = model.forward(xb)
-                correct = np.count_nonzero(logits.argmax(axis=1) == yb) / len(yb)
-                loss = loss_fn.forward(logits, yb)
-                if not math.isfinite(loss):
-                    raise TrainingDiverged(
-                        f"the loss became {loss} at epoch {epoch}, iteration {state.iteration + 1}: "
-                        f"training diverged; try a lower learning rate (it was {optimizer.lr:g})")
-                model.backward(loss_fn.backward(), input_grad=False)
-                optimizer.step()
-                state.iteration += 1
-                state.batch_loss, state.batch_accuracy = loss, correct
-                history.loss.append(loss)
-                history.accuracy.append(correct)
-                history.lr.append(optimizer.lr)
-                loss_sum += loss
-                acc_sum += correct
-                done += 1
-                for cb in callbacks:
-                    cb.on_batch_end(state)
-                if state.stop:
-                    break
-            record = {
-                "epoch": epoch,
-                "train_loss": loss_sum / max(done, 1),
-                "train_accuracy": acc_sum / max(done, 1),
-                "val_loss": None,
-                "val_accuracy": None,
-                "lr": optimizer.lr,
-                "seconds": time.perf_counter() - started,
-            }
-            if val is not None and len(val[0]):
-                record["val_loss"], record["val_accuracy"] = evaluate_arrays(model, val[0], val[1])
-                if record["val_loss"] < best_loss:
-                    best_loss, waited, history.best_epoch = record["val_loss"], 0, epoch
-                    if early_stopping:
-                        best_weights = model.state_dict()
-                else:
-                    waited += 1
-            history.epochs.append(record)
-            for cb in callbacks:
-                cb.on_epoch_end(state)
-            if early_stopping and waited >= early_stopping:
-                history.stopped_early = True
+
+    def __init__(self, step, loader, epochs: int, schedule=None, val: tuple | None = None,
+                 early_stopping: int = 0, callbacks=(), checkpoint=None):
+        self.step, self.loader, self.epochs, self.schedule = step, loader, epochs, schedule
+        self.val = val if val is not None and len(val[0]) else None
+        self.patience, self.callbacks, self.checkpoint = early_stopping, list(callbacks), checkpoint
+        self.history = History()
+        self.state = FitState(step.model, step.optimizer, self.history, epochs, len(loader))
+        self.best_loss, self.best_weights, self.waited = math.inf, None, 0
+        self.partial = None           # an epoch stopped part-way: its sums so far
+        self._callback_states = None  # loaded from a checkpoint, handed over once the callbacks have begun
+
+    @np.errstate(over="ignore", invalid="ignore")    # a diverging loss is caught once, in batch(), not warned about
+    def run(self) -> History:
+        """Train in place and return the :class:`History`. Raises :class:`TrainingDiverged`."""
+        restore_sigint = _catch_sigint(self.state)
+        self.step.train()
+        try:
+            self._call("on_train_begin")
+            if not self.out_of_patience():          # a resumed run may have stopped early already
+                for epoch in range(len(self.history.epochs) + 1, self.epochs + 1):
+                    if not self.epoch(epoch) or self.out_of_patience() or self.state.stop:
+                        break
+            self.finish()
+        finally:
+            restore_sigint()
+            self.step.train(False)
+        return self.history
+
+    def epoch(self, epoch: int) -> bool:
+        """Run one epoch (or the rest of one); return whether it ran to its end."""
+        self.state.epoch = epoch
+        self._call("on_epoch_begin")
+        self._restore_callbacks()
+        sums = self.partial or {"loss": 0.0, "accuracy": 0.0, "batches": 0, "seconds": 0.0}
+        self.partial = None
+        started = time.perf_counter()
+        for xb, yb in self.loader:
+            loss, correct = self.batch(xb, yb)
+            sums["loss"] += loss
+            sums["accuracy"] += correct
+            sums["batches"] += 1
+            self._call("on_batch_end")
+            if self.state.stop:
                 break
-            if state.stop:
-                break
-        history.interrupted = state.interrupted
-        if best_weights is not None and history.best_epoch != len(history.epochs):
-            model.load_state_dict(best_weights)
-        for cb in callbacks:
-            cb.on_train_end(state)
-    finally:
-        restore_sigint()
-        model.eval()
-    return history
+        sums["seconds"] += time.perf_counter() - started
+        record = self.record(epoch, sums)
+        if sums["batches"] < len(self.loader):      # stopped part-way: the checkpoint keeps the sums, not a record
+            self.partial = sums
+            self.save_checkpoint()
+            self.history.epochs.append(record)
+            self._call("on_epoch_end")
+            return False
+        self.history.epochs.append(record)
+        self.keep_best(record)
+        self._call("on_epoch_end")
+        self.save_checkpoint()
+        return True
+
+    def batch(self, xb: np.ndarray, yb: np.ndarray) -> tuple[float, float]:
+        """One step on one batch at the schedule's learning rate; returns its loss and accuracy."""
+        state, step = self.state, self.step
+        if self.schedule is not None:
+            step.lr = self.schedule(state.iteration)
+        loss, correct = step.forward(xb, yb)
+        if not math.isfinite(loss):
+            raise TrainingDiverged(
+                f"the loss became {loss} at epoch {state.epoch}, iteration {state.iteration + 1}: "
+                f"training diverged; try a lower learning rate (it was {step.lr:g})")
+        step.update()
+        state.iteration += 1
+        state.batch_loss, state.batch_accuracy = loss, correct
+        self.history.loss.append(loss)
+        self.history.accuracy.append(correct)
+        self.history.lr.append(step.lr)
+        return loss, correct
+
+    def record(self, epoch: int, sums: dict) -> dict:
+        """The epoch's line of the history: mean training loss and accuracy, then validation."""
+        done = max(sums["batches"], 1)
+        record = {"epoch": epoch, "train_loss": sums["loss"] / done, "train_accuracy": sums["accuracy"] / done,
+                  "val_loss": None, "val_accuracy": None, "lr": self.step.lr, "seconds": sums["seconds"]}
+        if self.val is not None:
+            record["val_loss"], record["val_accuracy"] = self.step.evaluate(*self.val)
+        return record
+
+    def keep_best(self, record: dict) -> None:
+        """Early stopping's bookkeeping: the lowest validation loss so far, its epoch and (with patience) its weights."""
+        if record["val_loss"] is None:
+            return
+        if record["val_loss"] < self.best_loss:
+            self.best_loss, self.waited, self.history.best_epoch = record["val_loss"], 0, record["epoch"]
+            if self.patience:
+                self.best_weights = self.step.weights()
+        else:
+            self.waited += 1
+
+    def out_of_patience(self) -> bool:
+        """Has the validation loss not improved for ``early_stopping`` epochs? Then the history says so."""
+        if self.patience and self.waited >= self.patience:
+            self.history.stopped_early = True
+        return self.history.stopped_early
+
+    def finish(self) -> None:
+        """Restore the best weights when early stopping kept them, and tell the callbacks."""
+        h = self.history
+        h.interrupted = self.state.interrupted
+        if self.best_weights is not None and h.best_epoch != len(h.epochs):
+            self.step.load_weights(self.best_weights)
+            h.restored_epoch = h.best_epoch
+        self._call("on_train_end")
+
+    # -- checkpoints ----------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        if self.checkpoint is not None:
+            self.checkpoint(self.state_dict())
+
+    def state_dict(self) -> dict:
+        """Everything needed to go on exactly from here: arrays and plain JSON-ready values.
+
+        Holds the history so far (per-iteration lists as float64 arrays), the
+        iteration count, the sums of an epoch stopped part-way, early stopping's
+        best loss, patience and weights, the step's state (weights, optimiser,
+        random generators), the loader's (its generator, the epoch's order, the
+        position in it) and that of each callback that has one.
+        """
+        h = self.history.to_dict()
+        for key in ("loss", "accuracy", "lr"):
+            h[key] = np.asarray(h[key], dtype=np.float64)
+        return {
+            "iteration": self.state.iteration,
+            "history": h,
+            "partial": self.partial,
+            "early_stopping": {"best_loss": None if math.isinf(self.best_loss) else self.best_loss,
+                               "waited": self.waited, "best_weights": self.best_weights},
+            "step": self.step.state_dict(),
+            "loader": self.loader.state_dict(),
+            "callbacks": {type(cb).__name__: cb.state_dict() for cb in self.callbacks if hasattr(cb, "state_dict")},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from :meth:`state_dict`'s output (of a loop with the same settings)."""
+        h = dict(state["history"])
+        for key in ("loss", "accuracy", "lr"):
+            h[key] = np.asarray(h[key]).tolist()
+        history = History.from_dict(h)
+        iteration = int(state["iteration"])
+        if len(history.loss) != iteration:
+            raise ConfigError(f"the checkpoint's history has {len(history.loss)} iterations, not {iteration}")
+        self.step.load_state_dict(state["step"])
+        self.loader.load_state_dict(state["loader"])
+        self.history = self.state.history = history
+        self.state.iteration = iteration
+        self.partial = state.get("partial")
+        early = state["early_stopping"]
+        self.best_loss = math.inf if early["best_loss"] is None else float(early["best_loss"])
+        self.waited, self.best_weights = int(early["waited"]), early.get("best_weights")
+        self._callback_states = state.get("callbacks") or {}
+
+    def _restore_callbacks(self) -> None:
+        if self._callback_states is None:
+            return
+        for cb in self.callbacks:
+            saved = self._callback_states.get(type(cb).__name__)
+            if saved is not None and hasattr(cb, "load_state_dict"):
+                cb.load_state_dict(saved)
+        self._callback_states = None
+
+    def _call(self, hook: str) -> None:
+        for cb in self.callbacks:
+            getattr(cb, hook)(self.state)
 
 
 def _catch_sigint(state: FitState):
@@ -324,6 +638,22 @@ def _catch_sigint(state: FitState):
     return lambda: signal.signal(signal.SIGINT, previous)
 
 
+def fit(model: nn.Module, optimizer: nn.Optimizer, loader: DataLoader, epochs: int,
+        loss_fn=None, schedule=None, val: tuple | None = None, early_stopping: int = 0,
+        callbacks=()) -> History:
+    """Train ``model`` in place with ``optimizer`` and return its :class:`History` (see :class:`Loop`).
+
+    Raises
+    ------
+    TrainingDiverged
+        When the loss becomes NaN or infinite.
+    """
+    loop = Loop(NumpyStep(model, optimizer, loss_fn), loader, epochs, schedule=schedule, val=val,
+                early_stopping=early_stopping, callbacks=callbacks)
+    return loop.run()
+
+
+# --------------------------------------------------------------------------- a whole run
 @dataclass
 class TrainResult:
     """What :func:`train` returns."""
@@ -336,66 +666,21 @@ class TrainResult:
     dataset: Dataset
 
 
-def build_model(config: TrainConfig, n_inputs: int, n_classes: int, rng) -> nn.Sequential:
-    return nn.mlp([n_inputs, *config.hidden, n_classes], activation=config.activation,
-                  dropout=config.dropout, init=config.init, rng=rng, dtype=DTYPES[config.dtype])
-
-
-def build_optimizer(config: TrainConfig, params, n_train: int) -> nn.Optimizer:
-    """The optimiser named in ``config``; L2's lambda is divided by the training-set size here."""
-    kw = dict(lr=config.lr, l2=config.l2 / max(1, n_train), weight_decay=config.weight_decay)
-    if config.optimizer in ("sgd", "gd"):
-        return nn.SGD(params, momentum=config.momentum, nesterov=config.nesterov, **kw)
-    if config.optimizer == "rmsprop":
-        return nn.RMSProp(params, momentum=config.momentum, **kw)
-    return nn.OPTIMIZERS[config.optimizer](params, **kw)
-
-
-def train(config: TrainConfig, dataset: Dataset, callbacks=()) -> TrainResult:
-    """Run a whole training: split off validation, normalise, build, fit, measure on test.
+def train(config: TrainConfig, dataset: Dataset, callbacks=(), checkpoint=None,
+          resume: dict | None = None) -> TrainResult:
+    """Run a whole training: :func:`prepare`, the :class:`Loop` with a :class:`NumpyStep`, the test set.
 
     The test set is touched once, at the end. Same config and seed on the same
-    machine give identical weights.
+    machine give identical weights. ``checkpoint`` is passed to the loop;
+    ``resume`` is a :meth:`Loop.state_dict` to continue from.
     """
-    config.validate()
-    seeds = np.random.SeedSequence(config.seed).spawn(3)      # weights, split, shuffles
-    dtype = DTYPES[config.dtype]
-    x_tr, y_tr, x_val, y_val = train_val_split(dataset.x_train, dataset.y_train, config.val_fraction,
-                                               seed=int(seeds[1].generate_state(1)[0]))
-    normalizer = Normalizer(config.normalize).fit(x_tr)
-    x_tr_f, x_val_f = normalizer(x_tr, dtype), normalizer(x_val, dtype)
-    y_tr, y_val = y_tr.astype(np.intp), y_val.astype(np.intp)
-    batch_size = config.batch_size if config.batch_size else len(x_tr_f)
-    full_batch = batch_size >= len(x_tr_f)
-    transform = None
-    if config.augment_shift:
-        side = int(round(math.sqrt(x_tr_f.shape[1])))
-        if side * side != x_tr_f.shape[1]:
-            raise ConfigError(f"shifting needs square images; these have {x_tr_f.shape[1]} pixels")
-        transform = RandomShift(config.augment_shift, side, fill=float(normalizer(np.zeros(1))[0]))
-    loader = DataLoader(x_tr_f, y_tr, batch_size=min(batch_size, len(x_tr_f)), shuffle=not full_batch,
-                        rng=np.random.default_rng(seeds[2]), transform=transform)
-    model = build_model(config, x_tr_f.shape[1], len(dataset.class_names), np.random.default_rng(seeds[0]))
-    optimizer = build_optimizer(config, model.parameters(), len(x_tr_f))
-    schedule = nn.make_schedule(config.schedule, config.lr, config.epochs, len(loader),
-                                warmup_epochs=config.warmup_epochs)
-    loss_fn = nn.SoftmaxCrossEntropy(config.label_smoothing)
-    history = fit(model, optimizer, loader, config.epochs, loss_fn=loss_fn, schedule=schedule,
-                  val=(x_val_f, y_val), early_stopping=config.early_stopping, callbacks=callbacks)
-    test_loss, test_acc = evaluate_arrays(model, normalizer(dataset.x_test, dtype), dataset.y_test.astype(np.intp))
-    seconds = [e["seconds"] for e in history.epochs]
-    last = history.epochs[-1] if history.epochs else {}
-    metrics = {
-        "test_accuracy": test_acc,
-        "test_loss": test_loss,
-        "val_accuracy": last.get("val_accuracy"),
-        "train_accuracy": last.get("train_accuracy"),
-        "train_seconds": float(sum(seconds)),
-        "epoch_seconds": seconds,
-        "epochs": len(history.epochs),
-        "n_train": int(len(x_tr)),
-        "n_val": int(len(x_val)),
-        "n_test": int(len(dataset.x_test)),
-        "test_held_out": bool(dataset.test_held_out),
-    }
-    return TrainResult(model, normalizer, history, config, metrics, dataset)
+    setup = prepare(config, dataset)
+    step = NumpyStep(setup.model, build_optimizer(config, setup.model.parameters(), len(setup.x_train)),
+                     nn.SoftmaxCrossEntropy(config.label_smoothing))
+    loop = Loop(step, setup.loader, config.epochs, schedule=setup.schedule, val=(setup.x_val, setup.y_val),
+                early_stopping=config.early_stopping, callbacks=callbacks, checkpoint=checkpoint)
+    if resume is not None:
+        loop.load_state_dict(resume)
+    history = loop.run()
+    metrics = setup.metrics(history, step.evaluate(*setup.test_set()))
+    return TrainResult(setup.model, setup.normalizer, history, config, metrics, dataset)

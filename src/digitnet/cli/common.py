@@ -9,13 +9,41 @@ import sys
 from digitnet.data.datasets import DATASETS, load_dataset
 
 
-def add_data_args(parser, dataset_default: str | None = "mnist") -> None:
+def add_data_args(parser, dataset_default: str | None = "mnist", dataset_help: str | None = None) -> None:
     parser.add_argument("--dataset", default=dataset_default, choices=list(DATASETS),
-                        help=f"which dataset (default: {dataset_default or 'the one the model was trained on'})")
+                        help=f"which dataset (default: {dataset_help or dataset_default or 'the one the model was trained on'})")
     parser.add_argument("--data", metavar="PATH",
                         help="your own copy: a folder of IDX files, an .npz, or train.csv[,test.csv]")
     parser.add_argument("--cache-dir", metavar="DIR",
                         help="cache folder (default: $DIGITNET_CACHE or ~/.cache/digitnet)")
+
+
+def add_setting_flags(parser, title: str | None = None) -> list[str]:
+    """One flag per :class:`~digitnet.training.TrainConfig` setting, made from the setting itself.
+
+    Help, metavar, choices and the group come from :func:`digitnet.training.setting`;
+    the type from the default (a tuple: ``--hidden 256,128``; a bool: a switch).
+    Every flag defaults to None, meaning "the preset's value". Returns the
+    settings' names, to pick the given ones from the parsed arguments.
+    """
+    from digitnet.training import settings
+
+    groups = {}
+    for f in settings():
+        meta = f.metadata
+        group = title or meta["group"]
+        if group not in groups:
+            groups[group] = parser.add_argument_group(group)
+        kw = {"help": meta["help"], "default": None}
+        if isinstance(f.default, bool):
+            kw["action"] = "store_true"
+        elif meta["choices"] is not None:
+            kw["choices"] = list(meta["choices"])
+        else:
+            kw["type"] = layer_sizes if isinstance(f.default, tuple) else type(f.default)
+            kw["metavar"] = meta["metavar"]
+        groups[group].add_argument("--" + f.name.replace("_", "-"), **kw)
+    return [f.name for f in settings()]
 
 
 def load_data(args, name: str, seed: int = 0):

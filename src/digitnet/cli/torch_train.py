@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from digitnet.cli.common import add_data_args, count, layer_sizes, load_data, percent, print_json
+from digitnet.cli.common import add_data_args, add_setting_flags, count, load_data, percent, print_json
+from digitnet.cli.progress import Progress
 from digitnet.errors import DigitnetError
-from digitnet.nn import ACTIVATIONS, OPTIMIZERS, SCHEDULES
 from digitnet.presets import DESCRIPTIONS, preset
+from digitnet.training import settings
 
 DESCRIPTION = """\
 Train a preset's network with PyTorch (torch.nn and torch.optim) instead of digitnet's NumPy code,
@@ -16,30 +18,13 @@ through digitnet's data pipeline: the same validation split, normalisation and b
 same initial weights as 'digitnet train' with the same flags. Compare the two with 'digitnet compare'.
 Needs PyTorch: pip install 'digitnet[torch]' (the CPU build is enough)."""
 
-# The flags of `digitnet train` that torch-train honours, with their types.
-FLAGS = {"hidden": None, "activation": None, "init": str, "dropout": float, "dtype": None, "optimizer": None, "lr": float,
-         "momentum": float, "batch_size": int, "epochs": int, "l2": float, "weight_decay": float,
-         "schedule": None, "warmup_epochs": float, "label_smoothing": float, "val_fraction": float,
-         "normalize": None, "early_stopping": int, "augment_shift": int, "seed": int}
-
-
 def register(subparsers, help_line: str) -> None:
     epilog = "presets:\n" + "\n".join(f"  {name:<12} {text}" for name, text in DESCRIPTIONS.items())
     p = subparsers.add_parser("torch-train", help=help_line, description=DESCRIPTION, epilog=epilog,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="adam-128-64", help="named configuration (default: adam-128-64)")
     add_data_args(p)
-    g = p.add_argument_group("overrides (as in digitnet train)")
-    g.add_argument("--hidden", type=layer_sizes, metavar="N,N,...", help="hidden layer sizes, e.g. 256,128")
-    g.add_argument("--activation", choices=list(ACTIVATIONS))
-    g.add_argument("--dtype", choices=["float32", "float64"])
-    g.add_argument("--optimizer", choices=list(OPTIMIZERS))
-    g.add_argument("--schedule", choices=list(SCHEDULES))
-    g.add_argument("--normalize", choices=["scale", "standardize"])
-    g.add_argument("--nesterov", action="store_true", default=None)
-    for name, kind in FLAGS.items():
-        if kind is not None:
-            g.add_argument("--" + name.replace("_", "-"), type=kind)
+    add_setting_flags(p, title="overrides (as in digitnet train)")
     g = p.add_argument_group("output")
     g.add_argument("--out", metavar="FILE.pth", help="where to save (default: <dataset>_model.pth)")
     g.add_argument("--force", action="store_true", help="replace --out if it exists")
@@ -53,25 +38,22 @@ def run(args) -> int:
     from digitnet.interop.torch_train import save_checkpoint, train_torch
 
     require("torch", "torch", "torch-train")          # before any work: say at once if PyTorch is missing
-    overrides = {name: getattr(args, name) for name in FLAGS}
-    config = preset(args.preset, dataset=args.dataset, nesterov=args.nesterov, **overrides).validate()
+    overrides = {f.name: getattr(args, f.name) for f in settings()}
+    config = preset(args.preset, dataset=args.dataset, **overrides).validate()
     out = Path(args.out or f"{config.dataset}_model.pth")
     if out.exists() and not args.force:
         raise DigitnetError(f"{out} already exists: choose another --out, or add --force to replace it")
     dataset = load_data(args, config.dataset, seed=config.seed)
     sizes = "-".join(map(str, [dataset.x_train.shape[1], *config.hidden, len(dataset.class_names)]))
-    say = (lambda *a, **k: None) if args.quiet else print
+    say = (lambda *a: None) if args.quiet else print
     say(f"PyTorch, preset {config.preset}: {sizes} {config.activation}, {config.optimizer} lr {config.lr:g}, "
         f"batch {config.batch_size or 'full'}, {count(config.epochs, 'epoch')}")
     say(f"data: {dataset.name} from {dataset.source}")
 
-    def on_epoch(r):
-        val = "" if r["val_accuracy"] is None else f"  val loss {r['val_loss']:.4f}  val acc {percent(r['val_accuracy'])}"
-        say(f"epoch {r['epoch']:>3}/{config.epochs}  loss {r['train_loss']:.4f}  acc {percent(r['train_accuracy'])}"
-            f"{val}  {r['seconds']:.2f}s", flush=True)
-
-    result = train_torch(config, dataset, on_epoch=on_epoch)
+    result = train_torch(config, dataset, callbacks=[] if args.quiet else [Progress(bar=sys.stdout.isatty())])
     save_checkpoint(out, result)
+    if result.history.interrupted:
+        print(f"interrupted in epoch {len(result.history.epochs)}: saved the network as it is")
     m = result.metrics
     print(f"test accuracy: {percent(m['test_accuracy'])} (validation {percent(m['val_accuracy'])}; "
           f"{m['train_seconds']:.1f} s of training)")
@@ -79,5 +61,6 @@ def run(args) -> int:
     if args.json:
         print_json({"test_accuracy": m["test_accuracy"], "val_accuracy": m["val_accuracy"],
                     "train_seconds": m["train_seconds"], "epochs": m["epochs"], "model": str(out),
-                    "preset": config.preset, "stopped_early": result.history.stopped_early})
-    return 0
+                    "preset": config.preset, "stopped_early": result.history.stopped_early,
+                    "restored_epoch": result.history.restored_epoch, "interrupted": result.history.interrupted})
+    return 130 if result.history.interrupted else 0

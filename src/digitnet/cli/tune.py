@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from digitnet import runs
 from digitnet.cli.common import count, load_data, percent, print_json
 from digitnet.data.datasets import DATASETS
 from digitnet.errors import ConfigError, DigitnetError
@@ -118,7 +119,7 @@ def run(args) -> int:
     print(f"best: trial {best['trial']}, {_params(best, dims)}: validation accuracy {percent(best['val_accuracy'])}")
     print(f"test accuracy: {percent(final['test_accuracy'])} after refitting on training + validation "
           f"({final['n_train']:,} images, {final['train_seconds']:.1f} s)")
-    print(f"saved {final['model']}, results.csv, results.json" + "".join(f", {p.name}" for p in plots.values()))
+    print(f"saved {final['model']}, {runs.RESULTS_CSV}, {runs.RESULTS}" + "".join(f", {p.name}" for p in plots.values()))
     if args.json:
         counts = results.counts()
         print_json({"best": {**trial_config(base, best["params"]).to_dict(), "trial": best["trial"],
@@ -159,7 +160,7 @@ def _check(args) -> tuple[SearchSpec, Path, bool]:
     heat = args.heatmap.split(",")
     if len(heat) != 2 or not all(h in PARAMS for h in heat):
         raise ConfigError(f"--heatmap takes two of {', '.join(PARAMS)}, e.g. hidden,l2; got '{args.heatmap}'")
-    return spec, Results.check_new(args.out) if args.out else _new_folder(), False
+    return spec, Results.check_new(args.out) if args.out else runs.new_folder("tune"), False
 
 
 def _check_scheduler(address: str, timeout: float) -> None:
@@ -169,14 +170,6 @@ def _check_scheduler(address: str, timeout: float) -> None:
         raise ConfigError("--scheduler needs Dask: pip install 'digitnet[cluster]'") from None
     from digitnet.tune.search import connect_check
     connect_check(address, timeout)
-
-
-def _new_folder() -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    path, n = Path("runs") / f"{stamp}-tune", 2
-    while path.exists():
-        path, n = Path("runs") / f"{stamp}-tune-{n}", n + 1
-    return path
 
 
 def _plots(results: Results, heatmap: str) -> dict:

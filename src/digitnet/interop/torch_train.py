@@ -1,34 +1,30 @@
 """Train the same network in PyTorch, through digitnet's own data pipeline (needs PyTorch).
 
-:func:`train_torch` follows :func:`digitnet.training.train` step for step, so the two runs differ
-only in the arithmetic library: the same seeds split off the same validation images, the same
-:class:`~digitnet.data.loader.Normalizer` converts them, the same
-:class:`~digitnet.data.loader.DataLoader` hands out the same batches in the same order, and the
-PyTorch network starts from the very weights digitnet would draw. ``torch.optim`` and
-``torch.nn.CrossEntropyLoss`` then do the learning. L2 (``l2``) is ``torch.optim``'s
+:func:`train_torch` is :func:`digitnet.training.train` with another step, so the two runs differ
+only in the arithmetic library: :func:`~digitnet.training.prepare` splits off the same validation
+images, normalises them, builds the same :class:`~digitnet.data.loader.DataLoader` (same batches,
+same order) and draws the initial weights the PyTorch network starts from; the same
+:class:`~digitnet.training.Loop` runs the epochs, validation and early stopping. ``torch.optim``
+and ``torch.nn.CrossEntropyLoss`` do the learning (:class:`TorchStep`). L2 (``l2``) is ``torch.optim``'s
 ``weight_decay`` on the weights' parameter group; decoupled decay (``weight_decay``) is AdamW's.
 """
 
 from __future__ import annotations
 
 import copy
-import math
-import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from digitnet import nn
-from digitnet.data.augment import RandomShift
-from digitnet.data.datasets import Dataset, train_val_split
+from digitnet.data.datasets import Dataset
 from digitnet.data.formats import atomic_path
-from digitnet.data.loader import DataLoader, Normalizer
+from digitnet.data.loader import Normalizer
 from digitnet.errors import ConfigError
 from digitnet.interop.export import require
 from digitnet.interop.statedict import METADATA_KEY
 from digitnet.interop.torchnet import to_torch_module
 from digitnet.modelfile import architecture_of
-from digitnet.training import DTYPES, History, TrainConfig, TrainingDiverged, build_model
+from digitnet.training import History, Loop, TrainConfig, prepare
 
 
 @dataclass
@@ -68,88 +64,68 @@ def build_torch_optimizer(config: TrainConfig, module, n_train: int):
     return torch.optim.Adam(groups, lr=config.lr)
 
 
-def train_torch(config: TrainConfig, dataset: Dataset, on_epoch=None) -> TorchTrainResult:
+class TorchStep:
+    """:class:`digitnet.training.NumpyStep`'s counterpart: ``torch.nn`` computes, ``torch.optim`` steps."""
+
+    def __init__(self, module, optimizer, loss_fn):
+        self.torch = require("torch", "torch", "training with PyTorch")
+        self.model, self.optimizer, self.loss_fn = module, optimizer, loss_fn
+        self._loss = None
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = value
+
+    def train(self, mode: bool = True) -> None:
+        self.model.train(mode)
+
+    def forward(self, xb: np.ndarray, yb: np.ndarray) -> tuple[float, float]:
+        yb_t = self.torch.from_numpy(yb)
+        logits = self.model(self.torch.from_numpy(xb))
+        self._loss = self.loss_fn(logits, yb_t)
+        correct = float((logits.detach().argmax(1) == yb_t).double().mean())
+        return self._loss.item(), correct
+
+    def update(self) -> None:
+        self.optimizer.zero_grad(set_to_none=False)
+        self._loss.backward()
+        self.optimizer.step()
+
+    def evaluate(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+        return evaluate_torch(self.model, x, y)
+
+    def weights(self) -> dict:
+        return copy.deepcopy(self.model.state_dict())
+
+    def load_weights(self, weights: dict) -> None:
+        self.model.load_state_dict(weights)
+
+
+def train_torch(config: TrainConfig, dataset: Dataset, callbacks=()) -> TorchTrainResult:
     """Train ``config``'s network with PyTorch on ``dataset``, exactly as :func:`digitnet.training.train` feeds it.
 
-    ``on_epoch(record)`` is called after each epoch with the epoch's dict (as in ``History.epochs``).
+    The same :func:`~digitnet.training.prepare` builds the split, the loader and the
+    initial weights, and the same :class:`~digitnet.training.Loop` drives a
+    :class:`TorchStep`; ``callbacks`` are :class:`~digitnet.training.Callback` objects
+    (``state.model`` is the ``torch.nn.Sequential``).
     """
     torch = require("torch", "torch", "training with PyTorch")
-    config.validate()
-    seeds = np.random.SeedSequence(config.seed).spawn(3)      # weights, split, shuffles: as train() does
-    dtype = DTYPES[config.dtype]
-    x_tr, y_tr, x_val, y_val = train_val_split(dataset.x_train, dataset.y_train, config.val_fraction,
-                                               seed=int(seeds[1].generate_state(1)[0]))
-    normalizer = Normalizer(config.normalize).fit(x_tr)
-    x_tr_f, x_val_f = normalizer(x_tr, dtype), normalizer(x_val, dtype)
-    batch_size = config.batch_size or len(x_tr_f)
-    full_batch = batch_size >= len(x_tr_f)
-    transform = None
-    if config.augment_shift:
-        side = int(round(math.sqrt(x_tr_f.shape[1])))
-        transform = RandomShift(config.augment_shift, side, fill=float(normalizer(np.zeros(1))[0]))
-    loader = DataLoader(x_tr_f, y_tr.astype(np.int64), batch_size=min(batch_size, len(x_tr_f)),
-                        shuffle=not full_batch, rng=np.random.default_rng(seeds[2]), transform=transform)
-    start_model = build_model(config, x_tr_f.shape[1], len(dataset.class_names), np.random.default_rng(seeds[0]))
+    setup = prepare(config, dataset)
     torch.manual_seed(config.seed)                            # dropout masks (PyTorch's own generator)
-    module = to_torch_module(start_model)
-    optimizer = build_torch_optimizer(config, module, len(x_tr_f))
-    schedule = nn.make_schedule(config.schedule, config.lr, config.epochs, len(loader),
-                                warmup_epochs=config.warmup_epochs)
-    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    history, iteration = History(), 0
-    best_loss, best_state, waited = math.inf, None, 0
-    for epoch in range(1, config.epochs + 1):
-        module.train()
-        started, loss_sum, acc_sum = time.perf_counter(), 0.0, 0.0
-        for xb, yb in loader:
-            lr = schedule(iteration)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            xb_t, yb_t = torch.from_numpy(xb), torch.from_numpy(yb)
-            logits = module(xb_t)
-            loss = loss_fn(logits, yb_t)
-            value = loss.item()
-            if not math.isfinite(value):
-                raise TrainingDiverged(f"the loss became {value} at epoch {epoch}, iteration {iteration + 1}: "
-                                       f"training diverged; try a lower learning rate (it was {lr:g})")
-            optimizer.zero_grad(set_to_none=False)
-            loss.backward()
-            optimizer.step()
-            iteration += 1
-            correct = float((logits.detach().argmax(1) == yb_t).double().mean())
-            history.loss.append(value)
-            history.accuracy.append(correct)
-            history.lr.append(lr)
-            loss_sum, acc_sum = loss_sum + value, acc_sum + correct
-        record = {"epoch": epoch, "train_loss": loss_sum / len(loader), "train_accuracy": acc_sum / len(loader),
-                  "val_loss": None, "val_accuracy": None, "lr": lr, "seconds": time.perf_counter() - started}
-        if len(x_val_f):
-            record["val_loss"], record["val_accuracy"] = evaluate_torch(module, x_val_f, y_val)
-            if record["val_loss"] < best_loss:
-                best_loss, waited, history.best_epoch = record["val_loss"], 0, epoch
-                if config.early_stopping:
-                    best_state = copy.deepcopy(module.state_dict())
-            else:
-                waited += 1
-        history.epochs.append(record)
-        if on_epoch is not None:
-            on_epoch(record)
-        if config.early_stopping and waited >= config.early_stopping:
-            history.stopped_early = True
-            break
-    if best_state is not None and history.best_epoch != len(history.epochs):
-        module.load_state_dict(best_state)
-    module.eval()
-    test_loss, test_acc = evaluate_torch(module, normalizer(dataset.x_test, dtype), dataset.y_test)
-    seconds = [e["seconds"] for e in history.epochs]
-    last = history.epochs[-1]
-    metrics = {"test_accuracy": test_acc, "test_loss": test_loss, "val_accuracy": last["val_accuracy"],
-               "train_accuracy": last["train_accuracy"], "train_seconds": float(sum(seconds)),
-               "epoch_seconds": seconds, "epochs": len(history.epochs), "n_train": int(len(x_tr)),
-               "n_val": int(len(x_val)), "n_test": int(len(dataset.x_test)),
-               "test_held_out": bool(dataset.test_held_out)}
-    arch = architecture_of(start_model)
-    return TorchTrainResult(module, normalizer, history, config, metrics, dataset, arch)
+    module = to_torch_module(setup.model)
+    step = TorchStep(module, build_torch_optimizer(config, module, len(setup.x_train)),
+                     torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing))
+    loop = Loop(step, setup.loader, config.epochs, schedule=setup.schedule, val=(setup.x_val, setup.y_val),
+                early_stopping=config.early_stopping, callbacks=callbacks)
+    history = loop.run()
+    metrics = setup.metrics(history, step.evaluate(*setup.test_set()))
+    return TorchTrainResult(module, setup.normalizer, history, config, metrics, dataset,
+                            architecture_of(setup.model))
 
 
 def evaluate_torch(module, x: np.ndarray, y: np.ndarray, batch_size: int = 8192) -> tuple[float, float]:

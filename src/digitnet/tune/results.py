@@ -15,6 +15,7 @@ import json
 import math
 from pathlib import Path
 
+from digitnet import runs
 from digitnet.data.formats import atomic_path
 from digitnet.errors import DigitnetError
 from digitnet.tune.space import PARAMS, SearchSpec, key, show
@@ -42,11 +43,7 @@ class Results:
     @staticmethod
     def check_new(folder) -> Path:
         """Raise :class:`DigitnetError` unless ``folder`` is absent or empty."""
-        folder = Path(folder)
-        if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-            raise DigitnetError(f"{folder} already exists and is not empty: continue that search with "
-                                f"--resume {folder}, or choose another --out")
-        return folder
+        return runs.check_new(folder, hint=f"continue that search with --resume {folder}, or choose another --out")
 
     @classmethod
     def create(cls, folder, spec: SearchSpec) -> "Results":
@@ -63,7 +60,7 @@ class Results:
     @classmethod
     def open(cls, folder) -> "Results":
         """Read the search saved in ``folder`` (for ``--resume``)."""
-        path = Path(folder) / "results.json"
+        path = Path(folder) / runs.RESULTS
         try:
             data = json.loads(path.read_text())
         except FileNotFoundError:
@@ -127,9 +124,9 @@ class Results:
                                                    "val_accuracy": best["val_accuracy"]},
                 "final": self.final, "counts": self.counts(), "trials": records}
         try:
-            with atomic_path(self.folder / "results.json") as tmp:
+            with atomic_path(self.folder / runs.RESULTS) as tmp:
                 tmp.write_text(json.dumps(data, indent=1) + "\n")
-            with atomic_path(self.folder / "results.csv") as tmp:
+            with atomic_path(self.folder / runs.RESULTS_CSV) as tmp:
                 tmp.write_text(self.csv())
         except OSError as exc:
             raise DigitnetError(f"cannot write the results in {self.folder}: {exc.strerror or exc}") from None

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from digitnet import modelfile
+from digitnet import modelfile, runs
 from digitnet.data.datasets import Dataset, train_val_split
 from digitnet.errors import ConfigError, DigitnetError
 from digitnet.training import TrainResult, train
@@ -445,7 +445,7 @@ def refit(results: Results, dataset: Dataset, callbacks=()) -> tuple[dict, Train
     best = results.best()
     if best is None:
         raise DigitnetError(f"no trial finished ({_describe(results.counts())}): see "
-                            f"{results.folder / 'results.csv'} for the reasons")
+                            f"{results.folder / runs.RESULTS_CSV} for the reasons")
     config = trial_config(results.spec.base_config(), best["params"])
     config.val_fraction = 0.0
     if config.early_stopping:          # no validation set to stop on: train as long as the trial did
@@ -456,7 +456,7 @@ def refit(results: Results, dataset: Dataset, callbacks=()) -> tuple[dict, Train
 def save_winner(results: Results, best: dict, result: TrainResult) -> dict:
     """Save the refitted model as ``model.npz`` in the search's folder and note it in results.json."""
     d = result.dataset
-    path = modelfile.save(results.folder / "model.npz", result.model, result.normalizer, d.class_names,
+    path = modelfile.save(results.folder / runs.MODEL, result.model, result.normalizer, d.class_names,
                           dataset=d.name, config=result.config.to_dict(), metrics=result.metrics,
                           extra={"data_source": d.source, "official_data": d.official,
                                  "tune": {"trial": best["trial"], "params": best["params"],

@@ -129,9 +129,7 @@ def run_trial(number: int, params: dict, base: dict, data: TrialData, curves: li
     else:
         history = result.history
         epochs = history.epochs
-        final = epochs[-1]
-        if config.early_stopping and history.best_epoch:    # train() restored that epoch's weights
-            final = epochs[history.best_epoch - 1]
+        final = history.final_epoch()          # the epoch whose weights the trial ends with
         record.update(
             status=INTERRUPTED if history.interrupted else PRUNED if stopper and stopper.stopped_at else OK,
             reason=f"below the earlier trials' median after epoch {stopper.stopped_at}"

@@ -64,10 +64,13 @@ def build_report(run: Run, on_plot=None) -> str:
 
     cards = [("test accuracy", f"{100 * run.accuracy:.2f}%"),
              ("mistakes", f"{int(cm.sum() - cm.trace()):,} of {int(cm.sum()):,}")]
+    final, epochs = meta_metrics.get("final_epoch"), meta_metrics.get("epochs")
+    restored = final is not None and epochs and final != epochs
     if meta_metrics.get("val_accuracy") is not None:
-        cards.append(("validation accuracy", f"{100 * meta_metrics['val_accuracy']:.2f}%"))
-    if meta_metrics.get("epochs"):
-        cards.append(("epochs", str(meta_metrics["epochs"])))
+        cards.append(("validation accuracy" + (f" (epoch {final})" if restored else ""),
+                      f"{100 * meta_metrics['val_accuracy']:.2f}%"))
+    if epochs:
+        cards.append(("epochs", f"{epochs}, weights of epoch {final}" if restored else str(epochs)))
     if meta_metrics.get("train_seconds") is not None:
         cards.append(("training time", f"{meta_metrics['train_seconds']:.1f} s"))
     cards.append(("parameters", f"{n_params:,}"))

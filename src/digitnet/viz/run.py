@@ -1,29 +1,24 @@
 """Everything the pictures of one trained model need, loaded once: :class:`Run`.
 
-A run folder (``digitnet train`` writes it) holds ``model.npz``,
-``history.json`` and, since diagnostics are recorded, ``initial_weights.npz``.
-A bare model file has only the first. :func:`load_run` reads what is there
-and says what is missing; the test images come from the dataset the model was
+A run folder (:mod:`digitnet.runs`) holds the model, its history and the
+initial weights; a bare model file has only the first. :func:`load_run` reads
+what is there and says what is missing; the test images come from the dataset the model was
 trained on (or the one given) and are classified once, on first use.
 """
 
 from __future__ import annotations
 
-import json
-import zipfile
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
-from digitnet import metrics, modelfile
+from digitnet import metrics, runs
 from digitnet.data.datasets import Dataset, load_dataset
 from digitnet.errors import DataError, ModelFileError
 from digitnet.modelfile import Classifier
 from digitnet.training import History
-
-INITIAL_WEIGHTS = "initial_weights.npz"
 
 
 @dataclass
@@ -102,22 +97,17 @@ def load_run(path, data=None, dataset: str | None = None, cache_dir=None, load_d
         run folder has no ``history.json`` or a damaged one.
     """
     path = Path(path)
-    classifier = modelfile.load(path)
+    classifier = runs.load_model(path)
     model_path = Path(classifier.meta["path"])
     folder = model_path.parent
-    history_path = folder / "history.json"
-    if path.is_dir() and not history_path.exists():
-        raise ModelFileError(f"{path} has a model but no history.json, so it is not a whole run folder: "
+    history = runs.read_history(folder)
+    if path.is_dir() and history is None:
+        raise ModelFileError(f"{path} has a model but no {runs.HISTORY}, so it is not a whole run folder: "
                              f"plot the model file alone ({model_path}) for the plots that need no history")
-    run = Run(classifier, folder, name=folder.name if path.is_dir() else model_path.stem)
-    if history_path.exists():
-        try:
-            run.history = History.from_dict(json.loads(history_path.read_text()))
-        except (ValueError, TypeError, AttributeError) as exc:
-            raise ModelFileError(f"{history_path} is damaged ({exc}): the run's history cannot be read") from None
-    else:
-        run.notes.append(f"no history.json beside {model_path.name}")
-    run.initial_weights = _initial_weights(folder / INITIAL_WEIGHTS, classifier)
+    run = Run(classifier, folder, history=history, name=folder.name if path.is_dir() else model_path.stem)
+    if history is None:
+        run.notes.append(f"no {runs.HISTORY} beside {model_path.name}")
+    run.initial_weights = _initial_weights(folder, classifier)
     if load_data:
         name = dataset or classifier.meta.get("dataset") or "mnist"
         seed = int((classifier.meta.get("config") or {}).get("seed", 0))
@@ -136,16 +126,13 @@ def check_dataset(ds: Dataset, classifier: Classifier) -> Dataset:
     return ds
 
 
-def _initial_weights(path: Path, classifier: Classifier) -> dict | None:
-    """The weights before training, checked against the model's shapes; None if absent or unusable."""
-    if not path.exists():
+def _initial_weights(folder: Path, classifier: Classifier) -> dict | None:
+    """The weights before training, checked against the model's shapes; None if absent."""
+    weights = runs.read_initial_weights(folder)
+    if weights is None:
         return None
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            weights = {key: z[key] for key in z.files}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise ModelFileError(f"{path} is damaged ({exc}): delete it to plot without initial weights") from None
     expected = {name: p.shape for name, p in classifier.model.named_parameters() if name.endswith("weight")}
     if {k: v.shape for k, v in weights.items()} != expected:
-        raise ModelFileError(f"{path} does not match the model's layers: it belongs to another run")
+        raise ModelFileError(f"{folder / runs.INITIAL_WEIGHTS} does not match the model's layers: "
+                             "it belongs to another run")
     return weights

@@ -19,6 +19,7 @@ from digitnet.errors import DigitnetError
 # The module is digitnet.cli.<command with - as _>.
 COMMANDS = [
     ("train", "train a network and save it in a run folder"),
+    ("runs", "list the runs in a folder, or compare some side by side"),
     ("evaluate", "measure a saved model on a test set"),
     ("predict", "read the digit in image files, test images or a Kaggle test.csv"),
     ("serve", "serve a draw-a-digit web page that shows how the network decides"),

@@ -6,6 +6,7 @@ notebook shows it inline; none needs a display::
     from digitnet import viz
     run = viz.load_run("runs/20250101-120000-default")    # model, history, test set
     viz.curves(run.history)
+    viz.compare_curves([run.history, other.history], ["this run", "that run"])
     viz.confusion(run.y_test, run.y_pred, run.class_names)
     viz.make("robustness", run)                           # any plot by name
     viz.plot_run(run)                                     # all of them, as PNGs in the run folder
@@ -20,7 +21,7 @@ Names are imported on first use, so ``import digitnet.viz`` is cheap.
 import importlib
 
 _WHERE = {
-    "curves": "training_plots", "gradients": "training_plots",
+    "curves": "training_plots", "gradients": "training_plots", "compare_curves": "training_plots",
     "confusion": "results", "misclassified": "results", "predictions": "results",
     "weights": "weight_plots", "distributions": "weight_plots",
     "robustness": "robustness_plots", "robustness_curves": "robustness_plots", "damage": "robustness_plots",

@@ -173,3 +173,77 @@ def gradients(history):
                   f"{info.get('sampled_batches_per_epoch', '?')} sampled batches an epoch.",
                   fontsize=8.5, color=style.GREY)
     return fig
+
+
+@style.styled
+def compare_curves(histories, names):
+    """Several runs' epoch curves overlaid: validation accuracy and training loss, one colour per run.
+
+    Parameters
+    ----------
+    histories : list of History or dict (or None for a run with no history yet)
+        One per run, in the order of ``names``; a None or empty one is left out of the axes.
+    names : list of str
+        The runs' names, shown in the legend (with "interrupted" or "stopped early" when so).
+    """
+    if len(histories) != len(names):
+        raise DigitnetError(f"compare_curves got {len(histories)} histories for {len(names)} names")
+    runs = [(name, as_history(h)) for name, h in zip(names, histories) if h is not None]
+    runs = [(name, h) for name, h in runs if h.epochs]
+    drawn = {name for name, _ in runs}
+    left_out = [name for name in names if name not in drawn]
+    if not runs:
+        raise DigitnetError("none of these runs has finished an epoch: there are no curves to compare")
+
+    fig = style.figure(12, 4.9)
+    ax_acc, ax_loss = fig.subplots(1, 2)
+    many = max(len(h.epochs) for _, h in runs) > 40
+    any_val, losses = False, []
+    for k, (name, h) in enumerate(runs):
+        colour = style.LAYER_COLOURS[k % len(style.LAYER_COLOURS)]
+        line = dict(color=colour, lw=2, ls=["-", "--", ":"][k // len(style.LAYER_COLOURS) % 3],
+                    marker="o", markersize=0 if many else 4)
+        notes = [note for note, on in (("interrupted", h.interrupted), ("stopped early", h.stopped_early))
+                 if on and note not in name]
+        label = name + (f" ({', '.join(notes)})" if notes else "")
+        epochs = np.array([e["epoch"] for e in h.epochs])
+        val = np.array([np.nan if e.get("val_accuracy") is None else e["val_accuracy"] for e in h.epochs], dtype=float)
+        loss = np.array([e["train_loss"] for e in h.epochs], dtype=float)
+        losses.append(loss)
+        ax_loss.plot(epochs, np.maximum(loss, 1e-5), label=label, **line)
+        if np.isfinite(val).any():
+            any_val = True
+            ax_acc.plot(epochs, 100 * val, label=label, **line)
+            if h.restored_epoch:
+                ax_acc.plot([h.restored_epoch], [100 * val[h.restored_epoch - 1]], ls="none", marker="o",
+                            markersize=11, markerfacecolor="none", markeredgecolor=colour, markeredgewidth=1.6)
+    ax_acc.set(title="Validation accuracy", xlabel="epoch", ylabel="validation accuracy (%)")
+    if any_val:
+        low, high = ax_acc.get_ylim()
+        ax_acc.set_ylim(low, min(high, 100.5))
+        ax_acc.legend(loc="best")
+    else:
+        ax_acc.text(0.5, 0.5, "no validation split in these runs", transform=ax_acc.transAxes, ha="center",
+                    color=style.GREY)
+    every = np.concatenate(losses)
+    if every.min() > 0 and every.max() / every.min() > 4:
+        ax_loss.set(title="Training loss (epoch mean)", xlabel="epoch", ylabel="cross-entropy (log scale)")
+        style.log_y(ax_loss)
+    else:
+        ax_loss.set(title="Training loss (epoch mean)", xlabel="epoch", ylabel="cross-entropy")
+        style.plain_y(ax_loss)
+    ax_loss.legend(loc="best")
+    most = max(len(h.epochs) for _, h in runs)
+    for ax in (ax_acc, ax_loss):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if most <= 12:
+            ax.set_xticks(np.arange(1, most + 1))
+    captions = []
+    if any(h.restored_epoch for _, h in runs):
+        captions.append("A circle marks the epoch whose weights a run kept (early stopping restored them).")
+    if left_out:
+        captions.append(f"Not drawn, no epoch recorded yet: {', '.join(left_out)}.")
+    if captions:
+        fig.supxlabel("  ".join(captions), fontsize=8.5, color=style.GREY)
+    fig.suptitle(f"{len(runs)} runs compared, epoch by epoch")
+    return fig

@@ -215,7 +215,16 @@ def _other_shapes(folder):
     _rewrite_checkpoint(folder, change)
 
 
+def _bloated(folder):
+    """A checkpoint that unpacks to far more than this network's could hold (small on disk, 64 MB inside)."""
+    path = folder / "checkpoint.npz"
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    np.savez_compressed(path, **arrays, padding=np.zeros(2**23))
+
+
 @pytest.mark.parametrize("damage, args, fragment", [
+    (_bloated, [], "more than a checkpoint of this network"),
     (_truncate, [], "is damaged"),
     (_scramble, [], "checkpoint.npz"),
     (_other_version, [], "checkpoint format version 99"),

@@ -127,8 +127,8 @@ class Run:
             "architecture": [int(dataset.x_train.shape[1]), *config.hidden, len(dataset.class_names)],
             "epochs_planned": config.epochs, "epochs_done": 0, "iteration": 0, "val_accuracy": None,
             "seconds": 0.0, "resumed": 0,
-            "data": {"dataset": dataset.name, "data": None if data is None else str(data),
-                     "cache_dir": None if cache_dir is None else str(cache_dir), "source": dataset.source,
+            "data": {"dataset": dataset.name, "data": _absolute(data), "cache_dir": _absolute(cache_dir),
+                     "source": dataset.source, "n_train": int(len(dataset.x_train)),
                      "fingerprint": fingerprint(dataset)},
         }
         tmp = folder.parent / f".{folder.name}.{os.getpid()}-{secrets.token_hex(3)}.part"
@@ -244,7 +244,7 @@ class Run:
         """
         self.check_resumable()
         self._check_data(dataset)
-        return self._train(dataset, callbacks, resume=self.read_checkpoint() or {})
+        return self._train(dataset, callbacks, resume=self.read_checkpoint(n_train=len(dataset.x_train)) or {})
 
     def _train(self, dataset: Dataset, callbacks, resume: dict | None) -> TrainResult:
         if self._lock is None:
@@ -296,17 +296,20 @@ class Run:
                      val_accuracy=epochs[-1].get("val_accuracy") if epochs else None,
                      seconds=float(sum(e["seconds"] for e in epochs)))
 
-    def read_checkpoint(self, config: TrainConfig | None = None) -> dict | None:
+    def read_checkpoint(self, n_train: int | None = None) -> dict | None:
         """The checkpoint's state, checked, or None when there is none.
 
         Raises :class:`DigitnetError` when it is damaged, of another format
-        version, or written with other settings than ``config.json``'s.
+        version, or written with other settings than ``config.json``'s. Its
+        size is bounded before it is read, by what a checkpoint of this network
+        trained on ``n_train`` images (default: the number recorded) can hold.
         """
         path = self.path / CHECKPOINT
         if not path.exists():
             return None
-        config = config or self.config
-        budget = _checkpoint_budget(config, self.info.get("architecture") or [])
+        config = self.config
+        n_train = n_train or int((self.info.get("data") or {}).get("n_train") or 60_000)
+        budget = _checkpoint_budget(config, self.info.get("architecture") or [], n_train)
         try:
             with zipfile.ZipFile(path) as z:
                 total = sum(i.file_size for i in z.infolist())
@@ -353,9 +356,10 @@ class Run:
             raise DigitnetError(f"cannot write the run folder {self.path}: {exc.strerror or exc}") from None
         interrupted = result.history.interrupted
         m = result.metrics
+        done = {} if interrupted else {"epochs_done": m["epochs"]}    # interrupted: the checkpoint's count
         self._end(INTERRUPTED if interrupted else FINISHED, None, val_accuracy=m["val_accuracy"],
-                  test_accuracy=m["test_accuracy"], seconds=m["train_seconds"], epochs_done=m["epochs"],
-                  final_epoch=m["final_epoch"])
+                  test_accuracy=m["test_accuracy"], seconds=m["train_seconds"], final_epoch=m["final_epoch"],
+                  **done)
         if not interrupted:
             (self.path / CHECKPOINT).unlink(missing_ok=True)
 
@@ -601,10 +605,12 @@ def _unpack(tree, arrays: dict):
     return tree
 
 
-def _checkpoint_budget(config: TrainConfig, sizes: list) -> int:
-    """The most bytes a checkpoint of this run can hold: weights a few times over, the history, the order."""
+def _checkpoint_budget(config: TrainConfig, sizes: list, n_train: int) -> int:
+    """The most bytes a checkpoint of this run can hold: the weights a few times over (network, optimiser,
+    best and initial weights, in float64 at most), the loader's order and three float64s an iteration."""
     weights = sum((a + 1) * b for a, b in zip(sizes, sizes[1:])) if len(sizes) > 1 else 0
-    return 64 * 2**20 + 8 * 8 * weights + 8 * 3 * config.epochs * 2**20
+    iterations = config.epochs * -(-n_train // (config.batch_size or n_train or 1))
+    return 16 * 2**20 + 8 * 8 * weights + 8 * n_train + 3 * 8 * iterations
 
 
 # --------------------------------------------------------------------------- small pieces
@@ -614,6 +620,13 @@ def _now() -> str:
 
 def _stamp(path: Path) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(path.stat().st_mtime))
+
+
+def _absolute(path) -> str | None:
+    """A path (or comma-separated paths, as --data takes) made absolute, so a run resumes from any folder."""
+    if path is None:
+        return None
+    return ",".join(str(Path(p).expanduser().resolve()) for p in str(path).split(","))
 
 
 def _sizes(sizes) -> str | None:

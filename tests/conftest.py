@@ -14,6 +14,7 @@ import socket
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from digitnet.data import load_dataset
@@ -45,6 +46,15 @@ def mnist(request):
         for key, value in request.getfixturevalue("local_wheel_index").items():
             mp.setenv(key, value)
         return load_dataset("mnist")
+
+
+@pytest.fixture(scope="session")
+def small_npz(mnist, tmp_path_factory) -> Path:
+    """6,000 real training and 1,000 real test images as an NPZ in Keras's layout: a run takes a second."""
+    path = tmp_path_factory.mktemp("data") / "mnist-small.npz"
+    np.savez(path, x_train=mnist.x_train[:6000].reshape(-1, 28, 28), y_train=mnist.y_train[:6000],
+             x_test=mnist.x_test[:1000].reshape(-1, 28, 28), y_test=mnist.y_test[:1000])
+    return path
 
 
 @pytest.fixture(scope="session")

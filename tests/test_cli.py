@@ -14,34 +14,8 @@ import sys
 import numpy as np
 import pytest
 
+from clitools import assert_user_error, digitnet, last_json
 from digitnet import __version__
-
-
-def digitnet(*args, cwd=None, timeout=300):
-    return subprocess.run([sys.executable, "-m", "digitnet", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=timeout)
-
-
-def last_json(stdout: str) -> dict:
-    return json.loads(stdout.strip().splitlines()[-1])
-
-
-def assert_user_error(result, *fragments):
-    """One line on stderr, starting 'error:', exit status 2, no traceback."""
-    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-
-
-@pytest.fixture(scope="module")
-def small_npz(mnist, tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "mnist-small.npz"
-    np.savez(path, x_train=mnist.x_train[:6000].reshape(-1, 28, 28), y_train=mnist.y_train[:6000],
-             x_test=mnist.x_test[:1000].reshape(-1, 28, 28), y_test=mnist.y_test[:1000])
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ import time
 import numpy as np
 import pytest
 
+from clitools import command, digitnet
 from digitnet import runs
 from digitnet.presets import preset
 from digitnet.training import Callback, train
@@ -27,14 +28,8 @@ from digitnet.training import Callback, train
 PLAN = ["--preset", "default", "--hidden", "64", "--epochs", "6"]
 
 
-def digitnet(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "digitnet", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout)
-
-
 def start(*args):
-    return subprocess.Popen([sys.executable, "-m", "digitnet", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(command(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def wait_for_epochs(proc, n: int) -> list[str]:
@@ -62,14 +57,6 @@ def snapshot(folder) -> dict:
     """Every file's bytes and modification time: what 'left exactly as it was' compares."""
     return {p.name: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
             for p in sorted(folder.iterdir())}
-
-
-@pytest.fixture(scope="module")
-def small_npz(mnist, tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "mnist-small.npz"
-    np.savez(path, x_train=mnist.x_train[:6000].reshape(-1, 28, 28), y_train=mnist.y_train[:6000],
-             x_test=mnist.x_test[:1000].reshape(-1, 28, 28), y_test=mnist.y_test[:1000])
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from clitools import assert_user_error, command, digitnet, last_json
 from digitnet.viz import style
 
 TINY = ["--preset", "adam-128-64", "--hidden", "32"]
@@ -26,38 +27,8 @@ REASON = ("MemoryError: Unable to allocate 1.21 GiB for an array with shape (600
           "while evaluating the validation split")
 
 
-def command(*args) -> list[str]:
-    return [sys.executable, "-m", "digitnet", *map(str, args)]
-
-
-def digitnet(*args, cwd=None, timeout=300):
-    return subprocess.run(command(*args), capture_output=True, text=True, cwd=cwd, timeout=timeout)
-
-
-def last_json(stdout: str) -> dict:
-    return json.loads(stdout.strip().splitlines()[-1])
-
-
-def assert_user_error(result, *fragments):
-    """One line on stderr, starting 'error:', exit status 2, no traceback."""
-    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-
-
 def read(folder, name):
     return json.loads((folder / name).read_text())
-
-
-@pytest.fixture(scope="module")
-def small_npz(mnist, tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "mnist-small.npz"
-    np.savez(path, x_train=mnist.x_train[:6000].reshape(-1, 28, 28), y_train=mnist.y_train[:6000],
-             x_test=mnist.x_test[:1000].reshape(-1, 28, 28), y_test=mnist.y_test[:1000])
-    return path
 
 
 def _start(root, name, small_npz, *flags):

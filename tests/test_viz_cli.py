@@ -53,14 +53,6 @@ def picture(path_or_image) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def small_npz(mnist, tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("data") / "mnist-small.npz"
-    np.savez(path, x_train=mnist.x_train[:6000].reshape(-1, 28, 28), y_train=mnist.y_train[:6000],
-             x_test=mnist.x_test[:1000].reshape(-1, 28, 28), y_test=mnist.y_test[:1000])
-    return path
-
-
-@pytest.fixture(scope="module")
 def run_dir(small_npz, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "run"
     last_json(digitnet("train", "--preset", "adam-128-64", "--epochs", "2", "--data", small_npz, "--out", out,

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from digitnet import __version__, nn
-from digitnet.data.formats import atomic_path, read_csv
+from digitnet.data.formats import atomic_path, first_line, json_default, read_csv
 from digitnet.data.loader import Normalizer
 from digitnet.errors import DataError, DigitnetError, ModelFileError
 
@@ -181,7 +181,7 @@ def save(path, model: nn.Sequential, normalizer: Normalizer, class_names, datase
         "digitnet_version": __version__,
         **(extra or {}),
     }
-    blob = np.frombuffer(json.dumps(meta, default=_json_default).encode("utf-8"), dtype=np.uint8)
+    blob = np.frombuffer(json.dumps(meta, default=json_default).encode("utf-8"), dtype=np.uint8)
     try:
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as fh:
@@ -210,10 +210,10 @@ def load(path) -> Classifier:
         with np.load(path, allow_pickle=False) as z:
             arrays = {key: z[key] for key in z.files}
     except ValueError as exc:
-        reason = "it holds pickled Python objects, which digitnet never loads" if "pickle" in str(exc) else _short(exc)
+        reason = "it holds pickled Python objects, which digitnet never loads" if "pickle" in str(exc) else first_line(exc)
         raise ModelFileError(f"{path} is not a digitnet model file ({reason})") from None
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
-        raise ModelFileError(f"{path} is not a digitnet model file ({_short(exc)})") from None
+        raise ModelFileError(f"{path} is not a digitnet model file ({first_line(exc)})") from None
     if "meta" not in arrays:
         raise ModelFileError(f"{path} is not a digitnet model file (it has no 'meta' entry)")
     try:
@@ -232,7 +232,7 @@ def load(path) -> Classifier:
                        init="he", rng=0, dtype=dtype)
         normalizer = Normalizer.from_dict(meta.get("normalization") or {"kind": "scale"})
     except (KeyError, TypeError, ValueError, DigitnetError) as exc:
-        raise ModelFileError(f"{path}: its architecture cannot be built ({_short(exc)})") from None
+        raise ModelFileError(f"{path}: its architecture cannot be built ({first_line(exc)})") from None
     state = {key[len("param/"):]: value for key, value in arrays.items() if key.startswith("param/")}
     expected = dict(model.named_parameters())
     for name, p in expected.items():
@@ -256,17 +256,3 @@ def load(path) -> Classifier:
     meta["path"] = str(path)
     return Classifier(model, normalizer, list(class_names), {**arch, "sizes": sizes}, meta)
 
-
-def _short(exc) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot store {type(value).__name__} in model metadata")

@@ -46,7 +46,7 @@ import numpy as np
 
 from digitnet import modelfile
 from digitnet.data.datasets import Dataset
-from digitnet.data.formats import atomic_path
+from digitnet.data.formats import atomic_path, first_line, json_default
 from digitnet.diagnostics import Diagnostics
 from digitnet.errors import ConfigError, DataError, DigitnetError, ModelFileError
 from digitnet.training import Callback, History, TrainConfig, TrainingDiverged, TrainResult, train
@@ -158,6 +158,9 @@ class Run:
         try:
             info = json.loads((path / RUN).read_text())
         except FileNotFoundError:
+            if (path / RESULTS).exists():
+                raise DigitnetError(f"{path} is a search's folder, not a training run: continue it with "
+                                    f"'digitnet tune --resume {path}'") from None
             raise DigitnetError(f"{path} is not a run folder: it has no {RUN} (runs made by 'digitnet train' "
                                 "have one)") from None
         except (OSError, ValueError) as exc:
@@ -268,7 +271,7 @@ class Run:
                     shutil.rmtree(self.path, ignore_errors=True)
                 if resume and isinstance(exc, (KeyError, TypeError, ValueError, IndexError)):
                     raise ModelFileError(f"{self.path / CHECKPOINT} does not fit this run "
-                                         f"({_short(exc)}): it cannot be resumed") from None
+                                         f"({first_line(exc)}): it cannot be resumed") from None
                 raise
             interrupted = isinstance(exc, KeyboardInterrupt)
             self._end(INTERRUPTED if interrupted else FAILED, None if interrupted else f"{type(exc).__name__}: {exc}")
@@ -322,7 +325,7 @@ class Run:
         except DigitnetError:
             raise
         except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError, UnicodeDecodeError) as exc:
-            raise ModelFileError(f"{path} is damaged ({_short(exc)}): it cannot be resumed; remove it to "
+            raise ModelFileError(f"{path} is damaged ({first_line(exc)}): it cannot be resumed; remove it to "
                                  "start the run again from its first epoch") from None
         if not isinstance(header, dict) or header.get("format") != CHECKPOINT_FORMAT:
             raise ModelFileError(f"{path} is not a digitnet checkpoint")
@@ -336,7 +339,7 @@ class Run:
         try:
             return _unpack(header["state"], arrays)
         except (KeyError, TypeError, ValueError) as exc:
-            raise ModelFileError(f"{path} is damaged ({_short(exc)}): it cannot be resumed") from None
+            raise ModelFileError(f"{path} is damaged ({first_line(exc)}): it cannot be resumed") from None
 
     def finish(self, result: TrainResult, initial_weights: dict | None = None) -> None:
         """Write the model, history and metrics; the run is then finished, or interrupted (resumable)."""
@@ -390,7 +393,7 @@ class Run:
     def _write_json(self, name: str, obj, indent: int | None = 2) -> None:
         try:
             with atomic_path(self.path / name) as tmp:
-                tmp.write_text(json.dumps(obj, indent=indent, default=_plain) + "\n")
+                tmp.write_text(json.dumps(obj, indent=indent, default=json_default) + "\n")
         except OSError as exc:
             raise DigitnetError(f"cannot write {self.path / name}: {exc.strerror or exc}") from None
 
@@ -644,17 +647,3 @@ def _differences(a: dict, b: dict) -> str:
     keys = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
     return ", ".join(f"{k} {a.get(k)!r} there, {b.get(k)!r} here" for k in keys[:4]) or "unknown"
 
-
-def _plain(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"cannot store {type(value).__name__} as JSON")
-
-
-def _short(exc) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__

@@ -90,6 +90,23 @@ def atomic_path(path):
             os.unlink(tmp)
 
 
+def json_default(value):
+    """``json.dumps(..., default=json_default)``: NumPy scalars and arrays as numbers and lists, paths as text."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot store {type(value).__name__} as JSON")
+
+
+def first_line(exc) -> str:
+    """An exception's message cut to its first line (200 characters at most), for an ``error:`` line."""
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
 def sniff(path) -> str:
     """Guess a file's format from its first bytes: ``"idx"``, ``"npz"`` or ``"csv"``.
 

@@ -332,8 +332,12 @@ class Run:
         if header.get("format_version") != CHECKPOINT_VERSION:
             raise ModelFileError(f"{path} has checkpoint format version {header.get('format_version')}; this "
                                  f"digitnet reads version {CHECKPOINT_VERSION}")
-        if header.get("config") != config.to_dict():
-            differ = _differences(header.get("config") or {}, config.to_dict())
+        try:        # settings added to digitnet since take their defaults, as config.json's do
+            saved = TrainConfig.from_dict(header.get("config") or {}).to_dict()
+        except (DigitnetError, TypeError, ValueError):
+            saved = header.get("config") or {}
+        if saved != config.to_dict():
+            differ = _differences(saved, config.to_dict())
             raise ConfigError(f"{path} was written with other settings than {self.path / CONFIG} "
                               f"({differ}): it belongs to another run")
         try:

@@ -34,7 +34,7 @@ import numpy as np
 from digitnet import nn
 from digitnet.nn import rules
 from digitnet.nn.init import INITIALISERS, parse_initialiser
-from digitnet.data.augment import RandomShift
+from digitnet.data.augment import Compose, ElasticDistortion, RandomAffine, RandomShift
 from digitnet.data.datasets import Dataset, train_val_split
 from digitnet.data.loader import DataLoader, Normalizer
 from digitnet.errors import ConfigError, DigitnetError
@@ -75,6 +75,19 @@ def _at_least_one(what: str):
 def _shift(value) -> None:
     if not 0 <= value <= 8:
         raise ConfigError(f"the augmentation shift must be 0 to 8 pixels, got {value}")
+
+
+def _between(what: str, low: float, high: float, unit: str = "", *, open_high: bool = False):
+    def rule(value):
+        if not (low <= value < high if open_high else low <= value <= high):
+            top = f"below {high:g}" if open_high else f"{high:g}"
+            raise ConfigError(f"{what} must be {low:g} to {top}{unit}, got {value}")
+    return rule
+
+
+def _elastic_sigma(value) -> None:
+    if not 0 < value <= 28:
+        raise ConfigError(f"the elastic sigma must be greater than 0 and at most 28 pixels, got {value}")
 
 
 @dataclass
@@ -124,6 +137,16 @@ class TrainConfig:
                                   partial(rules.non_negative, what="early-stopping patience"), metavar="PATIENCE")
     augment_shift: int = setting(0, "move each training digit by up to this many pixels (0: off)", _shift,
                                  metavar="PIXELS")
+    augment_rotate: float = setting(0.0, "turn each training digit by up to this many degrees either way (0: off)",
+                                    _between("the augmentation rotation", 0, 180, " degrees"), metavar="DEGREES")
+    augment_scale: float = setting(0.0, "zoom each training digit by a factor in 1 ± S, e.g. 0.1 (0: off)",
+                                   _between("the augmentation scale", 0, 1, open_high=True), metavar="S")
+    augment_shear: float = setting(0.0, "shear each training digit by up to this many degrees either way (0: off)",
+                                   _between("the augmentation shear", 0, 60, " degrees"), metavar="DEGREES")
+    augment_elastic_alpha: float = setting(0.0, "strength α of the elastic distortion in pixels, e.g. 34 (0: off)",
+                                           _between("the elastic alpha", 0, 1000, " pixels"), metavar="ALPHA")
+    augment_elastic_sigma: float = setting(4.0, "smoothness σ of the elastic distortion in pixels",
+                                           _elastic_sigma, metavar="SIGMA")
     seed: int = setting(0, "one seed for the weights, the split, the shuffles and the dropout masks", metavar="N")
     dtype: str = setting("float32", "the network's floating-point type", group="network", choices=DTYPES)
 
@@ -327,12 +350,23 @@ def prepare(config: TrainConfig, dataset: Dataset) -> Setup:
 
 
 def _augmentation(config: TrainConfig, normalizer: Normalizer, n_pixels: int):
-    if not config.augment_shift:
+    """The loader's per-batch transform: shift, then affine, then elastic, whichever are on (or None)."""
+    c = config
+    wanted = [c.augment_shift, c.augment_rotate or c.augment_scale or c.augment_shear, c.augment_elastic_alpha]
+    if not any(wanted):
         return None
     side = int(round(math.sqrt(n_pixels)))
     if side * side != n_pixels:
-        raise ConfigError(f"shifting needs square images; these have {n_pixels} pixels")
-    return RandomShift(config.augment_shift, side, fill=float(normalizer(np.zeros(1))[0]))
+        raise ConfigError(f"shifts, affine maps and elastic distortion need square images; these have "
+                          f"{n_pixels} pixels")
+    fill = float(normalizer(np.zeros(1))[0])
+    transforms = [RandomShift(c.augment_shift, side, fill=fill) if wanted[0] else None,
+                  RandomAffine(c.augment_rotate, c.augment_scale, c.augment_shear, side=side, fill=fill)
+                  if wanted[1] else None,
+                  ElasticDistortion(c.augment_elastic_alpha, c.augment_elastic_sigma, side, fill=fill)
+                  if wanted[2] else None]
+    transforms = [t for t in transforms if t is not None]
+    return transforms[0] if len(transforms) == 1 else Compose(*transforms)
 
 
 def build_model(config: TrainConfig, n_inputs: int, n_classes: int, rng) -> nn.Sequential:

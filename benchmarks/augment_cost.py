@@ -29,8 +29,14 @@ VARIANTS = {
     "shift": dict(augment_shift=1),
     "affine": dict(augment_rotate=10, augment_scale=0.1, augment_shear=10),
     "elastic": dict(augment_elastic_alpha=34, augment_elastic_sigma=4),
-    "all": dict(augment_shift=1, augment_rotate=10, augment_scale=0.1, augment_shear=10,
-                augment_elastic_alpha=34, augment_elastic_sigma=4),
+    "all": dict(
+        augment_shift=1,
+        augment_rotate=10,
+        augment_scale=0.1,
+        augment_shear=10,
+        augment_elastic_alpha=34,
+        augment_elastic_sigma=4,
+    ),
 }
 
 
@@ -60,6 +66,7 @@ def one_epoch(dataset, changes: dict) -> tuple[float, float]:
             return None
         timed.append(Timed(t))
         return timed[-1]
+
     training._augmentation = wrapped
     try:
         result = training.train(config, dataset)
@@ -80,7 +87,7 @@ def main() -> int:
     cost = {name: [] for name in VARIANTS}
     shares = {name: [] for name in VARIANTS}
     for r in range(args.rounds):
-        order = list(VARIANTS)[r % len(VARIANTS):] + list(VARIANTS)[:r % len(VARIANTS)]
+        order = list(VARIANTS)[r % len(VARIANTS) :] + list(VARIANTS)[: r % len(VARIANTS)]
         seen = {}
         for name in order:
             seen[name] = one_epoch(dataset, VARIANTS[name])
@@ -88,11 +95,18 @@ def main() -> int:
             epochs[name].append(epoch)
             cost[name].append(spent)
             shares[name].append(spent / seen["none"][0])
-    report = {name: {"epoch_seconds": statistics.median(epochs[name]),
-                     "transform_seconds": statistics.median(cost[name]),
-                     "share": statistics.median(shares[name])} for name in VARIANTS}
-    print(f"default architecture, one epoch on {len(dataset.x_train) * 9 // 10:,} images, "
-          f"median of {args.rounds} interleaved rounds")
+    report = {
+        name: {
+            "epoch_seconds": statistics.median(epochs[name]),
+            "transform_seconds": statistics.median(cost[name]),
+            "share": statistics.median(shares[name]),
+        }
+        for name in VARIANTS
+    }
+    print(
+        f"default architecture, one epoch on {len(dataset.x_train) * 9 // 10:,} images, "
+        f"median of {args.rounds} interleaved rounds"
+    )
     print(f"  {'variant':<8} {'epoch s':>8} {'transforms s':>13} {'share':>7}")
     for name, row in report.items():
         print(f"  {name:<8} {row['epoch_seconds']:8.3f} {row['transform_seconds']:13.3f} {row['share']:7.1%}")

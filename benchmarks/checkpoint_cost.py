@@ -31,7 +31,9 @@ TARGET = 0.02
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=4, help="epochs to train (default 4)")
-    parser.add_argument("--check", action="store_true", help=f"exit 1 if a checkpoint costs over {TARGET:.0%}")
+    parser.add_argument(
+        "--check", action="store_true", help=f"exit 1 if a checkpoint costs over {TARGET:.0%}"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -51,12 +53,21 @@ def main() -> int:
         result = run.train(dataset)
     epochs = result.metrics["epoch_seconds"]
     share = statistics.median(seconds) / statistics.median(epochs)
-    report = {"epoch_seconds": epochs, "checkpoint_seconds": seconds, "checkpoint_bytes": sizes[-1],
-              "share": share, "target": TARGET}
+    report = {
+        "epoch_seconds": epochs,
+        "checkpoint_seconds": seconds,
+        "checkpoint_bytes": sizes[-1],
+        "share": share,
+        "target": TARGET,
+    }
     print(f"default preset, {len(epochs)} epochs on {result.metrics['n_train']:,} images")
-    print(f"  an epoch:      median {statistics.median(epochs):.3f} s  ({', '.join(f'{s:.3f}' for s in epochs)})")
-    print(f"  a checkpoint:  median {statistics.median(seconds) * 1000:.1f} ms  "
-          f"({', '.join(f'{s * 1000:.1f}' for s in seconds)}), {sizes[-1] / 2**20:.1f} MB")
+    print(
+        f"  an epoch:      median {statistics.median(epochs):.3f} s  ({', '.join(f'{s:.3f}' for s in epochs)})"
+    )
+    print(
+        f"  a checkpoint:  median {statistics.median(seconds) * 1000:.1f} ms  "
+        f"({', '.join(f'{s * 1000:.1f}' for s in seconds)}), {sizes[-1] / 2**20:.1f} MB"
+    )
     print(f"  share of an epoch: {share:.2%} (target at most {TARGET:.0%})")
     if args.json:
         print(json.dumps(report))

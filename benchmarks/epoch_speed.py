@@ -63,7 +63,10 @@ def digitnet_runner(x, y, seed):
 def bare_numpy_runner(x, y, seed):
     """The plainest float32 NumPy loop a person would write: the floor to compare against."""
     rng = np.random.default_rng(seed)
-    ws = [rng.uniform(-1, 1, (a, b)).astype(np.float32) / np.sqrt(a) for a, b in zip(SIZES[:-1], SIZES[1:])]
+    ws = [
+        rng.uniform(-1, 1, (a, b)).astype(np.float32) / np.sqrt(a)
+        for a, b in zip(SIZES[:-1], SIZES[1:], strict=True)
+    ]
     bs = [np.zeros(b, np.float32) for b in SIZES[1:]]
     params = ws + bs
     m = [np.zeros_like(p) for p in params]
@@ -73,7 +76,7 @@ def bare_numpy_runner(x, y, seed):
     def epoch():
         order = rng.permutation(len(x))
         for i in range(0, len(x), BATCH):
-            idx = order[i:i + BATCH]
+            idx = order[i : i + BATCH]
             xb, yb = x[idx], y[idx]
             a1 = np.maximum(xb @ ws[0] + bs[0], 0)
             a2 = np.maximum(a1 @ ws[1] + bs[1], 0)
@@ -87,10 +90,10 @@ def bare_numpy_runner(x, y, seed):
             grads = [xb.T @ g1, a1.T @ g2, a2.T @ g3, g1.sum(0), g2.sum(0), g3.sum(0)]
             state["t"] += 1
             t = state["t"]
-            for k, (pk, gk) in enumerate(zip(params, grads)):
+            for k, (pk, gk) in enumerate(zip(params, grads, strict=True)):
                 m[k] = 0.9 * m[k] + 0.1 * gk
                 v[k] = 0.999 * v[k] + 0.001 * gk * gk
-                pk -= LR * (m[k] / (1 - 0.9 ** t)) / (np.sqrt(v[k] / (1 - 0.999 ** t)) + 1e-8)
+                pk -= LR * (m[k] / (1 - 0.9**t)) / (np.sqrt(v[k] / (1 - 0.999**t)) + 1e-8)
 
     def infer(xt):
         a = np.maximum(xt @ ws[0] + bs[0], 0)
@@ -106,7 +109,7 @@ def torch_runner(x, y, seed):
     torch.manual_seed(seed)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
     layers = []
-    for i, (a, b) in enumerate(zip(SIZES[:-1], SIZES[1:])):
+    for i, (a, b) in enumerate(zip(SIZES[:-1], SIZES[1:], strict=True)):
         layers.append(torch.nn.Linear(a, b))
         if i < len(SIZES) - 2:
             layers.append(torch.nn.ReLU())
@@ -118,7 +121,7 @@ def torch_runner(x, y, seed):
         model.train()
         order = torch.randperm(len(xt))
         for i in range(0, len(xt), BATCH):
-            idx = order[i:i + BATCH]
+            idx = order[i : i + BATCH]
             opt.zero_grad(set_to_none=True)
             loss_fn(model(xt[idx]), yt[idx]).backward()
             opt.step()
@@ -136,8 +139,15 @@ def sklearn_runner(x, y, seed):
 
     from sklearn.neural_network import MLPClassifier
 
-    clf = MLPClassifier(hidden_layer_sizes=tuple(SIZES[1:-1]), solver="adam", learning_rate_init=LR,
-                        batch_size=BATCH, max_iter=1, shuffle=True, random_state=seed)
+    clf = MLPClassifier(
+        hidden_layer_sizes=tuple(SIZES[1:-1]),
+        solver="adam",
+        learning_rate_init=LR,
+        batch_size=BATCH,
+        max_iter=1,
+        shuffle=True,
+        random_state=seed,
+    )
     classes = np.arange(10)
 
     def epoch():
@@ -169,16 +179,28 @@ def cpu_name() -> str:
 def blas_kernel() -> str:
     try:
         from threadpoolctl import threadpool_info
-        info = [i for i in threadpool_info() if i.get("user_api") == "blas" and "numpy" in i.get("filepath", "")]
-        return ", ".join(f"{i.get('internal_api')} {i.get('version')} {i.get('architecture')} kernel, "
-                         f"{i.get('num_threads')} threads"
-                         for i in info) or "unknown"
+
+        info = [
+            i for i in threadpool_info() if i.get("user_api") == "blas" and "numpy" in i.get("filepath", "")
+        ]
+        return (
+            ", ".join(
+                f"{i.get('internal_api')} {i.get('version')} {i.get('architecture')} kernel, "
+                f"{i.get('num_threads')} threads"
+                for i in info
+            )
+            or "unknown"
+        )
     except ImportError:
         return "unknown (install threadpoolctl)"
 
 
-RUNNERS = {"digitnet": digitnet_runner, "pytorch": torch_runner, "bare numpy": bare_numpy_runner,
-           "scikit-learn": sklearn_runner}
+RUNNERS = {
+    "digitnet": digitnet_runner,
+    "pytorch": torch_runner,
+    "bare numpy": bare_numpy_runner,
+    "scikit-learn": sklearn_runner,
+}
 NEEDS = {"pytorch": "torch", "scikit-learn": "sklearn"}
 
 
@@ -189,7 +211,7 @@ def measure(name: str, epochs: int) -> dict:
     y = ds.y_train.astype(np.intp)
     xt = ds.x_test.astype(np.float32) / 255
     epoch, infer = RUNNERS[name](x, y, 0)
-    epoch()                                     # warm-up: first-touch allocations, lazy imports
+    epoch()  # warm-up: first-touch allocations, lazy imports
     times = []
     for _ in range(epochs):
         started = time.perf_counter()
@@ -203,20 +225,27 @@ def measure(name: str, epochs: int) -> dict:
     out = {"epoch_seconds": times, "inference_seconds": min(infer_times)}
     if name == "pytorch":
         import torch
+
         out["torch"] = f"{torch.__version__}, {torch.get_num_threads()} threads"
     return out
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rounds", type=int, default=3,
-                    help="rounds; in each, every contestant runs one timed epoch in a fresh process (default 3)")
-    ap.add_argument("--skip", nargs="*", default=[], help="contestants to leave out: pytorch scikit-learn 'bare numpy'")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds; in each, every contestant runs one timed epoch in a fresh process (default 3)",
+    )
+    ap.add_argument(
+        "--skip", nargs="*", default=[], help="contestants to leave out: pytorch scikit-learn 'bare numpy'"
+    )
     ap.add_argument("--check", action="store_true", help=f"exit 1 unless digitnet/PyTorch <= {TARGET}")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if args.worker:                             # one contestant, one process: no thread pools fighting
+    if args.worker:  # one contestant, one process: no thread pools fighting
         print(json.dumps(measure(args.worker, 1)))
         return 0
 
@@ -224,7 +253,7 @@ def main(argv=None) -> int:
     epoch_times = {n: [] for n in names}
     infer_runs = {n: [] for n in names}
     extra = {}
-    for _ in range(args.rounds):                # rounds interleave the contestants, so noise hits all alike
+    for _ in range(args.rounds):  # rounds interleave the contestants, so noise hits all alike
         for name in names:
             run = subprocess.run([sys.executable, __file__, "--worker", name], capture_output=True, text=True)
             if run.returncode != 0:
@@ -244,26 +273,36 @@ def main(argv=None) -> int:
         "epoch_seconds": epoch_s,
         "inference_seconds_10k": infer_times,
         "ratio_epoch_vs": {n: epoch_s["digitnet"] / s for n, s in epoch_s.items() if n != "digitnet"},
-        "ratio_inference_vs": {n: infer_times["digitnet"] / s for n, s in infer_times.items() if n != "digitnet"},
+        "ratio_inference_vs": {
+            n: infer_times["digitnet"] / s for n, s in infer_times.items() if n != "digitnet"
+        },
         "target_ratio_vs_pytorch": TARGET,
         **extra,
     }
 
-    print(f"MNIST, {'-'.join(map(str, SIZES))} ReLU, Adam, batch {BATCH}: median epoch of {args.rounds} rounds, "
-          "each contestant in its own process")
-    print(f"machine: {result['machine']}; Python {result['python']}, NumPy {result['numpy']}; BLAS {result['blas']}"
-          + (f"; PyTorch {result['torch']}" if "torch" in result else ""))
+    print(
+        f"MNIST, {'-'.join(map(str, SIZES))} ReLU, Adam, batch {BATCH}: median epoch of {args.rounds} rounds, "
+        "each contestant in its own process"
+    )
+    print(
+        f"machine: {result['machine']}; Python {result['python']}, NumPy {result['numpy']}; BLAS {result['blas']}"
+        + (f"; PyTorch {result['torch']}" if "torch" in result else "")
+    )
     print(f"{'':14}{'s/epoch':>10}{'digitnet is':>14}{'infer 10k s':>14}{'digitnet is':>14}")
     for name in names:
         er = result["ratio_epoch_vs"].get(name)
         ir = result["ratio_inference_vs"].get(name)
-        print(f"{name:<14}{epoch_s[name]:>10.3f}{'' if er is None else f'{er:.2f}x':>14}"
-              f"{infer_times[name]:>14.4f}{'' if ir is None else f'{ir:.2f}x':>14}")
+        print(
+            f"{name:<14}{epoch_s[name]:>10.3f}{'' if er is None else f'{er:.2f}x':>14}"
+            f"{infer_times[name]:>14.4f}{'' if ir is None else f'{ir:.2f}x':>14}"
+        )
     ok = True
     if "pytorch" in names:
         ratio = result["ratio_epoch_vs"]["pytorch"]
         ok = ratio <= TARGET
-        print(f"epoch time digitnet / PyTorch = {ratio:.2f} (target <= {TARGET}): {'met' if ok else 'MISSED'}")
+        print(
+            f"epoch time digitnet / PyTorch = {ratio:.2f} (target <= {TARGET}): {'met' if ok else 'MISSED'}"
+        )
     else:
         print("PyTorch is not installed: pip install torch (the CPU build) to measure the target ratio")
     if args.json:

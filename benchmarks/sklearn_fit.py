@@ -41,8 +41,15 @@ def main(argv=None) -> int:
     y = ds.y_train
 
     def estimator() -> float:
-        clf = DigitnetClassifier(hidden_layer_sizes=(128, 64), solver="adam", learning_rate_init=1e-3,
-                                 batch_size=64, max_iter=args.epochs, schedule="cosine", random_state=0)
+        clf = DigitnetClassifier(
+            hidden_layer_sizes=(128, 64),
+            solver="adam",
+            learning_rate_init=1e-3,
+            batch_size=64,
+            max_iter=args.epochs,
+            schedule="cosine",
+            random_state=0,
+        )
         started = time.perf_counter()
         clf.fit(X, y)
         return time.perf_counter() - started

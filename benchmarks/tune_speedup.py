@@ -62,9 +62,12 @@ def main() -> int:
     spec = SearchSpec(space=SPACE, epochs=args.epochs, subset=args.subset).validate()
     data, _ = search_data(load_dataset("mnist"), spec.subset, spec.seed)
     cores = len(os.sched_getaffinity(0))
-    print(f"{platform.processor() or platform.machine()}, {cores} cores, load average "
-          f"{os.getloadavg()[0]:.1f}; {len(spec.trial_params())} trials of {args.epochs} epochs on "
-          f"{len(data.x):,} images", flush=True)
+    print(
+        f"{platform.processor() or platform.machine()}, {cores} cores, load average "
+        f"{os.getloadavg()[0]:.1f}; {len(spec.trial_params())} trials of {args.epochs} epochs on "
+        f"{len(data.x):,} images",
+        flush=True,
+    )
     many = f"{args.workers} workers"
     modes = {"1 worker, 1 BLAS thread": (1, 1), many: (args.workers, None), "1 worker": (1, None)}
     times = {mode: [] for mode in modes}
@@ -73,20 +76,35 @@ def main() -> int:
             seconds, records = time_search(spec, data, workers, blas)
             times[mode].append(seconds)
             trial_seconds = sum(r["seconds"] for r in records)
-            print(f"  run {repeat + 1}: {mode:<24} {seconds:6.2f} s  (trials add up to {trial_seconds:6.2f} s; "
-                  f"BLAS threads {records[0]['blas_threads']})", flush=True)
+            print(
+                f"  run {repeat + 1}: {mode:<24} {seconds:6.2f} s  (trials add up to {trial_seconds:6.2f} s; "
+                f"BLAS threads {records[0]['blas_threads']})",
+                flush=True,
+            )
     best = {mode: min(t) for mode, t in times.items()}
     ideal = min(args.workers, cores)
     per_core = best["1 worker, 1 BLAS thread"] / best[many]
     over_default = best["1 worker"] / best[many]
     ceiling = best["1 worker"] / (best["1 worker, 1 BLAS thread"] / ideal)
     print(f"best of {args.repeats}: " + ", ".join(f"{mode} {t:.2f} s" for mode, t in best.items()))
-    print(f"{many} on {cores} cores: {per_core:.2f}x as fast as 1 worker on 1 core (ideal {ideal}x); "
-          f"{over_default:.2f}x as fast as --workers 1 (ideal here {ceiling:.2f}x, as one process already "
-          f"runs its matrix products on {cores} cores)")
+    print(
+        f"{many} on {cores} cores: {per_core:.2f}x as fast as 1 worker on 1 core (ideal {ideal}x); "
+        f"{over_default:.2f}x as fast as --workers 1 (ideal here {ceiling:.2f}x, as one process already "
+        f"runs its matrix products on {cores} cores)"
+    )
     if args.json:
-        print(json.dumps({"workers": args.workers, "cores": cores, "seconds": times, "speedup_per_core": per_core,
-                          "speedup_over_one_process": over_default, "ideal_over_one_process": ceiling}))
+        print(
+            json.dumps(
+                {
+                    "workers": args.workers,
+                    "cores": cores,
+                    "seconds": times,
+                    "speedup_per_core": per_core,
+                    "speedup_over_one_process": over_default,
+                    "ideal_over_one_process": ceiling,
+                }
+            )
+        )
     return 0
 
 

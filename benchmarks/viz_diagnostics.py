@@ -31,7 +31,10 @@ from digitnet.data.loader import DataLoader
 from digitnet.diagnostics import Diagnostics
 from digitnet.training import fit
 
-CASES = {"784-128-64-10, batch 64": ([784, 128, 64, 10], 64), "784-512-256-10, batch 128": ([784, 512, 256, 10], 128)}
+CASES = {
+    "784-128-64-10, batch 64": ([784, 128, 64, 10], 64),
+    "784-512-256-10, batch 128": ([784, 512, 256, 10], 128),
+}
 TARGET = 0.05
 
 
@@ -45,6 +48,7 @@ class TimedDiagnostics(Diagnostics):
             started = time.perf_counter()
             getattr(Diagnostics, name)(self, state)
             TimedDiagnostics.spent += time.perf_counter() - started
+
         return hook
 
     on_train_begin, on_epoch_begin = _timed("on_train_begin"), _timed("on_epoch_begin")
@@ -60,6 +64,7 @@ def runner(x, y, sizes, batch, callbacks):
         started = time.perf_counter()
         fit(model, opt, loader, 1, callbacks=[cb() for cb in callbacks])
         return time.perf_counter() - started
+
     return epoch
 
 
@@ -74,7 +79,7 @@ def main(argv=None) -> int:
     result = {}
     for case, (sizes, batch) in CASES.items():
         plain, diag = runner(x, y, sizes, batch, []), runner(x, y, sizes, batch, [TimedDiagnostics])
-        plain(), diag()                                           # warm-up
+        plain(), diag()  # warm-up
         times = {"plain": [], "diagnostics": []}
         TimedDiagnostics.spent = 0.0
         for _ in range(args.epochs):
@@ -82,12 +87,18 @@ def main(argv=None) -> int:
             times["diagnostics"].append(diag())
         med = {k: statistics.median(v) for k, v in times.items()}
         in_hooks = TimedDiagnostics.spent / args.epochs
-        result[case] = {"plain_s": med["plain"], "diagnostics_s": med["diagnostics"],
-                        "overhead_epochs": med["diagnostics"] / med["plain"] - 1,
-                        "hooks_s": in_hooks, "overhead": in_hooks / med["plain"]}
-        print(f"{case:26} plain {med['plain']:.3f} s/epoch, with diagnostics {med['diagnostics']:.3f} "
-              f"({100 * result[case]['overhead_epochs']:+.1f}%); inside the hooks {1000 * in_hooks:.1f} ms/epoch "
-              f"= {100 * result[case]['overhead']:.2f}% of an epoch (target < {TARGET:.0%})")
+        result[case] = {
+            "plain_s": med["plain"],
+            "diagnostics_s": med["diagnostics"],
+            "overhead_epochs": med["diagnostics"] / med["plain"] - 1,
+            "hooks_s": in_hooks,
+            "overhead": in_hooks / med["plain"],
+        }
+        print(
+            f"{case:26} plain {med['plain']:.3f} s/epoch, with diagnostics {med['diagnostics']:.3f} "
+            f"({100 * result[case]['overhead_epochs']:+.1f}%); inside the hooks {1000 * in_hooks:.1f} ms/epoch "
+            f"= {100 * result[case]['overhead']:.2f}% of an epoch (target < {TARGET:.0%})"
+        )
     if args.json:
         print(json.dumps(result))
     worst = max(r["overhead"] for r in result.values())

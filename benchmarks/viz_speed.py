@@ -42,8 +42,13 @@ def main(argv=None) -> int:
     ds = load_dataset("mnist")
     diag = Diagnostics()
     result = train(preset("adam-128-64", epochs=2), ds, callbacks=[diag])
-    clf = Classifier(result.model, result.normalizer, ds.class_names, architecture_of(result.model),
-                     {"metrics": result.metrics})
+    clf = Classifier(
+        result.model,
+        result.normalizer,
+        ds.class_names,
+        architecture_of(result.model),
+        {"metrics": result.metrics},
+    )
     times = {}
     with tempfile.TemporaryDirectory() as tmp:
         run = Run(clf, Path(tmp), result.history, diag.initial_weights, ds, name="benchmark")
@@ -52,7 +57,9 @@ def main(argv=None) -> int:
         total = time.perf_counter() - started
     for name, s in times.items():
         print(f"  {name:14} {s:5.2f} s")
-    print(f"all plots: {total:.2f} s (target < {PLOTS_TARGET_S:.0f} s; includes classifying the 10,000 test images)")
+    print(
+        f"all plots: {total:.2f} s (target < {PLOTS_TARGET_S:.0f} s; includes classifying the 10,000 test images)"
+    )
 
     fps = {}
     for mode in ("blit", "full redraw"):
@@ -66,8 +73,10 @@ def main(argv=None) -> int:
             dash.render()
         fps[mode] = args.frames / (time.perf_counter() - started)
         print(f"dashboard, {mode:11}: {fps[mode]:5.1f} frames/s")
-    print(f"dashboard target: {FPS_TARGET:.0f} frames/s or better (the window blits); "
-          f"blitting is {fps['blit'] / fps['full redraw']:.1f}x a full redraw")
+    print(
+        f"dashboard target: {FPS_TARGET:.0f} frames/s or better (the window blits); "
+        f"blitting is {fps['blit'] / fps['full redraw']:.1f}x a full redraw"
+    )
     if args.json:
         print(json.dumps({"plots_s": total, "per_plot_s": times, "dashboard_fps": fps}))
     missed = total >= PLOTS_TARGET_S or fps["blit"] < FPS_TARGET

@@ -43,7 +43,17 @@ def canvas_png() -> bytes:
     """A digit 3 drawn with a round brush on the page's 280 x 280 black pad, as the browser sends it."""
     im = Image.new("L", (280, 280), 0)
     draw = ImageDraw.Draw(im)
-    pts = [(80, 70), (140, 45), (195, 80), (180, 125), (130, 140), (190, 165), (195, 215), (140, 240), (80, 220)]
+    pts = [
+        (80, 70),
+        (140, 45),
+        (195, 80),
+        (180, 125),
+        (130, 140),
+        (190, 165),
+        (195, 215),
+        (140, 240),
+        (80, 220),
+    ]
     draw.line(pts, fill=255, width=19, joint="curve")
     buf = io.BytesIO()
     im.save(buf, "PNG")
@@ -52,9 +62,24 @@ def canvas_png() -> bytes:
 
 def start_server(model, workers: int = 2, threads: int = 4):
     """``(process, "127.0.0.1", port)`` of a ``digitnet serve`` started on a free port."""
-    proc = subprocess.Popen([sys.executable, "-m", "digitnet", "serve", str(model), "--port", "0",
-                             "--workers", str(workers), "--threads", str(threads)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "digitnet",
+            "serve",
+            str(model),
+            "--port",
+            "0",
+            "--workers",
+            str(workers),
+            "--threads",
+            str(threads),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     line = proc.stdout.readline()
     if "http://" not in line:
         proc.kill()
@@ -92,20 +117,31 @@ def load(host: str, port: int, body: bytes, content_type: str, requests: int, cl
         t.join()
     seconds = time.perf_counter() - start
     q = statistics.quantiles(latencies, n=100)
-    return {"requests": requests, "failures": len(failures), "seconds": seconds, "rate": requests / seconds,
-            "p50_ms": 1e3 * q[49], "p95_ms": 1e3 * q[94]}
+    return {
+        "requests": requests,
+        "failures": len(failures),
+        "seconds": seconds,
+        "rate": requests / seconds,
+        "p50_ms": 1e3 * q[49],
+        "p95_ms": 1e3 * q[94],
+    }
 
 
 def in_process_rate(model, body: bytes, pixels: list, seconds: float = 2.0) -> dict:
     """Predictions a second done here, one after another, without HTTP: the reference."""
     from digitnet import modelfile, preprocess
     from digitnet.web import explain
+
     clf = modelfile.load(model)
     rates = {}
     for kind in ("png", "pixels"):
         n, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds:
-            x = preprocess.prepare(body).pixels.reshape(1, -1) if kind == "png" else np.asarray([pixels], np.float32)
+            x = (
+                preprocess.prepare(body).pixels.reshape(1, -1)
+                if kind == "png"
+                else np.asarray([pixels], np.float32)
+            )
             explain.trace(clf.model, clf.prepare(x))
             n += 1
         rates[kind] = n / (time.perf_counter() - start)
@@ -117,10 +153,17 @@ def small_model(folder: Path) -> Path:
     from digitnet.data import load_dataset
     from digitnet.presets import preset
     from digitnet.training import train
+
     ds = load_dataset("mnist")
     result = train(preset("adam-128-64", epochs=1), ds)
-    return modelfile.save(folder / "model.npz", result.model, result.normalizer, ds.class_names, dataset="mnist",
-                          metrics=result.metrics)
+    return modelfile.save(
+        folder / "model.npz",
+        result.model,
+        result.normalizer,
+        ds.class_names,
+        dataset="mnist",
+        metrics=result.metrics,
+    )
 
 
 def main() -> int:
@@ -135,20 +178,27 @@ def main() -> int:
         model = args.model or small_model(Path(tmp))
         png = canvas_png()
         from digitnet import preprocess
+
         pixels = preprocess.prepare(png).pixels.reshape(-1).tolist()
         reference = in_process_rate(model, png, pixels)
         proc, host, port = start_server(model, args.workers, args.threads)
         try:
-            load(host, port, png, "image/png", 50, 2)                       # warm up
-            print(f"digitnet serve, {args.workers} processes x {args.threads} threads, "
-                  f"{args.clients} clients on 127.0.0.1, {os.cpu_count()} cores:")
-            for kind, body, ctype in [("png", png, "image/png"),
-                                      ("pixels", json.dumps({"pixels": pixels}).encode(), "application/json")]:
+            load(host, port, png, "image/png", 50, 2)  # warm up
+            print(
+                f"digitnet serve, {args.workers} processes x {args.threads} threads, "
+                f"{args.clients} clients on 127.0.0.1, {os.cpu_count()} cores:"
+            )
+            for kind, body, ctype in [
+                ("png", png, "image/png"),
+                ("pixels", json.dumps({"pixels": pixels}).encode(), "application/json"),
+            ]:
                 r = load(host, port, body, ctype, args.requests, args.clients)
-                print(f"  {kind:6s} {r['rate']:7.1f} predictions/s  ({r['requests']} requests, {r['failures']} failed; "
-                      f"p50 {r['p50_ms']:.1f} ms, p95 {r['p95_ms']:.1f} ms)  "
-                      f"x{r['rate'] / TARGET:.2f} the 200/s target, x{r['rate'] / reference[kind]:.2f} "
-                      f"in-process ({reference[kind]:.0f}/s)")
+                print(
+                    f"  {kind:6s} {r['rate']:7.1f} predictions/s  ({r['requests']} requests, {r['failures']} failed; "
+                    f"p50 {r['p50_ms']:.1f} ms, p95 {r['p95_ms']:.1f} ms)  "
+                    f"x{r['rate'] / TARGET:.2f} the 200/s target, x{r['rate'] / reference[kind]:.2f} "
+                    f"in-process ({reference[kind]:.0f}/s)"
+                )
         finally:
             proc.terminate()
             proc.wait(timeout=10)

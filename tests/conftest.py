@@ -52,8 +52,13 @@ def mnist(request):
 def small_npz(mnist, tmp_path_factory) -> Path:
     """6,000 real training and 1,000 real test images as an NPZ in Keras's layout: a run takes a second."""
     path = tmp_path_factory.mktemp("data") / "mnist-small.npz"
-    np.savez(path, x_train=mnist.x_train[:6000].reshape(-1, 28, 28), y_train=mnist.y_train[:6000],
-             x_test=mnist.x_test[:1000].reshape(-1, 28, 28), y_test=mnist.y_test[:1000])
+    np.savez(
+        path,
+        x_train=mnist.x_train[:6000].reshape(-1, 28, 28),
+        y_train=mnist.y_train[:6000],
+        x_test=mnist.x_test[:1000].reshape(-1, 28, 28),
+        y_test=mnist.y_test[:1000],
+    )
     return path
 
 
@@ -61,8 +66,10 @@ def small_npz(mnist, tmp_path_factory) -> Path:
 def fashion():
     """Fashion-MNIST through the real chain (Debian's copy on a cold cache)."""
     if not FASHION_DIR.is_dir() and not (cache_dir() / "fashion-mnist.npz").exists():
-        pytest.skip(f"Fashion-MNIST is not on this machine ({FASHION_DIR} is absent; "
-                    "install the Debian package dataset-fashion-mnist)")
+        pytest.skip(
+            f"Fashion-MNIST is not on this machine ({FASHION_DIR} is absent; "
+            "install the Debian package dataset-fashion-mnist)"
+        )
     return load_dataset("fashion-mnist")
 
 
@@ -75,7 +82,7 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
     def do_GET(self):
         if not self.path.startswith("/drop/"):
             return super().do_GET()
-        data = (Path(self.directory) / self.path[len("/drop/"):]).read_bytes()
+        data = (Path(self.directory) / self.path[len("/drop/") :]).read_bytes()
         self.send_response(200)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
@@ -91,7 +98,8 @@ def serve():
 
     def start(folder) -> str:
         server = http.server.ThreadingHTTPServer(
-            ("127.0.0.1", 0), functools.partial(_Handler, directory=str(folder)))
+            ("127.0.0.1", 0), functools.partial(_Handler, directory=str(folder))
+        )
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
         return f"http://127.0.0.1:{server.server_address[1]}"

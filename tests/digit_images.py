@@ -27,27 +27,84 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 FONT_DIRS = [Path("/usr/share/fonts")]
 # Fonts whose digits are written the way people write them (no slashed or dotted zero).
-FONTS = ["DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSerif.ttf", "DejaVuSans-Oblique.ttf",
-         "LiberationSans-Regular.ttf", "LiberationSerif-Bold.ttf", "FreeSans.ttf", "FreeSerifItalic.ttf",
-         "ComicNeue-Regular.otf", "ComicNeue-Bold.otf", "Humor-Sans.ttf"]
+FONTS = [
+    "DejaVuSans.ttf",
+    "DejaVuSans-Bold.ttf",
+    "DejaVuSerif.ttf",
+    "DejaVuSans-Oblique.ttf",
+    "LiberationSans-Regular.ttf",
+    "LiberationSerif-Bold.ttf",
+    "FreeSans.ttf",
+    "FreeSerifItalic.ttf",
+    "ComicNeue-Regular.otf",
+    "ComicNeue-Bold.otf",
+    "Humor-Sans.ttf",
+]
 
 # Pen strokes for each digit on a 0-1 square (x right, y down), the way a hand writes them.
 STROKES = {
     0: [[(0.5 + 0.32 * math.sin(t), 0.5 - 0.45 * math.cos(t)) for t in np.linspace(0, 2 * math.pi, 30)]],
     1: [[(0.35, 0.2), (0.55, 0.05), (0.55, 0.95)]],
     2: [[(0.2, 0.25), (0.35, 0.08), (0.6, 0.05), (0.78, 0.2), (0.75, 0.42), (0.2, 0.93), (0.85, 0.93)]],
-    3: [[(0.2, 0.12), (0.5, 0.03), (0.78, 0.18), (0.7, 0.4), (0.42, 0.48), (0.75, 0.58), (0.8, 0.82),
-         (0.5, 0.97), (0.2, 0.88)]],
+    3: [
+        [
+            (0.2, 0.12),
+            (0.5, 0.03),
+            (0.78, 0.18),
+            (0.7, 0.4),
+            (0.42, 0.48),
+            (0.75, 0.58),
+            (0.8, 0.82),
+            (0.5, 0.97),
+            (0.2, 0.88),
+        ]
+    ],
     4: [[(0.6, 0.05), (0.15, 0.65), (0.85, 0.65)], [(0.62, 0.3), (0.62, 0.97)]],
-    5: [[(0.8, 0.05), (0.3, 0.05), (0.25, 0.45), (0.55, 0.4), (0.8, 0.55), (0.78, 0.82), (0.5, 0.97),
-         (0.2, 0.88)]],
-    6: [[(0.72, 0.05), (0.4, 0.3), (0.22, 0.65), (0.3, 0.92), (0.55, 0.97), (0.75, 0.8), (0.7, 0.6),
-         (0.45, 0.55), (0.25, 0.68)]],
+    5: [
+        [
+            (0.8, 0.05),
+            (0.3, 0.05),
+            (0.25, 0.45),
+            (0.55, 0.4),
+            (0.8, 0.55),
+            (0.78, 0.82),
+            (0.5, 0.97),
+            (0.2, 0.88),
+        ]
+    ],
+    6: [
+        [
+            (0.72, 0.05),
+            (0.4, 0.3),
+            (0.22, 0.65),
+            (0.3, 0.92),
+            (0.55, 0.97),
+            (0.75, 0.8),
+            (0.7, 0.6),
+            (0.45, 0.55),
+            (0.25, 0.68),
+        ]
+    ],
     7: [[(0.15, 0.07), (0.85, 0.07), (0.4, 0.97)]],
-    8: [[(0.5 + 0.22 * math.sin(t), 0.27 - 0.22 * math.cos(t)) for t in np.linspace(0, 2 * math.pi, 20)],
-        [(0.5 + 0.28 * math.sin(t), 0.72 - 0.25 * math.cos(t)) for t in np.linspace(math.pi, 3 * math.pi, 20)]],
-    9: [[(0.75, 0.3), (0.6, 0.08), (0.35, 0.08), (0.25, 0.3), (0.4, 0.48), (0.72, 0.38), (0.75, 0.3),
-         (0.7, 0.97)]],
+    8: [
+        [(0.5 + 0.22 * math.sin(t), 0.27 - 0.22 * math.cos(t)) for t in np.linspace(0, 2 * math.pi, 20)],
+        [
+            (0.5 + 0.28 * math.sin(t), 0.72 - 0.25 * math.cos(t))
+            for t in np.linspace(math.pi, 3 * math.pi, 20)
+        ],
+    ],
+    9: [
+        [
+            (0.75, 0.3),
+            (0.6, 0.08),
+            (0.35, 0.08),
+            (0.25, 0.3),
+            (0.4, 0.48),
+            (0.72, 0.38),
+            (0.75, 0.3),
+            (0.7, 0.97),
+        ]
+    ],
 }
 
 
@@ -71,7 +128,10 @@ def stroked(digit: int, rng: np.random.Generator, size: int = 200) -> Image.Imag
     draw = ImageDraw.Draw(im)
     width = int(rng.integers(size // 14, size // 8))
     for stroke in STROKES[digit]:
-        pts = [(40 + size * (x + rng.normal(0, 0.015)), 40 + size * (y + rng.normal(0, 0.015))) for x, y in stroke]
+        pts = [
+            (40 + size * (x + rng.normal(0, 0.015)), 40 + size * (y + rng.normal(0, 0.015)))
+            for x, y in stroke
+        ]
         draw.line(pts, fill=255, width=width, joint="curve")
         for x, y in (pts[0], pts[-1]):
             draw.ellipse([x - width / 2, y - width / 2, x + width / 2, y + width / 2], fill=255)
@@ -87,8 +147,12 @@ def distort(ink: Image.Image, rng: np.random.Generator) -> Image.Image:
     w = ink.size[0]
     pad = Image.new("L", (w + h, h + h), 0)
     pad.paste(ink, (h // 2, h // 2))
-    pad = pad.transform(pad.size, Image.Transform.AFFINE, (1, shear, -shear * pad.size[1] / 2, 0, 1, 0),
-                        Image.Resampling.BICUBIC)
+    pad = pad.transform(
+        pad.size,
+        Image.Transform.AFFINE,
+        (1, shear, -shear * pad.size[1] / 2, 0, 1, 0),
+        Image.Resampling.BICUBIC,
+    )
     pad = pad.rotate(rng.uniform(-10, 10), Image.Resampling.BICUBIC)
     k = int(rng.choice([0, 0, 3]))
     if k:
@@ -96,7 +160,9 @@ def distort(ink: Image.Image, rng: np.random.Generator) -> Image.Image:
     return pad.crop(pad.getbbox())
 
 
-def place(ink: Image.Image, rng: np.random.Generator, dark_on_light: bool, photo: bool = False) -> Image.Image:
+def place(
+    ink: Image.Image, rng: np.random.Generator, dark_on_light: bool, photo: bool = False
+) -> Image.Image:
     """Put the ink on a page of random size and aspect, at a random size and position."""
     side = int(rng.integers(40, 900))
     aspect = rng.uniform(0.5, 2.0)
@@ -104,7 +170,7 @@ def place(ink: Image.Image, rng: np.random.Generator, dark_on_light: bool, photo
     height = rng.uniform(0.3, 0.85) * min(W, H / 1.0)
     k = height / ink.size[1]
     glyph_w, glyph_h = max(1, int(ink.size[0] * k)), max(1, int(ink.size[1] * k))
-    if glyph_w > 0.9 * W:                               # wide digit on a narrow page
+    if glyph_w > 0.9 * W:  # wide digit on a narrow page
         k *= 0.9 * W / glyph_w
         glyph_w, glyph_h = max(1, int(ink.size[0] * k)), max(1, int(ink.size[1] * k))
     ink = ink.resize((glyph_w, glyph_h), Image.Resampling.LANCZOS)
@@ -118,8 +184,12 @@ def place(ink: Image.Image, rng: np.random.Generator, dark_on_light: bool, photo
         return Image.fromarray(np.round(paper + (pen - paper) * a).astype(np.uint8), "L")
     # A photo: tinted paper lit unevenly, coloured ink, noise, JPEG.
     yy, xx = np.mgrid[0:H, 0:W] / max(W, H)
-    light = 1.0 - rng.uniform(0.1, 0.35) * (np.cos(rng.uniform(0, 6.3)) * xx + np.sin(rng.uniform(0, 6.3)) * yy + 0.5)
-    paper = np.array(rng.uniform([190, 180, 160], [245, 240, 230]) if dark_on_light else rng.uniform(10, 60, 3))
+    light = 1.0 - rng.uniform(0.1, 0.35) * (
+        np.cos(rng.uniform(0, 6.3)) * xx + np.sin(rng.uniform(0, 6.3)) * yy + 0.5
+    )
+    paper = np.array(
+        rng.uniform([190, 180, 160], [245, 240, 230]) if dark_on_light else rng.uniform(10, 60, 3)
+    )
     pen = np.array(rng.uniform([10, 10, 40], [70, 70, 140]) if dark_on_light else rng.uniform(200, 255, 3))
     rgb = (paper + (pen - paper) * a[..., None]) * light[..., None] + rng.normal(0, 6, (H, W, 1))
     im = Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), "RGB")
@@ -143,11 +213,14 @@ def digit_set(per_digit: int = 12, seed: int = 0, photo_every: int = 8) -> list[
         for i in range(per_digit):
             kind, font = sources[(i + 3 * digit) % len(sources)]
             ink = glyph(digit, font) if kind == "font" else stroked(digit, rng)
-            dark = (i % 2 == 0)
+            dark = i % 2 == 0
             photo = photo_every and i % photo_every in (photo_every // 2 - 1, photo_every - 2)
             image = place(distort(ink, rng), rng, dark, photo=bool(photo))
-            what = f"{font.stem if font else 'pen'}, {'dark on light' if dark else 'light on dark'}" + \
-                   (", photo" if photo else "") + f", {image.size[0]}x{image.size[1]}"
+            what = (
+                f"{font.stem if font else 'pen'}, {'dark on light' if dark else 'light on dark'}"
+                + (", photo" if photo else "")
+                + f", {image.size[0]}x{image.size[1]}"
+            )
             out.append((digit, what, image))
     return out
 
@@ -165,7 +238,15 @@ def trained_model(mnist) -> Path:
         result = train(preset("adam-128-64", epochs=3, batch_size=128, lr=2e-3), mnist)
         folder = Path(tempfile.mkdtemp(prefix="digitnet-test-model-"))
         atexit.register(shutil.rmtree, folder, ignore_errors=True)
-        _MODEL.append(modelfile.save(folder / "model.npz", result.model, result.normalizer, mnist.class_names,
-                                     dataset="mnist", config=dataclasses.asdict(result.config),
-                                     metrics=result.metrics))
+        _MODEL.append(
+            modelfile.save(
+                folder / "model.npz",
+                result.model,
+                result.normalizer,
+                mnist.class_names,
+                dataset="mnist",
+                config=dataclasses.asdict(result.config),
+                metrics=result.metrics,
+            )
+        )
     return _MODEL[0]

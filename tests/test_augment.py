@@ -6,9 +6,9 @@ import dataclasses
 
 import numpy as np
 import pytest
+from clitools import assert_user_error, digitnet
 from scipy import ndimage
 
-from clitools import assert_user_error, digitnet
 from digitnet.data.augment import Compose, ElasticDistortion, RandomAffine, RandomShift
 from digitnet.errors import ConfigError
 from digitnet.presets import preset
@@ -19,8 +19,9 @@ def translate(img, dy, dx):
     """Move ``img`` down by ``dy`` and right by ``dx``, filling with zeros (nothing wraps round)."""
     out = np.zeros_like(img)
     h, w = img.shape
-    out[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = img[max(-dy, 0):h - max(dy, 0),
-                                                                    max(-dx, 0):w - max(dx, 0)]
+    out[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = img[
+        max(-dy, 0) : h - max(dy, 0), max(-dx, 0) : w - max(dx, 0)
+    ]
     return out
 
 
@@ -30,12 +31,16 @@ def test_shifts_are_exact_translations(mnist):
     assert out.shape == x.shape and out.dtype == x.dtype
     images, shifted = x.reshape(-1, 28, 28), out.reshape(-1, 28, 28)
     seen = set()
-    for img, sh in zip(images, shifted):
-        matches = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
-                   if np.array_equal(translate(img, dy, dx), sh)]
+    for img, sh in zip(images, shifted, strict=True):
+        matches = [
+            (dy, dx)
+            for dy in range(-2, 3)
+            for dx in range(-2, 3)
+            if np.array_equal(translate(img, dy, dx), sh)
+        ]
         assert matches, "not a pure translation"
         seen.add(matches[0])
-    assert len(seen) == 25          # every offset in [-2, 2]^2 occurs
+    assert len(seen) == 25  # every offset in [-2, 2]^2 occurs
 
 
 def test_same_generator_state_same_shifts(mnist):
@@ -74,8 +79,14 @@ def centre_of_mass(x):
     return np.stack([(img * rows).sum(axis=(1, 2)) / total, (img * cols).sum(axis=(1, 2)) / total], axis=1)
 
 
-@pytest.mark.parametrize("make", [lambda: RandomAffine(0, 0, 0, 0), lambda: ElasticDistortion(0, 4),
-                                  lambda: Compose(RandomAffine(), ElasticDistortion(0))])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: RandomAffine(0, 0, 0, 0),
+        lambda: ElasticDistortion(0, 4),
+        lambda: Compose(RandomAffine(), ElasticDistortion(0)),
+    ],
+)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_parameters_at_zero_are_the_identity(mnist, make, dtype):
     x = digits(mnist, 128, dtype)
@@ -97,17 +108,25 @@ def test_translation_scale_and_shear_move_the_ink_as_expected(mnist):
     com = centre_of_mass(x)
     moved = aff.apply(x, one(0, n), one(1, n), one(0, n), one(2, n), one(-3, n))
     assert np.array_equal(moved.reshape(n, 28, 28), [translate(img, 2, -3) for img in x.reshape(n, 28, 28)])
-    inside = x.reshape(n, 28, 28)[:, -2:].sum(axis=(1, 2)) + x.reshape(n, 28, 28)[:, :, :3].sum(axis=(1, 2)) == 0
+    inside = (
+        x.reshape(n, 28, 28)[:, -2:].sum(axis=(1, 2)) + x.reshape(n, 28, 28)[:, :, :3].sum(axis=(1, 2)) == 0
+    )
     assert inside.sum() > 20 and np.allclose(centre_of_mass(moved)[inside] - com[inside], [2, -3], atol=1e-5)
     big, small = (aff.apply(x, one(0, n), one(z, n), one(0, n), one(0, n), one(0, n)) for z in (1.3, 0.7))
-    rows = lambda y: (y.reshape(n, 28, 28) > 0.3).any(axis=2).sum(axis=1)    # height of the ink's box
+
+    def rows(y):
+        return (y.reshape(n, 28, 28) > 0.3).any(axis=2).sum(axis=1)  # height of the ink's box
+
     assert (rows(big) > rows(x)).mean() > 0.9 and (rows(small) < rows(x)).mean() > 0.9
-    assert np.allclose(big.sum(1) / x.sum(1), 1.3 ** 2, rtol=0.08)           # ink grows with the area
+    assert np.allclose(big.sum(1) / x.sum(1), 1.3**2, rtol=0.08)  # ink grows with the area
     sheared = aff.apply(x, one(0, n), one(1, n), one(20, n), one(0, n), one(0, n)).reshape(n, 28, 28)
     img, top, bottom = x.reshape(n, 28, 28), slice(0, 12), slice(16, 28)
-    col = lambda im, part: (im[:, part] * np.arange(28)).sum(axis=(1, 2)) / im[:, part].sum(axis=(1, 2))
+
+    def col(im, part):
+        return (im[:, part] * np.arange(28)).sum(axis=(1, 2)) / im[:, part].sum(axis=(1, 2))
+
     lean = (col(sheared, bottom) - col(sheared, top)) - (col(img, bottom) - col(img, top))
-    assert (lean > 0).mean() > 0.9                                          # rows further down move right
+    assert (lean > 0).mean() > 0.9  # rows further down move right
 
 
 def test_elastic_field_is_simards_and_bends_more_with_alpha(mnist):
@@ -121,14 +140,20 @@ def test_elastic_field_is_simards_and_bends_more_with_alpha(mnist):
     for alpha in (8, 34, 80):
         out = ElasticDistortion(alpha, 4)(x, np.random.default_rng(0))
         assert out.dtype == x.dtype and out.shape == x.shape
-        ratio = out.sum(1) / x.sum(1)       # ink is moved, not made: each digit's varies, the batch's does not
+        ratio = out.sum(1) / x.sum(1)  # ink is moved, not made: each digit's varies, the batch's does not
         assert abs(np.median(ratio) - 1) < 0.1 and abs(out.sum() / x.sum() - 1) < 0.05
         changes.append(np.abs(out - x).sum())
     assert 0 < changes[0] < changes[1] < changes[2]
 
 
-@pytest.mark.parametrize("make", [lambda: RandomAffine(15, 0.1, 10, 1), lambda: ElasticDistortion(34, 4),
-                                  lambda: Compose(RandomShift(1), RandomAffine(10, 0.1, 5), ElasticDistortion(34))])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: RandomAffine(15, 0.1, 10, 1),
+        lambda: ElasticDistortion(34, 4),
+        lambda: Compose(RandomShift(1), RandomAffine(10, 0.1, 5), ElasticDistortion(34)),
+    ],
+)
 def test_same_seed_same_batch_other_seed_another(mnist, make):
     x = digits(mnist, 64, np.float64)
     a, b, c = (make()(x, np.random.default_rng(seed)) for seed in (5, 5, 6))
@@ -139,25 +164,40 @@ def test_same_seed_same_batch_other_seed_another(mnist, make):
 def test_fill_covers_what_the_warp_uncovers():
     x = np.ones((4, 784), np.float32)
     out = RandomAffine().apply(x, one(0, 4), one(0.5, 4), one(0, 4), one(0, 4), one(0, 4))
-    assert out.min() == 0 and RandomAffine(fill=-0.5).apply(x, one(0, 4), one(0.5, 4), one(0, 4), one(0, 4),
-                                                             one(0, 4)).min() == -0.5
+    assert (
+        out.min() == 0
+        and RandomAffine(fill=-0.5).apply(x, one(0, 4), one(0.5, 4), one(0, 4), one(0, 4), one(0, 4)).min()
+        == -0.5
+    )
 
 
-ALL_ON = dict(augment_shift=1, augment_rotate=10, augment_scale=0.1, augment_shear=8,
-              augment_elastic_alpha=34, augment_elastic_sigma=4)
+ALL_ON = dict(
+    augment_shift=1,
+    augment_rotate=10,
+    augment_scale=0.1,
+    augment_shear=8,
+    augment_elastic_alpha=34,
+    augment_elastic_sigma=4,
+)
 
 
 def test_settings_compose_and_resume_mid_epoch_bit_for_bit(mnist):
-    data = dataclasses.replace(mnist, x_train=mnist.x_train[:3000], y_train=mnist.y_train[:3000],
-                               x_test=mnist.x_test[:500], y_test=mnist.y_test[:500])
+    data = dataclasses.replace(
+        mnist,
+        x_train=mnist.x_train[:3000],
+        y_train=mnist.y_train[:3000],
+        x_test=mnist.x_test[:500],
+        y_test=mnist.y_test[:500],
+    )
     config = preset("default", hidden=(32, 16), epochs=2, **ALL_ON)
     states = []
     whole = train(config, data, checkpoint=states.append)
 
     class StopAt(Callback):
         def on_batch_end(self, state):
-            if state.iteration == 30:       # in the middle of the second epoch
+            if state.iteration == 30:  # in the middle of the second epoch
                 state.stop = True
+
     cut = []
     train(config, data, callbacks=[StopAt()], checkpoint=cut.append)
     again = train(config, data, resume=cut[-1])
@@ -169,21 +209,46 @@ def test_settings_compose_and_resume_mid_epoch_bit_for_bit(mnist):
 
 
 def test_a_short_run_with_affine_and_elastic_still_learns(mnist):
-    data = dataclasses.replace(mnist, x_train=mnist.x_train[:3000], y_train=mnist.y_train[:3000],
-                               x_test=mnist.x_test[:1000], y_test=mnist.y_test[:1000])
-    result = train(preset("default", hidden=(128,), epochs=4, augment_rotate=10, augment_scale=0.1,
-                          augment_shear=8, augment_elastic_alpha=34), data)
-    assert result.metrics["test_accuracy"] > 0.75      # 82.5% here; chance is 10%
+    data = dataclasses.replace(
+        mnist,
+        x_train=mnist.x_train[:3000],
+        y_train=mnist.y_train[:3000],
+        x_test=mnist.x_test[:1000],
+        y_test=mnist.y_test[:1000],
+    )
+    result = train(
+        preset(
+            "default",
+            hidden=(128,),
+            epochs=4,
+            augment_rotate=10,
+            augment_scale=0.1,
+            augment_shear=8,
+            augment_elastic_alpha=34,
+        ),
+        data,
+    )
+    assert result.metrics["test_accuracy"] > 0.75  # 82.5% here; chance is 10%
 
 
-@pytest.mark.parametrize("flag, value, fragment", [
-    ("--augment-rotate", "200", "0 to 180 degrees"), ("--augment-rotate", "-1", "0 to 180 degrees"),
-    ("--augment-scale", "1", "below 1"), ("--augment-scale", "-0.1", "scale"),
-    ("--augment-shear", "75", "0 to 60 degrees"), ("--augment-elastic-alpha", "-3", "elastic alpha"),
-    ("--augment-elastic-sigma", "-4", "greater than 0"), ("--augment-elastic-sigma", "0", "greater than 0")])
+@pytest.mark.parametrize(
+    "flag, value, fragment",
+    [
+        ("--augment-rotate", "200", "0 to 180 degrees"),
+        ("--augment-rotate", "-1", "0 to 180 degrees"),
+        ("--augment-scale", "1", "below 1"),
+        ("--augment-scale", "-0.1", "scale"),
+        ("--augment-shear", "75", "0 to 60 degrees"),
+        ("--augment-elastic-alpha", "-3", "elastic alpha"),
+        ("--augment-elastic-sigma", "-4", "greater than 0"),
+        ("--augment-elastic-sigma", "0", "greater than 0"),
+    ],
+)
 def test_bad_values_on_the_command_line_are_one_error_line(tmp_path, small_npz, flag, value, fragment):
     out = tmp_path / "run"
-    assert_user_error(digitnet("train", "--data", small_npz, "--epochs", "1", flag, value, "--out", out), fragment)
+    assert_user_error(
+        digitnet("train", "--data", small_npz, "--epochs", "1", flag, value, "--out", out), fragment
+    )
     assert not out.exists() or not any(out.iterdir())
 
 

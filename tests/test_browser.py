@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import io
 import json
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from digit_images import font_paths, glyph, trained_model
-from digitnet import modelfile
+from PIL import Image
 from test_web import start, stop
+
+from digitnet import modelfile
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.chrome.options import Options  # noqa: E402
@@ -43,9 +44,17 @@ def page(mnist, tmp_path_factory):
     proc, host, port = start(model, "--workers", "1")
     options = Options()
     options.binary_location = CHROMIUM
-    for arg in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1200,1100",
-                f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"]:
+    for arg in [
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1200,1100",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
+    ]:
         options.add_argument(arg)
     driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
     try:
@@ -68,16 +77,22 @@ def predictions(driver) -> int:
 
 def settled(driver, before: int):
     """Wait until a prediction newer than ``before`` arrived and no request is in flight."""
-    wait(driver, lambda d: predictions(d) > before and
-         d.find_element(By.TAG_NAME, "body").get_attribute("data-busy") == "0")
+    wait(
+        driver,
+        lambda d: (
+            predictions(d) > before and d.find_element(By.TAG_NAME, "body").get_attribute("data-busy") == "0"
+        ),
+    )
 
 
 def answer(driver) -> dict:
     bars = driver.find_elements(By.CSS_SELECTOR, "#bars li")
-    return {"digit": driver.find_element(By.ID, "prediction").text,
-            "p": [float(li.get_attribute("data-p")) for li in bars],
-            "widths": [li.find_element(By.CSS_SELECTOR, ".fill").value_of_css_property("width") for li in bars],
-            "top": [li.get_attribute("data-class") for li in bars if "top" in li.get_attribute("class").split()]}
+    return {
+        "digit": driver.find_element(By.ID, "prediction").text,
+        "p": [float(li.get_attribute("data-p")) for li in bars],
+        "widths": [li.find_element(By.CSS_SELECTOR, ".fill").value_of_css_property("width") for li in bars],
+        "top": [li.get_attribute("data-class") for li in bars if "top" in li.get_attribute("class").split()],
+    }
 
 
 def stroke(driver, points, kind="mouse", pressure=0.5):
@@ -85,15 +100,15 @@ def stroke(driver, points, kind="mouse", pressure=0.5):
     pad = driver.find_element(By.ID, "pad")
     scale = pad.size["width"] / 280
     dense = []
-    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+    for (x0, y0), (x1, y1) in pairwise(points):
         steps = max(1, int(max(abs(x1 - x0), abs(y1 - y0)) // 8))
         dense += [(x0 + (x1 - x0) * t / steps, y0 + (y1 - y0) * t / steps) for t in range(steps)]
     dense.append(points[-1])
-    offsets = [(int((x - 140) * scale), int((y - 140) * scale)) for x, y in dense]   # from the pad's centre
+    offsets = [(int((x - 140) * scale), int((y - 140) * scale)) for x, y in dense]  # from the pad's centre
     if kind == "mouse":
         chain = ActionChains(driver, duration=10)
         chain.move_to_element_with_offset(pad, *offsets[0]).click_and_hold()
-        for (ax, ay), (bx, by) in zip(offsets, offsets[1:]):
+        for (ax, ay), (bx, by) in pairwise(offsets):
             chain.move_by_offset(bx - ax, by - ay)
         chain.release().perform()
         return
@@ -112,7 +127,8 @@ def canvas_pixels(driver, element_id) -> np.ndarray:
     data = driver.execute_script(
         "const c = document.getElementById(arguments[0]);"
         "return [c.width, c.height, Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data)];",
-        element_id)
+        element_id,
+    )
     return np.array(data[2], np.uint8).reshape(data[1], data[0], 4)
 
 
@@ -138,9 +154,9 @@ def test_drawing_with_mouse_touch_and_pen_updates_the_answer_bars_and_activity(p
     server_seen = np.array(driver.execute_script("return state.last.pixels"), np.uint8).reshape(28, 28)
     assert np.array_equal(seen, server_seen) and seen.max() == 255
     columns = server_seen.sum(axis=0)
-    assert columns[9:19].sum() > 0.9 * columns.sum()                # a near-vertical stroke down the middle
+    assert columns[9:19].sum() > 0.9 * columns.sum()  # a near-vertical stroke down the middle
     network = canvas_pixels(driver, "network")
-    assert (network[..., 3] > 0).mean() > 0.02                      # units and paths were drawn
+    assert (network[..., 3] > 0).mean() > 0.02  # units and paths were drawn
 
     driver.find_element(By.ID, "clear").click()
     assert answer(driver)["digit"] == "–" and answer(driver)["p"] == [0.0] * 10
@@ -161,9 +177,9 @@ def test_drawing_with_mouse_touch_and_pen_updates_the_answer_bars_and_activity(p
     png = driver.get_screenshot_as_png()
     (tmp_path / "page.png").write_bytes(png)
     shot = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
-    assert shot.std() > 20                                           # not one flat colour
+    assert shot.std() > 20  # not one flat colour
     amber = (shot[..., 0] > 200) & (shot[..., 1] > 130) & (shot[..., 1] < 200) & (shot[..., 2] < 80)
-    assert amber.sum() > 500                                         # the answer, its bar and the paths
+    assert amber.sum() > 500  # the answer, its bar and the paths
 
 
 def test_clicking_a_unit_shows_its_incoming_weights(page, tmp_path):
@@ -175,8 +191,10 @@ def test_clicking_a_unit_shows_its_incoming_weights(page, tmp_path):
     unit = driver.execute_script("return state.units.find(u => u.layer === 1 && u.unit === 5)")
     net = driver.find_element(By.ID, "network")
     k = net.size["width"] / 960
-    x, y = (unit["x"] + unit["size"] / 2) * k - net.size["width"] / 2, \
-           (unit["y"] + unit["size"] / 2) * k - net.size["height"] / 2
+    x, y = (
+        (unit["x"] + unit["size"] / 2) * k - net.size["width"] / 2,
+        (unit["y"] + unit["size"] / 2) * k - net.size["height"] / 2,
+    )
     ActionChains(driver).move_to_element_with_offset(net, int(x), int(y)).click().perform()
     wait(driver, lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-unit") == "1/5")
     assert driver.find_element(By.ID, "unit-panel").is_displayed()
@@ -185,7 +203,7 @@ def test_clicking_a_unit_shows_its_incoming_weights(page, tmp_path):
     assert weights.shape[:2] == (140, 140)
     # Amber where the weight is positive, blue where negative: the picture is the weights themselves.
     w = clf.model.layers[0].weight.data[:, 5].reshape(28, 28)
-    centre = weights[2::5, 2::5]                                    # one sample per weight
+    centre = weights[2::5, 2::5]  # one sample per weight
     strong = np.abs(w) > 0.3 * np.abs(w).max()
     assert ((centre[..., 0] > centre[..., 2]) == (w > 0))[strong].all()
 
@@ -199,7 +217,7 @@ def test_random_test_digit_and_upload(page, tmp_path):
     assert status.startswith("Test image #") and "labelled" in status
     pixels = np.array(driver.execute_script("return state.last.pixels"))
     assert driver.find_element(By.ID, "prediction").text == str(clf.predict(pixels[None, :])[0])
-    assert canvas_pixels(driver, "pad")[..., 0].max() > 200        # shown on the pad, to draw over
+    assert canvas_pixels(driver, "pad")[..., 0].max() > 200  # shown on the pad, to draw over
     # Upload a photo-like file: a dark 4 on light paper, off-centre on a wide page.
     fonts = font_paths()
     if not fonts:

@@ -13,16 +13,17 @@ import sys
 
 import numpy as np
 import pytest
-
 from clitools import assert_user_error, digitnet, last_json
+
 from digitnet import __version__
 
 
 @pytest.fixture(scope="module")
 def trained(small_npz, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "run"
-    result = digitnet("train", "--preset", "adam-128-64", "--epochs", "2", "--data", small_npz, "--out", out,
-                      "--json")
+    result = digitnet(
+        "train", "--preset", "adam-128-64", "--epochs", "2", "--data", small_npz, "--out", out, "--json"
+    )
     assert result.returncode == 0, result.stderr
     return out, result
 
@@ -30,12 +31,24 @@ def trained(small_npz, tmp_path_factory):
 def test_train_writes_a_run_folder_and_keeps_the_json_contract(trained):
     out, result = trained
     info = last_json(result.stdout)
-    assert set(info) >= {"test_accuracy", "val_accuracy", "train_seconds", "epoch_seconds", "epochs", "model",
-                         "run_dir"}
+    assert set(info) >= {
+        "test_accuracy",
+        "val_accuracy",
+        "train_seconds",
+        "epoch_seconds",
+        "epochs",
+        "model",
+        "run_dir",
+    }
     assert info["epochs"] == 2 and len(info["epoch_seconds"]) == 2
     assert info["test_accuracy"] > 0.85 and info["model"] == str(out / "model.npz")
-    assert {p.name for p in out.iterdir()} >= {"config.json", "history.csv", "history.json", "metrics.json",
-                                               "model.npz"}
+    assert {p.name for p in out.iterdir()} >= {
+        "config.json",
+        "history.csv",
+        "history.json",
+        "metrics.json",
+        "model.npz",
+    }
     assert not [p.name for p in out.iterdir() if p.name.endswith(".part")]
     history = json.loads((out / "history.json").read_text())
     assert len(history["loss"]) == 2 * -(-5400 // 64) and len(history["epochs"]) == 2
@@ -81,19 +94,22 @@ def test_version_and_help():
     assert "adam-128-64" in digitnet("train", "--help").stdout
 
 
-@pytest.mark.parametrize("flags, fragment", [
-    (["--lr", "0"], "learning rate must be > 0"),
-    (["--lr", "-0.1"], "learning rate must be > 0"),
-    (["--batch-size", "0"], "batch size"),
-    (["--hidden", "128,0"], "hidden sizes must be at least 1"),
-    (["--hidden", "12a"], "hidden sizes must be whole numbers"),
-    (["--dropout", "1"], "dropout must be in [0, 1)"),
-    (["--epochs", "0"], "epochs must be at least 1"),
-    (["--preset", "nope"], "unknown preset 'nope'"),
-    (["--dataset", "cifar"], "invalid choice: 'cifar'"),
-    (["--init", "magic"], "unknown initialiser 'magic'"),
-    (["--lr", "fast"], "invalid float value"),
-])
+@pytest.mark.parametrize(
+    "flags, fragment",
+    [
+        (["--lr", "0"], "learning rate must be > 0"),
+        (["--lr", "-0.1"], "learning rate must be > 0"),
+        (["--batch-size", "0"], "batch size"),
+        (["--hidden", "128,0"], "hidden sizes must be at least 1"),
+        (["--hidden", "12a"], "hidden sizes must be whole numbers"),
+        (["--dropout", "1"], "dropout must be in [0, 1)"),
+        (["--epochs", "0"], "epochs must be at least 1"),
+        (["--preset", "nope"], "unknown preset 'nope'"),
+        (["--dataset", "cifar"], "invalid choice: 'cifar'"),
+        (["--init", "magic"], "unknown initialiser 'magic'"),
+        (["--lr", "fast"], "invalid float value"),
+    ],
+)
 def test_impossible_training_settings(flags, fragment, tmp_path):
     result = digitnet("train", *flags, "--out", tmp_path / "run")
     assert_user_error(result, fragment)
@@ -102,12 +118,16 @@ def test_impossible_training_settings(flags, fragment, tmp_path):
 
 def test_bad_data_files(tmp_path, mnist):
     bad_csv = tmp_path / "bad.csv"
-    bad_csv.write_text("label," + ",".join(f"p{i}" for i in range(784)) + "\n" + "3," + ",".join(["0"] * 783) + ",256\n")
+    bad_csv.write_text(
+        "label," + ",".join(f"p{i}" for i in range(784)) + "\n" + "3," + ",".join(["0"] * 783) + ",256\n"
+    )
     assert_user_error(digitnet("train", "--data", bad_csv, "--out", tmp_path / "r1"), "256")
     not_data = tmp_path / "notes.txt"
     not_data.write_bytes(b"\x00\x01\x02 just some bytes that are no dataset\xff")
     assert_user_error(digitnet("train", "--data", not_data, "--out", tmp_path / "r2"))
-    assert_user_error(digitnet("train", "--data", tmp_path / "missing.csv", "--out", tmp_path / "r3"), "missing.csv")
+    assert_user_error(
+        digitnet("train", "--data", tmp_path / "missing.csv", "--out", tmp_path / "r3"), "missing.csv"
+    )
     assert not any((tmp_path / r).exists() for r in ["r1", "r2", "r3"])
 
 
@@ -131,7 +151,9 @@ def test_mismatched_shapes_are_named(trained, tmp_path):
 
 def test_predict_index_out_of_range(trained, small_npz):
     out, _ = trained
-    assert_user_error(digitnet("predict", out, "--index", "1000", "--data", small_npz), "outside the test set")
+    assert_user_error(
+        digitnet("predict", out, "--index", "1000", "--data", small_npz), "outside the test set"
+    )
 
 
 def test_an_existing_run_folder_is_never_overwritten(trained, small_npz):
@@ -145,10 +167,28 @@ def test_an_existing_run_folder_is_never_overwritten(trained, small_npz):
 def test_a_csv_without_test_set_holds_one_out(tmp_path, mnist):
     csv = tmp_path / "train.csv"
     rows = np.column_stack([mnist.y_train[:3000], mnist.x_train[:3000]])
-    np.savetxt(csv, rows, fmt="%d", delimiter=",", header="label," + ",".join(f"pixel{i}" for i in range(784)),
-               comments="")
-    result = digitnet("train", "--preset", "adam-128-64", "--hidden", "32", "--epochs", "1", "--data", csv,
-                      "--out", tmp_path / "run", "--json")
+    np.savetxt(
+        csv,
+        rows,
+        fmt="%d",
+        delimiter=",",
+        header="label," + ",".join(f"pixel{i}" for i in range(784)),
+        comments="",
+    )
+    result = digitnet(
+        "train",
+        "--preset",
+        "adam-128-64",
+        "--hidden",
+        "32",
+        "--epochs",
+        "1",
+        "--data",
+        csv,
+        "--out",
+        tmp_path / "run",
+        "--json",
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("as the test set") == 1, "said once"
     info = last_json(result.stdout)
@@ -157,11 +197,28 @@ def test_a_csv_without_test_set_holds_one_out(tmp_path, mnist):
 
 def test_ctrl_c_stops_after_the_batch_and_still_saves(small_npz, tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "digitnet", "train", "--preset", "adam-128-64", "--epochs", "500",
-                             "--data", small_npz, "--out", str(out), "--json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "digitnet",
+            "train",
+            "--preset",
+            "adam-128-64",
+            "--epochs",
+            "500",
+            "--data",
+            small_npz,
+            "--out",
+            str(out),
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     lines = []
-    for line in proc.stdout:            # wait until training is under way
+    for line in proc.stdout:  # wait until training is under way
         lines.append(line)
         if line.startswith("epoch"):
             break
@@ -177,8 +234,21 @@ def test_ctrl_c_stops_after_the_batch_and_still_saves(small_npz, tmp_path):
 
 
 def test_divergence_is_a_clear_error_and_writes_nothing(small_npz, tmp_path):
-    result = digitnet("train", "--preset", "adam-128-64", "--optimizer", "sgd", "--lr", "1e6", "--epochs", "2",
-                      "--data", small_npz, "--out", tmp_path / "run")
+    result = digitnet(
+        "train",
+        "--preset",
+        "adam-128-64",
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "1e6",
+        "--epochs",
+        "2",
+        "--data",
+        small_npz,
+        "--out",
+        tmp_path / "run",
+    )
     assert_user_error(result, "lower learning rate")
     assert not (tmp_path / "run").exists()
     assert not [p for p in tmp_path.iterdir()]

@@ -6,13 +6,12 @@ import zipfile
 
 import numpy as np
 import pytest
+from conftest import FASHION_DIR
 
 from digitnet.data import formats, read_csv, read_idx, read_npz, write_idx
 from digitnet.data.datasets import DATASETS
 from digitnet.data.sources import read_path
 from digitnet.errors import DataError
-
-from conftest import FASHION_DIR
 
 
 def sha(a):
@@ -59,8 +58,10 @@ def test_gzip_is_detected_by_magic_not_name(mnist, tmp_path):
     np.testing.assert_array_equal(read_idx(path), mnist.y_test)
 
 
-@pytest.mark.parametrize("dtype,code", [(np.uint8, 8), (np.int8, 9), (np.int16, 11),
-                                        (np.int32, 12), (np.float32, 13), (np.float64, 14)])
+@pytest.mark.parametrize(
+    "dtype,code",
+    [(np.uint8, 8), (np.int8, 9), (np.int16, 11), (np.int32, 12), (np.float32, 13), (np.float64, 14)],
+)
 def test_every_idx_dtype_roundtrips_big_endian(tmp_path, dtype, code):
     a = (np.arange(2 * 3 * 5).reshape(2, 3, 5) - 7).astype(dtype)
     if a.dtype.kind == "f":
@@ -84,16 +85,19 @@ def labels_idx(tmp_path, mnist):
     return write_idx(tmp_path / "labels-idx1-ubyte", mnist.y_test[:1000]).read_bytes()
 
 
-@pytest.mark.parametrize("mangle,message", [
-    (lambda b: b"\x01" + b[1:], "not an IDX file"),
-    (lambda b: b[:2] + b"\x07" + b[3:], "unknown IDX type code 0x07"),
-    (lambda b: b[:-10], "truncated"),
-    (lambda b: b[:6], "truncated"),
-    (lambda b: b + b"\0" * 5, "does not match its header"),
-    (lambda b: b[:4] + (2000).to_bytes(4, "big") + b[8:], "truncated"),
-    (lambda b: b[:4] + (500).to_bytes(4, "big") + b[8:], "does not match its header"),
-    (lambda b: b"", "not an IDX file"),
-])
+@pytest.mark.parametrize(
+    "mangle,message",
+    [
+        (lambda b: b"\x01" + b[1:], "not an IDX file"),
+        (lambda b: b[:2] + b"\x07" + b[3:], "unknown IDX type code 0x07"),
+        (lambda b: b[:-10], "truncated"),
+        (lambda b: b[:6], "truncated"),
+        (lambda b: b + b"\0" * 5, "does not match its header"),
+        (lambda b: b[:4] + (2000).to_bytes(4, "big") + b[8:], "truncated"),
+        (lambda b: b[:4] + (500).to_bytes(4, "big") + b[8:], "does not match its header"),
+        (lambda b: b"", "not an IDX file"),
+    ],
+)
 def test_bad_idx_files_are_refused_with_the_reason(tmp_path, labels_idx, mangle, message):
     path = tmp_path / "bad-idx1-ubyte"
     path.write_bytes(mangle(labels_idx))
@@ -102,8 +106,10 @@ def test_bad_idx_files_are_refused_with_the_reason(tmp_path, labels_idx, mangle,
     assert str(path) in str(err.value)
 
 
-@pytest.mark.parametrize("mangle", [lambda g: g[:len(g) // 2], lambda g: g[:20] + bytes(40) + g[60:],
-                                    lambda g: g[:-8] + b"\xff" * 8])
+@pytest.mark.parametrize(
+    "mangle",
+    [lambda g: g[: len(g) // 2], lambda g: g[:20] + bytes(40) + g[60:], lambda g: g[:-8] + b"\xff" * 8],
+)
 def test_corrupt_gzip_is_refused(tmp_path, labels_idx, mangle):
     path = tmp_path / "bad-idx1-ubyte.gz"
     path.write_bytes(mangle(gzip.compress(labels_idx)))
@@ -152,8 +158,9 @@ def test_kaggle_test_csv_has_no_labels(mnist, tmp_path):
 
 def test_csv_with_crlf_and_gzip(mnist, tmp_path):
     path = tmp_path / "train.csv.gz"
-    path.write_bytes(gzip.compress(csv_text(mnist.x_test[:40], mnist.y_test[:40], KAGGLE_TRAIN_HEADER,
-                                            "\r\n").encode()))
+    path.write_bytes(
+        gzip.compress(csv_text(mnist.x_test[:40], mnist.y_test[:40], KAGGLE_TRAIN_HEADER, "\r\n").encode())
+    )
     x, y = read_csv(path)
     np.testing.assert_array_equal(x, mnist.x_test[:40])
     np.testing.assert_array_equal(y, mnist.y_test[:40])
@@ -176,17 +183,32 @@ def _replace(line, col, value):
     return ",".join(fields)
 
 
-@pytest.mark.parametrize("edit,message", [
-    (lambda r: r[:3] + [",".join(r[3].split(",")[:-1])] + r[4:], "line 4 has 784 columns but the lines before have 785"),
-    (lambda r: r[:2] + [_replace(r[2], 100, "abc")] + r[3:], "line 3, column 101: pixel 'abc' is not a number"),
-    (lambda r: r[:2] + [_replace(r[2], 100, "256")] + r[3:], "line 3, column 101: pixel '256' is outside 0-255"),
-    (lambda r: r[:2] + [_replace(r[2], 5, "-1")] + r[3:], "pixel '-1' is outside 0-255"),
-    (lambda r: r[:2] + [_replace(r[2], 5, "0.5")] + r[3:], "'0.5' is not a whole number"),
-    (lambda r: r[:5] + [_replace(r[5], 0, "10")], "line 6: label 10 is outside 0-9"),
-    (lambda r: [",".join(r[0].split(",")[:10])] + r[1:], "line 1 has 10 columns"),
-    (lambda r: r[:1], "has no rows"),
-    (lambda r: [r[0]] + [",".join(line.split(",")[1:]) for line in r[1:]], "header has 785 columns but the rows have 784"),
-])
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (
+            lambda r: r[:3] + [",".join(r[3].split(",")[:-1])] + r[4:],
+            "line 4 has 784 columns but the lines before have 785",
+        ),
+        (
+            lambda r: r[:2] + [_replace(r[2], 100, "abc")] + r[3:],
+            "line 3, column 101: pixel 'abc' is not a number",
+        ),
+        (
+            lambda r: r[:2] + [_replace(r[2], 100, "256")] + r[3:],
+            "line 3, column 101: pixel '256' is outside 0-255",
+        ),
+        (lambda r: r[:2] + [_replace(r[2], 5, "-1")] + r[3:], "pixel '-1' is outside 0-255"),
+        (lambda r: r[:2] + [_replace(r[2], 5, "0.5")] + r[3:], "'0.5' is not a whole number"),
+        (lambda r: r[:5] + [_replace(r[5], 0, "10")], "line 6: label 10 is outside 0-9"),
+        (lambda r: [",".join(r[0].split(",")[:10])] + r[1:], "line 1 has 10 columns"),
+        (lambda r: r[:1], "has no rows"),
+        (
+            lambda r: [r[0]] + [",".join(line.split(",")[1:]) for line in r[1:]],
+            "header has 785 columns but the rows have 784",
+        ),
+    ],
+)
 def test_bad_csv_files_say_which_line_and_what(tmp_path, good_rows, edit, message):
     path = tmp_path / "train.csv"
     path.write_text("\n".join(edit(list(good_rows))) + "\n")
@@ -209,8 +231,13 @@ def test_npz_in_keras_layout(mnist, tmp_path, square):
     if square:
         x_train, x_test = x_train.reshape(-1, 28, 28), x_test.reshape(-1, 28, 28)
     path = tmp_path / "mnist.npz"
-    np.savez_compressed(path, x_train=x_train, y_train=mnist.y_train[:2000].astype(np.int64),
-                        x_test=x_test, y_test=mnist.y_test[:500])
+    np.savez_compressed(
+        path,
+        x_train=x_train,
+        y_train=mnist.y_train[:2000].astype(np.int64),
+        x_test=x_test,
+        y_test=mnist.y_test[:500],
+    )
     xa, ya, xb, yb = read_npz(path)
     assert xa.shape == (2000, 784) and xa.dtype == np.uint8 and ya.dtype == np.uint8
     np.testing.assert_array_equal(xa, mnist.x_train[:2000])
@@ -233,15 +260,22 @@ def test_npz_with_pickled_objects_is_never_unpickled(tmp_path):
         read_npz(path)
 
 
-@pytest.mark.parametrize("change,message", [
-    (dict(x_train=np.zeros((3, 28, 28), np.float32) + 0.5), "whole numbers 0-255"),
-    (dict(y_train=np.array([1, 2])), "2 labels for 3 images"),
-    (dict(y_test=np.array([11])), "sample 0 has label 11"),
-    (dict(x_test=np.zeros((1, 27, 27), np.uint8)), r"shape \(1, 27, 27\)"),
-])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (dict(x_train=np.zeros((3, 28, 28), np.float32) + 0.5), "whole numbers 0-255"),
+        (dict(y_train=np.array([1, 2])), "2 labels for 3 images"),
+        (dict(y_test=np.array([11])), "sample 0 has label 11"),
+        (dict(x_test=np.zeros((1, 27, 27), np.uint8)), r"shape \(1, 27, 27\)"),
+    ],
+)
 def test_npz_with_bad_arrays(tmp_path, change, message):
-    arrays = dict(x_train=np.zeros((3, 784), np.uint8), y_train=np.array([1, 2, 3]),
-                  x_test=np.zeros((1, 784), np.uint8), y_test=np.array([4]))
+    arrays = dict(
+        x_train=np.zeros((3, 784), np.uint8),
+        y_train=np.array([1, 2, 3]),
+        x_test=np.zeros((1, 784), np.uint8),
+        y_test=np.array([4]),
+    )
     np.savez(tmp_path / "d.npz", **{**arrays, **change})
     with pytest.raises(DataError, match=message):
         read_npz(tmp_path / "d.npz")

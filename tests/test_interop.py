@@ -26,7 +26,7 @@ from digitnet.errors import ModelFileError
 from digitnet.interop import import_torch, load_torch_state_dict, read_torch_file
 from digitnet.interop.torchfile import LEGACY_MAGIC, LEGACY_PROTOCOL
 
-NO_TORCH = "import sys; sys.modules['torch'] = None\n"     # `import torch` now raises ImportError
+NO_TORCH = "import sys; sys.modules['torch'] = None\n"  # `import torch` now raises ImportError
 
 
 @pytest.fixture(scope="module")
@@ -36,21 +36,24 @@ def torch():
 
 def run_without_torch(code: str, cwd) -> subprocess.CompletedProcess:
     """Run Python ``code`` in a fresh interpreter in which PyTorch cannot be imported."""
-    return subprocess.run([sys.executable, "-c", NO_TORCH + code], cwd=cwd, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", NO_TORCH + code], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
 
 
 def cli(*args, cwd, without_torch=False) -> subprocess.CompletedProcess:
     """Run ``digitnet ARGS`` in a fresh interpreter (optionally one in which PyTorch cannot be imported)."""
-    code = (NO_TORCH if without_torch else "import sys\n") + \
-        "from digitnet.cli.main import main; raise SystemExit(main(sys.argv[1:]))"
-    return subprocess.run([sys.executable, "-c", code, *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, timeout=120)
+    code = (
+        NO_TORCH if without_torch else "import sys\n"
+    ) + "from digitnet.cli.main import main; raise SystemExit(main(sys.argv[1:]))"
+    return subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
 
 
 def mlp(torch, sizes, act, dtype=None, bias=True):
     layers = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         layers.append(torch.nn.Linear(a, b, bias=bias, dtype=dtype))
         if i < len(sizes) - 2:
             layers.append(act())
@@ -73,12 +76,13 @@ def trained(torch, mnist):
     y = torch.from_numpy(mnist.y_train[:19200].astype(np.int64))
     for i in range(0, 19200, 64):
         opt.zero_grad()
-        torch.nn.functional.cross_entropy(net(x[i:i + 64]), y[i:i + 64]).backward()
+        torch.nn.functional.cross_entropy(net(x[i : i + 64]), y[i : i + 64]).backward()
         opt.step()
     return net.eval()
 
 
 # -- reading real torch.save files, without PyTorch --------------------------------------------------
+
 
 def test_the_package_and_the_import_command_work_without_pytorch(torch, trained, mnist, tmp_path):
     torch.save(trained.state_dict(), tmp_path / "zip.pth")
@@ -103,9 +107,11 @@ print("torch importable:", sys.modules.get("torch") is not None)
     for layout in ("zip", "legacy"):
         clf = modelfile.load(tmp_path / f"{layout}.npz")
         assert clf.architecture["sizes"] == [784, 64, 32, 10] and clf.architecture["activation"] == "tanh"
-        for (name, p), (tname, t) in zip(clf.model.named_parameters(), trained.state_dict().items()):
+        for (name, p), (tname, t) in zip(
+            clf.model.named_parameters(), trained.state_dict().items(), strict=True
+        ):
             ours = p.data.T if name.endswith("weight") else p.data
-            assert name == tname and np.array_equal(ours, t.numpy())          # bit for bit
+            assert name == tname and np.array_equal(ours, t.numpy())  # bit for bit
         proba = clf.predict_proba(mnist.x_test)
         assert np.array_equal(proba.argmax(1), expected.argmax(1))
         assert np.abs(proba - expected).max() < 1e-6
@@ -113,20 +119,32 @@ print("torch importable:", sys.modules.get("torch") is not None)
 
 def test_every_dtype_view_and_layout_reads_back_exactly(torch, tmp_path):
     base = torch.arange(24, dtype=torch.float64).reshape(4, 6) / 7
-    state = OrderedDict([
-        ("f32", torch.randn(3, 5)), ("f64", base), ("f16", torch.randn(4).half()),
-        ("bf16", torch.randn(4).bfloat16()), ("i64", torch.arange(5)), ("i8", torch.tensor([-3, 4], dtype=torch.int8)),
-        ("u8", torch.tensor([0, 255], dtype=torch.uint8)), ("flag", torch.tensor([True, False])),
-        ("transposed", base.T), ("slice", base[1:3, ::2]), ("scalar", torch.tensor(2.5)), ("empty", torch.zeros(0, 3)),
-        ("param", torch.nn.Parameter(torch.ones(2, 2))),
-    ])
+    state = OrderedDict(
+        [
+            ("f32", torch.randn(3, 5)),
+            ("f64", base),
+            ("f16", torch.randn(4).half()),
+            ("bf16", torch.randn(4).bfloat16()),
+            ("i64", torch.arange(5)),
+            ("i8", torch.tensor([-3, 4], dtype=torch.int8)),
+            ("u8", torch.tensor([0, 255], dtype=torch.uint8)),
+            ("flag", torch.tensor([True, False])),
+            ("transposed", base.T),
+            ("slice", base[1:3, ::2]),
+            ("scalar", torch.tensor(2.5)),
+            ("empty", torch.zeros(0, 3)),
+            ("param", torch.nn.Parameter(torch.ones(2, 2))),
+        ]
+    )
     for layout, new in (("zip", True), ("legacy", False)):
         path = tmp_path / f"{layout}.pth"
         torch.save(state, path, _use_new_zipfile_serialization=new)
         got = read_torch_file(path)
         assert list(got) == list(state)
         for key, tensor in state.items():
-            want = tensor.detach().float().numpy() if tensor.dtype == torch.bfloat16 else tensor.detach().numpy()
+            want = (
+                tensor.detach().float().numpy() if tensor.dtype == torch.bfloat16 else tensor.detach().numpy()
+            )
             assert got[key].dtype == want.dtype and got[key].shape == want.shape, key
             assert np.array_equal(got[key], want), key
 
@@ -135,17 +153,23 @@ def _custom_net(torch, bias_on_fc2=True, dtype=None):
     class Custom(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.out = torch.nn.Linear(16, 10, dtype=dtype)          # registered before the layers feeding it
+            self.out = torch.nn.Linear(16, 10, dtype=dtype)  # registered before the layers feeding it
             self.fc1 = torch.nn.Linear(784, 32, dtype=dtype)
             self.fc2 = torch.nn.Linear(32, 16, bias=bias_on_fc2, dtype=dtype)
 
         def forward(self, x):
             return self.out(self.act(self.fc2(self.act(self.fc1(x)))))
+
     return Custom()
 
 
-VARIANTS = ["sequential-relu", "custom-tanh-legacy", "dataparallel-checkpoint-sigmoid",
-            "state_dict-key-float64-leaky-nobias", "model-key-half"]
+VARIANTS = [
+    "sequential-relu",
+    "custom-tanh-legacy",
+    "dataparallel-checkpoint-sigmoid",
+    "state_dict-key-float64-leaky-nobias",
+    "model-key-half",
+]
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -160,15 +184,20 @@ def test_any_mlp_state_dict_imports_and_predicts_what_pytorch_predicts(torch, mn
         activation, net, legacy = "tanh", _custom_net(torch), True
         net.act = torch.tanh
         saved = net.state_dict()
-        assert list(saved)[0] == "out.weight"                   # saved order is not forward order
+        assert list(saved)[0] == "out.weight"  # saved order is not forward order
     elif variant == "dataparallel-checkpoint-sigmoid":
         activation, inner = "sigmoid", mlp(torch, [784, 40, 10], torch.nn.Sigmoid)
         net = torch.nn.DataParallel(inner)
         opt = torch.optim.Adam(net.parameters())
         torch.nn.functional.cross_entropy(net(torch.rand(4, 784)), torch.tensor([1, 2, 3, 4])).backward()
         opt.step()
-        saved = {"epoch": 3, "model_state_dict": net.state_dict(), "optimizer_state_dict": opt.state_dict(),
-                 "loss": torch.tensor(0.25), "note": "from the training script"}
+        saved = {
+            "epoch": 3,
+            "model_state_dict": net.state_dict(),
+            "optimizer_state_dict": opt.state_dict(),
+            "loss": torch.tensor(0.25),
+            "note": "from the training script",
+        }
         assert next(iter(net.state_dict())).startswith("module.")
         net = inner
     elif variant == "state_dict-key-float64-leaky-nobias":
@@ -179,7 +208,7 @@ def test_any_mlp_state_dict_imports_and_predicts_what_pytorch_predicts(torch, mn
     else:
         activation, net = "relu", mlp(torch, [784, 30, 10], torch.nn.ReLU).half()
         saved = {"model": net.state_dict()}
-        net = net.float()                                      # float16 widens to float32 exactly
+        net = net.float()  # float16 widens to float32 exactly
     path = tmp_path / "model.pth"
     torch.save(saved, path, _use_new_zipfile_serialization=not legacy)
     clf = import_torch(path, activation=activation)
@@ -194,18 +223,34 @@ def test_the_activation_is_not_in_the_file_so_the_flag_decides(torch, trained, m
     torch.save(trained.state_dict(), tmp_path / "tanh.pth")
     done = cli("import-torch", "tanh.pth", "--out", "guessed.npz", "--json", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert "a state_dict cannot record it" in done.stdout and json.loads(done.stdout.splitlines()[-1])["activation"] == "relu"
+    assert (
+        "a state_dict cannot record it" in done.stdout
+        and json.loads(done.stdout.splitlines()[-1])["activation"] == "relu"
+    )
     guessed = modelfile.load(tmp_path / "guessed.npz").predict(mnist.x_test)
     told = import_torch(tmp_path / "tanh.pth", activation="tanh").predict(mnist.x_test)
     expected = torch_proba(torch, trained, mnist.x_test, np.float32).argmax(1)
     assert np.array_equal(told, expected)
-    assert np.mean(guessed != expected) > 0.02          # relu in place of tanh reads many digits differently
+    assert np.mean(guessed != expected) > 0.02  # relu in place of tanh reads many digits differently
 
 
 def test_standardised_inputs_and_fashion_class_names(torch, trained, tmp_path):
     torch.save(trained.state_dict(), tmp_path / "m.pth")
-    done = cli("import-torch", "m.pth", "--out", "m.npz", "--activation", "tanh", "--mean", "0.1307",
-               "--std", "0.3081", "--dataset", "fashion-mnist", cwd=tmp_path)
+    done = cli(
+        "import-torch",
+        "m.pth",
+        "--out",
+        "m.npz",
+        "--activation",
+        "tanh",
+        "--mean",
+        "0.1307",
+        "--std",
+        "0.3081",
+        "--dataset",
+        "fashion-mnist",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     clf = modelfile.load(tmp_path / "m.npz")
     assert clf.normalizer.to_dict() == {"kind": "standardize", "mean": 0.1307, "std": 0.3081}
@@ -215,6 +260,7 @@ def test_standardised_inputs_and_fashion_class_names(torch, trained, tmp_path):
 
 
 # -- what is refused -------------------------------------------------------------------------------
+
 
 class RunsCommand:
     """Pickles as a call of ``func(*args)``: what a malicious .pth does."""
@@ -243,10 +289,19 @@ def malicious_files(folder: Path, marker: Path) -> dict[str, Path]:
     """Four files that each create ``marker`` when a plain unpickler opens them."""
     touch = f"open({str(marker)!r}, 'w').close()"
     files = {
-        "zip-os.system": ("zip", pickle.dumps({"0.weight": RunsCommand(os.system, f"touch '{marker}'")}, protocol=2)),
+        "zip-os.system": (
+            "zip",
+            pickle.dumps({"0.weight": RunsCommand(os.system, f"touch '{marker}'")}, protocol=2),
+        ),
         "zip-protocol4-exec": ("zip", pickle.dumps(OrderedDict(w=RunsCommand(exec, touch)), protocol=4)),
-        "legacy-subprocess": ("legacy", legacy_header() + pickle.dumps(RunsCommand(subprocess.Popen, ["touch", str(marker)]), protocol=2)),
-        "legacy-header-eval": ("legacy", pickle.dumps(LEGACY_MAGIC, protocol=2) + pickle.dumps(RunsCommand(eval, touch), protocol=2)),
+        "legacy-subprocess": (
+            "legacy",
+            legacy_header() + pickle.dumps(RunsCommand(subprocess.Popen, ["touch", str(marker)]), protocol=2),
+        ),
+        "legacy-header-eval": (
+            "legacy",
+            pickle.dumps(LEGACY_MAGIC, protocol=2) + pickle.dumps(RunsCommand(eval, touch), protocol=2),
+        ),
     }
     paths = {}
     for name, (layout, data) in files.items():
@@ -277,18 +332,26 @@ for name, path in files.items():
         os.unlink(marker)
 """
     paths = json.dumps({name: str(path) for name, path in files.items()})
-    done = subprocess.run([sys.executable, "-c", code, paths, str(marker)], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", code, paths, str(marker)], capture_output=True, text=True, timeout=120
+    )
     assert done.stdout.split() == [word for name in files for word in (name, "True")], done.stderr
 
 
-@pytest.mark.parametrize("name", ["zip-os.system", "zip-protocol4-exec", "legacy-subprocess", "legacy-header-eval"])
+@pytest.mark.parametrize(
+    "name", ["zip-os.system", "zip-protocol4-exec", "legacy-subprocess", "legacy-header-eval"]
+)
 def test_a_file_that_would_run_a_command_is_refused_and_nothing_runs(tmp_path, name):
     marker = tmp_path / "ran"
     path = malicious_files(tmp_path, marker)[name]
     with pytest.raises(ModelFileError) as err:
         read_torch_file(path)
     message = str(err.value)
-    assert message.startswith(f"refused {path}") and "may be malicious" in message and "Nothing from it was run" in message
+    assert (
+        message.startswith(f"refused {path}")
+        and "may be malicious" in message
+        and "Nothing from it was run" in message
+    )
     assert not marker.exists()
 
 
@@ -299,10 +362,14 @@ def test_the_command_refuses_a_malicious_file_with_one_error_line(tmp_path):
     for out in ("new.npz", "keep.npz"):
         done = cli("import-torch", path, "--out", out, "--force", cwd=tmp_path, without_torch=True)
         assert done.returncode == 2
-        assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: refused") and "posix.system" in done.stderr
+        assert (
+            done.stderr.count("\n") == 1
+            and done.stderr.startswith("error: refused")
+            and "posix.system" in done.stderr
+        )
     assert not marker.exists() and not (tmp_path / "new.npz").exists()
     assert (tmp_path / "keep.npz").read_bytes() == b"precious"
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []     # no temporary left behind
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary left behind
 
 
 def test_a_whole_pickled_model_is_refused_with_how_to_save_a_state_dict(torch, tmp_path, monkeypatch):
@@ -310,7 +377,7 @@ def test_a_whole_pickled_model_is_refused_with_how_to_save_a_state_dict(torch, t
     custom = _custom_net(torch)
     custom.act = torch.nn.ReLU()
     cls = type(custom)
-    cls.__module__, cls.__qualname__ = "__main__", "Net"       # as a training script's own class pickles
+    cls.__module__, cls.__qualname__ = "__main__", "Net"  # as a training script's own class pickles
     monkeypatch.setattr(sys.modules["__main__"], "Net", cls, raising=False)
     torch.save(custom, tmp_path / "custom.pth")
     for name in ("sequential.pth", "custom.pth"):
@@ -325,8 +392,12 @@ def test_a_whole_pickled_model_is_refused_with_how_to_save_a_state_dict(torch, t
 
 
 def test_layers_that_are_not_a_chain_of_linears_are_named(torch, tmp_path):
-    cnn = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(),
-                              torch.nn.Linear(4 * 26 * 26, 10))
+    cnn = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3),
+        torch.nn.BatchNorm2d(4),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4 * 26 * 26, 10),
+    )
     torch.save(cnn.state_dict(), tmp_path / "cnn.pth")
     with pytest.raises(ModelFileError) as err:
         import_torch(tmp_path / "cnn.pth")
@@ -334,7 +405,7 @@ def test_layers_that_are_not_a_chain_of_linears_are_named(torch, tmp_path):
     assert "not a chain of Linear layers" in message
     for key in ("0.weight (4, 1, 3, 3)", "0.bias (4,)", "1.running_mean (4,)", "1.num_batches_tracked ()"):
         assert key in message
-    assert "3.weight" not in message                   # the Linear layer itself was placed
+    assert "3.weight" not in message  # the Linear layer itself was placed
     two_heads = {"a.weight": torch.zeros(32, 784), "b.weight": torch.zeros(10, 16)}
     torch.save(two_heads, tmp_path / "heads.pth")
     with pytest.raises(ModelFileError, match=r"do not form one chain .*a 784->32, b 16->10"):
@@ -352,26 +423,46 @@ def _tuple(values) -> bytes:
 
 def tensor_pickle(key: str, numel: int, offset: int, size, stride) -> bytes:
     """Protocol-2 opcodes of ``torch._utils._rebuild_tensor_v2`` over a FloatStorage, written by hand."""
-    storage = b"(" + _s("storage") + b"ctorch\nFloatStorage\n" + _s(key) + _s("cpu") + _tuple([numel])[1:-1] + b"t"
-    return (b"ctorch._utils\n_rebuild_tensor_v2\n(" + storage + b"Q" + b"J" + struct.pack("<i", offset)
-            + _tuple(size) + _tuple(stride) + b"\x89ccollections\nOrderedDict\n)RtR")
+    storage = (
+        b"(" + _s("storage") + b"ctorch\nFloatStorage\n" + _s(key) + _s("cpu") + _tuple([numel])[1:-1] + b"t"
+    )
+    return (
+        b"ctorch._utils\n_rebuild_tensor_v2\n("
+        + storage
+        + b"Q"
+        + b"J"
+        + struct.pack("<i", offset)
+        + _tuple(size)
+        + _tuple(stride)
+        + b"\x89ccollections\nOrderedDict\n)RtR"
+    )
 
 
 def state_pickle(**tensors: bytes) -> bytes:
-    return b"\x80\x02ccollections\nOrderedDict\n)R" + b"".join(_s(k) + v + b"s" for k, v in tensors.items()) + b"."
+    return (
+        b"\x80\x02ccollections\nOrderedDict\n)R"
+        + b"".join(_s(k) + v + b"s" for k, v in tensors.items())
+        + b"."
+    )
 
 
 def test_a_handwritten_file_reads_without_pytorch_and_views_stay_inside_their_storage(tmp_path):
     data = np.arange(8, dtype="<f4")
-    write_zip(tmp_path / "ok.pth", state_pickle(w=tensor_pickle("0", 8, 1, (2, 3), (1, 2))), {"0": data.tobytes()})
+    write_zip(
+        tmp_path / "ok.pth", state_pickle(w=tensor_pickle("0", 8, 1, (2, 3), (1, 2))), {"0": data.tobytes()}
+    )
     assert np.array_equal(load_torch_state_dict(tmp_path / "ok.pth")["w"], [[1, 3, 5], [2, 4, 6]])
     cases = {
         "past the end": (tensor_pickle("0", 8, 3, (2, 3), (3, 1)), data.tobytes(), "reaches element 8"),
         "short storage": (tensor_pickle("0", 8, 0, (2, 3), (3, 1)), data[:4].tobytes(), "holds 16 bytes"),
         "negative stride": (tensor_pickle("0", 8, 7, (2,), (-1,)), data.tobytes(), "impossible stride"),
-        "expanded": (tensor_pickle("0", 8, 0, (100000, 100000), (0, 0)), data.tobytes(), "more elements than its storage"),
+        "expanded": (
+            tensor_pickle("0", 8, 0, (100000, 100000), (0, 0)),
+            data.tobytes(),
+            "more elements than its storage",
+        ),
     }
-    for name, (tensor, blob, expected) in cases.items():
+    for tensor, blob, expected in cases.values():
         write_zip(tmp_path / "bad.pth", state_pickle(w=tensor), {"0": blob})
         with pytest.raises(ModelFileError, match=expected):
             load_torch_state_dict(tmp_path / "bad.pth")
@@ -379,14 +470,18 @@ def test_a_handwritten_file_reads_without_pytorch_and_views_stay_inside_their_st
 
 def test_shared_and_looping_references_are_handled(tmp_path):
     shared = [0.5]
-    for _ in range(60):                   # 2**60 paths to the innermost list, in a few hundred bytes
+    for _ in range(60):  # 2**60 paths to the innermost list, in a few hundred bytes
         shared = [shared, shared]
-    (tmp_path / "shared.pth").write_bytes(legacy_header() + pickle.dumps(shared, protocol=2) + pickle.dumps([], protocol=2))
+    (tmp_path / "shared.pth").write_bytes(
+        legacy_header() + pickle.dumps(shared, protocol=2) + pickle.dumps([], protocol=2)
+    )
     got = read_torch_file(tmp_path / "shared.pth")
     assert got[0] is got[1]
     loop = []
     loop.append(loop)
-    (tmp_path / "loop.pth").write_bytes(legacy_header() + pickle.dumps(loop, protocol=2) + pickle.dumps([], protocol=2))
+    (tmp_path / "loop.pth").write_bytes(
+        legacy_header() + pickle.dumps(loop, protocol=2) + pickle.dumps([], protocol=2)
+    )
     with pytest.raises(ModelFileError, match="refers to itself"):
         read_torch_file(tmp_path / "loop.pth")
 
@@ -394,10 +489,15 @@ def test_shared_and_looping_references_are_handled(tmp_path):
 def test_files_that_are_not_torch_files_get_a_clear_error(torch, tmp_path):
     torch.save(OrderedDict(w=torch.ones(300, 300)), tmp_path / "full.pth")
     blob = (tmp_path / "full.pth").read_bytes()
-    torch.save(OrderedDict(w=torch.ones(300, 300)), tmp_path / "old.pth", _use_new_zipfile_serialization=False)
+    torch.save(
+        OrderedDict(w=torch.ones(300, 300)), tmp_path / "old.pth", _use_new_zipfile_serialization=False
+    )
     cases = {
-        "empty.pth": b"", "text.pth": b"hello, world\n" * 10, "random.pth": np.random.default_rng(0).bytes(4096),
-        "truncated.pth": blob[: len(blob) // 2], "old-truncated.pth": (tmp_path / "old.pth").read_bytes()[:-1000],
+        "empty.pth": b"",
+        "text.pth": b"hello, world\n" * 10,
+        "random.pth": np.random.default_rng(0).bytes(4096),
+        "truncated.pth": blob[: len(blob) // 2],
+        "old-truncated.pth": (tmp_path / "old.pth").read_bytes()[:-1000],
         "list.pth": legacy_header() + pickle.dumps([1, 2, 3], protocol=2) + pickle.dumps([], protocol=2),
     }
     for name, data in cases.items():
@@ -414,14 +514,20 @@ def test_files_that_are_not_torch_files_get_a_clear_error(torch, tmp_path):
 
 # -- the torch.nn.Sequential code export prints ------------------------------------------------------
 
-@pytest.mark.parametrize("sizes, activation, dropout, dtype", [
-    ([784, 64, 32, 10], "relu", 0.0, np.float32),
-    ([784, 50, 10], "leaky_relu", 0.3, np.float64),
-    ([784, 17, 9, 13, 10], "sigmoid", 0.0, np.float64),
-    ([784, 40, 10], "tanh", 0.15, np.float32),
-], ids=["relu-float32", "leaky_relu-dropout-float64", "sigmoid-float64", "tanh-dropout-float32"])
+
+@pytest.mark.parametrize(
+    "sizes, activation, dropout, dtype",
+    [
+        ([784, 64, 32, 10], "relu", 0.0, np.float32),
+        ([784, 50, 10], "leaky_relu", 0.3, np.float64),
+        ([784, 17, 9, 13, 10], "sigmoid", 0.0, np.float64),
+        ([784, 40, 10], "tanh", 0.15, np.float32),
+    ],
+    ids=["relu-float32", "leaky_relu-dropout-float64", "sigmoid-float64", "tanh-dropout-float32"],
+)
 def test_the_generated_torch_code_loads_the_exported_weights_and_gives_the_same_logits(
-        torch, mnist, tmp_path, sizes, activation, dropout, dtype):
+    torch, mnist, tmp_path, sizes, activation, dropout, dtype
+):
     """torch_sequential_code, run by real PyTorch, builds the network export_pth's state_dict loads into
     (strictly: the same names and shapes) and that network gives digitnet's logits on real MNIST."""
     from digitnet import nn
@@ -430,12 +536,14 @@ def test_the_generated_torch_code_loads_the_exported_weights_and_gives_the_same_
     from digitnet.modelfile import Classifier, architecture_of
 
     model = nn.mlp(sizes, activation, dropout=dropout, rng=7, dtype=dtype).eval()
-    clf = Classifier(model, Normalizer("scale"), list("0123456789"), architecture_of(model), {"dataset": "mnist"})
+    clf = Classifier(
+        model, Normalizer("scale"), list("0123456789"), architecture_of(model), {"dataset": "mnist"}
+    )
     code = torch_sequential_code(clf)
     net = eval(code, {"torch": torch})
     assert isinstance(net, torch.nn.Sequential) and len(net) == len(model.layers)
     torch_dtype = torch.float64 if dtype == np.float64 else torch.float32
-    for ours, theirs in zip(model.layers, net):
+    for ours, theirs in zip(model.layers, net, strict=True):
         if isinstance(ours, nn.Linear):
             assert isinstance(theirs, torch.nn.Linear) and theirs.weight.dtype == torch_dtype
             assert (theirs.in_features, theirs.out_features) == (ours.in_features, ours.out_features)
@@ -446,7 +554,9 @@ def test_the_generated_torch_code_loads_the_exported_weights_and_gives_the_same_
         else:
             assert type(theirs).__name__ == type(ours).__name__
     export(clf, tmp_path / "model.pth")
-    net.load_state_dict(torch.load(tmp_path / "model.pth", weights_only=True)["model_state_dict"], strict=True)
+    net.load_state_dict(
+        torch.load(tmp_path / "model.pth", weights_only=True)["model_state_dict"], strict=True
+    )
     export(clf, tmp_path / "bare.pth", state_dict_only=True)
     bare = eval(code, {"torch": torch})
     bare.load_state_dict(torch.load(tmp_path / "bare.pth", weights_only=True), strict=True)

@@ -19,13 +19,25 @@ from digitnet.training import train
 
 def small(mnist) -> Dataset:
     """6,000 training and 2,000 test images of real MNIST."""
-    return Dataset("mnist", list("0123456789"), mnist.x_train[:6000], mnist.y_train[:6000],
-                   mnist.x_test[:2000], mnist.y_test[:2000], source="MNIST (first 6,000 / 2,000)")
+    return Dataset(
+        "mnist",
+        list("0123456789"),
+        mnist.x_train[:6000],
+        mnist.y_train[:6000],
+        mnist.x_test[:2000],
+        mnist.y_test[:2000],
+        source="MNIST (first 6,000 / 2,000)",
+    )
 
 
 def classifier(result, class_names) -> Classifier:
-    return Classifier(result.model, result.normalizer, list(class_names), architecture_of(result.model),
-                      {"dataset": "mnist"})
+    return Classifier(
+        result.model,
+        result.normalizer,
+        list(class_names),
+        architecture_of(result.model),
+        {"dataset": "mnist"},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +57,7 @@ def test_agreement_counts_what_a_count_image_by_image_counts(two_models):
     stats = metrics.agreement(y, pa, pb, 10)
 
     differ, only_a, only_b, both_wrong, by_class = [], 0, 0, 0, [0] * 10
-    for i, (truth, da, db) in enumerate(zip(y.tolist(), pa.tolist(), pb.tolist())):
+    for i, (truth, da, db) in enumerate(zip(y.tolist(), pa.tolist(), pb.tolist(), strict=True)):
         if da != db:
             differ.append(i)
             by_class[truth] += 1
@@ -58,8 +70,8 @@ def test_agreement_counts_what_a_count_image_by_image_counts(two_models):
     assert stats["only_a_right"] == only_a and stats["only_b_right"] == only_b
     assert stats["both_wrong_differently"] == both_wrong
     assert stats["disagreements_by_class"].tolist() == by_class
-    assert stats["accuracy_a"] == sum(p == t for p, t in zip(pa.tolist(), y.tolist())) / 2000
-    assert stats["accuracy_b"] == sum(p == t for p, t in zip(pb.tolist(), y.tolist())) / 2000
+    assert stats["accuracy_a"] == sum(p == t for p, t in zip(pa.tolist(), y.tolist(), strict=True)) / 2000
+    assert stats["accuracy_b"] == sum(p == t for p, t in zip(pb.tolist(), y.tolist(), strict=True)) / 2000
     # Real, different models: they mostly agree, yet each gets some digits the other misses.
     assert 0.8 < stats["agreement"] < 1 and only_a > 0 and only_b > 0
     # Where they disagree, A is right, or B is, or both are wrong: the three counts add up to the disagreements.
@@ -87,7 +99,7 @@ def test_scores_are_what_counting_each_image_gives(two_models):
 
     cm = np.zeros((10, 10), int)
     top2 = 0
-    for truth, p in zip(y.tolist(), proba.tolist()):
+    for truth, p in zip(y.tolist(), proba.tolist(), strict=True):
         ranked = sorted(range(10), key=lambda k: -p[k])
         cm[truth, ranked[0]] += 1
         top2 += truth in ranked[:2]
@@ -103,15 +115,23 @@ def test_scores_are_what_counting_each_image_gives(two_models):
 def test_a_model_and_a_dataset_that_do_not_fit_are_named(two_models):
     a, b, data = two_models
     assert check_dataset(data, a) is data and check_dataset(data, a, b) is data
-    five = Dataset("five", list("01234"), data.x_train, data.y_train % 5, data.x_test, data.y_test % 5, source="here")
-    with pytest.raises(DataError, match=r"^the model takes 784 pixels into 10 classes; five has 784 pixels and "
-                                        r"5 classes$"):
+    five = Dataset(
+        "five", list("01234"), data.x_train, data.y_train % 5, data.x_test, data.y_test % 5, source="here"
+    )
+    with pytest.raises(
+        DataError,
+        match=r"^the model takes 784 pixels into 10 classes; five has 784 pixels and "
+        r"5 classes$",
+    ):
         check_dataset(five, a)
     with pytest.raises(DataError, match=r"^the models take 784 pixels into 10 classes; five has"):
         check_dataset(five, a, b)
     narrow = Classifier(a.model, a.normalizer, list("01234"), {**a.architecture, "sizes": [784, 32, 5]})
-    with pytest.raises(DataError, match=r"^the models do not read the same kind of input: \[784, 32, 10\] and "
-                                        r"\[784, 32, 5\]$"):
+    with pytest.raises(
+        DataError,
+        match=r"^the models do not read the same kind of input: \[784, 32, 10\] and "
+        r"\[784, 32, 5\]$",
+    ):
         check_same_input(a, narrow)
     with pytest.raises(DataError, match="the same kind of input"):
         check_dataset(data, a, narrow)

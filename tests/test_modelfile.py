@@ -18,8 +18,15 @@ from digitnet.errors import ModelFileError
 @pytest.fixture
 def saved(tmp_path):
     model = nn.mlp([784, 32, 16, 10], activation="tanh", dropout=0.1, rng=0)
-    path = modelfile.save(tmp_path / "m.npz", model, Normalizer("standardize", 0.13, 0.31), list("abcdefghij"),
-                          dataset="mnist", config={"seed": 3}, metrics={"test_accuracy": 0.5})
+    path = modelfile.save(
+        tmp_path / "m.npz",
+        model,
+        Normalizer("standardize", 0.13, 0.31),
+        list("abcdefghij"),
+        dataset="mnist",
+        config={"seed": 3},
+        metrics={"test_accuracy": 0.5},
+    )
     return model, path
 
 
@@ -28,7 +35,7 @@ def test_round_trip_is_exact(saved, mnist):
     clf = modelfile.load(path)
     assert clf.architecture == {"sizes": [784, 32, 16, 10], "activation": "tanh", "dropout": 0.1}
     assert clf.class_names == list("abcdefghij") and clf.meta["config"] == {"seed": 3}
-    for (name, a), (_, b) in zip(model.named_parameters(), clf.model.named_parameters()):
+    for (name, a), (_, b) in zip(model.named_parameters(), clf.model.named_parameters(), strict=True):
         assert np.array_equal(a.data, b.data), name
     x = mnist.x_test[:100]
     model.eval()
@@ -54,7 +61,9 @@ def rewrite(path, out, change):
 
 def test_a_wrong_shape_is_named(saved, tmp_path):
     _, path = saved
-    bad = rewrite(path, tmp_path / "bad.npz", lambda a: a.update({"param/3.weight": np.zeros((32, 17), np.float32)}))
+    bad = rewrite(
+        path, tmp_path / "bad.npz", lambda a: a.update({"param/3.weight": np.zeros((32, 17), np.float32)})
+    )
     with pytest.raises(ModelFileError, match=r"'3.weight' has shape \(32, 17\).*needs \(32, 16\)"):
         modelfile.load(bad)
 
@@ -74,6 +83,7 @@ def test_other_formats_and_versions_are_refused(saved, tmp_path):
             m = json.loads(arrays["meta"].tobytes())
             m.update(change)
             arrays["meta"] = np.frombuffer(json.dumps(m).encode(), np.uint8)
+
         return edit
 
     with pytest.raises(ModelFileError, match="format version 99"):
@@ -130,8 +140,11 @@ def test_a_pickle_inside_is_refused_and_never_runs(saved, tmp_path):
 
 def test_nan_weights_are_refused(saved, tmp_path):
     _, path = saved
-    bad = rewrite(path, tmp_path / "nan.npz",
-                  lambda a: a.update({"param/0.weight": np.full((784, 32), np.nan, np.float32)}))
+    bad = rewrite(
+        path,
+        tmp_path / "nan.npz",
+        lambda a: a.update({"param/0.weight": np.full((784, 32), np.nan, np.float32)}),
+    )
     with pytest.raises(ModelFileError, match="NaN"):
         modelfile.load(bad)
 

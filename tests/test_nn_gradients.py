@@ -17,22 +17,31 @@ import numpy as np
 import pytest
 
 from digitnet.errors import ConfigError
-
 from digitnet.nn import (
-    Dropout, LeakyReLU, Linear, ReLU, Sigmoid, SGD, SoftmaxCrossEntropy, Tanh,
-    l2_penalty, log_softmax, mlp, softmax,
+    SGD,
+    Dropout,
+    LeakyReLU,
+    Linear,
+    ReLU,
+    Sigmoid,
+    SoftmaxCrossEntropy,
+    Tanh,
+    l2_penalty,
+    log_softmax,
+    mlp,
+    softmax,
 )
 from digitnet.nn.init import INITIALISERS
 
 EPS = 1e-6
-TOL = 1e-7          # norm-wise relative error allowed between analytic and numerical gradients
+TOL = 1e-7  # norm-wise relative error allowed between analytic and numerical gradients
 F64 = np.float64
 
 
 def numerical_gradient(f, a):
     """Central differences of the scalar ``f()`` with respect to array ``a`` (perturbed in place)."""
     grad = np.zeros_like(a, dtype=F64)
-    flat, gflat = a.reshape(-1), grad.reshape(-1)     # views: a must be contiguous
+    flat, gflat = a.reshape(-1), grad.reshape(-1)  # views: a must be contiguous
     assert np.shares_memory(flat, a)
     for i in range(flat.size):
         saved = flat[i]
@@ -61,11 +70,12 @@ def away_from_zero(rng, shape, margin=0.1):
 
 # -- layers ---------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("init", sorted(INITIALISERS) + ["normal:0.05"])
 def test_linear_gradients(init):
     rng = np.random.default_rng(0)
     layer = Linear(5, 4, init=init, rng=rng, dtype=F64)
-    layer.bias.data[...] = rng.normal(size=4)          # non-zero bias, so it matters in the check
+    layer.bias.data[...] = rng.normal(size=4)  # non-zero bias, so it matters in the check
     x = rng.normal(size=(3, 5))
     R = rng.normal(size=(3, 4))
 
@@ -96,8 +106,11 @@ def test_linear_backward_overwrites_and_can_skip_input_grad():
     np.testing.assert_allclose(first[1], R.sum(axis=0))
 
 
-@pytest.mark.parametrize("make", [ReLU, LeakyReLU, lambda: LeakyReLU(0.2), Sigmoid, Tanh],
-                         ids=["relu", "leaky_relu", "leaky_relu_0.2", "sigmoid", "tanh"])
+@pytest.mark.parametrize(
+    "make",
+    [ReLU, LeakyReLU, lambda: LeakyReLU(0.2), Sigmoid, Tanh],
+    ids=["relu", "leaky_relu", "leaky_relu_0.2", "sigmoid", "tanh"],
+)
 def test_activation_gradients(make):
     rng = np.random.default_rng(2)
     layer = make()
@@ -118,7 +131,7 @@ def test_activation_values():
     np.testing.assert_allclose(LeakyReLU(0.1).forward(x), [[-0.3, -0.05, 0.5, 3.0]])
     np.testing.assert_allclose(Sigmoid().forward(x), 1 / (1 + np.exp(-x)), rtol=1e-12)
     np.testing.assert_allclose(Tanh().forward(x), np.tanh(x), rtol=1e-12)
-    with np.errstate(all="raise"):                    # the tanh form never overflows
+    with np.errstate(all="raise"):  # the tanh form never overflows
         s = Sigmoid().forward(np.array([[-1e4, 1e4]]))
     np.testing.assert_array_equal(s, [[0.0, 1.0]])
 
@@ -131,7 +144,7 @@ def test_dropout_training_gradient_uses_the_forward_mask():
     state = layer.rng.bit_generator.state
 
     def f():
-        layer.rng.bit_generator.state = state           # same draw, same mask, every time
+        layer.rng.bit_generator.state = state  # same draw, same mask, every time
         return float(np.sum(layer.forward(x) * R))
 
     f()
@@ -154,7 +167,7 @@ def test_dropout_keeps_the_expected_fraction_and_is_unbiased():
     x = np.ones((200, 500))
     out = layer.forward(x)
     assert abs((out != 0).mean() - 0.75) < 0.01
-    assert abs(out.mean() - 1.0) < 0.01                  # inverted dropout keeps the expectation
+    assert abs(out.mean() - 1.0) < 0.01  # inverted dropout keeps the expectation
 
 
 def test_dropout_eval_is_identity():
@@ -163,23 +176,27 @@ def test_dropout_eval_is_identity():
     np.testing.assert_array_equal(layer.forward(x), x)
     R = np.random.default_rng(7).normal(size=(4, 5))
     np.testing.assert_array_equal(layer.backward(R), R)
-    zero = Dropout(0.0, rng=np.random.default_rng(5))   # p = 0 in training is the identity too
+    zero = Dropout(0.0, rng=np.random.default_rng(5))  # p = 0 in training is the identity too
     np.testing.assert_array_equal(zero.forward(x), x)
 
 
 # -- the whole network with the fused loss ---------------------------------------------------------
 
-@pytest.mark.parametrize("activation,dropout,smoothing", [
-    ("tanh", 0.0, 0.0),
-    ("sigmoid", 0.0, 0.1),
-    ("relu", 0.0, 0.0),
-    ("leaky_relu", 0.0, 0.2),
-    ("relu", 0.3, 0.1),
-])
+
+@pytest.mark.parametrize(
+    "activation,dropout,smoothing",
+    [
+        ("tanh", 0.0, 0.0),
+        ("sigmoid", 0.0, 0.1),
+        ("relu", 0.0, 0.0),
+        ("leaky_relu", 0.0, 0.2),
+        ("relu", 0.3, 0.1),
+    ],
+)
 def test_mlp_with_softmax_cross_entropy(activation, dropout, smoothing):
     net = mlp([6, 8, 7, 4], activation=activation, dropout=dropout, rng=10, dtype=F64)
     bias_rng = np.random.default_rng(11)
-    for p in net.parameters():                           # non-zero biases reach more code paths
+    for p in net.parameters():  # non-zero biases reach more code paths
         if p.data.ndim == 1:
             p.data[...] = bias_rng.normal(0, 0.1, p.data.shape)
     loss = SoftmaxCrossEntropy(label_smoothing=smoothing)
@@ -190,7 +207,7 @@ def test_mlp_with_softmax_cross_entropy(activation, dropout, smoothing):
     states = [r.bit_generator.state for r in drop_rngs]
 
     def f():
-        for r, s in zip(drop_rngs, states):
+        for r, s in zip(drop_rngs, states, strict=True):
             r.bit_generator.state = s
         return loss.forward(net.forward(x), y)
 
@@ -198,7 +215,7 @@ def test_mlp_with_softmax_cross_entropy(activation, dropout, smoothing):
     dx = net.backward(loss.backward())
     analytic = [p.grad.copy() for p in net.parameters()]
     assert rel_error(dx, numerical_gradient(f, x)) < TOL
-    for (name, p), g in zip(net.named_parameters(), analytic):
+    for (name, p), g in zip(net.named_parameters(), analytic, strict=True):
         assert rel_error(g, numerical_gradient(f, p.data)) < TOL, name
 
 
@@ -213,6 +230,7 @@ def test_mlp_backward_without_input_gradient():
 
 
 # -- the loss ---------------------------------------------------------------------------------------
+
 
 def naive_cross_entropy(z, y, eps=0.0):
     p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
@@ -268,7 +286,7 @@ def test_loss_gradient_by_finite_differences():
         loss = SoftmaxCrossEntropy(eps)
         loss.forward(z, y)
         g = loss.backward()
-        assert rel_error(g, numerical_gradient(lambda: loss.forward(z, y), z)) < TOL
+        assert rel_error(g, numerical_gradient(lambda loss=loss: loss.forward(z, y), z)) < TOL
 
 
 def test_loss_stable_on_huge_logits():
@@ -295,7 +313,7 @@ def test_softmax_rows_sum_to_one():
     p = softmax(z)
     np.testing.assert_allclose(p.sum(axis=1), 1, rtol=1e-12)
     assert np.all(p >= 0)
-    np.testing.assert_allclose(softmax(z + 1000), p, rtol=1e-12)     # shift invariance
+    np.testing.assert_allclose(softmax(z + 1000), p, rtol=1e-12)  # shift invariance
     p32 = softmax(z.astype(np.float32))
     assert p32.dtype == np.float32
     np.testing.assert_allclose(p32.sum(axis=1), 1, rtol=1e-6)
@@ -309,12 +327,14 @@ def test_label_smoothing_out_of_range_is_rejected():
 
 # -- L2 -----------------------------------------------------------------------------------------------
 
+
 def test_l2_penalty_value_and_gradient():
     rng = np.random.default_rng(30)
     weights = [rng.normal(size=(4, 3)), rng.normal(size=(3, 2))]
     lam, m = 0.7, 50
     assert l2_penalty(weights, lam, m) == pytest.approx(
-        lam / (2 * m) * sum(float((w ** 2).sum()) for w in weights), rel=1e-12)
+        lam / (2 * m) * sum(float((w**2).sum()) for w in weights), rel=1e-12
+    )
     for w in weights:
         numeric = numerical_gradient(lambda: l2_penalty(weights, lam, m), w)
         assert rel_error((lam / m) * w, numeric) < TOL
@@ -329,10 +349,10 @@ def test_optimizer_l2_adds_the_penalty_gradient_to_weights_only():
     expected = [-numerical_gradient(lambda: l2_penalty(weights, lam, m), w) for w in weights]
     before = net.state_dict()
     opt = SGD(net.parameters(), lr=1.0, l2=lam / m)
-    opt.zero_grad()                                       # the loss contributes nothing
-    opt.step()                                            # so W moves by -lr * (lam/m) W
+    opt.zero_grad()  # the loss contributes nothing
+    opt.step()  # so W moves by -lr * (lam/m) W
     after = net.state_dict()
-    for name, e in zip(["0.weight", "2.weight"], expected):
+    for name, e in zip(["0.weight", "2.weight"], expected, strict=True):
         assert rel_error(after[name] - before[name], e) < TOL
     for name in ("0.bias", "2.bias"):
         np.testing.assert_array_equal(after[name], before[name])

@@ -10,13 +10,23 @@ import pytest
 from digitnet.data import Normalizer
 from digitnet.errors import ConfigError, ModelFileError
 from digitnet.nn import (
-    ACTIVATIONS, Adam, Dropout, LeakyReLU, Linear, ReLU, Sequential, Sigmoid, SoftmaxCrossEntropy, Tanh,
-    linear_layers, mlp,
+    ACTIVATIONS,
+    Adam,
+    Dropout,
+    LeakyReLU,
+    Linear,
+    ReLU,
+    Sequential,
+    Sigmoid,
+    SoftmaxCrossEntropy,
+    Tanh,
+    linear_layers,
+    mlp,
 )
 from digitnet.nn.init import initial_weights
 
-
 # -- structure and display -----------------------------------------------------------------------------
+
 
 def test_repr_shows_every_layer():
     text = repr(mlp([784, 128, 64, 10], dropout=0.2, rng=0))
@@ -42,7 +52,7 @@ def test_mlp_layer_types():
     assert len(net) == 5 and net[2] is net.layers[2]
     assert type(mlp([5, 4, 2], activation="tanh")[1]) is Tanh
     assert type(mlp([5, 4, 2], activation="leaky_relu")[1]) is LeakyReLU
-    assert [type(layer) for layer in mlp([5, 2]).layers] == [Linear]     # no hidden layer
+    assert [type(layer) for layer in mlp([5, 2]).layers] == [Linear]  # no hidden layer
 
 
 def test_parameter_order_and_names():
@@ -55,7 +65,13 @@ def test_parameter_order_and_names():
     assert net.parameters()[0] is net[0].weight
     with_dropout = mlp([784, 128, 64, 10], dropout=0.2, rng=0)
     assert [name for name, _ in with_dropout.named_parameters()] == [
-        "0.weight", "0.bias", "3.weight", "3.bias", "6.weight", "6.bias"]
+        "0.weight",
+        "0.bias",
+        "3.weight",
+        "3.bias",
+        "6.weight",
+        "6.bias",
+    ]
     assert all(p.data.dtype == np.float32 for p in net.parameters())
     assert all(p.data.dtype == np.float64 for p in mlp([3, 2], dtype=np.float64).parameters())
 
@@ -65,20 +81,24 @@ def test_forward_shapes():
     x = np.random.default_rng(0).normal(size=(7, 6)).astype(np.float32)
     out = net(x)
     assert out.shape == (7, 3) and out.dtype == np.float32
-    np.testing.assert_allclose(out, np.maximum(x @ net[0].weight.data + net[0].bias.data, 0)
-                               @ net[2].weight.data + net[2].bias.data, rtol=1e-5)
+    np.testing.assert_allclose(
+        out,
+        np.maximum(x @ net[0].weight.data + net[0].bias.data, 0) @ net[2].weight.data + net[2].bias.data,
+        rtol=1e-5,
+    )
 
 
 # -- state --------------------------------------------------------------------------------------------
+
 
 def test_state_dict_returns_copies():
     net = mlp([4, 3, 2], rng=0)
     state = net.state_dict()
     assert list(state) == ["0.weight", "0.bias", "2.weight", "2.bias"]
     original = net[0].weight.data.copy()
-    state["0.weight"][...] = 99.0                          # editing the copy leaves the network alone
+    state["0.weight"][...] = 99.0  # editing the copy leaves the network alone
     np.testing.assert_array_equal(net[0].weight.data, original)
-    net[0].weight.data[...] = -1.0                          # and the other way round
+    net[0].weight.data[...] = -1.0  # and the other way round
     assert np.all(state["0.weight"] == 99.0)
     assert not np.shares_memory(state["0.weight"], net[0].weight.data)
 
@@ -87,8 +107,8 @@ def test_load_state_dict_roundtrip_in_place():
     a, b = mlp([4, 3, 2], rng=0), mlp([4, 3, 2], rng=1)
     weight_array = b[0].weight.data
     b.load_state_dict(a.state_dict())
-    assert b[0].weight.data is weight_array                 # copied into, not rebound
-    for (name, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters()):
+    assert b[0].weight.data is weight_array  # copied into, not rebound
+    for (name, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters(), strict=True):
         np.testing.assert_array_equal(pa.data, pb.data, err_msg=name)
     # Values of another dtype are cast to the parameter's.
     b.load_state_dict({k: v.astype(np.float64) for k, v in a.state_dict().items()})
@@ -115,14 +135,15 @@ def test_load_state_dict_wrong_shape_names_it_and_changes_nothing():
     net = mlp([4, 3, 2], rng=0)
     before = net.state_dict()
     state = {k: v + 1 for k, v in before.items()}
-    state["2.weight"] = np.zeros((2, 3), np.float32)        # transposed
+    state["2.weight"] = np.zeros((2, 3), np.float32)  # transposed
     with pytest.raises(ModelFileError, match=r"2\.weight.*\(2, 3\).*\(3, 2\)"):
         net.load_state_dict(state)
-    for key, value in net.state_dict().items():             # all or nothing: no half-loaded network
+    for key, value in net.state_dict().items():  # all or nothing: no half-loaded network
         np.testing.assert_array_equal(value, before[key], err_msg=key)
 
 
 # -- modes ---------------------------------------------------------------------------------------------
+
 
 def test_train_eval_propagate_to_every_layer():
     net = mlp([5, 8, 8, 3], dropout=0.5, rng=0)
@@ -140,15 +161,16 @@ def test_dropout_off_in_eval_makes_output_deterministic():
     net = mlp([5, 16, 16, 3], dropout=0.5, rng=0)
     x = np.random.default_rng(1).normal(size=(4, 5)).astype(np.float32)
     net.train()
-    assert not np.array_equal(net(x), net(x))               # fresh masks each call
+    assert not np.array_equal(net(x), net(x))  # fresh masks each call
     net.eval()
     first = net(x)
     np.testing.assert_array_equal(first, net(x))
-    no_dropout = mlp([5, 16, 16, 3], rng=0)                 # same weights (dropout draws no weights)
+    no_dropout = mlp([5, 16, 16, 3], rng=0)  # same weights (dropout draws no weights)
     np.testing.assert_array_equal(first, no_dropout(x))
 
 
 # -- inference: predict ----------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def digits(mnist):
@@ -161,16 +183,18 @@ def digits(mnist):
 @pytest.mark.parametrize("dropout", [0.0, 0.3])
 def test_predict_between_forward_and_backward_leaves_the_gradients_exact(activation, dropout, digits):
     (xb, yb), other = digits
-    looked_at, untouched = (mlp([784, 64, 32, 10], activation=activation, dropout=dropout, rng=0) for _ in "ab")
+    looked_at, untouched = (
+        mlp([784, 64, 32, 10], activation=activation, dropout=dropout, rng=0) for _ in "ab"
+    )
     loss_a, loss_b = SoftmaxCrossEntropy(), SoftmaxCrossEntropy()
     loss_a.forward(looked_at.forward(xb), yb)
     loss_b.forward(untouched.forward(xb), yb)
-    looked_at.predict(other)                              # other data, between the training forward and backward
+    looked_at.predict(other)  # other data, between the training forward and backward
     looked_at.predict(other, return_all=True)
     grad_a = looked_at.backward(loss_a.backward())
     grad_b = untouched.backward(loss_b.backward())
     np.testing.assert_array_equal(grad_a, grad_b)
-    for (name, p), q in zip(looked_at.named_parameters(), untouched.parameters()):
+    for (name, p), q in zip(looked_at.named_parameters(), untouched.parameters(), strict=True):
         assert p.grad.any(), name
         np.testing.assert_array_equal(p.grad, q.grad, err_msg=name)
     # predict drew no dropout mask: the next training batch gets the same masks in both.
@@ -192,7 +216,7 @@ def test_predict_is_the_eval_forward_bit_for_bit_and_keeps_the_mode(activation, 
     np.testing.assert_array_equal(net.predict(x), out)
     assert not net.training and not any(layer.training for layer in net.layers)
     h = x
-    for layer, twin in zip(net.layers, evaluated.layers):   # each layer on its own, too
+    for layer, twin in zip(net.layers, evaluated.layers, strict=True):  # each layer on its own, too
         out = layer.predict(h)
         h = twin.forward(h)
         np.testing.assert_array_equal(out, h, err_msg=repr(layer))
@@ -204,13 +228,13 @@ def test_predict_return_all_gives_every_layer_output(digits):
     outputs = net.predict(x, return_all=True)
     assert len(outputs) == len(net.layers) == 7
     h = x
-    for layer, out in zip(copy.deepcopy(net).eval().layers, outputs):
+    for layer, out in zip(copy.deepcopy(net).eval().layers, outputs, strict=True):
         h = layer.forward(h)
         np.testing.assert_array_equal(out, h)
     assert [o.shape for o in outputs] == [(128, 48)] * 3 + [(128, 24)] * 3 + [(128, 10)]
     np.testing.assert_array_equal(outputs[-1], net.predict(x))
-    np.testing.assert_array_equal(outputs[2], outputs[1])          # dropout is the identity at inference
-    assert not np.array_equal(outputs[1], outputs[0])              # tanh changed its input
+    np.testing.assert_array_equal(outputs[2], outputs[1])  # dropout is the identity at inference
+    assert not np.array_equal(outputs[1], outputs[0])  # tanh changed its input
     nested = Sequential(net, Sequential(ReLU()))
     inner = nested.predict(x, return_all=True)
     assert len(inner) == 2
@@ -220,7 +244,11 @@ def test_predict_return_all_gives_every_layer_output(digits):
 def test_linear_layers_lists_them_input_side_first():
     net = mlp([784, 48, 24, 10], dropout=0.2, rng=0)
     assert linear_layers(net) == [net[0], net[3], net[6]]
-    assert [(lin.in_features, lin.out_features) for lin in linear_layers(net)] == [(784, 48), (48, 24), (24, 10)]
+    assert [(lin.in_features, lin.out_features) for lin in linear_layers(net)] == [
+        (784, 48),
+        (48, 24),
+        (24, 10),
+    ]
     extra = Linear(10, 3, rng=np.random.default_rng(0))
     assert linear_layers(Sequential(net, ReLU(), Sequential(extra))) == [net[0], net[3], net[6], extra]
     assert linear_layers(extra) == [extra] and linear_layers(Sequential(ReLU(), Tanh())) == []
@@ -232,7 +260,7 @@ FAN_IN, FAN_OUT = 400, 300
 
 INIT_STD = {
     "he": math.sqrt(2 / FAN_IN),
-    "he_uniform": math.sqrt(2 / FAN_IN),                   # U(-a, a) has std a / sqrt(3)
+    "he_uniform": math.sqrt(2 / FAN_IN),  # U(-a, a) has std a / sqrt(3)
     "xavier": math.sqrt(2 / (FAN_IN + FAN_OUT)),
     "xavier_uniform": math.sqrt(2 / (FAN_IN + FAN_OUT)),
     "lecun": math.sqrt(1 / FAN_IN),
@@ -248,7 +276,7 @@ def test_initialiser_std(name):
     w, b = layer.weight.data, layer.bias.data
     assert w.shape == (FAN_IN, FAN_OUT) and b.shape == (FAN_OUT,)
     expected = INIT_STD[name]
-    assert abs(w.std() / expected - 1) < 0.02              # 120,000 draws: the estimate is good to ~0.2%
+    assert abs(w.std() / expected - 1) < 0.02  # 120,000 draws: the estimate is good to ~0.2%
     assert abs(w.mean()) < 0.02 * expected
     if "uniform" in name or name == "torch_default":
         bound = expected * math.sqrt(3)
@@ -283,18 +311,21 @@ def test_same_seed_same_weights_different_seed_different_weights():
     np.testing.assert_array_equal(d1(x), d2(x))
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"sizes": [784, 0, 10]},
-    {"sizes": [0, 10]},
-    {"sizes": [10]},
-    {"sizes": []},
-    {"sizes": [784, -5, 10]},
-    {"sizes": [4, 3, 2], "dropout": 1.0},
-    {"sizes": [4, 3, 2], "dropout": 1.5},
-    {"sizes": [4, 3, 2], "dropout": -0.1},
-    {"sizes": [4, 3, 2], "activation": "gelu"},
-    {"sizes": [4, 3, 2], "init": "bogus"},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"sizes": [784, 0, 10]},
+        {"sizes": [0, 10]},
+        {"sizes": [10]},
+        {"sizes": []},
+        {"sizes": [784, -5, 10]},
+        {"sizes": [4, 3, 2], "dropout": 1.0},
+        {"sizes": [4, 3, 2], "dropout": 1.5},
+        {"sizes": [4, 3, 2], "dropout": -0.1},
+        {"sizes": [4, 3, 2], "activation": "gelu"},
+        {"sizes": [4, 3, 2], "init": "bogus"},
+    ],
+)
 def test_mlp_rejects_bad_configurations(kwargs):
     sizes = kwargs.pop("sizes")
     with pytest.raises(ConfigError):
@@ -311,6 +342,7 @@ def test_layers_reject_bad_arguments():
 
 
 # -- end to end -----------------------------------------------------------------------------------------
+
 
 def xor_blobs(n_per_blob=50, seed=0):
     """Four Gaussian blobs at (+-1, +-1); the label is 1 where the signs differ. Not linearly separable."""

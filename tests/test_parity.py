@@ -64,14 +64,18 @@ def twin(model: nn.Sequential, dtype=None):
     for layer in model.layers:
         if isinstance(layer, nn.Linear):
             w = layer.weight.data
-            linear = torch.nn.Linear(*w.shape, dtype=torch.float64 if w.dtype == np.float64 else torch.float32)
+            linear = torch.nn.Linear(
+                *w.shape, dtype=torch.float64 if w.dtype == np.float64 else torch.float32
+            )
             linear.weight.data = torch.tensor(w.T.copy())
             linear.bias.data = torch.tensor(layer.bias.data.copy())
             layers.append(linear)
         elif isinstance(layer, nn.Dropout):
             layers.append(torch.nn.Dropout(layer.p))
         else:
-            layers.append(getattr(torch.nn, TORCH_ACT[next(k for k, v in nn.ACTIVATIONS.items() if v is type(layer))])())
+            layers.append(
+                getattr(torch.nn, TORCH_ACT[next(k for k, v in nn.ACTIVATIONS.items() if v is type(layer))])()
+            )
     net = torch.nn.Sequential(*layers)
     return net.to(dtype) if dtype is not None else net
 
@@ -86,10 +90,11 @@ def torch_params(net) -> list[np.ndarray]:
 
 
 def inputs(mnist, n, dtype, start=0):
-    return mnist.x_test[start:start + n].astype(dtype) / 255
+    return mnist.x_test[start : start + n].astype(dtype) / 255
 
 
 # -- forward and backward ----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("arch", ARCHS, ids=ARCH_IDS)
 def test_forward_gives_the_same_probabilities_and_digits(mnist, arch):
@@ -121,18 +126,18 @@ def test_backward_gives_autograds_gradients(mnist, arch, l2):
     # gradient it descends, and what it leaves in p.grad.
     nn.SGD(model.parameters(), lr=1e-3, l2=l2).step()
     torch_loss = torch.nn.functional.cross_entropy(net(torch.from_numpy(x)), torch.from_numpy(y))
-    torch_loss = torch_loss + l2 / 2 * sum((m.weight ** 2).sum() for m in net if isinstance(m, torch.nn.Linear))
+    torch_loss = torch_loss + l2 / 2 * sum((m.weight**2).sum() for m in net if isinstance(m, torch.nn.Linear))
     torch_loss.backward()
     tol = 1e-12 if dtype == np.float64 else 2e-5
     assert abs(loss - torch_loss.item()) <= tol * max(1.0, abs(loss))
     expected = [p.grad.numpy().T if p.ndim == 2 else p.grad.numpy() for p in net.parameters()]
-    for p, g in zip(model.parameters(), expected):
+    for p, g in zip(model.parameters(), expected, strict=True):
         assert np.abs(p.grad - g).max() <= tol * max(1.0, np.abs(g).max())
 
 
 # -- optimisers ------------------------------------------------------------------------------------
 
-OPTIMIZERS = {   # name: (digitnet class, torch class, hyperparameters, L2 coefficient, decoupled decay)
+OPTIMIZERS = {  # name: (digitnet class, torch class, hyperparameters, L2 coefficient, decoupled decay)
     "sgd": (nn.SGD, torch.optim.SGD, dict(lr=0.1), 0.0, 0.0),
     "sgd-l2": (nn.SGD, torch.optim.SGD, dict(lr=0.1), 1e-3, 0.0),
     "momentum": (nn.SGD, torch.optim.SGD, dict(lr=0.05, momentum=0.9), 1e-3, 0.0),
@@ -143,13 +148,21 @@ OPTIMIZERS = {   # name: (digitnet class, torch class, hyperparameters, L2 coeff
     "rmsprop": (nn.RMSProp, torch.optim.RMSprop, dict(lr=1e-3), 1e-3, 0.0),
     "rmsprop-momentum": (nn.RMSProp, torch.optim.RMSprop, dict(lr=5e-4, momentum=0.5, alpha=0.9), 0.0, 0.0),
 }
-OPT_ARCHS = [([784, 300, 100, 10], "tanh", np.float32), ([784, 256, 128, 64, 32, 10], "leaky_relu", np.float64),
-             ([784, 128, 10], "relu", np.float32), ([784, 64, 1, 10], "sigmoid", np.float64)]
+OPT_ARCHS = [
+    ([784, 300, 100, 10], "tanh", np.float32),
+    ([784, 256, 128, 64, 32, 10], "leaky_relu", np.float64),
+    ([784, 128, 10], "relu", np.float32),
+    ([784, 64, 1, 10], "sigmoid", np.float64),
+]
 
 
 def batches(mnist, dtype, n=100, size=32):
-    loader = DataLoader(mnist.x_train[:n * size].astype(dtype) / 255, mnist.y_train[:n * size].astype(np.int64),
-                        batch_size=size, rng=7)
+    loader = DataLoader(
+        mnist.x_train[: n * size].astype(dtype) / 255,
+        mnist.y_train[: n * size].astype(np.int64),
+        batch_size=size,
+        rng=7,
+    )
     return list(loader)
 
 
@@ -159,11 +172,15 @@ def torch_run(start: nn.Sequential, name, data, dtype):
     net = twin(start, torch.float64 if dtype == np.float64 else torch.float32)
     weights = [m.weight for m in net if isinstance(m, torch.nn.Linear)]
     biases = [m.bias for m in net if isinstance(m, torch.nn.Linear)]
-    opt = torch_cls([{"params": weights, "weight_decay": l2 or decay}, {"params": biases, "weight_decay": 0.0}], **kw)
+    opt = torch_cls(
+        [{"params": weights, "weight_decay": l2 or decay}, {"params": biases, "weight_decay": 0.0}], **kw
+    )
     after_one = None
     for x, y in data:
         opt.zero_grad()
-        torch.nn.functional.cross_entropy(net(torch.from_numpy(x.astype(dtype))), torch.from_numpy(y)).backward()
+        torch.nn.functional.cross_entropy(
+            net(torch.from_numpy(x.astype(dtype))), torch.from_numpy(y)
+        ).backward()
         opt.step()
         after_one = after_one or [p.copy() for p in torch_params(net)]
     return after_one, torch_params(net)
@@ -182,11 +199,15 @@ def digitnet_run(model: nn.Sequential, name, data):
 
 
 def max_diff(a, b):
-    return max(float(np.abs(x.astype(np.float64) - y).max()) for x, y in zip(a, b))
+    return max(float(np.abs(x.astype(np.float64) - y).max()) for x, y in zip(a, b, strict=True))
 
 
 def median_diff(a, b):
-    return float(np.median(np.concatenate([np.abs(x.astype(np.float64) - y).ravel() for x, y in zip(a, b)])))
+    return float(
+        np.median(
+            np.concatenate([np.abs(x.astype(np.float64) - y).ravel() for x, y in zip(a, b, strict=True)])
+        )
+    )
 
 
 @pytest.mark.parametrize("precision", ["float32", "float64"])
@@ -201,26 +222,32 @@ def test_one_step_and_a_hundred_steps_match_torch_optim(mnist, name, precision):
     theirs_one, theirs = torch_run(start, name, data, dtype)
     scale = max(1.0, max(float(np.abs(p).max()) for p in theirs))
     moved = max_diff(ours, [p.data for p in start.parameters()])
-    assert moved > 1e-3                                   # the runs really trained
+    assert moved > 1e-3  # the runs really trained
     if dtype == np.float64:
         assert max_diff(ours_one, theirs_one) <= 1e-12 * scale
         assert max_diff(ours, theirs) <= 1e-11 * scale
         return
-    exact_one, exact = torch_run(start, name, data, np.float64)     # PyTorch in float64: the reference
+    exact_one, exact = torch_run(start, name, data, np.float64)  # PyTorch in float64: the reference
     for got, want, truth in ((ours_one, theirs_one, exact_one), (ours, theirs, exact)):
-        assert median_diff(got, want) <= 1e-7 * scale                # measured: at most 4e-9
-        assert max_diff(got, want) <= 1e-4 * scale                   # measured: at most 3e-5
-        assert max_diff(got, truth) <= 4 * max_diff(want, truth) + 1e-6 * scale   # measured: at most 2.5 times
+        assert median_diff(got, want) <= 1e-7 * scale  # measured: at most 4e-9
+        assert max_diff(got, want) <= 1e-4 * scale  # measured: at most 3e-5
+        assert max_diff(got, truth) <= 4 * max_diff(want, truth) + 1e-6 * scale  # measured: at most 2.5 times
 
 
 # -- the round trip and the exports ------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("activation", list(nn.ACTIVATIONS))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
 def test_numpy_export_torch_import_numpy_is_bit_exact(mnist, tmp_path, activation, dtype):
     model = nn.mlp([784, 37, 12, 10], activation, dropout=0.25, rng=3, dtype=dtype).eval()
-    clf = Classifier(model, Normalizer("standardize", 0.1307, 0.3081), list("0123456789"), architecture_of(model),
-                     {"dataset": "mnist"})
+    clf = Classifier(
+        model,
+        Normalizer("standardize", 0.1307, 0.3081),
+        list("0123456789"),
+        architecture_of(model),
+        {"dataset": "mnist"},
+    )
     x = clf.prepare(mnist.x_test[:500])
     ours = model.forward(x)
     tol = 1e-12 if dtype == np.float64 else 1e-5
@@ -228,7 +255,9 @@ def test_numpy_export_torch_import_numpy_is_bit_exact(mnist, tmp_path, activatio
     def same_bits(other: nn.Sequential):
         mine = [p.data for p in model.parameters()]
         back = [p.data for p in other.parameters()]
-        return len(mine) == len(back) and all(a.dtype == b.dtype and np.array_equal(a, b) for a, b in zip(mine, back))
+        return len(mine) == len(back) and all(
+            a.dtype == b.dtype and np.array_equal(a, b) for a, b in zip(mine, back, strict=True)
+        )
 
     # .pth checkpoint -> torch.load(weights_only=True) -> the equivalent nn.Sequential -> torch.save -> import
     export(clf, tmp_path / "checkpoint.pth")
@@ -241,7 +270,9 @@ def test_numpy_export_torch_import_numpy_is_bit_exact(mnist, tmp_path, activatio
     back = import_torch(tmp_path / "resaved.pth", activation=activation)
     assert same_bits(back.model)
     assert load_any(tmp_path / "checkpoint.pth").normalizer.to_dict() == clf.normalizer.to_dict()
-    assert load_any(tmp_path / "checkpoint.pth").architecture["activation"] == activation   # recorded in the file
+    assert (
+        load_any(tmp_path / "checkpoint.pth").architecture["activation"] == activation
+    )  # recorded in the file
 
     # the bare state_dict, for net.load_state_dict(torch.load(path))
     export(clf, tmp_path / "bare.pth", state_dict_only=True)
@@ -250,6 +281,7 @@ def test_numpy_export_torch_import_numpy_is_bit_exact(mnist, tmp_path, activatio
 
     # safetensors, read by PyTorch's own safetensors loader
     from safetensors.torch import load_file
+
     export(clf, tmp_path / "model.safetensors")
     net_with_dropout.load_state_dict(load_file(tmp_path / "model.safetensors"))
     assert same_bits(load_any(tmp_path / "model.safetensors").model)
@@ -262,6 +294,7 @@ def test_numpy_export_torch_import_numpy_is_bit_exact(mnist, tmp_path, activatio
 
     # ONNX, run by ONNX Runtime
     import onnxruntime
+
     export(clf, tmp_path / "model.onnx")
     session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
     logits, proba = session.run(["logits", "probabilities"], {"input": x})
@@ -281,28 +314,52 @@ def test_the_export_command_writes_each_format(tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
     assert main(["export", str(tmp_path / "model.npz"), "--out", str(tmp_path / "m.bin")]) == 2
     assert "--format" in capsys.readouterr().err
-    assert main(["export", str(tmp_path / "m.pth"), "--out", str(tmp_path / "again.onnx")]) == 0   # a .pth in
+    assert main(["export", str(tmp_path / "m.pth"), "--out", str(tmp_path / "again.onnx")]) == 0  # a .pth in
     printed = capsys.readouterr().out
     assert main(["export", str(tmp_path / "model.npz"), "--out", str(tmp_path / "n.pth")]) == 0
     snippet = capsys.readouterr().out.split("load it in PyTorch:\n")[1]
     scope = {}
-    exec(textwrap.dedent(snippet), scope)                 # the printed code works as printed
+    exec(textwrap.dedent(snippet), scope)  # the printed code works as printed
     assert isinstance(scope["net"], torch.nn.Sequential) and "again.onnx" in printed
 
 
 # -- torch-train: the same run in PyTorch ------------------------------------------------------------
 
+
 def small(mnist) -> Dataset:
     """6,000 training and 2,000 test images of real MNIST."""
-    return Dataset("mnist", list("0123456789"), mnist.x_train[:6000], mnist.y_train[:6000],
-                   mnist.x_test[:2000], mnist.y_test[:2000], source="MNIST (first 6,000 / 2,000)")
+    return Dataset(
+        "mnist",
+        list("0123456789"),
+        mnist.x_train[:6000],
+        mnist.y_train[:6000],
+        mnist.x_test[:2000],
+        mnist.y_test[:2000],
+        source="MNIST (first 6,000 / 2,000)",
+    )
 
 
-@pytest.mark.parametrize("overrides", [
-    dict(hidden=(32,), optimizer="adam", lr=3e-3, batch_size=64, epochs=2),
-    dict(hidden=(48, 16), activation="tanh", optimizer="sgd", lr=0.05, momentum=0.9, nesterov=True, l2=5.0,
-         batch_size=50, epochs=2, normalize="standardize", schedule="onecycle", dtype="float64"),
-], ids=["adam", "nesterov-l2-standardize-onecycle-float64"])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        dict(hidden=(32,), optimizer="adam", lr=3e-3, batch_size=64, epochs=2),
+        dict(
+            hidden=(48, 16),
+            activation="tanh",
+            optimizer="sgd",
+            lr=0.05,
+            momentum=0.9,
+            nesterov=True,
+            l2=5.0,
+            batch_size=50,
+            epochs=2,
+            normalize="standardize",
+            schedule="onecycle",
+            dtype="float64",
+        ),
+    ],
+    ids=["adam", "nesterov-l2-standardize-onecycle-float64"],
+)
 def test_torch_train_feeds_pytorch_the_same_batches_from_the_same_weights(mnist, overrides):
     from digitnet.interop.torch_train import train_torch
     from digitnet.presets import preset
@@ -314,9 +371,9 @@ def test_torch_train_feeds_pytorch_the_same_batches_from_the_same_weights(mnist,
     assert len(ours.history.loss) == len(theirs.history.loss)
     gap = np.abs(np.subtract(ours.history.loss, theirs.history.loss))
     if overrides.get("dtype") == "float64":
-        assert gap.max() <= 1e-10                        # every iteration's loss, to rounding (measured 1e-14)
+        assert gap.max() <= 1e-10  # every iteration's loss, to rounding (measured 1e-14)
     else:
-        assert gap[:20].max() <= 1e-5                    # float32: the first batches, to rounding
+        assert gap[:20].max() <= 1e-5  # float32: the first batches, to rounding
     assert ours.metrics["n_val"] == theirs.metrics["n_val"] == 600
     assert abs(ours.metrics["test_accuracy"] - theirs.metrics["test_accuracy"]) <= 0.01
     assert ours.metrics["test_accuracy"] > 0.85
@@ -324,20 +381,38 @@ def test_torch_train_feeds_pytorch_the_same_batches_from_the_same_weights(mnist,
 
 def test_torch_train_then_compare_on_the_command_line(mnist, tmp_path, capsys):
     data = small(mnist)
-    np.savez(tmp_path / "small.npz", x_train=data.x_train, y_train=data.y_train, x_test=data.x_test,
-             y_test=data.y_test)
+    np.savez(
+        tmp_path / "small.npz",
+        x_train=data.x_train,
+        y_train=data.y_train,
+        x_test=data.x_test,
+        y_test=data.y_test,
+    )
     common = ["--data", str(tmp_path / "small.npz"), "--hidden", "24", "--epochs", "2", "--json"]
     assert main(["torch-train", *common, "--out", str(tmp_path / "mnist_model.pth")]) == 0
     torch_report = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert main(["train", "--preset", "adam-128-64", *common, "--out", str(tmp_path / "run"), "--quiet"]) == 0
     ours_report = json.loads(capsys.readouterr().out.splitlines()[-1])
-    assert main(["compare", str(tmp_path / "run"), str(tmp_path / "mnist_model.pth"), "--data",
-                 str(tmp_path / "small.npz"), "--json"]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                str(tmp_path / "run"),
+                str(tmp_path / "mnist_model.pth"),
+                "--data",
+                str(tmp_path / "small.npz"),
+                "--json",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     report = json.loads(out.splitlines()[-1])
     assert report["accuracy_a"] == ours_report["test_accuracy"]
     assert report["accuracy_b"] == torch_report["test_accuracy"]
-    assert report["agreement"] >= 0.95 and len(report["disagreements"]) == round((1 - report["agreement"]) * 2000)
+    assert report["agreement"] >= 0.95 and len(report["disagreements"]) == round(
+        (1 - report["agreement"]) * 2000
+    )
     assert sum(report["disagreements_by_class"].values()) == len(report["disagreements"])
     assert "agreement:" in out and "only A right" in out
     # the .pth is an ordinary PyTorch checkpoint

@@ -10,9 +10,9 @@ import io
 
 import numpy as np
 import pytest
+from digit_images import font_paths, glyph, place, stroked
 from PIL import Image, ImageDraw
 
-from digit_images import glyph, font_paths, place, stroked
 from digitnet import preprocess
 from digitnet.errors import DataError
 
@@ -25,7 +25,7 @@ def encode(im: Image.Image, fmt: str = "PNG", **kw) -> bytes:
 
 def centre_of_mass(pixels) -> tuple[float, float]:
     p = np.asarray(pixels, np.float64)
-    ys, xs = np.mgrid[0:p.shape[0], 0:p.shape[1]]
+    ys, xs = np.mgrid[0 : p.shape[0], 0 : p.shape[1]]
     return float((p * ys).sum() / p.sum()), float((p * xs).sum() / p.sum())
 
 
@@ -33,8 +33,11 @@ def corr(a, b) -> float:
     """Correlation of two 28 x 28 images, the best over shifts of up to one pixel: centring rounds
     the centre of mass to whole pixels, as MNIST did, so the same digit may land one pixel apart."""
     a, b = np.asarray(a, float), np.pad(np.asarray(b, float), 1)
-    return max(float(np.corrcoef(a.ravel(), b[1 + dy:29 + dy, 1 + dx:29 + dx].ravel())[0, 1])
-               for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+    return max(
+        float(np.corrcoef(a.ravel(), b[1 + dy : 29 + dy, 1 + dx : 29 + dx].ravel())[0, 1])
+        for dy in (-1, 0, 1)
+        for dx in (-1, 0, 1)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -89,19 +92,26 @@ def test_polarity_size_position_and_aspect_do_not_change_what_the_network_sees(f
     ref = preprocess.to_mnist(np.asarray(on_page(four, (300, 300), (100, 50), 200), np.float32)).pixels
     pages = [
         on_page(four, (300, 300), (100, 50), 200, dark_on_light=False),
-        on_page(four, (1200, 300), (20, 150), 120),                     # wide page, digit at the left
+        on_page(four, (1200, 300), (20, 150), 120),  # wide page, digit at the left
         on_page(four, (200, 900), (30, 650), 160, dark_on_light=False),  # tall page, digit at the bottom
-        on_page(four, (40, 36), (12, 4), 28),                           # tiny
-        on_page(four, (500, 500), (300, 300), 160, paper=150.0),        # grey paper
-        on_page(four, (300, 300), (100, 50), 200, paper=110.0),         # dim photo of paper: ink darker
+        on_page(four, (40, 36), (12, 4), 28),  # tiny
+        on_page(four, (500, 500), (300, 300), 160, paper=150.0),  # grey paper
+        on_page(four, (300, 300), (100, 50), 200, paper=110.0),  # dim photo of paper: ink darker
         on_page(four, (300, 300), (100, 50), 200, dark_on_light=False, paper=150.0),  # chalk on grey
     ]
     for page in pages:
         prepared = preprocess.prepare(encode(page))
         assert corr(prepared.pixels, ref) > 0.93, page.size
         assert np.abs(prepared.pixels.astype(int) - ref).mean() < 12
-    assert [preprocess.prepare(encode(page)).inverted for page in pages] == [False, True, False, True, True,
-                                                                             True, False]
+    assert [preprocess.prepare(encode(page)).inverted for page in pages] == [
+        False,
+        True,
+        False,
+        True,
+        True,
+        True,
+        False,
+    ]
 
 
 def test_a_photo_with_uneven_light_noise_and_jpeg_reads_like_a_clean_scan(four):
@@ -118,7 +128,7 @@ def test_a_photo_with_uneven_light_noise_and_jpeg_reads_like_a_clean_scan(four):
 def test_strong_shadow_across_the_paper_is_not_ink(four):
     """Half the page in shadow darker than a global threshold would allow (catches no background flattening)."""
     page = np.asarray(on_page(four, (600, 400), (250, 100), 200), np.float32)
-    shadow = np.linspace(1.0, 0.45, 600)[None, :]                   # the right side gets half the light
+    shadow = np.linspace(1.0, 0.45, 600)[None, :]  # the right side gets half the light
     shaded = np.clip(page * shadow + np.random.default_rng(0).normal(0, 3, page.shape), 0, 255)
     ref = preprocess.to_mnist(page).pixels
     got = preprocess.to_mnist(shaded).pixels
@@ -155,7 +165,7 @@ def test_transparency_palette_16_bit_and_animated_gif(four):
     page = on_page(four, (300, 300), (100, 50), 200)
     ref = preprocess.prepare(encode(page)).pixels
     alpha = 255 - np.asarray(page)
-    for ink_colour in (0, 255):                       # black ink or white ink on a transparent sheet
+    for ink_colour in (0, 255):  # black ink or white ink on a transparent sheet
         rgba = np.zeros((300, 300, 4), np.uint8)
         rgba[..., :3] = ink_colour
         rgba[..., 3] = alpha
@@ -178,7 +188,7 @@ def test_a_phone_photo_is_turned_upright_by_its_exif_tag(four):
     page = on_page(four, (300, 400), (100, 80), 220).convert("RGB")
     ref = preprocess.prepare(encode(page, "JPEG")).pixels
     exif = Image.Exif()
-    exif[0x0112] = 6                                  # "rotate 90 degrees clockwise to show"
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to show"
     sideways = encode(page.transpose(Image.Transpose.ROTATE_90), "JPEG", exif=exif)
     assert corr(preprocess.prepare(sideways).pixels, ref) > 0.97
     without_tag = encode(page.transpose(Image.Transpose.ROTATE_90), "JPEG")
@@ -193,8 +203,8 @@ def test_side_by_side_shows_the_input_and_the_28x28(four):
     assert im.size[1] == 280 and im.mode == "RGB"
     seen = np.asarray(im)[:, -280:, 0]
     assert np.array_equal(seen[5::10, 5::10], prepared.pixels)
-    left = np.asarray(im.convert("L"))[:, :im.size[0] - 290]
-    assert left.shape[1] == 320 * 280 // 160 and left.mean() > 200   # the white page, 2:1
+    left = np.asarray(im.convert("L"))[:, : im.size[0] - 290]
+    assert left.shape[1] == 320 * 280 // 160 and left.mean() > 200  # the white page, 2:1
 
 
 @pytest.fixture(scope="module")
@@ -205,12 +215,15 @@ def bad_files(tmp_path_factory, four):
     files = {
         "white.png": encode(Image.new("L", (200, 120), 255)),
         "black.jpg": encode(Image.new("RGB", (64, 64), 0), "JPEG"),
-        "noise.png": encode(Image.fromarray(np.clip(np.random.default_rng(0).normal(128, 8, (200, 200)), 0, 255)
-                                            .astype(np.uint8))),
+        "noise.png": encode(
+            Image.fromarray(
+                np.clip(np.random.default_rng(0).normal(128, 8, (200, 200)), 0, 255).astype(np.uint8)
+            )
+        ),
         "text.png": b"this is not an image\n",
         "vector.eps": b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nnewpath 0 0 moveto 10 10 lineto stroke\n",
         "empty.png": b"",
-        "truncated.png": png[:len(png) // 2],
+        "truncated.png": png[: len(png) // 2],
         "truncated.jpg": encode(page, "JPEG")[:1500],
     }
     for name, data in files.items():
@@ -220,12 +233,22 @@ def bad_files(tmp_path_factory, four):
     return d
 
 
-@pytest.mark.parametrize("name, fragment", [
-    ("white.png", "looks blank"), ("black.jpg", "looks blank"), ("noise.png", "looks blank"),
-    ("text.png", "is not an image"), ("empty.png", "is not an image"), ("vector.eps", "is not an image"),
-    ("truncated.png", "damaged or truncated"), ("truncated.jpg", "damaged or truncated"),
-    ("huge.png", "400 megapixels"), ("folder.png", "is a folder"), ("missing.png", "does not exist"),
-])
+@pytest.mark.parametrize(
+    "name, fragment",
+    [
+        ("white.png", "looks blank"),
+        ("black.jpg", "looks blank"),
+        ("noise.png", "looks blank"),
+        ("text.png", "is not an image"),
+        ("empty.png", "is not an image"),
+        ("vector.eps", "is not an image"),
+        ("truncated.png", "damaged or truncated"),
+        ("truncated.jpg", "damaged or truncated"),
+        ("huge.png", "400 megapixels"),
+        ("folder.png", "is a folder"),
+        ("missing.png", "does not exist"),
+    ],
+)
 def test_bad_images_raise_one_clear_error(bad_files, name, fragment):
     """Each bad file is a DataError naming the file and what is wrong (catches tracebacks and silent guesses)."""
     with pytest.raises(DataError) as info:

@@ -19,8 +19,8 @@ import time
 
 import numpy as np
 import pytest
-
 from clitools import command, digitnet
+
 from digitnet import runs
 from digitnet.presets import preset
 from digitnet.training import Callback, train
@@ -55,8 +55,10 @@ def assert_same_weights(a: dict, b: dict):
 
 def snapshot(folder) -> dict:
     """Every file's bytes and modification time: what 'left exactly as it was' compares."""
-    return {p.name: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
-            for p in sorted(folder.iterdir())}
+    return {
+        p.name: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+        for p in sorted(folder.iterdir())
+    }
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +96,9 @@ def test_ctrl_c_then_resume_ends_with_the_uninterrupted_weights(interrupted, ref
     assert f"continue with: digitnet train --resume {interrupted[0]}" in interrupted[1]
     assert runs.Run.open(folder).state == "interrupted"
     checkpoint = runs.Run.open(folder).read_checkpoint()
-    assert checkpoint["partial"] is not None, "Ctrl-C came mid-epoch, so the checkpoint holds the epoch's sums"
+    assert checkpoint["partial"] is not None, (
+        "Ctrl-C came mid-epoch, so the checkpoint holds the epoch's sums"
+    )
     result = digitnet("train", "--resume", folder, "--json")
     assert result.returncode == 0, result.stderr
     info = json.loads(result.stdout.splitlines()[-1])
@@ -113,15 +117,15 @@ def test_sigkill_at_any_moment_resumes_to_the_same_weights(small_npz, reference,
     rng = np.random.default_rng(0)
     args = ["train", *PLAN, "--data", small_npz, "--out", folder]
     kills, finished = 0, False
-    for epochs_to_wait in (0, 1, 2, 1):                 # the first kill comes before any checkpoint exists
+    for epochs_to_wait in (0, 1, 2, 1):  # the first kill comes before any checkpoint exists
         proc = start(*args)
         wait_for_epochs(proc, epochs_to_wait) if epochs_to_wait else time.sleep(0.2)
-        time.sleep(float(rng.uniform(0.0, 0.2)))        # somewhere inside the next epoch, or its checkpoint
+        time.sleep(float(rng.uniform(0.0, 0.2)))  # somewhere inside the next epoch, or its checkpoint
         proc.kill()
         out, err = proc.communicate(timeout=60)
         assert proc.returncode in (0, -signal.SIGKILL), err
         state = runs.Run.open(folder).state if (folder / "run.json").exists() else None
-        if proc.returncode == 0 or state == "finished":     # it reached its end before the kill
+        if proc.returncode == 0 or state == "finished":  # it reached its end before the kill
             finished = True
             break
         kills += 1
@@ -140,18 +144,35 @@ def test_sigkill_at_any_moment_resumes_to_the_same_weights(small_npz, reference,
 def test_a_kill_during_the_checkpoint_write_leaves_the_previous_one_usable(small_npz, reference, tmp_path):
     folder = tmp_path / "run"
     # The second checkpoint's write stalls before it is renamed into place, and the process is killed there.
-    stall = ("import os, sys, time\n"
-             "real, calls = os.fsync, []\n"
-             "def fsync(fd):\n"
-             "    calls.append(fd)\n"
-             "    real(fd)\n"
-             "    if len(calls) == 2:\n"
-             "        print('writing', flush=True); time.sleep(60)\n"
-             "os.fsync = fsync\n"
-             "from digitnet.cli.main import main\n"
-             "sys.exit(main(sys.argv[1:]))\n")
-    proc = subprocess.Popen([sys.executable, "-c", stall, "train", *PLAN, "--data", str(small_npz), "--out",
-                             str(folder), "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stall = (
+        "import os, sys, time\n"
+        "real, calls = os.fsync, []\n"
+        "def fsync(fd):\n"
+        "    calls.append(fd)\n"
+        "    real(fd)\n"
+        "    if len(calls) == 2:\n"
+        "        print('writing', flush=True); time.sleep(60)\n"
+        "os.fsync = fsync\n"
+        "from digitnet.cli.main import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            stall,
+            "train",
+            *PLAN,
+            "--data",
+            str(small_npz),
+            "--out",
+            str(folder),
+            "--quiet",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     for line in proc.stdout:
         if line.startswith("writing"):
             break
@@ -199,6 +220,7 @@ def _other_settings(folder):
 def _other_shapes(folder):
     def change(h):
         h["state"]["step"]["model"]["0.weight"] = h["state"]["step"]["model"]["3.bias"]
+
     _rewrite_checkpoint(folder, change)
 
 
@@ -210,17 +232,20 @@ def _bloated(folder):
     np.savez_compressed(path, **arrays, padding=np.zeros(2**23))
 
 
-@pytest.mark.parametrize("damage, args, fragment", [
-    (_bloated, [], "more than a checkpoint of this network"),
-    (_truncate, [], "is damaged"),
-    (_scramble, [], "checkpoint.npz"),
-    (_other_version, [], "checkpoint format version 99"),
-    (_other_settings, [], "other settings"),
-    (_other_shapes, [], "0.weight"),
-    (None, ["--lr", "0.1"], "leave out --lr"),
-    (None, ["--preset", "default"], "leave out --preset"),
-    (None, ["--data", "OTHER"], "is not the data"),
-])
+@pytest.mark.parametrize(
+    "damage, args, fragment",
+    [
+        (_bloated, [], "more than a checkpoint of this network"),
+        (_truncate, [], "is damaged"),
+        (_scramble, [], "checkpoint.npz"),
+        (_other_version, [], "checkpoint format version 99"),
+        (_other_settings, [], "other settings"),
+        (_other_shapes, [], "0.weight"),
+        (None, ["--lr", "0.1"], "leave out --lr"),
+        (None, ["--preset", "default"], "leave out --preset"),
+        (None, ["--data", "OTHER"], "is not the data"),
+    ],
+)
 def test_a_bad_resume_is_one_error_and_changes_nothing(interrupted, tmp_path, damage, args, fragment, mnist):
     folder = tmp_path / "run"
     shutil.copytree(interrupted[0], folder)
@@ -228,8 +253,13 @@ def test_a_bad_resume_is_one_error_and_changes_nothing(interrupted, tmp_path, da
         damage(folder)
     if "OTHER" in args:
         other = tmp_path / "other.npz"
-        np.savez(other, x_train=mnist.x_train[6000:12000].reshape(-1, 28, 28), y_train=mnist.y_train[6000:12000],
-                 x_test=mnist.x_test[:1000].reshape(-1, 28, 28), y_test=mnist.y_test[:1000])
+        np.savez(
+            other,
+            x_train=mnist.x_train[6000:12000].reshape(-1, 28, 28),
+            y_train=mnist.y_train[6000:12000],
+            x_test=mnist.x_test[:1000].reshape(-1, 28, 28),
+            y_test=mnist.y_test[:1000],
+        )
         args = ["--data", other]
     before = snapshot(folder)
     result = digitnet("train", "--resume", folder, *args)
@@ -242,21 +272,39 @@ def test_a_bad_resume_is_one_error_and_changes_nothing(interrupted, tmp_path, da
 def test_resume_refuses_what_is_not_a_resumable_run(reference, tmp_path):
     (tmp_path / "plain").mkdir()
     (tmp_path / "plain" / "notes.txt").write_text("hello")
-    cases = [(reference[0], "nothing to resume"), (tmp_path / "plain", "not a run folder"),
-             (tmp_path / "missing", "does not exist")]
+    cases = [
+        (reference[0], "nothing to resume"),
+        (tmp_path / "plain", "not a run folder"),
+        (tmp_path / "missing", "does not exist"),
+    ]
     for folder, fragment in cases:
         before = snapshot(folder) if folder.exists() else None
         result = digitnet("train", "--resume", folder)
-        assert result.returncode == 2 and result.stderr.startswith("error: ") and fragment in result.stderr, \
+        assert result.returncode == 2 and result.stderr.startswith("error: ") and fragment in result.stderr, (
             result.stderr
+        )
         assert len(result.stderr.strip().splitlines()) == 1
         assert (snapshot(folder) if folder.exists() else None) == before
 
 
 def test_early_stopping_reports_the_epoch_it_restores(small_npz, tmp_path):
     out = tmp_path / "run"
-    result = digitnet("train", "--preset", "rmsprop", "--epochs", "30", "--lr", "3e-3", "--early-stopping", "2",
-                      "--data", small_npz, "--out", out, "--json")
+    result = digitnet(
+        "train",
+        "--preset",
+        "rmsprop",
+        "--epochs",
+        "30",
+        "--lr",
+        "3e-3",
+        "--early-stopping",
+        "2",
+        "--data",
+        small_npz,
+        "--out",
+        out,
+        "--json",
+    )
     assert result.returncode == 0, result.stderr
     info = json.loads(result.stdout.splitlines()[-1])
     history = json.loads((out / "history.json").read_text())
@@ -268,28 +316,38 @@ def test_early_stopping_reports_the_epoch_it_restores(small_npz, tmp_path):
     assert best["val_accuracy"] != last["val_accuracy"], "pick a run whose last epoch scores differently"
     assert info["val_accuracy"] == metrics["val_accuracy"] == best["val_accuracy"]
     assert metrics["final_epoch"] == restored
-    assert f"restored the best weights (epoch {restored}, validation {100 * best['val_accuracy']:.2f}%)" \
+    assert (
+        f"restored the best weights (epoch {restored}, validation {100 * best['val_accuracy']:.2f}%)"
         in result.stdout
+    )
     assert f"(validation {100 * best['val_accuracy']:.2f}%;" in result.stdout
     assert json.loads((out / "run.json").read_text())["val_accuracy"] == best["val_accuracy"]
 
 
 def test_the_loop_resumes_from_any_epoch_to_the_same_weights(mnist):
     """In-process: from every checkpoint, for each optimiser kind, with dropout, shifts and early stopping."""
-    data = dataclasses.replace(mnist, x_train=mnist.x_train[:3000], y_train=mnist.y_train[:3000],
-                               x_test=mnist.x_test[:300], y_test=mnist.y_test[:300])
-    for changes in (dict(optimizer="sgd", momentum=0.9, nesterov=True, lr=0.05),
-                    dict(optimizer="rmsprop", momentum=0.5, lr=1e-3, schedule="cosine"),
-                    dict(optimizer="adamw", lr=2e-3, early_stopping=1, label_smoothing=0.1)):
+    data = dataclasses.replace(
+        mnist,
+        x_train=mnist.x_train[:3000],
+        y_train=mnist.y_train[:3000],
+        x_test=mnist.x_test[:300],
+        y_test=mnist.y_test[:300],
+    )
+    for changes in (
+        dict(optimizer="sgd", momentum=0.9, nesterov=True, lr=0.05),
+        dict(optimizer="rmsprop", momentum=0.5, lr=1e-3, schedule="cosine"),
+        dict(optimizer="adamw", lr=2e-3, early_stopping=1, label_smoothing=0.1),
+    ):
         config = preset("default", hidden=(32, 16), epochs=3, **changes)
         states = []
         whole = train(config, data, checkpoint=states.append)
         assert len(states) == len(whole.history.epochs)
 
-        class StopAt(Callback):          # stop in the middle of epoch 2, as Ctrl-C would
+        class StopAt(Callback):  # stop in the middle of epoch 2, as Ctrl-C would
             def on_batch_end(self, state):
                 if state.iteration == 30:
                     state.stop = True
+
         cut = []
         train(config, data, callbacks=[StopAt()], checkpoint=cut.append)
         for state in [*states[:-1], cut[-1]]:

@@ -15,16 +15,21 @@ import time
 
 import numpy as np
 import pytest
+from clitools import assert_user_error, command, digitnet, last_json
 from PIL import Image
 
-from clitools import assert_user_error, command, digitnet, last_json
 from digitnet.viz import style
 
 TINY = ["--preset", "adam-128-64", "--hidden", "32"]
-FINISHED = {"lr-1e-3": ["--epochs", "2"], "lr-3e-3": ["--epochs", "2", "--lr", "0.003"],
-            "hidden-64": ["--epochs", "2", "--hidden", "64"]}
-REASON = ("MemoryError: Unable to allocate 1.21 GiB for an array with shape (60000, 5400) and data type float32 "
-          "while evaluating the validation split")
+FINISHED = {
+    "lr-1e-3": ["--epochs", "2"],
+    "lr-3e-3": ["--epochs", "2", "--lr", "0.003"],
+    "hidden-64": ["--epochs", "2", "--hidden", "64"],
+}
+REASON = (
+    "MemoryError: Unable to allocate 1.21 GiB for an array with shape (60000, 5400) and data type float32 "
+    "while evaluating the validation split"
+)
 
 
 def read(folder, name):
@@ -32,8 +37,12 @@ def read(folder, name):
 
 
 def _start(root, name, small_npz, *flags):
-    return subprocess.Popen(command("train", *TINY, *flags, "--data", small_npz, "--out", root / name),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        command("train", *TINY, *flags, "--data", small_npz, "--out", root / name),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _first_epoch(proc) -> None:
@@ -57,8 +66,10 @@ def root(small_npz, tmp_path_factory):
 
         _first_epoch(killed)
         deadline = time.monotonic() + 120
-        while read(root / "killed", "run.json")["epochs_done"] < 1:     # its first checkpoint is on disk
-            assert killed.poll() is None and time.monotonic() < deadline, "no checkpoint after the first epoch"
+        while read(root / "killed", "run.json")["epochs_done"] < 1:  # its first checkpoint is on disk
+            assert killed.poll() is None and time.monotonic() < deadline, (
+                "no checkpoint after the first epoch"
+            )
             time.sleep(0.02)
         while_running = digitnet("runs", root, "--json")
         killed.send_signal(signal.SIGKILL)
@@ -112,23 +123,32 @@ def test_the_json_rows_are_the_runs_files(listing):
     assert data["root"] == str(root)
     by_name = {r["name"]: r for r in data["runs"]}
     assert set(by_name) == {*FINISHED, "interrupted", "killed", "failed"}
-    assert [r["name"] for r in data["runs"]] == [r["name"] for r in sorted(data["runs"],
-                                                                           key=lambda r: (r["created"], r["name"]))]
+    assert [r["name"] for r in data["runs"]] == [
+        r["name"] for r in sorted(data["runs"], key=lambda r: (r["created"], r["name"]))
+    ]
     for name in [*FINISHED, "interrupted"]:
         row, metrics = by_name[name], read(root / name, "metrics.json")
-        assert row["val_accuracy"] == metrics["val_accuracy"] and row["test_accuracy"] == metrics["test_accuracy"]
+        assert (
+            row["val_accuracy"] == metrics["val_accuracy"]
+            and row["test_accuracy"] == metrics["test_accuracy"]
+        )
         assert row["epochs_done"] == metrics["epochs"] and row["seconds"] == metrics["train_seconds"]
     for name in FINISHED:
         assert by_name[name]["state"] == "finished" and by_name[name]["resumable"] is False
         assert by_name[name]["epochs_planned"] == 2
-    assert by_name["hidden-64"]["architecture"] == "784-64-10" and by_name["lr-1e-3"]["architecture"] == "784-32-10"
+    assert (
+        by_name["hidden-64"]["architecture"] == "784-64-10"
+        and by_name["lr-1e-3"]["architecture"] == "784-32-10"
+    )
     assert by_name["interrupted"]["state"] == "interrupted" and by_name["interrupted"]["resumable"] is True
     assert 1 <= by_name["interrupted"]["epochs_done"] < 500 == by_name["interrupted"]["epochs_planned"]
 
     killed, info = by_name["killed"], read(root / "killed", "run.json")
-    assert info["state"] == "running"                 # what the file says; nobody holds the lock
+    assert info["state"] == "running"  # what the file says; nobody holds the lock
     assert killed["state"] == "killed" and killed["resumable"] is True and killed["test_accuracy"] is None
-    assert killed["epochs_done"] == info["epochs_done"] >= 1 and killed["val_accuracy"] == info["val_accuracy"]
+    assert (
+        killed["epochs_done"] == info["epochs_done"] >= 1 and killed["val_accuracy"] == info["val_accuracy"]
+    )
     assert by_name["failed"]["state"] == "failed" and by_name["failed"]["reason"] == REASON
     assert len(data["skipped"]) == 1 and "notes" in data["skipped"][0]
 
@@ -143,12 +163,15 @@ def test_a_run_that_is_training_reads_running(root):
 def test_the_table_shows_each_state_and_the_resume_hint(listing):
     root, stdout, data = listing
     rows = table_rows(stdout)
-    assert list(rows) == [r["name"] for r in data["runs"]]         # oldest first, like the JSON
+    assert list(rows) == [r["name"] for r in data["runs"]]  # oldest first, like the JSON
     for name in FINISHED:
         metrics = read(root / name, "metrics.json")
         cells = rows[name].split()
         assert cells[-1] == "finished" and "2/2" in cells
-        assert f"{100 * metrics['val_accuracy']:.2f}%" in cells and f"{100 * metrics['test_accuracy']:.2f}%" in cells
+        assert (
+            f"{100 * metrics['val_accuracy']:.2f}%" in cells
+            and f"{100 * metrics['test_accuracy']:.2f}%" in cells
+        )
     metrics = read(root / "interrupted", "metrics.json")
     assert rows["interrupted"].endswith("interrupted, resumable")
     assert f"{metrics['epochs']}/500" in rows["interrupted"].split()
@@ -162,7 +185,7 @@ def test_the_table_shows_each_state_and_the_resume_hint(listing):
     assert "resumable: each carries on from its last checkpoint with" in after
     hint = [line.strip() for line in after.splitlines() if line.startswith("  digitnet ")]
     assert hint == [f"digitnet train --resume {root / r['name']}" for r in data["runs"] if r["resumable"]]
-    assert len(hint) == 3                                   # interrupted, killed, failed
+    assert len(hint) == 3  # interrupted, killed, failed
     last = stdout.rstrip().splitlines()[-1]
     assert last.startswith("skipped: ") and str(root / "notes") in last and "not a run folder" in last
 
@@ -172,7 +195,7 @@ def test_an_empty_folder_has_no_runs_and_a_missing_one_is_an_error(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"no runs in {tmp_path}")
     assert last_json(result.stdout) == {"root": str(tmp_path), "runs": [], "skipped": []}
-    assert_user_error(digitnet("runs", cwd=tmp_path), "runs is not a folder", "digitnet train")   # the default
+    assert_user_error(digitnet("runs", cwd=tmp_path), "runs is not a folder", "digitnet train")  # the default
     assert_user_error(digitnet("runs", tmp_path / "nowhere"), "nowhere is not a folder")
     (tmp_path / "file.txt").write_text("x")
     assert_user_error(digitnet("runs", tmp_path / "file.txt"), "file.txt is not a folder")
@@ -187,7 +210,7 @@ def png_of(path) -> Image.Image:
 
 
 def colour_pixels(image: Image.Image, hex_colour: str) -> int:
-    rgb = tuple(int(hex_colour[i:i + 2], 16) for i in (1, 3, 5))
+    rgb = tuple(int(hex_colour[i : i + 2], 16) for i in (1, 3, 5))
     return int((np.asarray(image) == rgb).all(axis=-1).sum())
 
 
@@ -201,8 +224,12 @@ def test_compare_shows_only_the_settings_that_differ(root, tmp_path):
     assert data["plot"] == str(plot)
     lines = result.stdout.splitlines()
     assert lines[0] == "settings that differ:"
-    assert lines[1].split() == ["setting", "lr-1e-3", "lr-3e-3"] and lines[2].split() == ["lr", "0.001", "0.003"]
-    assert not lines[3].strip()                     # one setting, then the figures
+    assert lines[1].split() == ["setting", "lr-1e-3", "lr-3e-3"] and lines[2].split() == [
+        "lr",
+        "0.001",
+        "0.003",
+    ]
+    assert not lines[3].strip()  # one setting, then the figures
     figures = {line[:22].strip(): line[22:].split() for line in lines[4:] if line[:22].strip()}
     for k, name in enumerate(["lr-1e-3", "lr-3e-3"]):
         metrics = read(root / name, "metrics.json")
@@ -214,7 +241,10 @@ def test_compare_shows_only_the_settings_that_differ(root, tmp_path):
         assert data["runs"][k]["val_accuracy"] == metrics["val_accuracy"]
     assert f"saved {plot}" in result.stdout
     image = png_of(plot)
-    assert colour_pixels(image, style.LAYER_COLOURS[0]) > 300 and colour_pixels(image, style.LAYER_COLOURS[1]) > 300
+    assert (
+        colour_pixels(image, style.LAYER_COLOURS[0]) > 300
+        and colour_pixels(image, style.LAYER_COLOURS[1]) > 300
+    )
     assert colour_pixels(image, style.LAYER_COLOURS[2]) == 0
 
 
@@ -224,27 +254,34 @@ def test_compare_by_name_with_stopped_runs_draws_in_the_current_folder(root, tmp
     result = digitnet("runs", root, "--compare", *names, "--json", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     data = last_json(result.stdout)
-    assert set(data["settings"]) == {"hidden", "epochs"}          # lr, the preset and the seed are shared
+    assert set(data["settings"]) == {"hidden", "epochs"}  # lr, the preset and the seed are shared
     assert data["settings"]["hidden"] == [[32], [64], [32], [32]]
     assert data["settings"]["epochs"] == [2, 2, 500, 500]
     assert [r["state"] for r in data["runs"]] == ["finished", "finished", "interrupted", "killed"]
     assert data["plot"] == "runs-compare.png"
-    assert "no curves yet" not in result.stdout      # a killed run has no history.json: its checkpoint's is drawn
+    assert "no curves yet" not in result.stdout  # a killed run has no history.json: its checkpoint's is drawn
     hidden = next(line for line in result.stdout.splitlines() if line.startswith("hidden "))
     assert hidden.split() == ["hidden", "32", "64", "32", "32"]
     image = png_of(tmp_path / "runs-compare.png")
-    for colour in style.LAYER_COLOURS[:2]:                          # two epochs each: lines
+    for colour in style.LAYER_COLOURS[:2]:  # two epochs each: lines
         assert colour_pixels(image, colour) > 300
-    assert colour_pixels(image, style.LAYER_COLOURS[2]) > 50          # one epoch: a point in each panel
-    assert colour_pixels(image, style.LAYER_COLOURS[3]) > 50          # the killed run, up to its checkpoint
+    assert colour_pixels(image, style.LAYER_COLOURS[2]) > 50  # one epoch: a point in each panel
+    assert colour_pixels(image, style.LAYER_COLOURS[3]) > 50  # the killed run, up to its checkpoint
 
 
 def test_compare_without_matplotlib_still_prints_the_table(root, tmp_path):
     root, _ = root
-    code = ("import sys; sys.modules['matplotlib'] = None\n"
-            "from digitnet.cli.main import main; raise SystemExit(main(sys.argv[1:]))")
-    result = subprocess.run([sys.executable, "-c", code, "runs", root, "--compare", "lr-1e-3", "lr-3e-3", "--json"],
-                            capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    code = (
+        "import sys; sys.modules['matplotlib'] = None\n"
+        "from digitnet.cli.main import main; raise SystemExit(main(sys.argv[1:]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, "runs", root, "--compare", "lr-1e-3", "lr-3e-3", "--json"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     notes = [line for line in result.stdout.splitlines() if line.startswith("note:")]
     assert len(notes) == 1 and "pip install 'digitnet[viz]'" in notes[0]
@@ -259,8 +296,11 @@ def test_bad_compare_inputs_are_one_error_line(root, tmp_path):
     assert_user_error(digitnet("runs", root, "--compare", "lr-1e-3", "notes"), "notes is not a run folder")
     assert_user_error(digitnet("runs", root, "--compare", "lr-1e-3", "nowhere"), "nowhere does not exist")
     assert_user_error(digitnet("runs", root, "--plot", tmp_path / "x.png"), "--compare")
-    assert_user_error(digitnet("runs", root, "--compare", "lr-1e-3", "lr-3e-3", "--plot", tmp_path / "x.txt"),
-                      ".png")
-    assert_user_error(digitnet("runs", root, "--compare", "lr-1e-3", "lr-3e-3", "--plot",
-                               tmp_path / "no" / "x.png"), "does not exist")
+    assert_user_error(
+        digitnet("runs", root, "--compare", "lr-1e-3", "lr-3e-3", "--plot", tmp_path / "x.txt"), ".png"
+    )
+    assert_user_error(
+        digitnet("runs", root, "--compare", "lr-1e-3", "lr-3e-3", "--plot", tmp_path / "no" / "x.png"),
+        "does not exist",
+    )
     assert not list(tmp_path.iterdir())

@@ -9,16 +9,21 @@ import pytest
 
 from digitnet import nn
 from digitnet.data.datasets import Dataset
+from digitnet.data.loader import DataLoader
 from digitnet.errors import ConfigError
 from digitnet.presets import PRESETS, preset
 from digitnet.training import Callback, TrainConfig, TrainingDiverged, fit, train
-from digitnet.data.loader import DataLoader
 
 
 def subset(ds: Dataset, n_train: int, n_test: int) -> Dataset:
     """The first ``n_train``/``n_test`` real images, keeping everything else."""
-    return dataclasses.replace(ds, x_train=ds.x_train[:n_train], y_train=ds.y_train[:n_train],
-                               x_test=ds.x_test[:n_test], y_test=ds.y_test[:n_test])
+    return dataclasses.replace(
+        ds,
+        x_train=ds.x_train[:n_train],
+        y_train=ds.y_train[:n_train],
+        x_test=ds.x_test[:n_test],
+        y_test=ds.y_test[:n_test],
+    )
 
 
 def test_short_run_learns_real_digits(mnist):
@@ -60,8 +65,12 @@ def test_full_batch_gradient_descent_takes_one_step_per_epoch(mnist):
 def test_l2_shrinks_the_weights(mnist):
     data = subset(mnist, 3000, 200)
     plain = train(preset("sgd-128", epochs=2, hidden=(32,), activation="relu", init="he", lr=0.05), data)
-    l2 = train(preset("sgd-128", epochs=2, hidden=(32,), activation="relu", init="he", lr=0.05, l2=300.0), data)
-    assert np.linalg.norm(l2.model.layers[0].weight.data) < 0.9 * np.linalg.norm(plain.model.layers[0].weight.data)
+    l2 = train(
+        preset("sgd-128", epochs=2, hidden=(32,), activation="relu", init="he", lr=0.05, l2=300.0), data
+    )
+    assert np.linalg.norm(l2.model.layers[0].weight.data) < 0.9 * np.linalg.norm(
+        plain.model.layers[0].weight.data
+    )
 
 
 def test_divergence_stops_with_advice(mnist):
@@ -112,12 +121,21 @@ def test_fit_uses_the_schedule_every_iteration(mnist):
     assert h.lr[0] == pytest.approx(0.1) and h.lr[-1] < 0.001
 
 
-@pytest.mark.parametrize("change, message", [
-    (dict(lr=0), "learning rate"), (dict(lr=-1), "learning rate"), (dict(batch_size=0), "batch size"),
-    (dict(hidden=(0,)), "hidden"), (dict(dropout=1.0), "dropout"), (dict(epochs=0), "epochs"),
-    (dict(val_fraction=1.0), "validation"), (dict(optimizer="lbfgs"), "optimizer"),
-    (dict(momentum=1.0), "momentum"), (dict(early_stopping=2, val_fraction=0), "validation split"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(lr=0), "learning rate"),
+        (dict(lr=-1), "learning rate"),
+        (dict(batch_size=0), "batch size"),
+        (dict(hidden=(0,)), "hidden"),
+        (dict(dropout=1.0), "dropout"),
+        (dict(epochs=0), "epochs"),
+        (dict(val_fraction=1.0), "validation"),
+        (dict(optimizer="lbfgs"), "optimizer"),
+        (dict(momentum=1.0), "momentum"),
+        (dict(early_stopping=2, val_fraction=0), "validation split"),
+    ],
+)
 def test_impossible_settings_are_refused(change, message):
     with pytest.raises(ConfigError, match=message):
         preset("adam-128-64", **change).validate()

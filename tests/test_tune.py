@@ -28,8 +28,13 @@ GRID = ["--hidden", "16,64", "--l2", "0,5", "--epochs", "2", "--subset", "2000"]
 
 
 def digitnet(*args, timeout=300, **kw):
-    return subprocess.run([sys.executable, "-m", "digitnet", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "digitnet", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kw,
+    )
 
 
 def last_json(stdout: str) -> dict:
@@ -49,7 +54,7 @@ def test_lists_ranges_and_layers_parse_and_sample_as_written():
     draws = np.array([lr.sample(rng) for _ in range(4000)])
     assert draws.min() >= 1e-4 and draws.max() <= 1e-1
     # log-uniform: half the draws lie below the geometric middle 10^-2.5 (uniform would put 3% there)
-    assert abs(np.mean(draws < 10 ** -2.5) - 0.5) < 0.04
+    assert abs(np.mean(draws < 10**-2.5) - 0.5) < 0.04
     dropout = parse_dimension("dropout", "0:0.5")
     assert abs(np.mean([dropout.sample(rng) for _ in range(4000)]) - 0.25) < 0.02
     hidden = parse_dimension("hidden", "32:512")
@@ -60,7 +65,7 @@ def test_lists_ranges_and_layers_parse_and_sample_as_written():
 def test_a_grid_has_every_combination_once_and_random_draws_are_seeded_and_distinct():
     grid = SearchSpec(space={"hidden": "64,110,128", "l2": "0,1,5"}).validate().trial_params()
     assert len(grid) == 9 and len({json.dumps(t) for t in grid}) == 9
-    assert {(t["hidden"][0], t["l2"]) for t in grid} == {(h, l) for h in (64, 110, 128) for l in (0, 1, 5)}
+    assert {(t["hidden"][0], t["l2"]) for t in grid} == {(h, l2) for h in (64, 110, 128) for l2 in (0, 1, 5)}
     spec = dict(space={"lr": "1e-4:1e-1", "hidden": "32,64"}, method="random", trials=12)
     a, b = (SearchSpec(**spec, seed=3).validate().trial_params() for _ in range(2))
     assert a == b and len(a) == 12 and len({json.dumps(t) for t in a}) == 12
@@ -74,8 +79,9 @@ def test_a_grid_has_every_combination_once_and_random_draws_are_seeded_and_disti
 def searched(tmp_path_factory):
     out = tmp_path_factory.mktemp("tune") / "search"
     scratch = tmp_path_factory.mktemp("scratch")
-    result = digitnet("tune", *GRID, "--workers", "2", "--out", out, "--json",
-                      env={**os.environ, "TMPDIR": str(scratch)})
+    result = digitnet(
+        "tune", *GRID, "--workers", "2", "--out", out, "--json", env={**os.environ, "TMPDIR": str(scratch)}
+    )
     assert result.returncode == 0, result.stderr
     # the workers' copy of the images (one file they all map) is gone once the search ends
     assert not [p.name for p in scratch.iterdir() if p.name.startswith("digitnet-tune-")]
@@ -111,6 +117,7 @@ def test_a_grid_search_ranks_refits_saves_and_plots(searched, mnist):
 
 def test_the_plots_show_the_search(searched):
     from matplotlib.image import imread
+
     out, result = searched
     plots = last_json(result.stdout)["plots"]
     assert set(plots) == {"heatmap", "hyperparams", "curves"}
@@ -150,16 +157,34 @@ def test_trials_in_workers_score_as_one_process_and_as_train_does(searched, mnis
 # --------------------------------------------------------------------------- failures and interruptions
 def test_ctrl_c_keeps_finished_trials_and_resume_runs_only_the_rest(tmp_path):
     out = tmp_path / "search"
-    cmd = [sys.executable, "-m", "digitnet", "tune", "--hidden", "16,32,48,64", "--l2", "0,1",
-           "--epochs", "3", "--subset", "3000", "--workers", "2", "--out", str(out), "--json"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "digitnet",
+        "tune",
+        "--hidden",
+        "16,32,48,64",
+        "--l2",
+        "0,1",
+        "--epochs",
+        "3",
+        "--subset",
+        "3000",
+        "--workers",
+        "2",
+        "--out",
+        str(out),
+        "--json",
+    ]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
         if (out / "results.json").exists() and len(records(out)) >= 2:
             break
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGINT)      # as a terminal's Ctrl-C does: the workers get it too
+    os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C does: the workers get it too
     t0 = time.perf_counter()
     stdout, stderr = proc.communicate(timeout=60)
     print("stop", time.perf_counter() - t0)
@@ -178,7 +203,7 @@ def test_ctrl_c_keeps_finished_trials_and_resume_runs_only_the_rest(tmp_path):
     assert last_json(result.stdout)["trials"] == 8
     after = records(out)
     assert sorted(after) == list(range(1, 9))
-    for n, r in before.items():        # not run again
+    for n, r in before.items():  # not run again
         assert after[n]["started"] == r["started"] and after[n]["pid"] == r["pid"]
     assert (out / "model.npz").exists()
 
@@ -201,8 +226,12 @@ def _session_alive(sid: int) -> list[str]:
 
 
 def test_hopeless_trials_are_pruned_and_diverging_ones_recorded(mnist, tmp_path):
-    spec = SearchSpec(space={"hidden": "64", "optimizer": "sgd", "lr": "0.1,0.05,0.08,1e-6,1e10"}, epochs=4,
-                      subset=2000, prune="median").validate()
+    spec = SearchSpec(
+        space={"hidden": "64", "optimizer": "sgd", "lr": "0.1,0.05,0.08,1e-6,1e10"},
+        epochs=4,
+        subset=2000,
+        prune="median",
+    ).validate()
     results = Results.create(tmp_path / "search", spec)
     data, _ = search_data(mnist, spec.subset, spec.seed)
     run_search(results, data)
@@ -225,9 +254,10 @@ def test_a_trial_whose_worker_dies_is_failed_and_the_others_finish(mnist, tmp_pa
 
     def on_submit(number, params):
         submits.append(number)
-        if number == 1:                  # first with trial 2 beside it, then alone
+        if number == 1:  # first with trial 2 beside it, then alone
             killers.append(threading.Thread(target=_kill_new_workers, daemon=True))
             killers[-1].start()
+
     outcome = run_search(results, data, workers=2, on_submit=on_submit)
     for k in killers:
         k.join(10)
@@ -236,7 +266,7 @@ def test_a_trial_whose_worker_dies_is_failed_and_the_others_finish(mnist, tmp_pa
     assert found[1]["status"] == "failed" and "worker process died" in found[1]["reason"]
     assert "SIGKILL" in found[1]["reason"]
     assert [found[n]["status"] for n in (2, 3, 4)] == ["ok"] * 3
-    assert sorted(submits[:4]) == [1, 1, 2, 2]        # both were tried again
+    assert sorted(submits[:4]) == [1, 1, 2, 2]  # both were tried again
     assert key_set(results.done()) == {2, 3, 4}, "a failed trial is run again by --resume"
     assert json.loads((tmp_path / "search" / "results.json").read_text())["counts"] == {"failed": 1, "ok": 3}
 
@@ -271,26 +301,31 @@ def key_set(keys) -> set[int]:
 
 
 # --------------------------------------------------------------------------- bad input
-@pytest.mark.parametrize("args, fragment", [
-    ([], "nothing to search"),
-    (["--hidden", ""], "--hidden: give at least one value"),
-    (["--hidden", "64,,128"], "an empty value between commas"),
-    (["--hidden", "64,abc"], "'abc' is not a whole number"),
-    (["--l2", "0,x"], "'x' is not a finite number"),
-    (["--lr", "1e-1:1e-4", "--search", "random"], "low end 0.1 is above its high end 0.0001"),
-    (["--lr", "1e-4:1e-1"], "ranges need --search random"),
-    (["--l2", "0:1", "--search", "random"], "needs a low end above 0"),
-    (["--optimizer", "adam,nope"], "unknown optimizer 'nope'"),
-    (["--dropout", "0,1.5"], "--dropout 1.5: dropout must be in [0, 1)"),
-    (["--hidden", ",".join(map(str, range(1, 102))), "--l2", ",".join(map(str, range(100)))],
-     "the grid has 10,100 trials, more than 10,000: pass --yes"),
-    (["--hidden", "64", "--trials", "5"], "--trials is for --search random"),
-    (["--hidden", "64", "--workers", "0"], "--workers must be at least 1"),
-    (["--hidden", "64", "--workers", "2", "--scheduler", "tcp://127.0.0.1:1"], "exclude each other"),
-    (["--hidden", "64", "--scheduler", "not an address"], "expected tcp://HOST:PORT"),
-    (["--hidden", "64", "--val-fraction", "0"], "--val-fraction must be above 0"),
-    (["--hidden", "64", "--heatmap", "hidden,colour"], "--heatmap takes two of"),
-])
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        ([], "nothing to search"),
+        (["--hidden", ""], "--hidden: give at least one value"),
+        (["--hidden", "64,,128"], "an empty value between commas"),
+        (["--hidden", "64,abc"], "'abc' is not a whole number"),
+        (["--l2", "0,x"], "'x' is not a finite number"),
+        (["--lr", "1e-1:1e-4", "--search", "random"], "low end 0.1 is above its high end 0.0001"),
+        (["--lr", "1e-4:1e-1"], "ranges need --search random"),
+        (["--l2", "0:1", "--search", "random"], "needs a low end above 0"),
+        (["--optimizer", "adam,nope"], "unknown optimizer 'nope'"),
+        (["--dropout", "0,1.5"], "--dropout 1.5: dropout must be in [0, 1)"),
+        (
+            ["--hidden", ",".join(map(str, range(1, 102))), "--l2", ",".join(map(str, range(100)))],
+            "the grid has 10,100 trials, more than 10,000: pass --yes",
+        ),
+        (["--hidden", "64", "--trials", "5"], "--trials is for --search random"),
+        (["--hidden", "64", "--workers", "0"], "--workers must be at least 1"),
+        (["--hidden", "64", "--workers", "2", "--scheduler", "tcp://127.0.0.1:1"], "exclude each other"),
+        (["--hidden", "64", "--scheduler", "not an address"], "expected tcp://HOST:PORT"),
+        (["--hidden", "64", "--val-fraction", "0"], "--val-fraction must be above 0"),
+        (["--hidden", "64", "--heatmap", "hidden,colour"], "--heatmap takes two of"),
+    ],
+)
 def test_bad_input_is_one_error_line_and_status_2(args, fragment, tmp_path, capsys):
     out = tmp_path / "out"
     assert cli_main(["tune", *args, "--out", str(out)]) == 2
@@ -302,11 +337,12 @@ def test_bad_input_is_one_error_line_and_status_2(args, fragment, tmp_path, caps
 def test_bad_folders_are_refused_and_nothing_is_overwritten(searched, tmp_path):
     out, _ = searched
     before = (out / "results.json").read_bytes()
-    for args, fragment in [(["--hidden", "64", "--out", out], "already exists and is not empty"),
-                           (["--resume", tmp_path / "nowhere"], "does not exist"),
-                           (["--resume", out, "--hidden", "64"], "leave out --hidden"),
-                           (["--hidden", "64", "--data", tmp_path / "none.npz", "--out", tmp_path / "new"],
-                            "does not exist")]:
+    for args, fragment in [
+        (["--hidden", "64", "--out", out], "already exists and is not empty"),
+        (["--resume", tmp_path / "nowhere"], "does not exist"),
+        (["--resume", out, "--hidden", "64"], "leave out --hidden"),
+        (["--hidden", "64", "--data", tmp_path / "none.npz", "--out", tmp_path / "new"], "does not exist"),
+    ]:
         result = digitnet("tune", *args)
         assert result.returncode == 2 and "Traceback" not in result.stderr
         lines = result.stderr.strip().splitlines()
@@ -319,14 +355,36 @@ def test_bad_folders_are_refused_and_nothing_is_overwritten(searched, tmp_path):
 def test_no_room_for_the_workers_copy_of_the_images_is_one_error_line(tmp_path):
     import resource
 
-    def small_files():          # as on a full disk: writing past 4 MB fails (Python ignores SIGXFSZ)
+    def small_files():  # as on a full disk: writing past 4 MB fails (Python ignores SIGXFSZ)
         resource.setrlimit(resource.RLIMIT_FSIZE, (4 << 20, 4 << 20))
+
     scratch = tmp_path / "scratch"
     scratch.mkdir()
-    result = subprocess.run([sys.executable, "-m", "digitnet", "tune", "--hidden", "16", "--l2", "0,1",
-                             "--subset", "20000", "--epochs", "1", "--workers", "2", "--out", str(tmp_path / "s")],
-                            capture_output=True, text=True, timeout=120, preexec_fn=small_files,
-                            env={**os.environ, "TMPDIR": str(scratch)})
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "digitnet",
+            "tune",
+            "--hidden",
+            "16",
+            "--l2",
+            "0,1",
+            "--subset",
+            "20000",
+            "--epochs",
+            "1",
+            "--workers",
+            "2",
+            "--out",
+            str(tmp_path / "s"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=small_files,
+        env={**os.environ, "TMPDIR": str(scratch)},
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "cannot write the workers' copy of the images" in lines[0], lines

@@ -22,15 +22,23 @@ GRID = ["--hidden", "16,64", "--l2", "0,5", "--epochs", "2", "--subset", "2000"]
 
 @pytest.fixture(scope="module")
 def cluster():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                  dashboard_address="127.0.0.1:0") as cluster, \
-            distributed.Client(cluster.scheduler_address) as client:
+    with (
+        distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+        ) as cluster,
+        distributed.Client(cluster.scheduler_address) as client,
+    ):
         yield cluster.scheduler_address, client
 
 
 def digitnet(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "digitnet", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "digitnet", *map(str, args)], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_the_same_search_on_a_cluster_scores_as_here(cluster, mnist, tmp_path):
@@ -50,7 +58,7 @@ def test_the_same_search_on_a_cluster_scores_as_here(cluster, mnist, tmp_path):
     spec = Results.open(out).spec
     here = Results.create(tmp_path / "here", spec)
     run_search(here, search_data(mnist, spec.subset, spec.seed)[0])
-    for n, r in here.records.items():      # one BLAS thread there, two here: see docs/tuning.md
+    for n, r in here.records.items():  # one BLAS thread there, two here: see docs/tuning.md
         assert abs(remote[n]["val_accuracy"] - r["val_accuracy"]) <= 1 / 200 + 1e-12
         assert remote[n]["val_loss"] == pytest.approx(r["val_loss"], rel=1e-5)
 
@@ -66,8 +74,9 @@ def _batch_faults(reused: bool) -> int:
     def batches():
         before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
         for _ in range(200):
-            np.ones((128, 784), np.float32)          # a batch of images, 400 KB
+            np.ones((128, 784), np.float32)  # a batch of images, 400 KB
         return resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before
+
     if reused:
         with freed_memory_reused():
             return batches()
@@ -78,12 +87,21 @@ def test_trials_on_dask_workers_reuse_freed_memory():
     """Dask's nanny sets MALLOC_TRIM_THRESHOLD_, which makes every batch-sized array a fresh mapping:
     page faults on every batch unless the trial's freed_memory_reused() is in force. A worker of its own,
     as the memory that earlier trials freed changes what a new array costs."""
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                  dashboard_address="127.0.0.1:0") as cluster, \
-            distributed.Client(cluster.scheduler_address) as client:
+    with (
+        distributed.LocalCluster(
+            n_workers=1,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+        ) as cluster,
+        distributed.Client(cluster.scheduler_address) as client,
+    ):
         if set(client.run(os.environ.get, "MALLOC_TRIM_THRESHOLD_").values()) == {None}:
             pytest.skip("this version of Dask starts its workers without MALLOC_TRIM_THRESHOLD_")
-        plain, reused, after = (client.submit(_batch_faults, r, pure=False).result() for r in (False, True, False))
+        plain, reused, after = (
+            client.submit(_batch_faults, r, pure=False).result() for r in (False, True, False)
+        )
     assert plain > 200 * 50, "each batch faults its ~100 pages in"
     assert reused < 500, "the freed batch's memory is reused"
     assert after > 200 * 50, "the worker's own setting is back after the trial"
@@ -95,7 +113,7 @@ def test_the_data_is_scattered_to_every_worker_once(cluster, mnist):
     backend = DaskCluster(address, data)
     try:
         holders = backend.client.who_has(backend.data)[backend.data.key]
-        assert sorted(holders) == sorted(client.nthreads())       # on both workers before any trial runs
+        assert sorted(holders) == sorted(client.nthreads())  # on both workers before any trial runs
         spec = SearchSpec(space={"hidden": "16"}, epochs=1).validate()
         base = spec.base_config().to_dict()
         handles = [backend.submit(n, {"hidden": [16], "l2": float(n)}, base, None) for n in (1, 2, 3)]
@@ -111,7 +129,7 @@ def test_the_data_is_scattered_to_every_worker_once(cluster, mnist):
 
 
 def test_a_scheduler_that_never_answers_is_an_error_within_10_seconds(tmp_path):
-    with socket.socket() as silent:          # accepts connections (the kernel does) but never speaks
+    with socket.socket() as silent:  # accepts connections (the kernel does) but never speaks
         silent.bind(("127.0.0.1", 0))
         silent.listen()
         address = f"tcp://127.0.0.1:{silent.getsockname()[1]}"
@@ -120,8 +138,9 @@ def test_a_scheduler_that_never_answers_is_an_error_within_10_seconds(tmp_path):
         elapsed = time.monotonic() - started
     assert result.returncode == 2 and "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"error: {address} accepts connections but no Dask "
-                                                   "scheduler answered within 5 s"), result.stderr
+    assert len(lines) == 1 and lines[0].startswith(
+        f"error: {address} accepts connections but no Dask scheduler answered within 5 s"
+    ), result.stderr
     assert elapsed < 10 and not (tmp_path / "out").exists()
 
 
@@ -133,5 +152,7 @@ def test_a_refused_scheduler_address_is_an_error_at_once(tmp_path):
     result = digitnet("tune", *GRID, "--scheduler", f"127.0.0.1:{port}", "--out", tmp_path / "out")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"error: no Dask scheduler answers at tcp://127.0.0.1:{port}")
+    assert len(lines) == 1 and lines[0].startswith(
+        f"error: no Dask scheduler answers at tcp://127.0.0.1:{port}"
+    )
     assert time.monotonic() - started < 10 and not (tmp_path / "out").exists()

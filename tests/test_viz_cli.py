@@ -20,15 +20,28 @@ from PIL import Image
 
 from digitnet import modelfile
 
-SIZES = {"curves": (1200, 740), "confusion": (1050, 840), "misclassified": (1000, 1155),
-         "predictions": (1400, 970), "weights": (1200, 990), "distributions": (1290, 410),
-         "gradients": (1200, 460), "robustness": (1300, 560), "dataset": (1300, 820)}
+SIZES = {
+    "curves": (1200, 740),
+    "confusion": (1050, 840),
+    "misclassified": (1000, 1155),
+    "predictions": (1400, 970),
+    "weights": (1200, 990),
+    "distributions": (1290, 410),
+    "gradients": (1200, 460),
+    "robustness": (1300, 560),
+    "dataset": (1300, 820),
+}
 
 
 def digitnet(*args, env=None):
     environ = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "MPLBACKEND")}
-    return subprocess.run([sys.executable, "-m", "digitnet", *map(str, args)], capture_output=True, text=True,
-                          timeout=300, env={**environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "digitnet", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**environ, **(env or {})},
+    )
 
 
 def last_json(result) -> dict:
@@ -39,7 +52,9 @@ def last_json(result) -> dict:
 def assert_user_error(result, *fragments):
     assert result.returncode == 2, (result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.stderr, result.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.stderr, (
+        result.stderr
+    )
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
 
@@ -55,8 +70,21 @@ def picture(path_or_image) -> np.ndarray:
 @pytest.fixture(scope="module")
 def run_dir(small_npz, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "run"
-    last_json(digitnet("train", "--preset", "adam-128-64", "--epochs", "2", "--data", small_npz, "--out", out,
-                       "--quiet", "--json"))
+    last_json(
+        digitnet(
+            "train",
+            "--preset",
+            "adam-128-64",
+            "--epochs",
+            "2",
+            "--data",
+            small_npz,
+            "--out",
+            out,
+            "--quiet",
+            "--json",
+        )
+    )
     return out
 
 
@@ -70,8 +98,11 @@ def test_train_records_what_the_plots_need(run_dir):
     assert history["extra"]["diagnostics"]["layers"] == ["784→128", "128→64", "64→10"]
     assert {"grad_norm_1", "grad_norm_3", "inactive_2", "iteration"} <= set(history["epochs"][0])
     with np.load(run_dir / "initial_weights.npz", allow_pickle=False) as z:
-        assert {k: z[k].shape for k in z.files} == {"0.weight": (784, 128), "2.weight": (128, 64),
-                                                    "4.weight": (64, 10)}
+        assert {k: z[k].shape for k in z.files} == {
+            "0.weight": (784, 128),
+            "2.weight": (128, 64),
+            "4.weight": (64, 10),
+        }
         trained = modelfile.load(run_dir).model.layers[0].weight.data
         assert 0.01 < np.abs(z["0.weight"] - trained).mean() < 0.1
 
@@ -88,6 +119,7 @@ def test_plot_draws_every_plot_into_the_run_folder(run_dir, small_npz):
 def in_process(capsys, *args) -> tuple[int, str, str]:
     """Run a command in this process (the same ``main`` as the executable, without a new interpreter)."""
     from digitnet.cli.main import main
+
     code = main([str(a) for a in args])
     out = capsys.readouterr()
     return code, out.out, out.err
@@ -103,13 +135,30 @@ def assert_error_line(result, *fragments):
 
 def test_plot_a_bare_model_file_and_svg(run_dir, small_npz, tmp_path, capsys):
     shutil.copy(run_dir / "model.npz", tmp_path / "model.npz")
-    code, out, _ = in_process(capsys, "plot", tmp_path / "model.npz", "--data", small_npz, "--which", "confusion",
-                              "weights", "--svg", "--out", tmp_path / "out")
+    code, out, _ = in_process(
+        capsys,
+        "plot",
+        tmp_path / "model.npz",
+        "--data",
+        small_npz,
+        "--which",
+        "confusion",
+        "weights",
+        "--svg",
+        "--out",
+        tmp_path / "out",
+    )
     assert code == 0 and "note: no history.json beside model.npz" in out
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["confusion.png", "confusion.svg", "weights.png",
-                                                                    "weights.svg"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "confusion.png",
+        "confusion.svg",
+        "weights.png",
+        "weights.svg",
+    ]
     assert "<svg" in (tmp_path / "out" / "confusion.svg").read_text()[:1000]
-    result = in_process(capsys, "plot", tmp_path / "model.npz", "--which", "weights", "distributions", "gradients")
+    result = in_process(
+        capsys, "plot", tmp_path / "model.npz", "--which", "weights", "distributions", "gradients"
+    )
     assert_error_line(result, "gradients needs the training history")
 
 
@@ -124,24 +173,44 @@ def test_bad_inputs_are_one_clear_line(run_dir, small_npz, tmp_path, capsys, mon
     fake = tmp_path / "fake.npz"
     fake.write_bytes(b"these bytes are not a model")
     assert_error_line(in_process(capsys, "plot", fake), "is not a digitnet model file")
-    assert_error_line(in_process(capsys, "dashboard", fake, "--save", tmp_path / "x.png"), "not a digitnet model")
+    assert_error_line(
+        in_process(capsys, "dashboard", fake, "--save", tmp_path / "x.png"), "not a digitnet model"
+    )
     a_file = tmp_path / "a-file"
     a_file.write_text("in the way")
-    assert_error_line(in_process(capsys, "plot", run_dir, "--which", "weights", "--out", a_file), "output folder")
-    assert_error_line(in_process(capsys, "plot", run_dir, "--which", "weights", "--out", a_file / "sub"), "cannot use")
+    assert_error_line(
+        in_process(capsys, "plot", run_dir, "--which", "weights", "--out", a_file), "output folder"
+    )
+    assert_error_line(
+        in_process(capsys, "plot", run_dir, "--which", "weights", "--out", a_file / "sub"), "cannot use"
+    )
     assert_error_line(in_process(capsys, "report", run_dir, "--out", tmp_path), "is a folder")
     assert_error_line(in_process(capsys, "report", run_dir, "--out", a_file / "r.html"), "not a folder")
     assert_error_line(in_process(capsys, "dashboard", run_dir, "--data", small_npz), "no display")
     assert_error_line(in_process(capsys, "dashboard", run_dir, "--save", tmp_path / "x.avi"), ".png", ".gif")
-    assert_error_line(in_process(capsys, "dashboard", run_dir, "--data", small_npz, "--start", 1000, "--save",
-                                 tmp_path / "x.png"), "--start must be between 0 and 999")
+    assert_error_line(
+        in_process(
+            capsys, "dashboard", run_dir, "--data", small_npz, "--start", 1000, "--save", tmp_path / "x.png"
+        ),
+        "--start must be between 0 and 999",
+    )
     assert_error_line(in_process(capsys, "train", "--save", tmp_path / "x.gif"), "add --live")
-    assert_error_line(in_process(capsys, "train", "--live", "--data", small_npz, "--out", tmp_path / "r"),
-                      "no display")
+    assert_error_line(
+        in_process(capsys, "train", "--live", "--data", small_npz, "--out", tmp_path / "r"), "no display"
+    )
     assert not (tmp_path / "r").exists() and not list(tmp_path.glob("x.*"))
     assert (a_file.read_text(), sorted(p.name for p in run_dir.iterdir() if p.suffix != ".png")) == (
-        "in the way", ["config.json", "history.csv", "history.json", "initial_weights.npz", "metrics.json",
-                       "model.npz", "run.json"])
+        "in the way",
+        [
+            "config.json",
+            "history.csv",
+            "history.json",
+            "initial_weights.npz",
+            "metrics.json",
+            "model.npz",
+            "run.json",
+        ],
+    )
 
 
 def test_the_executable_gives_one_error_line_too(tmp_path):
@@ -158,7 +227,9 @@ def test_report_opens_in_a_browser_from_disk(run_dir, small_npz, accuracy, tmp_p
     page = run_dir / "report.html"
     assert info["report"] == str(page) and info["test_accuracy"] == pytest.approx(accuracy)
     text = page.read_text()
-    assert "http://" not in text and "https://" not in text and "<script" not in text     # nothing fetched, no code
+    assert (
+        "http://" not in text and "https://" not in text and "<script" not in text
+    )  # nothing fetched, no code
     assert f"{100 * accuracy:.2f}%" in text
     probe = tmp_path / "probe.html"
     probe.write_text(f"""<!DOCTYPE html><html><body><iframe id="f" src="{page.as_uri()}"></iframe><pre id="out"></pre>
@@ -169,9 +240,19 @@ def test_report_opens_in_a_browser_from_disk(run_dir, small_npz, accuracy, tmp_p
     rows: [...d.querySelectorAll("#per-class tr")].map(r => [...r.cells].map(c => c.textContent)),
     title: d.title}});
 }});</script></body></html>""")
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
-             "--allow-file-access-from-files", "--dump-dom", probe.as_uri()]
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--allow-file-access-from-files",
+        "--dump-dom",
+        probe.as_uri(),
+    ]
     dom = subprocess.run([chromium, *flags], capture_output=True, text=True, timeout=120).stdout
     seen = json.loads(dom.split("RESULT", 1)[1].split("</pre>", 1)[0].replace("&quot;", '"'))
     assert [(alt, w, h) for alt, w, h in seen["images"]] == [(f"{n} plot", *SIZES[n]) for n in SIZES]
@@ -186,8 +267,21 @@ def test_report_opens_in_a_browser_from_disk(run_dir, small_npz, accuracy, tmp_p
 
 def test_dashboard_records_a_gif_and_a_frame(run_dir, small_npz, tmp_path):
     gif = tmp_path / "dash.gif"
-    info = last_json(digitnet("dashboard", run_dir, "--data", small_npz, "--save", gif, "--frames", 6,
-                              "--interval", 50, "--json"))
+    info = last_json(
+        digitnet(
+            "dashboard",
+            run_dir,
+            "--data",
+            small_npz,
+            "--save",
+            gif,
+            "--frames",
+            6,
+            "--interval",
+            50,
+            "--json",
+        )
+    )
     movie = Image.open(gif)
     assert movie.n_frames == 6 and movie.size == (1152, 619) and movie.info["duration"] == 50
     model = modelfile.load(run_dir)
@@ -196,8 +290,22 @@ def test_dashboard_records_a_gif_and_a_frame(run_dir, small_npz, tmp_path):
     movie.seek(5)
     picture(movie)
     frame = tmp_path / "frame.png"
-    info = last_json(digitnet("dashboard", run_dir, "--data", small_npz, "--save", frame, "--start", 100,
-                              "--only-mistakes", "--frames", 2, "--json"))        # the view after two mistakes
+    info = last_json(
+        digitnet(
+            "dashboard",
+            run_dir,
+            "--data",
+            small_npz,
+            "--save",
+            frame,
+            "--start",
+            100,
+            "--only-mistakes",
+            "--frames",
+            2,
+            "--json",
+        )
+    )  # the view after two mistakes
     wrong = np.flatnonzero(model.predict(np.load(small_npz)["x_test"]) != np.load(small_npz)["y_test"])
     assert info["last_index"] == wrong[wrong >= 100][1] and info["seen"] == 2 and info["correct"] == 0
     assert picture(frame).shape == (860, 1600, 3)
@@ -205,8 +313,23 @@ def test_dashboard_records_a_gif_and_a_frame(run_dir, small_npz, tmp_path):
 
 
 def test_train_live_records_the_training(small_npz, tmp_path):
-    result = digitnet("train", "--preset", "adam-128-64", "--epochs", "1", "--data", small_npz, "--out",
-                      tmp_path / "run", "--live", "--save", tmp_path / "live.gif", "--frames", 3, "--quiet")
+    result = digitnet(
+        "train",
+        "--preset",
+        "adam-128-64",
+        "--epochs",
+        "1",
+        "--data",
+        small_npz,
+        "--out",
+        tmp_path / "run",
+        "--live",
+        "--save",
+        tmp_path / "live.gif",
+        "--frames",
+        3,
+        "--quiet",
+    )
     assert result.returncode == 0, result.stderr
     assert f"saved the live view as {tmp_path / 'live.gif'}" in result.stdout
     movie = Image.open(tmp_path / "live.gif")
@@ -217,8 +340,21 @@ def test_train_live_records_the_training(small_npz, tmp_path):
 def test_dashboard_records_a_movie_frame_for_frame(run_dir, small_npz, tmp_path):
     imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg", reason="needs digitnet[video] or a system ffmpeg")
     movie = tmp_path / "dash.mp4"
-    info = last_json(digitnet("dashboard", run_dir, "--data", small_npz, "--save", movie, "--frames", 4,
-                              "--interval", 100, "--json"))
+    info = last_json(
+        digitnet(
+            "dashboard",
+            run_dir,
+            "--data",
+            small_npz,
+            "--save",
+            movie,
+            "--frames",
+            4,
+            "--interval",
+            100,
+            "--json",
+        )
+    )
     assert info["path"] == str(movie) and info["seen"] == 4
     reader = imageio_ffmpeg.read_frames(str(movie))
     meta = next(reader)
@@ -228,7 +364,9 @@ def test_dashboard_records_a_movie_frame_for_frame(run_dir, small_npz, tmp_path)
     # each frame of the movie is the view a PNG of that moment holds, up to the video's compression
     for k in (1, 4):
         still = tmp_path / f"frame{k}.png"
-        last_json(digitnet("dashboard", run_dir, "--data", small_npz, "--save", still, "--frames", k, "--json"))
+        last_json(
+            digitnet("dashboard", run_dir, "--data", small_npz, "--save", still, "--frames", k, "--json")
+        )
         view = picture(still).astype(float)
         same, other = np.abs(frames[k - 1] - view).mean(), np.abs(frames[4 - k] - view).mean()
         assert same < 3 and other > 2 * same
@@ -237,6 +375,8 @@ def test_dashboard_records_a_movie_frame_for_frame(run_dir, small_npz, tmp_path)
 
 def test_a_movie_without_ffmpeg_is_one_error_line(run_dir, small_npz, tmp_path):
     no_ffmpeg = {"PATH": os.path.dirname(sys.executable), "IMAGEIO_FFMPEG_EXE": str(tmp_path / "no-ffmpeg")}
-    result = digitnet("dashboard", run_dir, "--data", small_npz, "--save", tmp_path / "dash.mp4", env=no_ffmpeg)
+    result = digitnet(
+        "dashboard", run_dir, "--data", small_npz, "--save", tmp_path / "dash.mp4", env=no_ffmpeg
+    )
     assert_user_error(result, "needs ffmpeg", "digitnet[video]")
     assert list(tmp_path.iterdir()) == []

@@ -18,8 +18,13 @@ class EveryNorm(Callback):
         self.norms = []
 
     def on_batch_end(self, state):
-        self.norms.append([np.linalg.norm(layer.weight.grad) for layer in state.model.layers
-                           if isinstance(layer, nn.Linear)])
+        self.norms.append(
+            [
+                np.linalg.norm(layer.weight.grad)
+                for layer in state.model.layers
+                if isinstance(layer, nn.Linear)
+            ]
+        )
 
 
 @pytest.fixture(scope="module")
@@ -31,18 +36,23 @@ def data(mnist):
 def fit_with(data, model, diag, epochs=2, lr=1e-3):
     x, y = data
     every = EveryNorm()
-    history = fit(model, nn.Adam(model.parameters(), lr=lr), DataLoader(x, y, 64, rng=0), epochs,
-                  callbacks=[diag, every])
+    history = fit(
+        model,
+        nn.Adam(model.parameters(), lr=lr),
+        DataLoader(x, y, 64, rng=0),
+        epochs,
+        callbacks=[diag, every],
+    )
     return history, np.array(every.norms)
 
 
 def test_norms_are_the_mean_over_the_sampled_batches(data):
     model = nn.mlp([784, 64, 32, 10], rng=0)
-    diag = Diagnostics(samples=8)                                   # 40 batches an epoch: every 5th
+    diag = Diagnostics(samples=8)  # 40 batches an epoch: every 5th
     history, norms = fit_with(data, model, diag)
     assert diag.stride == 5
     for e, record in enumerate(history.epochs):
-        sampled = norms[e * 40:(e + 1) * 40][::5]                   # iterations 1, 6, 11, ... of the run
+        sampled = norms[e * 40 : (e + 1) * 40][::5]  # iterations 1, 6, 11, ... of the run
         for k in range(3):
             assert record[f"grad_norm_{k + 1}"] == pytest.approx(sampled[:, k].mean(), rel=1e-5)
         assert record["iteration"] == 40 * (e + 1)
@@ -53,11 +63,11 @@ def test_norms_are_the_mean_over_the_sampled_batches(data):
 
 def test_dead_units_are_counted(data):
     model = nn.mlp([784, 64, 32, 10], rng=0)
-    model.layers[0].bias.data[:16] = -1e4                           # 16 units that can never fire
+    model.layers[0].bias.data[:16] = -1e4  # 16 units that can never fire
     diag = Diagnostics()
     history, _ = fit_with(data, model, diag, epochs=1, lr=1e-4)
     first = history.epochs[0]["inactive_1"]
-    assert 16 / 64 <= first < 20 / 64                              # those, and hardly any other
+    assert 16 / 64 <= first < 20 / 64  # those, and hardly any other
     assert history.epochs[0]["inactive_2"] < 0.1
     healthy = Diagnostics()
     history, _ = fit_with(data, nn.mlp([784, 64, 32, 10], rng=0), healthy, epochs=1)
@@ -66,7 +76,7 @@ def test_dead_units_are_counted(data):
 
 def test_saturated_sigmoid_units_count_as_inactive(data):
     model = nn.mlp([784, 32, 10], activation="sigmoid", rng=0)
-    model.layers[0].bias.data[:8] = 50.0                            # stuck at 1
+    model.layers[0].bias.data[:8] = 50.0  # stuck at 1
     history, _ = fit_with(data, model, Diagnostics(), epochs=1, lr=1e-4)
     assert history.epochs[0]["inactive_1"] == pytest.approx(8 / 32)
     assert "saturated" in history.extra["diagnostics"]["inactive"]
@@ -80,4 +90,4 @@ def test_initial_weights_are_kept_before_the_first_step(data):
     assert sorted(diag.initial_weights) == ["0.weight", "2.weight"]
     for name, w in diag.initial_weights.items():
         assert np.array_equal(w, before[name])
-        assert not np.array_equal(w, dict(model.named_parameters())[name].data)    # training moved them
+        assert not np.array_equal(w, dict(model.named_parameters())[name].data)  # training moved them

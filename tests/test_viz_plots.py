@@ -26,13 +26,27 @@ from digitnet.viz.run import Run
 
 @pytest.fixture(scope="module")
 def run(mnist, tmp_path_factory) -> Run:
-    small = Dataset("mnist", mnist.class_names, mnist.x_train[:6000], mnist.y_train[:6000], mnist.x_test[:1000],
-                    mnist.y_test[:1000], source="first 6,000/1,000 of MNIST")
+    small = Dataset(
+        "mnist",
+        mnist.class_names,
+        mnist.x_train[:6000],
+        mnist.y_train[:6000],
+        mnist.x_test[:1000],
+        mnist.y_test[:1000],
+        source="first 6,000/1,000 of MNIST",
+    )
     diag = Diagnostics()
     result = train(preset("adam-128-64", epochs=2), small, callbacks=[diag])
-    clf = Classifier(result.model, result.normalizer, small.class_names, architecture_of(result.model),
-                     {"metrics": result.metrics, "config": result.config.to_dict()})
-    return Run(clf, tmp_path_factory.mktemp("run"), result.history, diag.initial_weights, small, name="test run")
+    clf = Classifier(
+        result.model,
+        result.normalizer,
+        small.class_names,
+        architecture_of(result.model),
+        {"metrics": result.metrics, "config": result.config.to_dict()},
+    )
+    return Run(
+        clf, tmp_path_factory.mktemp("run"), result.history, diag.initial_weights, small, name="test run"
+    )
 
 
 def texts(ax) -> list[str]:
@@ -49,12 +63,15 @@ def test_curves_draw_the_history(run, tmp_path):
     assert np.allclose(main[0].lines[2].get_ydata(), [e["val_loss"] for e in h.epochs])
     assert np.allclose(main[1].lines[2].get_ydata(), [100 * e["val_accuracy"] for e in h.epochs])
     assert np.allclose(main[2].lines[0].get_ydata(), h.lr)
-    assert f"test accuracy {100 * run.classifier.meta['metrics']['test_accuracy']:.2f}%" in fig._suptitle.get_text()
+    assert (
+        f"test accuracy {100 * run.classifier.meta['metrics']['test_accuracy']:.2f}%"
+        in fig._suptitle.get_text()
+    )
     assert main[0].get_yscale() == "log"
 
 
 def test_confusion_counts_and_accuracy_are_the_models(run, tmp_path):
-    pred = run.classifier.predict(run.x_test)                  # an independent pass over the test set
+    pred = run.classifier.predict(run.x_test)  # an independent pass over the test set
     cm = metrics.confusion_matrix(run.y_test, pred, 10)
     fig = plots.make("confusion", run)
     ax, side = fig.axes[0], fig.axes[1]
@@ -97,36 +114,40 @@ def test_predictions_bars_are_the_probabilities(run):
     assert len(bars) == len(logit_axes) == 8
     proba, logits = run.classifier.predict_proba(run.x_test), run.classifier.logits(run.x_test)
     wrong = 0
-    for ax, lax in zip(bars, logit_axes):
+    for ax, lax in zip(bars, logit_axes, strict=True):
         image_ax = fig.axes[fig.axes.index(ax) - 1]
         i = int(re.match(r"#(\d+)", image_ax.get_title()).group(1))
         heights = [p.get_height() for p in ax.patches]
         assert np.allclose(heights, 100 * proba[i], atol=1e-4)
-        assert sum(p.get_height() for p in lax.patches) == 10                 # a histogram of the ten logits
+        assert sum(p.get_height() for p in lax.patches) == 10  # a histogram of the ten logits
         assert np.isclose(lax.lines[0].get_xdata()[0], logits[i].max(), atol=1e-4)
         wrong += proba[i].argmax() != run.y_test[i]
-    assert wrong == 2                                                         # a quarter are mistakes
+    assert wrong == 2  # a quarter are mistakes
 
 
 def test_weights_show_every_first_layer_unit_and_every_matrix(run, tmp_path):
     fig = plots.make("weights", run)
     images = [ax for ax in fig.axes if ax.images]
-    assert len(images) == 1 + 3                                               # the mosaic, three matrices
+    assert len(images) == 1 + 3  # the mosaic, three matrices
     mosaic = images[0].images[0].get_array()
     w1 = run.classifier.model.layers[0].weight.data
-    assert np.allclose(mosaic[:28, :28], w1[:, 0].reshape(28, 28))           # unit 0, top left
-    assert np.allclose(mosaic[:28, 29:57], w1[:, 1].reshape(28, 28))         # unit 1 beside it, after a gap
+    assert np.allclose(mosaic[:28, :28], w1[:, 0].reshape(28, 28))  # unit 0, top left
+    assert np.allclose(mosaic[:28, 29:57], w1[:, 1].reshape(28, 28))  # unit 1 beside it, after a gap
     assert "all 128 units" in images[0].get_title()
     norm = images[0].images[0].norm
-    assert norm.vmin == -norm.vmax                                            # centred on zero
-    assert [ax.get_title() for ax in images[1:]] == ["layer 1: 784 → 128", "layer 2: 128 → 64", "layer 3: 64 → 10"]
+    assert norm.vmin == -norm.vmax  # centred on zero
+    assert [ax.get_title() for ax in images[1:]] == [
+        "layer 1: 784 → 128",
+        "layer 2: 128 → 64",
+        "layer 3: 64 → 10",
+    ]
     assert sum(1 for ax in fig.axes if ax.get_label() == "<colorbar>") == 4
 
 
 def test_distributions_compare_with_the_initial_weights(run):
     fig = plots.make("distributions", run)
     assert len(fig.axes) == 3
-    for ax, (name, w0) in zip(fig.axes, run.initial_weights.items()):
+    for ax, (name, w0) in zip(fig.axes, run.initial_weights.items(), strict=True):
         now = dict(run.classifier.model.named_parameters())[name].data
         labels = [t.get_text() for t in ax.get_legend().get_texts()]
         assert labels[0] == f"initial  μ={round(w0.mean(), 3) + 0:+.3f}  σ={w0.std():.3f}"
@@ -153,23 +174,25 @@ def test_damage_does_what_it_says(mnist):
     dx = (moved.sum(1) * cols).sum(1) / moved.sum((1, 2)) - centre_x
     dy = (moved.sum(2) * cols).sum(1) / moved.sum((1, 2)) - (ink.sum(2) * cols).sum(1) / ink.sum((1, 2))
     steps = np.round(np.abs(dx) + np.abs(dy))
-    assert np.mean(steps == 3) > 0.95                                         # every digit moved 3 pixels
+    assert np.mean(steps == 3) > 0.95  # every digit moved 3 pixels
     turned = damage(x, "rotation", 90).reshape(-1, 28, 28)
-    assert np.allclose(turned, np.rot90(ink, 1, axes=(1, 2)), atol=1e-3)       # 90° counter-clockwise
+    assert np.allclose(turned, np.rot90(ink, 1, axes=(1, 2)), atol=1e-3)  # 90° counter-clockwise
     noisy = damage(x, "noise", 0.3, np.random.default_rng(0))
-    middle = (x > 80) & (x < 170)                                             # pixels the clipping spares
+    middle = (x > 80) & (x < 170)  # pixels the clipping spares
     assert np.std(noisy[middle] - x[middle]) == pytest.approx(0.3 * 255, rel=0.15)
     assert np.array_equal(damage(x, "noise", 0), x) and noisy.min() >= 0 and noisy.max() <= 255
 
 
 def test_robustness_curves_fall_as_damage_grows(run, tmp_path):
-    curves = robustness_curves(run.classifier, run.x_test, run.y_test, n=2000)    # more than there are: all
+    curves = robustness_curves(run.classifier, run.x_test, run.y_test, n=2000)  # more than there are: all
     clean = float(np.mean(run.classifier.predict(run.x_test) == run.y_test))
     assert curves["noise"]["levels"][0] == 0 and curves["noise"]["levels"][-1] == 0.6
     assert curves["rotation"]["levels"][0] == -45 and curves["rotation"]["levels"][-1] == 45
     assert curves["shift"]["levels"] == list(range(7))
     assert curves["noise"]["accuracy"][0] == pytest.approx(clean)
-    assert curves["rotation"]["accuracy"][6] == pytest.approx(clean) and curves["shift"]["accuracy"][0] == clean
+    assert (
+        curves["rotation"]["accuracy"][6] == pytest.approx(clean) and curves["shift"]["accuracy"][0] == clean
+    )
     for kind in ("noise", "shift"):
         assert curves[kind]["accuracy"][-1] < clean - 0.3
     assert max(curves["rotation"]["accuracy"][0], curves["rotation"]["accuracy"][-1]) < clean - 0.3
@@ -177,7 +200,7 @@ def test_robustness_curves_fall_as_damage_grows(run, tmp_path):
     assert "on 1,000 test digits" in fig._suptitle.get_text()
     curve_axes = [ax for ax in fig.axes if ax.lines]
     assert [ax.get_title() for ax in curve_axes] == ["Gaussian noise", "Rotation", "Shift"]
-    for ax, kind in zip(curve_axes, ("noise", "rotation", "shift")):
+    for ax, kind in zip(curve_axes, ("noise", "rotation", "shift"), strict=True):
         assert np.allclose(ax.lines[0].get_ydata(), 100 * np.array(curves[kind]["accuracy"]))
 
 
@@ -213,18 +236,32 @@ def test_any_depth_and_width_plots(hidden, mnist):
 
 def nn_normalizer():
     from digitnet.data.loader import Normalizer
+
     return Normalizer("scale")
 
 
 def test_plot_run_writes_files_and_refuses_what_it_cannot_draw(run, tmp_path):
-    written, skipped = plots.plot_run(run, which=["gradients", "weights"], out=tmp_path / "out", formats=("png", "svg"))
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["gradients.png", "gradients.svg", "weights.png",
-                                                                    "weights.svg"]
+    written, skipped = plots.plot_run(
+        run, which=["gradients", "weights"], out=tmp_path / "out", formats=("png", "svg")
+    )
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "gradients.png",
+        "gradients.svg",
+        "weights.png",
+        "weights.svg",
+    ]
     assert (tmp_path / "out" / "weights.svg").read_text().lstrip().startswith("<?xml")
     bare = Run(run.classifier, tmp_path, dataset=None)
     with pytest.raises(Exception, match="needs the training history"):
         plots.plot_run(bare, which=["curves"], out=tmp_path)
     _, skipped = plots.plot_run(bare, which=None, out=tmp_path / "bare")
-    assert set(skipped) == {"curves", "gradients", "confusion", "misclassified", "predictions", "robustness",
-                            "dataset"}
+    assert set(skipped) == {
+        "curves",
+        "gradients",
+        "confusion",
+        "misclassified",
+        "predictions",
+        "robustness",
+        "dataset",
+    }
     assert sorted(p.name for p in (tmp_path / "bare").iterdir()) == ["distributions.png", "weights.png"]

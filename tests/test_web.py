@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from digit_images import trained_model
 from PIL import Image, ImageDraw
 
-from digit_images import trained_model
 from digitnet import modelfile, preprocess
 from digitnet.web import explain
 
@@ -33,8 +33,12 @@ pytest.importorskip("gunicorn")
 
 def start(model, *args):
     """Start ``digitnet serve MODEL --port 0 ARGS``; return ``(process, host, port)`` once it listens."""
-    proc = subprocess.Popen([sys.executable, "-m", "digitnet", "serve", str(model), "--port", "0", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "digitnet", "serve", str(model), "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     line = proc.stdout.readline()
     assert "http://" in line, line + proc.stderr.read()
     host, port = re.search(r"http://([\d.]+):(\d+)/", line).groups()
@@ -125,7 +129,7 @@ def test_predicting_a_drawn_png_explains_the_answer(server, clf):
         if not isinstance(layer, explain.nn.Linear):
             acts.append(h[0])
     assert [len(a) for a in r["layers"]] == clf.architecture["sizes"][1:-1]
-    for got, expected in zip(r["layers"], acts):
+    for got, expected in zip(r["layers"], acts, strict=True):
         assert np.allclose(got, expected, atol=1e-5)
     # Paths end at the answer, and each weight is a_i * W[i, j] and among the largest into j.
     values = [clf.prepare(seen[None, :])[0]] + acts
@@ -139,8 +143,9 @@ def test_predicting_a_drawn_png_explains_the_answer(server, clf):
         push = values[l0] * linears[l0].weight.data[:, j]
         assert e["weight"] == pytest.approx(float(push[i]), rel=1e-4) and e["weight"] > 0
         assert push[i] >= np.sort(push)[-explain.FAN_IN[min(out_layer - l1, len(explain.FAN_IN) - 1)]] - 1e-6
-    assert {tuple(e["from"]) for e in r["paths"] if e["from"][0] == out_layer - 1} == \
-           {tuple(e["to"]) for e in r["paths"] if e["to"][0] == out_layer - 1}
+    assert {tuple(e["from"]) for e in r["paths"] if e["from"][0] == out_layer - 1} == {
+        tuple(e["to"]) for e in r["paths"] if e["to"][0] == out_layer - 1
+    }
 
 
 def test_predicting_pixels_as_json(server, clf, mnist):
@@ -166,13 +171,16 @@ def test_model_units_and_random_digits(server, clf, mnist):
     assert np.array_equal(np.float32(unit["weights"]), w1.weight.data[:, 5]) and len(unit["weights"]) == 784
     out = json.loads(call(server, "GET", "/api/unit/3/2")[2])
     assert np.array_equal(np.float32(out["weights"]), w3.weight.data[:, 2]) and out["bias"] == pytest.approx(
-        float(w3.bias.data[2]))
+        float(w3.bias.data[2])
+    )
     status, _, body = call(server, "GET", "/api/unit/4/0")
     assert status == 404 and "layers are 1 to 3" in json.loads(body)["error"]
     seen = set()
     for _ in range(3):
         r = json.loads(call(server, "GET", "/api/random")[2])
-        assert r["pixels"] == mnist.x_test[r["index"]].tolist() and r["label"] == int(mnist.y_test[r["index"]])
+        assert r["pixels"] == mnist.x_test[r["index"]].tolist() and r["label"] == int(
+            mnist.y_test[r["index"]]
+        )
         seen.add(r["index"])
     assert len(seen) > 1
 
@@ -184,11 +192,11 @@ def chunked_post(server, path, data: bytes, ctype="image/png"):
     conn.putheader("Transfer-Encoding", "chunked")
     conn.endheaders()
     for i in range(0, len(data), 65536):
-        piece = data[i:i + 65536]
+        piece = data[i : i + 65536]
         try:
             conn.send(b"%x\r\n%s\r\n" % (len(piece), piece))
         except (BrokenPipeError, ConnectionResetError):
-            break                                          # refused before it read it all
+            break  # refused before it read it all
     try:
         conn.send(b"0\r\n\r\n")
     except (BrokenPipeError, ConnectionResetError):
@@ -203,26 +211,68 @@ def wide_png(w, h) -> bytes:
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("what, request_, status, fragment", [
-    ("body over 1 MB", ("POST", "/api/predict", b"\x89PNG" + bytes(1 << 20), {"Content-Type": "image/png"}),
-     413, "larger than 1024 KB"),
-    ("image over 4096 a side", ("POST", "/api/predict", wide_png(5000, 8), {"Content-Type": "image/png"}),
-     413, "up to 4096 pixels a side"),
-    ("malformed JSON", ("POST", "/api/predict", b'{"pixels": [1, 2', {"Content-Type": "application/json"}),
-     400, "not valid JSON"),
-    ("783 pixels", ("POST", "/api/predict", json.dumps({"pixels": [0] * 783}), {"Content-Type": "application/json"}),
-     422, "784 numbers"),
-    ("pixels out of range", ("POST", "/api/predict", json.dumps({"pixels": [300] * 784}),
-                             {"Content-Type": "application/json"}), 422, "0 to 255"),
-    ("no pixels key", ("POST", "/api/predict", b"[1, 2]", {"Content-Type": "application/json"}), 422, "pixels"),
-    ("not an image", ("POST", "/api/predict", b"GIF89a but not really", {"Content-Type": "image/gif"}),
-     422, "not an image"),
-    ("blank drawing", ("POST", "/api/predict", wide_png(280, 280), {"Content-Type": "image/png"}), 422, "blank"),
-    ("empty body", ("POST", "/api/predict", b"", {"Content-Type": "image/png"}), 400, "no image"),
-    ("text body", ("POST", "/api/predict", b"7", {"Content-Type": "text/plain"}), 415, "send an image"),
-    ("GET predict", ("GET", "/api/predict", None, {}), 405, "not allowed"),
-    ("unknown route", ("GET", "/api/nothing", None, {}), 404, "not found"),
-])
+@pytest.mark.parametrize(
+    "what, request_, status, fragment",
+    [
+        (
+            "body over 1 MB",
+            ("POST", "/api/predict", b"\x89PNG" + bytes(1 << 20), {"Content-Type": "image/png"}),
+            413,
+            "larger than 1024 KB",
+        ),
+        (
+            "image over 4096 a side",
+            ("POST", "/api/predict", wide_png(5000, 8), {"Content-Type": "image/png"}),
+            413,
+            "up to 4096 pixels a side",
+        ),
+        (
+            "malformed JSON",
+            ("POST", "/api/predict", b'{"pixels": [1, 2', {"Content-Type": "application/json"}),
+            400,
+            "not valid JSON",
+        ),
+        (
+            "783 pixels",
+            ("POST", "/api/predict", json.dumps({"pixels": [0] * 783}), {"Content-Type": "application/json"}),
+            422,
+            "784 numbers",
+        ),
+        (
+            "pixels out of range",
+            (
+                "POST",
+                "/api/predict",
+                json.dumps({"pixels": [300] * 784}),
+                {"Content-Type": "application/json"},
+            ),
+            422,
+            "0 to 255",
+        ),
+        (
+            "no pixels key",
+            ("POST", "/api/predict", b"[1, 2]", {"Content-Type": "application/json"}),
+            422,
+            "pixels",
+        ),
+        (
+            "not an image",
+            ("POST", "/api/predict", b"GIF89a but not really", {"Content-Type": "image/gif"}),
+            422,
+            "not an image",
+        ),
+        (
+            "blank drawing",
+            ("POST", "/api/predict", wide_png(280, 280), {"Content-Type": "image/png"}),
+            422,
+            "blank",
+        ),
+        ("empty body", ("POST", "/api/predict", b"", {"Content-Type": "image/png"}), 400, "no image"),
+        ("text body", ("POST", "/api/predict", b"7", {"Content-Type": "text/plain"}), 415, "send an image"),
+        ("GET predict", ("GET", "/api/predict", None, {}), 405, "not allowed"),
+        ("unknown route", ("GET", "/api/nothing", None, {}), 404, "not found"),
+    ],
+)
 def test_bad_requests_get_a_4xx_and_a_json_error(server, what, request_, status, fragment):
     got, ctype, body = call(server, *request_)
     assert got == status and ctype == "application/json", (what, got, body[:200])
@@ -237,16 +287,25 @@ def test_a_chunked_body_over_1_mb_is_refused_too(server):
     assert status == 200 and json.loads(body)["digit"] == 7
 
 
-@pytest.mark.parametrize("path", ["/static/../app.py", "/static/%2e%2e/app.py", "/static/..%2fapp.py",
-                                  "/static/%2e%2e%2f__init__.py", "/../../etc/passwd", "/static//etc/passwd",
-                                  "/static/../../../../etc/passwd"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/static/../app.py",
+        "/static/%2e%2e/app.py",
+        "/static/..%2fapp.py",
+        "/static/%2e%2e%2f__init__.py",
+        "/../../etc/passwd",
+        "/static//etc/passwd",
+        "/static/../../../../etc/passwd",
+    ],
+)
 def test_no_file_outside_the_static_folder_is_served(server, path):
     """Whatever the spelling, the answer is a 404 (or a redirect to a /static name, which then 404s)."""
     conn = http.client.HTTPConnection(*server, timeout=30)
     conn.request("GET", path)
     r = conn.getresponse()
     body = r.read()
-    if r.status == 308:                                    # "//" merged into "/": still under /static/
+    if r.status == 308:  # "//" merged into "/": still under /static/
         assert r.getheader("Location").split(str(server[1]))[-1].startswith("/static/")
         status, _, body = call(server, "GET", r.getheader("Location").split(str(server[1]))[-1])
     else:
@@ -259,7 +318,7 @@ def test_it_listens_on_loopback_only_by_default(server):
     assert server[0] == "127.0.0.1"
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         try:
-            s.connect(("10.255.255.255", 1))                # no packet is sent: it only picks a route
+            s.connect(("10.255.255.255", 1))  # no packet is sent: it only picks a route
             address = s.getsockname()[0]
         except OSError:
             pytest.skip("this machine has no network address besides loopback")
@@ -270,10 +329,17 @@ def test_it_listens_on_loopback_only_by_default(server):
 
 
 def test_port_in_use_and_bad_flags_are_one_error_line(model, server):
-    for args, fragment in [(["--port", str(server[1])], "choose another --port"),
-                           (["--port", "70000"], "0 to 65535"), (["--workers", "0"], "at least 1")]:
-        r = subprocess.run([sys.executable, "-m", "digitnet", "serve", str(model), *args], capture_output=True,
-                           text=True, timeout=60)
+    for args, fragment in [
+        (["--port", str(server[1])], "choose another --port"),
+        (["--port", "70000"], "0 to 65535"),
+        (["--workers", "0"], "at least 1"),
+    ]:
+        r = subprocess.run(
+            [sys.executable, "-m", "digitnet", "serve", str(model), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert r.returncode == 2 and r.stderr.startswith("error: ") and r.stderr.count("\n") == 1, r.stderr
         assert fragment in r.stderr and "Traceback" not in r.stderr
 
@@ -307,7 +373,7 @@ def test_throughput_keeps_up_with_the_work_itself(server, clf, capsys):
     worker processes; benchmarks/web_throughput.py states the figure against the 200/s target). The
     best of three rounds of each, taken in turn, so that other work on the machine weighs on both."""
     png = drawn(SEVEN)
-    load(server, png, "image/png", 40, 2)                  # warm up both workers
+    load(server, png, "image/png", 40, 2)  # warm up both workers
     references, rates = [], []
     for _ in range(3):
         n, start = 0, time.perf_counter()
@@ -318,8 +384,10 @@ def test_throughput_keeps_up_with_the_work_itself(server, clf, capsys):
         rates.append(load(server, png, "image/png", 160, 4))
     rate, reference = max(rates), max(references)
     with capsys.disabled():
-        print(f"\nserve: {rate:.0f} drawn-digit predictions/s over HTTP; {reference:.0f}/s in-process, one at a time "
-              f"(x{rate / reference:.2f})")
+        print(
+            f"\nserve: {rate:.0f} drawn-digit predictions/s over HTTP; {reference:.0f}/s in-process, one at a time "
+            f"(x{rate / reference:.2f})"
+        )
     assert rate >= 0.4 * reference
 
 
@@ -346,8 +414,13 @@ def test_open_shows_the_page_and_ctrl_c_stops_every_process(model, tmp_path):
     browser.write_text(f'#!/bin/sh\necho "$1" > {noted}\n')
     browser.chmod(0o755)
     env = {**os.environ, "BROWSER": f"{browser} %s"}
-    proc = subprocess.Popen([sys.executable, "-m", "digitnet", "serve", str(model), "--port", "0", "--open"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "digitnet", "serve", str(model), "--port", "0", "--open"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     url = re.search(r"(http://\S+)", proc.stdout.readline())[1]
     deadline = time.monotonic() + 20
     while not (noted.exists() and noted.read_text().strip()) and time.monotonic() < deadline:
@@ -364,6 +437,7 @@ def test_random_digit_without_a_test_set_is_a_json_503(clf):
     """When the test set cannot be loaded the page is told why, once, and the rest still works."""
     from digitnet.errors import DataError
     from digitnet.web import create_app
+
     calls = []
 
     def missing():

@@ -29,7 +29,7 @@ import numpy as np
 from digitnet import nn
 from digitnet.training import Callback
 
-SATURATION = 0.01   # a sigmoid output within this of 0 or 1 (tanh: of -1 or 1) is saturated
+SATURATION = 0.01  # a sigmoid output within this of 0 or 1 (tanh: of -1 or 1) is saturated
 
 
 class Diagnostics(Callback):
@@ -52,16 +52,19 @@ class Diagnostics(Callback):
         layers = state.model.layers
         self.linears = nn.linear_layers(state.model)
         self.activations = [layer for layer in layers if isinstance(layer, tuple(nn.ACTIVATIONS.values()))]
-        self.initial_weights = {name: p.data.copy() for name, p in state.model.named_parameters()
-                                if name.endswith("weight")}
+        self.initial_weights = {
+            name: p.data.copy() for name, p in state.model.named_parameters() if name.endswith("weight")
+        }
         self.stride = max(1, state.batches // max(1, self.samples))
         kind = type(self.activations[0]).__name__ if self.activations else "none"
         state.history.extra["diagnostics"] = {
             "layers": [f"{layer.in_features}→{layer.out_features}" for layer in self.linears],
             "activation": kind,
-            "inactive": ("units whose output was never above 0 on the sampled examples"
-                         if kind in ("ReLU", "LeakyReLU") else
-                         "units saturated (within 0.01 of a bound) on every sampled example"),
+            "inactive": (
+                "units whose output was never above 0 on the sampled examples"
+                if kind in ("ReLU", "LeakyReLU")
+                else "units saturated (within 0.01 of a bound) on every sampled example"
+            ),
             "sampled_batches_per_epoch": -(-state.batches // self.stride),
             "sampled_rows_per_batch": self.rows,
         }
@@ -87,8 +90,12 @@ class Diagnostics(Callback):
 
     def state_dict(self) -> dict:
         """The initial weights and the epoch's sums so far, so that a resumed run records the same figures."""
-        return {"initial_weights": self.initial_weights, "norms": self._norms.copy(), "seen": self._seen,
-                "fired": [None if f is None else f.copy() for f in self._fired]}
+        return {
+            "initial_weights": self.initial_weights,
+            "norms": self._norms.copy(),
+            "seen": self._seen,
+            "fired": [None if f is None else f.copy() for f in self._fired],
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.initial_weights = {k: np.asarray(v) for k, v in state["initial_weights"].items()}
@@ -104,7 +111,7 @@ class Diagnostics(Callback):
             record[f"grad_norm_{k + 1}"] = float(self._norms[k] / seen) if self._seen else None
         for k, fired in enumerate(self._fired):
             record[f"inactive_{k + 1}"] = None if fired is None else float(1 - fired.mean())
-        self._reset()              # a checkpoint taken now holds no sums of an epoch that is over
+        self._reset()  # a checkpoint taken now holds no sums of an epoch that is over
 
 
 def _fired(act: nn.Module, rows: int) -> np.ndarray:
@@ -116,4 +123,4 @@ def _fired(act: nn.Module, rows: int) -> np.ndarray:
         return (out > 0).any(axis=0)
     if isinstance(act, nn.Sigmoid):
         return ((out > SATURATION) & (out < 1 - SATURATION)).any(axis=0)
-    return (np.abs(out) < 1 - SATURATION).any(axis=0)      # tanh
+    return (np.abs(out) < 1 - SATURATION).any(axis=0)  # tanh

@@ -27,7 +27,9 @@ def confusion_matrix(y_true, y_pred, n_classes: int = 10) -> np.ndarray:
     """``(K, K)`` int64 counts: row = true class, column = predicted class."""
     y_true = np.asarray(y_true, dtype=np.int64)
     y_pred = np.asarray(y_pred, dtype=np.int64)
-    return np.bincount(y_true * n_classes + y_pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+    return np.bincount(y_true * n_classes + y_pred, minlength=n_classes * n_classes).reshape(
+        n_classes, n_classes
+    )
 
 
 def per_class_scores(cm: np.ndarray, class_names=None) -> list[dict]:
@@ -45,8 +47,14 @@ def per_class_scores(cm: np.ndarray, class_names=None) -> list[dict]:
     f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
     names = class_names or [str(i) for i in range(len(cm))]
     return [
-        {"class": i, "name": names[i], "precision": float(precision[i]), "recall": float(recall[i]),
-         "f1": float(f1[i]), "support": int(actual[i])}
+        {
+            "class": i,
+            "name": names[i],
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": int(actual[i]),
+        }
         for i in range(len(cm))
     ]
 
@@ -73,9 +81,13 @@ def scores(y_true, probabilities, class_names=None) -> dict:
     y_true = np.asarray(y_true, dtype=np.int64)
     y_pred = probabilities.argmax(axis=1)
     cm = confusion_matrix(y_true, y_pred, probabilities.shape[1])
-    return {"n": int(len(y_true)), "accuracy": accuracy(y_true, y_pred),
-            "top2_accuracy": top_k_accuracy(y_true, probabilities, 2), "confusion_matrix": cm,
-            "per_class": per_class_scores(cm, class_names)}
+    return {
+        "n": int(len(y_true)),
+        "accuracy": accuracy(y_true, y_pred),
+        "top2_accuracy": top_k_accuracy(y_true, probabilities, 2),
+        "confusion_matrix": cm,
+        "per_class": per_class_scores(cm, class_names),
+    }
 
 
 def agreement(y_true, pred_a, pred_b, n_classes: int = 10) -> dict:
@@ -102,8 +114,10 @@ def agreement(y_true, pred_a, pred_b, n_classes: int = 10) -> dict:
     y = np.asarray(y_true, dtype=np.int64)
     pa, pb = np.asarray(pred_a, dtype=np.int64), np.asarray(pred_b, dtype=np.int64)
     if not y.shape == pa.shape == pb.shape or y.ndim != 1:
-        raise ValueError(f"labels and both predictions must be (n,) arrays of one length, got shapes "
-                         f"{y.shape}, {pa.shape} and {pb.shape}")
+        raise ValueError(
+            f"labels and both predictions must be (n,) arrays of one length, got shapes "
+            f"{y.shape}, {pa.shape} and {pb.shape}"
+        )
     differ = np.flatnonzero(pa != pb)
     return {
         "n": int(len(y)),

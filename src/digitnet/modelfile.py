@@ -59,7 +59,9 @@ class Classifier:
         if pixels.ndim == 1 or pixels.shape[-1] != n_inputs:
             pixels = pixels.reshape(-1, n_inputs) if pixels.size % n_inputs == 0 else pixels
         if pixels.ndim != 2 or pixels.shape[1] != n_inputs:
-            raise DigitnetError(f"expected images of {n_inputs} pixels, got an array of shape {np.shape(pixels)}")
+            raise DigitnetError(
+                f"expected images of {n_inputs} pixels, got an array of shape {np.shape(pixels)}"
+            )
         return self.normalizer(pixels, self.dtype)
 
     def logits(self, pixels, batch_size: int = 8192) -> np.ndarray:
@@ -68,8 +70,11 @@ class Classifier:
         Side-effect free: a network in the middle of training keeps its mode and its caches.
         """
         x = self.prepare(pixels)
-        return np.concatenate([self.model.predict(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]) \
-            if len(x) else np.zeros((0, self.architecture["sizes"][-1]), self.dtype)
+        return (
+            np.concatenate([self.model.predict(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+            if len(x)
+            else np.zeros((0, self.architecture["sizes"][-1]), self.dtype)
+        )
 
     def predict_proba(self, pixels, batch_size: int = 8192) -> np.ndarray:
         return nn.softmax(self.logits(pixels, batch_size)) if len(pixels) else self.logits(pixels)
@@ -104,7 +109,11 @@ class Classifier:
         x, y = read_csv(path)
         digits = self.predict(x, batch_size)
         counts = np.bincount(digits, minlength=len(self.class_names))
-        return {"digits": digits, "counts": counts, "accuracy": None if y is None else float((digits == y).mean())}
+        return {
+            "digits": digits,
+            "counts": counts,
+            "accuracy": None if y is None else float((digits == y).mean()),
+        }
 
     def __repr__(self):
         sizes = "-".join(map(str, self.architecture["sizes"]))
@@ -121,10 +130,13 @@ def check_same_input(*classifiers: Classifier) -> None:
     """
     first = classifiers[0]
     for other in classifiers[1:]:
-        if (other.architecture["sizes"][0] != first.architecture["sizes"][0]
-                or len(other.class_names) != len(first.class_names)):
-            raise DataError(f"the models do not read the same kind of input: {first.architecture['sizes']} and "
-                            f"{other.architecture['sizes']}")
+        if other.architecture["sizes"][0] != first.architecture["sizes"][0] or len(other.class_names) != len(
+            first.class_names
+        ):
+            raise DataError(
+                f"the models do not read the same kind of input: {first.architecture['sizes']} and "
+                f"{other.architecture['sizes']}"
+            )
 
 
 def check_dataset(ds, *classifiers: Classifier):
@@ -148,23 +160,34 @@ def check_dataset(ds, *classifiers: Classifier):
     n_in, n_classes = first.architecture["sizes"][0], len(first.class_names)
     if ds.x_test.shape[1] != n_in or len(ds.class_names) != n_classes:
         who = "the model takes" if len(classifiers) == 1 else "the models take"
-        raise DataError(f"{who} {n_in} pixels into {n_classes} classes; {ds.name} has "
-                        f"{ds.x_test.shape[1]} pixels and {len(ds.class_names)} classes")
+        raise DataError(
+            f"{who} {n_in} pixels into {n_classes} classes; {ds.name} has "
+            f"{ds.x_test.shape[1]} pixels and {len(ds.class_names)} classes"
+        )
     return ds
 
 
 def architecture_of(model: nn.Sequential) -> dict:
     """Describe an :func:`~digitnet.nn.mlp`-built network as ``{"sizes", "activation", "dropout"}``."""
     linears = nn.linear_layers(model)
-    activation = next((name for name, cls in nn.ACTIVATIONS.items()
-                       for layer in model.layers if type(layer) is cls), "relu")
+    activation = next(
+        (name for name, cls in nn.ACTIVATIONS.items() for layer in model.layers if type(layer) is cls), "relu"
+    )
     dropout = next((layer.p for layer in model.layers if isinstance(layer, nn.Dropout)), 0.0)
     sizes = [linears[0].in_features] + [layer.out_features for layer in linears]
     return {"sizes": sizes, "activation": activation, "dropout": dropout}
 
 
-def save(path, model: nn.Sequential, normalizer: Normalizer, class_names, dataset: str = "",
-         config: dict | None = None, metrics: dict | None = None, extra: dict | None = None) -> Path:
+def save(
+    path,
+    model: nn.Sequential,
+    normalizer: Normalizer,
+    class_names,
+    dataset: str = "",
+    config: dict | None = None,
+    metrics: dict | None = None,
+    extra: dict | None = None,
+) -> Path:
     """Write a model file atomically and return its path."""
     path = Path(path)
     params = {f"param/{name}": p.data for name, p in model.named_parameters()}
@@ -196,8 +219,9 @@ def load(path) -> Classifier:
     path = Path(path)
     if not path.exists():
         raise ModelFileError(f"{path} does not exist: give the path of a model file (runs/<run>/model.npz)")
-    if path.is_dir():                       # a run folder: digitnet.runs knows where its model is
+    if path.is_dir():  # a run folder: digitnet.runs knows where its model is
         from digitnet.runs import model_file
+
         path = model_file(path)
     try:
         with open(path, "rb") as fh:
@@ -210,7 +234,11 @@ def load(path) -> Classifier:
         with np.load(path, allow_pickle=False) as z:
             arrays = {key: z[key] for key in z.files}
     except ValueError as exc:
-        reason = "it holds pickled Python objects, which digitnet never loads" if "pickle" in str(exc) else first_line(exc)
+        reason = (
+            "it holds pickled Python objects, which digitnet never loads"
+            if "pickle" in str(exc)
+            else first_line(exc)
+        )
         raise ModelFileError(f"{path} is not a digitnet model file ({reason})") from None
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         raise ModelFileError(f"{path} is not a digitnet model file ({first_line(exc)})") from None
@@ -221,28 +249,43 @@ def load(path) -> Classifier:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelFileError(f"{path}: its metadata is not valid JSON ({exc})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ModelFileError(f"{path} is not a digitnet model file (format {meta.get('format') if isinstance(meta, dict) else None!r})")
+        raise ModelFileError(
+            f"{path} is not a digitnet model file (format {meta.get('format') if isinstance(meta, dict) else None!r})"
+        )
     if meta.get("format_version") != FORMAT_VERSION:
-        raise ModelFileError(f"{path} has model format version {meta.get('format_version')}; this digitnet reads version {FORMAT_VERSION}: upgrade digitnet")
+        raise ModelFileError(
+            f"{path} has model format version {meta.get('format_version')}; "
+            f"this digitnet reads version {FORMAT_VERSION}: upgrade digitnet"
+        )
     arch = meta.get("architecture") or {}
     try:
         sizes = [int(s) for s in arch["sizes"]]
         dtype = np.dtype(meta.get("dtype", "float32"))
-        model = nn.mlp(sizes, activation=arch.get("activation", "relu"), dropout=float(arch.get("dropout", 0.0)),
-                       init="he", rng=0, dtype=dtype)
+        model = nn.mlp(
+            sizes,
+            activation=arch.get("activation", "relu"),
+            dropout=float(arch.get("dropout", 0.0)),
+            init="he",
+            rng=0,
+            dtype=dtype,
+        )
         normalizer = Normalizer.from_dict(meta.get("normalization") or {"kind": "scale"})
     except (KeyError, TypeError, ValueError, DigitnetError) as exc:
         raise ModelFileError(f"{path}: its architecture cannot be built ({first_line(exc)})") from None
-    state = {key[len("param/"):]: value for key, value in arrays.items() if key.startswith("param/")}
+    state = {key[len("param/") :]: value for key, value in arrays.items() if key.startswith("param/")}
     expected = dict(model.named_parameters())
     for name, p in expected.items():
         if name not in state:
             raise ModelFileError(f"{path}: parameter '{name}' is missing")
         if state[name].shape != p.data.shape:
-            raise ModelFileError(f"{path}: parameter '{name}' has shape {state[name].shape}, "
-                                 f"the architecture {sizes} needs {p.data.shape}")
+            raise ModelFileError(
+                f"{path}: parameter '{name}' has shape {state[name].shape}, "
+                f"the architecture {sizes} needs {p.data.shape}"
+            )
         if not np.issubdtype(state[name].dtype, np.floating):
-            raise ModelFileError(f"{path}: parameter '{name}' holds {state[name].dtype}, not floating-point numbers")
+            raise ModelFileError(
+                f"{path}: parameter '{name}' holds {state[name].dtype}, not floating-point numbers"
+            )
         if not np.all(np.isfinite(state[name])):
             raise ModelFileError(f"{path}: parameter '{name}' holds NaN or infinite values")
     extra = sorted(set(state) - set(expected))
@@ -255,4 +298,3 @@ def load(path) -> Classifier:
         raise ModelFileError(f"{path}: {len(class_names)} class names for {sizes[-1]} outputs")
     meta["path"] = str(path)
     return Classifier(model, normalizer, list(class_names), {**arch, "sizes": sizes}, meta)
-

@@ -45,22 +45,28 @@ from PIL import Image, ImageDraw, UnidentifiedImageError
 from digitnet.data.formats import atomic_path
 from digitnet.errors import DataError
 
-FRAME = 28           # MNIST's image side
-BOX = 20             # the longer side of the digit's bounding box in the frame
-CENTRE = 14.0        # where the centre of mass goes, in pixel indices (MNIST's mean is 14.0, 14.0)
-WORK_SIDE = 320      # images are shrunk to at most this side before the steps (plenty for 20 pixels)
+FRAME = 28  # MNIST's image side
+BOX = 20  # the longer side of the digit's bounding box in the frame
+CENTRE = 14.0  # where the centre of mass goes, in pixel indices (MNIST's mean is 14.0, 14.0)
+WORK_SIDE = 320  # images are shrunk to at most this side before the steps (plenty for 20 pixels)
 MAX_PIXELS = 50_000_000  # larger images are refused before decoding (memory stays bounded)
-FAINT = 0.1          # ink fainter than this fraction of the ink's level is background
-SPECK = 0.03         # connected parts smaller than this fraction of the largest are noise
-MIN_CONTRAST = 24    # ink must differ from the background by this much (of 255) ...
-MIN_SNR = 6.0        # ... and by this many times the background's noise
+FAINT = 0.1  # ink fainter than this fraction of the ink's level is background
+SPECK = 0.03  # connected parts smaller than this fraction of the largest are noise
+MIN_CONTRAST = 24  # ink must differ from the background by this much (of 255) ...
+MIN_SNR = 6.0  # ... and by this many times the background's noise
 
 # The raster formats read. Others are refused unopened: EPS, say, would have Pillow run Ghostscript.
-FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM", "TGA")   # JPEG covers phones' MPO
+FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM", "TGA")  # JPEG covers phones' MPO
 # EXIF orientation tag value -> the transpose that shows the picture upright.
-_EXIF_TURNS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
-               4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
-               6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90}
+_EXIF_TURNS = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 @dataclass
@@ -92,30 +98,37 @@ def prepare(source, *, max_side: int | None = None, name: str | None = None) -> 
     return to_mnist(grey, name=name)
 
 
-def load_image(source, *, max_side: int | None = None, name: str = "the image",
-               work_side: int = WORK_SIDE) -> np.ndarray:
+def load_image(
+    source, *, max_side: int | None = None, name: str = "the image", work_side: int = WORK_SIDE
+) -> np.ndarray:
     """Decode an image to grey, upright, at most ``work_side`` pixels a side.
 
     Returns a float32 array of shape ``(h, w)`` with values 0-255.
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
         source = io.BytesIO(source)
-    Image.init()                                     # register every format, so FORMATS can be named
+    Image.init()  # register every format, so FORMATS can be named
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(source, formats=FORMATS) as im:
                 w, h = im.size
                 if max_side and max(w, h) > max_side:
-                    raise DataError(f"{name} is {w}x{h} pixels; images up to {max_side} pixels a side are read")
+                    raise DataError(
+                        f"{name} is {w}x{h} pixels; images up to {max_side} pixels a side are read"
+                    )
                 if w * h > MAX_PIXELS:
-                    raise DataError(f"{name} is {w}x{h} pixels ({w * h / 1e6:.0f} megapixels); images up to "
-                                    f"{MAX_PIXELS // 1_000_000} megapixels are read: scale it down first")
+                    raise DataError(
+                        f"{name} is {w}x{h} pixels ({w * h / 1e6:.0f} megapixels); images up to "
+                        f"{MAX_PIXELS // 1_000_000} megapixels are read: scale it down first"
+                    )
                 turn = _EXIF_TURNS.get(im.getexif().get(0x0112))
-                im.draft("RGB" if im.mode not in ("L", "1") else "L", (work_side, work_side))  # JPEG: decode small
+                im.draft(
+                    "RGB" if im.mode not in ("L", "1") else "L", (work_side, work_side)
+                )  # JPEG: decode small
                 factor = max(im.size) // (2 * work_side)
                 if factor > 1 and im.mode in ("1", "L", "LA", "RGB", "RGBA", "I", "F"):
-                    im = im.reduce(factor)       # cheap first shrink of huge images
+                    im = im.reduce(factor)  # cheap first shrink of huge images
                 grey = _grey(im)
     except DataError:
         raise
@@ -124,14 +137,18 @@ def load_image(source, *, max_side: int | None = None, name: str = "the image",
     except IsADirectoryError:
         raise DataError(f"{name} is a folder, not an image") from None
     except UnidentifiedImageError:
-        raise DataError(f"{name} is not an image digitnet reads (PNG, JPEG, BMP, GIF, TIFF, WebP, PPM or TGA)") from None
+        raise DataError(
+            f"{name} is not an image digitnet reads (PNG, JPEG, BMP, GIF, TIFF, WebP, PPM or TGA)"
+        ) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         found = re.search(r"\((\d+) pixels\)", str(exc))
         size = f" ({int(found[1]) / 1e6:.0f} megapixels)" if found else ""
-        raise DataError(f"{name} is too large an image{size}; images up to {MAX_PIXELS // 1_000_000} "
-                        "megapixels are read: scale it down first") from None
+        raise DataError(
+            f"{name} is too large an image{size}; images up to {MAX_PIXELS // 1_000_000} "
+            "megapixels are read: scale it down first"
+        ) from None
     except OSError as exc:
-        if exc.errno:                                # the file system's complaint, e.g. permission denied
+        if exc.errno:  # the file system's complaint, e.g. permission denied
             raise DataError(f"cannot read {name}: {exc.strerror}") from None
         raise DataError(f"{name} is damaged or truncated ({exc}): save or export it again") from None
     except (SyntaxError, ValueError, EOFError, IndexError, struct.error) as exc:
@@ -180,7 +197,9 @@ def to_ink(grey: np.ndarray, *, name: str = "the image") -> tuple[np.ndarray, bo
         raise DataError(f"{name}: expected a 2-D grey image, got shape {grey.shape}")
     h, w = grey.shape
     ring = max(1, round(0.03 * min(h, w)))
-    border = np.concatenate([grey[:ring].ravel(), grey[-ring:].ravel(), grey[:, :ring].ravel(), grey[:, -ring:].ravel()])
+    border = np.concatenate(
+        [grey[:ring].ravel(), grey[-ring:].ravel(), grey[:, :ring].ravel(), grey[:, -ring:].ravel()]
+    )
     background = _percentiles(border, (50,))[0]
     darkest, lightest = _percentiles(grey, (0.1, 99.9))
     inverted = background - darkest > lightest - background
@@ -189,7 +208,7 @@ def to_ink(grey: np.ndarray, *, name: str = "the image") -> tuple[np.ndarray, bo
     ink -= field
     # The noise, from the lower quantiles of what is left (background, unless most of the image is ink):
     # for Gaussian noise of deviation s, the 25th percentile lies 0.97 s above the 5th.
-    p5, p25 = _percentiles(ink[::2, ::2], (5, 25))       # every fourth pixel is plenty for the bulk
+    p5, p25 = _percentiles(ink[::2, ::2], (5, 25))  # every fourth pixel is plenty for the bulk
     noise = max(0.0, p25 - p5) / 0.97
     # Paper reflects the light that falls on it: where the paper is dimmer, so is the ink's contrast.
     # Dividing by the paper's brightness (255 - field) undoes the uneven light; it scales the noise too.
@@ -197,8 +216,10 @@ def to_ink(grey: np.ndarray, *, name: str = "the image") -> tuple[np.ndarray, bo
     ink *= gain
     level = _percentiles(ink, (99.9,))[0]
     if level < MIN_CONTRAST or level < MIN_SNR * noise * float(gain.mean()):
-        raise DataError(f"{name} looks blank: no digit stands out from the background "
-                        f"(contrast {max(level, 0):.0f} of 255)")
+        raise DataError(
+            f"{name} looks blank: no digit stands out from the background "
+            f"(contrast {max(level, 0):.0f} of 255)"
+        )
     cut = np.maximum(FAINT * level, 4.0 * noise * gain)
     ink = np.where(ink > cut, np.minimum(ink / level, 1.0), 0.0)
     ink *= _keep_mask(ink > 0)
@@ -220,7 +241,7 @@ def _percentiles(a: np.ndarray, qs) -> list[float]:
     for q in qs:
         k = min(n - 1, max(0, int(round(q / 100 * (n - 1)))))
         part = flat[flat >= mean] if q >= 50 else flat[flat <= mean]
-        j = k - (n - part.size) if q >= 50 else k      # k's place among those values, sorted
+        j = k - (n - part.size) if q >= 50 else k  # k's place among those values, sorted
         if not 0 <= j < part.size:
             part, j = flat, k
         out.append(float(np.partition(part, j)[j]))
@@ -240,11 +261,13 @@ def _background_field(ink: np.ndarray, grid: int = 8) -> np.ndarray:
     if min(h, w) < 64:
         return np.full_like(ink, np.percentile(ink, 20))
     th, tw = h // grid, w // grid
-    tiles = ink[:th * grid, :tw * grid].reshape(grid, th, grid, tw)[:, ::2, :, ::2]   # a quarter of each cell
+    tiles = ink[: th * grid, : tw * grid].reshape(grid, th, grid, tw)[
+        :, ::2, :, ::2
+    ]  # a quarter of each cell
     tiles = tiles.transpose(0, 2, 1, 3).reshape(grid * grid, -1)
     k = tiles.shape[1] // 5
-    cells = np.partition(tiles, k, axis=1)[:, k].astype(np.float64)     # each cell's 20th percentile
-    centres = (np.arange(grid) + 0.5) / grid * 2 - 1                  # cell centres in [-1, 1]
+    cells = np.partition(tiles, k, axis=1)[:, k].astype(np.float64)  # each cell's 20th percentile
+    centres = (np.arange(grid) + 0.5) / grid * 2 - 1  # cell centres in [-1, 1]
     cy, cx = np.repeat(centres, grid), np.tile(centres, grid)
     design = np.stack([np.ones_like(cx), cx, cy, cx * cx, cx * cy, cy * cy], axis=1)
     keep = np.ones(len(cells), bool)
@@ -273,14 +296,14 @@ def _keep_mask(mask: np.ndarray, side: int = 64) -> np.ndarray:
     small = small.reshape(hp // f, f, wp).any(axis=1).reshape(hp // f, wp // f, f).any(axis=2)
     labels = np.where(small, np.arange(1, small.size + 1).reshape(small.shape), 0)
     while True:
-        spread = labels.copy()                 # the largest label among the 8 neighbours and itself
+        spread = labels.copy()  # the largest label among the 8 neighbours and itself
         np.maximum(spread[1:], labels[:-1], out=spread[1:])
         np.maximum(spread[:-1], labels[1:], out=spread[:-1])
         rows = spread.copy()
         np.maximum(spread[:, 1:], rows[:, :-1], out=spread[:, 1:])
         np.maximum(spread[:, :-1], rows[:, 1:], out=spread[:, :-1])
         spread *= small
-        spread = spread.ravel()[np.maximum(spread - 1, 0)] * small   # jump: take the label's own label
+        spread = spread.ravel()[np.maximum(spread - 1, 0)] * small  # jump: take the label's own label
         if np.array_equal(spread, labels):
             break
         labels = spread
@@ -300,12 +323,12 @@ def to_mnist(grey: np.ndarray, *, name: str = "the image") -> Prepared:
     rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
     top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
     crop = ink[top:bottom, left:right]
-    scale = BOX / max(crop.shape)                      # output pixels per input pixel
+    scale = BOX / max(crop.shape)  # output pixels per input pixel
     mass = crop.sum()
     # Centre of mass in continuous coordinates (pixel i spans [i, i + 1)).
     cy = float((crop.sum(axis=1) * (np.arange(crop.shape[0]) + 0.5)).sum() / mass)
     cx = float((crop.sum(axis=0) * (np.arange(crop.shape[1]) + 0.5)).sum() / mass)
-    span = FRAME / scale                               # the frame's side in input pixels
+    span = FRAME / scale  # the frame's side in input pixels
     # Where the box's top-left corner lands in the frame: the centre of mass at the frame's centre,
     # rounded to whole pixels as MNIST did, so the box's edges stay sharp.
     left_out, top_out = round(CENTRE + 0.5 - cx * scale), round(CENTRE + 0.5 - cy * scale)
@@ -322,7 +345,9 @@ def to_mnist(grey: np.ndarray, *, name: str = "the image") -> Prepared:
     out = np.clip(np.asarray(out, dtype=np.float32), 0, None)
     out *= 255.0 / max(float(out.max()), 1e-6)
     pixels = np.round(out).astype(np.uint8)
-    return Prepared(pixels, np.asarray(grey, np.float32), inverted, (int(top), int(left), int(bottom), int(right)))
+    return Prepared(
+        pixels, np.asarray(grey, np.float32), inverted, (int(top), int(left), int(bottom), int(right))
+    )
 
 
 def side_by_side(prepared: Prepared, height: int = 280) -> Image.Image:
@@ -335,7 +360,11 @@ def side_by_side(prepared: Prepared, height: int = 280) -> Image.Image:
     left = grey.resize((max(1, round(grey.width * k)), height), Image.Resampling.BILINEAR)
     top, lft, bottom, right = prepared.bbox
     ImageDraw.Draw(left).rectangle([lft * k, top * k, right * k - 1, bottom * k - 1], outline=(220, 40, 40))
-    seen = Image.fromarray(prepared.pixels, "L").resize((height, height), Image.Resampling.NEAREST).convert("RGB")
+    seen = (
+        Image.fromarray(prepared.pixels, "L")
+        .resize((height, height), Image.Resampling.NEAREST)
+        .convert("RGB")
+    )
     gap = max(4, height // 28)
     canvas = Image.new("RGB", (left.width + gap + height, height), (128, 128, 128))
     canvas.paste(left, (0, 0))
@@ -361,7 +390,7 @@ def thumbnail(prepared: Prepared, side: int = FRAME) -> np.ndarray:
     grey = grey.resize((max(1, round(grey.width * k)), max(1, round(grey.height * k))), Image.Resampling.BOX)
     out = np.full((side, side), -1, int)
     y, x = (side - grey.height) // 2, (side - grey.width) // 2
-    out[y:y + grey.height, x:x + grey.width] = np.asarray(grey)
+    out[y : y + grey.height, x : x + grey.width] = np.asarray(grey)
     return out
 
 
@@ -381,8 +410,11 @@ def from_mnist(pixels) -> Prepared:
     """
     pixels = np.asarray(pixels).reshape(FRAME, FRAME)
     rows, cols = np.flatnonzero(pixels.any(axis=1)), np.flatnonzero(pixels.any(axis=0))
-    bbox = ((int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1) if pixels.any()
-            else (0, 0, FRAME, FRAME))
+    bbox = (
+        (int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1)
+        if pixels.any()
+        else (0, 0, FRAME, FRAME)
+    )
     return Prepared(pixels, pixels.astype(np.float32), False, bbox)
 
 
@@ -426,7 +458,7 @@ def save_preview(prepared: Prepared, folder, name: str) -> Path:
     folder = Path(folder)
     stem = Path(name).stem.replace("[", "-").replace("]", "") or "image"
     path, k = folder / f"{stem}.preview.png", 2
-    while path.exists() and k < 1000:               # two inputs of the same name: number the later ones
+    while path.exists() and k < 1000:  # two inputs of the same name: number the later ones
         path, k = folder / f"{stem}-{k}.preview.png", k + 1
     try:
         with atomic_path(path) as tmp:

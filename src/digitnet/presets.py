@@ -11,29 +11,40 @@ from digitnet.training import TrainConfig
 
 PRESETS: dict[str, dict] = {
     # The strongest we reach in at most a minute on 2 cores.
-    "default": dict(hidden=(512, 256), dropout=0.1, augment_shift=1, optimizer="adam", lr=2e-3,
-                    batch_size=128, epochs=18, schedule="onecycle"),
+    "default": dict(
+        hidden=(512, 256),
+        dropout=0.1,
+        augment_shift=1,
+        optimizer="adam",
+        lr=2e-3,
+        batch_size=128,
+        epochs=18,
+        schedule="onecycle",
+    ),
     # The textbook first network: tiny random init, plain mini-batch SGD.
     "sgd-128": dict(hidden=(128,), init="normal:0.01", optimizer="sgd", lr=0.01, batch_size=32, epochs=10),
     # A constant rate ends wherever the last batches leave it (97.6% measured); decaying it along a
     # cosine settles the weights (98.1%).
-    "adam-128-64": dict(hidden=(128, 64), optimizer="adam", lr=1e-3, batch_size=64, epochs=25, schedule="cosine"),
+    "adam-128-64": dict(
+        hidden=(128, 64), optimizer="adam", lr=1e-3, batch_size=64, epochs=25, schedule="cosine"
+    ),
     "wide-512": dict(hidden=(512,), optimizer="adam", lr=1e-3, batch_size=128, epochs=10),
     # Full-batch gradient descent with L2 on a train/dev/test split, as in the classic courses.
     # 50,000 train / 10,000 dev / 10,000 test; lambda = 1 over m = 50,000 examples.
-    "gd-l2": dict(hidden=(128,), init="he", optimizer="gd", lr=0.5, batch_size=0, epochs=100, l2=1.0,
-                  val_fraction=1 / 6),
+    "gd-l2": dict(
+        hidden=(128,), init="he", optimizer="gd", lr=0.5, batch_size=0, epochs=100, l2=1.0, val_fraction=1 / 6
+    ),
     "rmsprop": dict(hidden=(256,), optimizer="rmsprop", lr=1e-3, batch_size=128, epochs=10),
 }
 
 DESCRIPTIONS = {
     "default": "784-512-256-10, dropout 0.1, digits shifted by up to 1 pixel, Adam with a one-cycle "
-               "schedule (peak lr 2e-3), batch 128, 18 epochs",
+    "schedule (peak lr 2e-3), batch 128, 18 epochs",
     "sgd-128": "784-128-10, init N(0, 0.01), mini-batch SGD lr 0.01, batch 32, 10 epochs",
     "adam-128-64": "784-128-64-10, Adam lr 1e-3 with cosine decay, batch 64, 25 epochs",
     "wide-512": "784-512-10, Adam lr 1e-3, batch 128, 10 epochs",
     "gd-l2": "784-128-10, He init, full-batch gradient descent lr 0.5 with L2 (lambda 1), 100 steps, "
-             "50k/10k/10k train/dev/test split",
+    "50k/10k/10k train/dev/test split",
     "rmsprop": "784-256-10, RMSProp lr 1e-3, batch 128, 10 epochs",
 }
 

@@ -40,6 +40,7 @@ import shutil
 import socket
 import time
 import zipfile
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -53,8 +54,13 @@ from digitnet.training import Callback, History, TrainConfig, TrainingDiverged, 
 
 ROOT = Path("runs")
 RUN, CONFIG, CHECKPOINT, MODEL = "run.json", "config.json", "checkpoint.npz", "model.npz"
-HISTORY, HISTORY_CSV, METRICS, INITIAL_WEIGHTS = "history.json", "history.csv", "metrics.json", "initial_weights.npz"
-RESULTS, RESULTS_CSV = "results.json", "results.csv"          # a search's folder
+HISTORY, HISTORY_CSV, METRICS, INITIAL_WEIGHTS = (
+    "history.json",
+    "history.csv",
+    "metrics.json",
+    "initial_weights.npz",
+)
+RESULTS, RESULTS_CSV = "results.json", "results.csv"  # a search's folder
 
 FORMAT, FORMAT_VERSION = "digitnet-run", 1
 CHECKPOINT_FORMAT, CHECKPOINT_VERSION = "digitnet-checkpoint", 1
@@ -87,8 +93,10 @@ def model_file(path) -> Path:
     if (path / MODEL).exists():
         return path / MODEL
     if (path / RUN).exists():
-        raise ModelFileError(f"{path} is a run with no model yet ({Run.open(path).state}): wait for it to "
-                             f"finish, or continue it with 'digitnet train --resume {path}'")
+        raise ModelFileError(
+            f"{path} is a run with no model yet ({Run.open(path).state}): wait for it to "
+            f"finish, or continue it with 'digitnet train --resume {path}'"
+        )
     raise ModelFileError(f"{path} is a folder with no {MODEL} in it")
 
 
@@ -113,7 +121,7 @@ class Run:
 
     # -- making and opening -------------------------------------------------
     @classmethod
-    def create(cls, folder, config: TrainConfig, dataset: Dataset, data=None, cache_dir=None) -> "Run":
+    def create(cls, folder, config: TrainConfig, dataset: Dataset, data=None, cache_dir=None) -> Run:
         """Make the folder (absent or empty) with ``run.json`` and ``config.json``, atomically, and lock it.
 
         ``data`` and ``cache_dir`` are where the dataset came from, recorded so
@@ -121,15 +129,31 @@ class Run:
         """
         folder = check_new(folder)
         info = {
-            "format": FORMAT, "format_version": FORMAT_VERSION, "kind": "train", "state": RUNNING,
-            "reason": None, "preset": config.preset, "created": _now(), "updated": _now(),
-            "host": socket.gethostname(), "pid": os.getpid(),
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "kind": "train",
+            "state": RUNNING,
+            "reason": None,
+            "preset": config.preset,
+            "created": _now(),
+            "updated": _now(),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
             "architecture": [int(dataset.x_train.shape[1]), *config.hidden, len(dataset.class_names)],
-            "epochs_planned": config.epochs, "epochs_done": 0, "iteration": 0, "val_accuracy": None,
-            "seconds": 0.0, "resumed": 0,
-            "data": {"dataset": dataset.name, "data": _absolute(data), "cache_dir": _absolute(cache_dir),
-                     "source": dataset.source, "n_train": int(len(dataset.x_train)),
-                     "fingerprint": fingerprint(dataset)},
+            "epochs_planned": config.epochs,
+            "epochs_done": 0,
+            "iteration": 0,
+            "val_accuracy": None,
+            "seconds": 0.0,
+            "resumed": 0,
+            "data": {
+                "dataset": dataset.name,
+                "data": _absolute(data),
+                "cache_dir": _absolute(cache_dir),
+                "source": dataset.source,
+                "n_train": int(len(dataset.x_train)),
+                "fingerprint": fingerprint(dataset),
+            },
         }
         tmp = folder.parent / f".{folder.name}.{os.getpid()}-{secrets.token_hex(3)}.part"
         run = cls(tmp, info)
@@ -139,7 +163,7 @@ class Run:
             run._write_json(CONFIG, config.to_dict())
             run._write_json(RUN, info)
             run._take_lock()
-            if folder.exists():            # an empty folder the user named with --out
+            if folder.exists():  # an empty folder the user named with --out
                 folder.rmdir()
             os.replace(tmp, folder)
         except OSError as exc:
@@ -150,26 +174,35 @@ class Run:
         return run
 
     @classmethod
-    def open(cls, path) -> "Run":
+    def open(cls, path) -> Run:
         """Read a run folder's ``run.json``; raise :class:`DigitnetError` when it is not a run folder."""
         path = Path(path)
         if not path.is_dir():
-            raise DigitnetError(f"{path} is not a run folder" + ("" if path.exists() else " (it does not exist)"))
+            raise DigitnetError(
+                f"{path} is not a run folder" + ("" if path.exists() else " (it does not exist)")
+            )
         try:
             info = json.loads((path / RUN).read_text())
         except FileNotFoundError:
             if (path / RESULTS).exists():
-                raise DigitnetError(f"{path} is a search's folder, not a training run: continue it with "
-                                    f"'digitnet tune --resume {path}'") from None
-            raise DigitnetError(f"{path} is not a run folder: it has no {RUN} (runs made by 'digitnet train' "
-                                "have one)") from None
+                raise DigitnetError(
+                    f"{path} is a search's folder, not a training run: continue it with "
+                    f"'digitnet tune --resume {path}'"
+                ) from None
+            raise DigitnetError(
+                f"{path} is not a run folder: it has no {RUN} (runs made by 'digitnet train' have one)"
+            ) from None
         except (OSError, ValueError) as exc:
-            raise DigitnetError(f"{path / RUN} cannot be read ({exc}): it is not a usable run folder") from None
+            raise DigitnetError(
+                f"{path / RUN} cannot be read ({exc}): it is not a usable run folder"
+            ) from None
         if not isinstance(info, dict) or info.get("format") != FORMAT:
             raise DigitnetError(f"{path / RUN} is not a digitnet run description")
         if info.get("format_version") != FORMAT_VERSION:
-            raise DigitnetError(f"{path} has run format version {info.get('format_version')}; this digitnet "
-                                f"reads version {FORMAT_VERSION}: upgrade digitnet")
+            raise DigitnetError(
+                f"{path} has run format version {info.get('format_version')}; this digitnet "
+                f"reads version {FORMAT_VERSION}: upgrade digitnet"
+            )
         return cls(path, info)
 
     # -- what it is ----------------------------------------------------------
@@ -180,7 +213,9 @@ class Run:
             try:
                 self._config = TrainConfig.from_dict(json.loads((self.path / CONFIG).read_text())).validate()
             except (OSError, ValueError, TypeError, DigitnetError) as exc:
-                raise DigitnetError(f"{self.path / CONFIG} cannot be read as training settings ({exc})") from None
+                raise DigitnetError(
+                    f"{self.path / CONFIG} cannot be read as training settings ({exc})"
+                ) from None
         return dataclasses.replace(self._config)
 
     @property
@@ -204,7 +239,7 @@ class Run:
         except OSError:
             return True
         finally:
-            os.close(fd)        # closing releases a lock taken just now
+            os.close(fd)  # closing releases a lock taken just now
         return False
 
     @property
@@ -219,11 +254,15 @@ class Run:
         """Raise :class:`DigitnetError` saying why this run cannot be continued, if it cannot."""
         state = self.state
         if state == FINISHED:
-            raise DigitnetError(f"{self.path} finished its {self.info.get('epochs_done')} epochs: there is nothing "
-                                "to resume; start a new run (digitnet train --preset ...)")
+            raise DigitnetError(
+                f"{self.path} finished its {self.info.get('epochs_done')} epochs: there is nothing "
+                "to resume; start a new run (digitnet train --preset ...)"
+            )
         if state == RUNNING:
-            raise DigitnetError(f"{self.path} is training now (process {self.info.get('pid')} on "
-                                f"{self.info.get('host')}): stop that one first")
+            raise DigitnetError(
+                f"{self.path} is training now (process {self.info.get('pid')} on "
+                f"{self.info.get('host')}): stop that one first"
+            )
         if state not in (INTERRUPTED, KILLED, FAILED):
             raise DigitnetError(f"{self.path / RUN} has an unknown state {state!r}")
 
@@ -247,7 +286,9 @@ class Run:
         """
         self.check_resumable()
         self._check_data(dataset)
-        return self._train(dataset, callbacks, resume=self.read_checkpoint(n_train=len(dataset.x_train)) or {})
+        return self._train(
+            dataset, callbacks, resume=self.read_checkpoint(n_train=len(dataset.x_train)) or {}
+        )
 
     def _train(self, dataset: Dataset, callbacks, resume: dict | None) -> TrainResult:
         if self._lock is None:
@@ -255,8 +296,13 @@ class Run:
         diagnostics = Diagnostics()
         begin = _Begin(self, resumed=resume is not None)
         try:
-            result = train(self.config, dataset, callbacks=[diagnostics, *callbacks, begin],
-                           checkpoint=self.save_checkpoint, resume=resume or None)
+            result = train(
+                self.config,
+                dataset,
+                callbacks=[diagnostics, *callbacks, begin],
+                checkpoint=self.save_checkpoint,
+                resume=resume or None,
+            )
         except TrainingDiverged as exc:
             if resume is None and not self.has_checkpoint:
                 self._release_lock()
@@ -265,16 +311,21 @@ class Run:
                 self._end(FAILED, f"diverged: {exc}")
             raise
         except BaseException as exc:
-            if not begin.started:              # the setup or the checkpoint failed: nothing was trained
+            if not begin.started:  # the setup or the checkpoint failed: nothing was trained
                 self._release_lock()
-                if resume is None:             # a new run: take its folder away again
+                if resume is None:  # a new run: take its folder away again
                     shutil.rmtree(self.path, ignore_errors=True)
                 if resume and isinstance(exc, (KeyError, TypeError, ValueError, IndexError)):
-                    raise ModelFileError(f"{self.path / CHECKPOINT} does not fit this run "
-                                         f"({first_line(exc)}): it cannot be resumed") from None
+                    raise ModelFileError(
+                        f"{self.path / CHECKPOINT} does not fit this run "
+                        f"({first_line(exc)}): it cannot be resumed"
+                    ) from None
                 raise
             interrupted = isinstance(exc, KeyboardInterrupt)
-            self._end(INTERRUPTED if interrupted else FAILED, None if interrupted else f"{type(exc).__name__}: {exc}")
+            self._end(
+                INTERRUPTED if interrupted else FAILED,
+                None if interrupted else f"{type(exc).__name__}: {exc}",
+            )
             raise
         self.finish(result, diagnostics.initial_weights)
         return result
@@ -283,21 +334,31 @@ class Run:
         """Write ``state`` (a :meth:`digitnet.training.Loop.state_dict`) as ``checkpoint.npz``, atomically."""
         meta, arrays = _pack(state)
         history = state["history"]
-        header = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "written": _now(),
-                  "config": self.config.to_dict(), "state": meta}
+        header = {
+            "format": CHECKPOINT_FORMAT,
+            "format_version": CHECKPOINT_VERSION,
+            "written": _now(),
+            "config": self.config.to_dict(),
+            "state": meta,
+        }
         blob = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
         try:
             with atomic_path(self.path / CHECKPOINT) as tmp:
                 with open(tmp, "wb") as fh:
                     np.savez(fh, meta=blob, **arrays)
                     fh.flush()
-                    os.fsync(fh.fileno())     # the rename below must not land before the bytes do
+                    os.fsync(fh.fileno())  # the rename below must not land before the bytes do
         except OSError as exc:
-            raise DigitnetError(f"cannot write the checkpoint in {self.path}: {exc.strerror or exc}") from None
+            raise DigitnetError(
+                f"cannot write the checkpoint in {self.path}: {exc.strerror or exc}"
+            ) from None
         epochs = history["epochs"]
-        self._update(epochs_done=len(epochs), iteration=int(state["iteration"]),
-                     val_accuracy=epochs[-1].get("val_accuracy") if epochs else None,
-                     seconds=float(sum(e["seconds"] for e in epochs)))
+        self._update(
+            epochs_done=len(epochs),
+            iteration=int(state["iteration"]),
+            val_accuracy=epochs[-1].get("val_accuracy") if epochs else None,
+            seconds=float(sum(e["seconds"] for e in epochs)),
+        )
 
     def read_checkpoint(self, n_train: int | None = None) -> dict | None:
         """The checkpoint's state, checked, or None when there is none.
@@ -317,29 +378,37 @@ class Run:
             with zipfile.ZipFile(path) as z:
                 total = sum(i.file_size for i in z.infolist())
             if total > budget:
-                raise ModelFileError(f"{path} holds {total:,} bytes, more than a checkpoint of this network "
-                                     f"can ({budget:,}): it is not this run's checkpoint")
+                raise ModelFileError(
+                    f"{path} holds {total:,} bytes, more than a checkpoint of this network "
+                    f"can ({budget:,}): it is not this run's checkpoint"
+                )
             with np.load(path, allow_pickle=False) as z:
                 arrays = {key: z[key] for key in z.files}
             header = json.loads(arrays.pop("meta").tobytes().decode("utf-8"))
         except DigitnetError:
             raise
         except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError, UnicodeDecodeError) as exc:
-            raise ModelFileError(f"{path} is damaged ({first_line(exc)}): it cannot be resumed; remove it to "
-                                 "start the run again from its first epoch") from None
+            raise ModelFileError(
+                f"{path} is damaged ({first_line(exc)}): it cannot be resumed; remove it to "
+                "start the run again from its first epoch"
+            ) from None
         if not isinstance(header, dict) or header.get("format") != CHECKPOINT_FORMAT:
             raise ModelFileError(f"{path} is not a digitnet checkpoint")
         if header.get("format_version") != CHECKPOINT_VERSION:
-            raise ModelFileError(f"{path} has checkpoint format version {header.get('format_version')}; this "
-                                 f"digitnet reads version {CHECKPOINT_VERSION}")
-        try:        # settings added to digitnet since take their defaults, as config.json's do
+            raise ModelFileError(
+                f"{path} has checkpoint format version {header.get('format_version')}; this "
+                f"digitnet reads version {CHECKPOINT_VERSION}"
+            )
+        try:  # settings added to digitnet since take their defaults, as config.json's do
             saved = TrainConfig.from_dict(header.get("config") or {}).to_dict()
         except (DigitnetError, TypeError, ValueError):
             saved = header.get("config") or {}
         if saved != config.to_dict():
             differ = _differences(saved, config.to_dict())
-            raise ConfigError(f"{path} was written with other settings than {self.path / CONFIG} "
-                              f"({differ}): it belongs to another run")
+            raise ConfigError(
+                f"{path} was written with other settings than {self.path / CONFIG} "
+                f"({differ}): it belongs to another run"
+            )
         try:
             return _unpack(header["state"], arrays)
         except (KeyError, TypeError, ValueError) as exc:
@@ -349,9 +418,16 @@ class Run:
         """Write the model, history and metrics; the run is then finished, or interrupted (resumable)."""
         d = result.dataset
         try:
-            modelfile.save(self.path / MODEL, result.model, result.normalizer, d.class_names, dataset=d.name,
-                           config=result.config.to_dict(), metrics=result.metrics,
-                           extra={"data_source": d.source, "official_data": d.official})
+            modelfile.save(
+                self.path / MODEL,
+                result.model,
+                result.normalizer,
+                d.class_names,
+                dataset=d.name,
+                config=result.config.to_dict(),
+                metrics=result.metrics,
+                extra={"data_source": d.source, "official_data": d.official},
+            )
             self._write_json(HISTORY, result.history.to_dict(), indent=None)
             with atomic_path(self.path / HISTORY_CSV) as tmp:
                 tmp.write_text(result.history.epochs_csv())
@@ -363,10 +439,16 @@ class Run:
             raise DigitnetError(f"cannot write the run folder {self.path}: {exc.strerror or exc}") from None
         interrupted = result.history.interrupted
         m = result.metrics
-        done = {} if interrupted else {"epochs_done": m["epochs"]}    # interrupted: the checkpoint's count
-        self._end(INTERRUPTED if interrupted else FINISHED, None, val_accuracy=m["val_accuracy"],
-                  test_accuracy=m["test_accuracy"], seconds=m["train_seconds"], final_epoch=m["final_epoch"],
-                  **done)
+        done = {} if interrupted else {"epochs_done": m["epochs"]}  # interrupted: the checkpoint's count
+        self._end(
+            INTERRUPTED if interrupted else FINISHED,
+            None,
+            val_accuracy=m["val_accuracy"],
+            test_accuracy=m["test_accuracy"],
+            seconds=m["train_seconds"],
+            final_epoch=m["final_epoch"],
+            **done,
+        )
         if not interrupted:
             (self.path / CHECKPOINT).unlink(missing_ok=True)
 
@@ -381,8 +463,10 @@ class Run:
     def _check_data(self, dataset: Dataset) -> None:
         recorded = (self.info.get("data") or {}).get("fingerprint")
         if recorded and recorded != fingerprint(dataset):
-            raise DataError(f"{dataset.name} from {dataset.source} is not the data {self.path} was trained on "
-                            f"({(self.info.get('data') or {}).get('source')}): resume it with the same --data")
+            raise DataError(
+                f"{dataset.name} from {dataset.source} is not the data {self.path} was trained on "
+                f"({(self.info.get('data') or {}).get('source')}): resume it with the same --data"
+            )
 
     def _end(self, state: str, reason, **fields) -> None:
         try:
@@ -402,7 +486,7 @@ class Run:
             raise DigitnetError(f"cannot write {self.path / name}: {exc.strerror or exc}") from None
 
     def _take_lock(self) -> None:
-        fd = os.open(self.path, os.O_RDONLY)      # the folder itself: no file to leave behind
+        fd = os.open(self.path, os.O_RDONLY)  # the folder itself: no file to leave behind
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -424,7 +508,7 @@ class _Begin(Callback):
 
     def on_train_begin(self, state):
         self.started = True
-        for leftover in self.run.path.glob(".*.part"):     # a write that a kill cut short
+        for leftover in self.run.path.glob(".*.part"):  # a write that a kill cut short
             leftover.unlink(missing_ok=True)
         fields = {"state": RUNNING, "reason": None, "pid": os.getpid(), "host": socket.gethostname()}
         if self.resumed:
@@ -432,11 +516,13 @@ class _Begin(Callback):
         self.run._update(**fields)
 
 
-def start(config: TrainConfig, dataset: Dataset, out=None, root=ROOT, callbacks=(), data=None,
-          cache_dir=None) -> tuple[Run, TrainResult]:
+def start(
+    config: TrainConfig, dataset: Dataset, out=None, root=ROOT, callbacks=(), data=None, cache_dir=None
+) -> tuple[Run, TrainResult]:
     """Train ``config`` on ``dataset`` in a new run folder (``out``, else a fresh one under ``root``)."""
-    run = Run.create(out if out else new_folder(config.preset, root), config, dataset, data=data,
-                     cache_dir=cache_dir)
+    run = Run.create(
+        out if out else new_folder(config.preset, root), config, dataset, data=data, cache_dir=cache_dir
+    )
     return run, run.train(dataset, callbacks)
 
 
@@ -472,7 +558,9 @@ def read_initial_weights(folder) -> dict | None:
         with np.load(path, allow_pickle=False) as z:
             return {key: z[key] for key in z.files}
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise ModelFileError(f"{path} is damaged ({exc}): delete it to plot without initial weights") from None
+        raise ModelFileError(
+            f"{path} is damaged ({exc}): delete it to plot without initial weights"
+        ) from None
 
 
 def summary(folder) -> dict:
@@ -483,22 +571,43 @@ def summary(folder) -> dict:
     reason``. Raises :class:`DigitnetError` for a folder that is neither.
     """
     folder = Path(folder)
-    row = {"name": folder.name, "path": str(folder), "kind": "train", "created": None, "preset": None,
-           "architecture": None, "epochs_done": None, "epochs_planned": None, "val_accuracy": None,
-           "test_accuracy": None, "seconds": None, "state": None, "resumable": False, "reason": None}
+    row = {
+        "name": folder.name,
+        "path": str(folder),
+        "kind": "train",
+        "created": None,
+        "preset": None,
+        "architecture": None,
+        "epochs_done": None,
+        "epochs_planned": None,
+        "val_accuracy": None,
+        "test_accuracy": None,
+        "seconds": None,
+        "state": None,
+        "resumable": False,
+        "reason": None,
+    }
     if (folder / RUN).exists():
         run = Run.open(folder)
         i = run.info
         metrics = _read_json(folder / METRICS) or {}
-        row.update(created=i.get("created"), preset=i.get("preset"), architecture=_sizes(i.get("architecture")),
-                   epochs_done=i.get("epochs_done"), epochs_planned=i.get("epochs_planned"),
-                   val_accuracy=i.get("val_accuracy"), seconds=i.get("seconds"), state=run.state,
-                   resumable=run.resumable, reason=i.get("reason"),
-                   test_accuracy=metrics.get("test_accuracy") if run.state in (FINISHED, INTERRUPTED) else None)
+        row.update(
+            created=i.get("created"),
+            preset=i.get("preset"),
+            architecture=_sizes(i.get("architecture")),
+            epochs_done=i.get("epochs_done"),
+            epochs_planned=i.get("epochs_planned"),
+            val_accuracy=i.get("val_accuracy"),
+            seconds=i.get("seconds"),
+            state=run.state,
+            resumable=run.resumable,
+            reason=i.get("reason"),
+            test_accuracy=metrics.get("test_accuracy") if run.state in (FINISHED, INTERRUPTED) else None,
+        )
         return row
     if (folder / RESULTS).exists():
         return _search_summary(folder, row)
-    if (folder / MODEL).exists() and (folder / CONFIG).exists():      # a run from before run.json
+    if (folder / MODEL).exists() and (folder / CONFIG).exists():  # a run from before run.json
         config = _read_json(folder / CONFIG) or {}
         metrics = _read_json(folder / METRICS) or {}
         meta_sizes = None
@@ -506,10 +615,17 @@ def summary(folder) -> dict:
             meta_sizes = modelfile.load(folder / MODEL).architecture["sizes"]
         except DigitnetError:
             pass
-        row.update(created=_stamp(folder / MODEL), preset=config.get("preset"), architecture=_sizes(meta_sizes),
-                   epochs_done=metrics.get("epochs"), epochs_planned=config.get("epochs"),
-                   val_accuracy=metrics.get("val_accuracy"), test_accuracy=metrics.get("test_accuracy"),
-                   seconds=metrics.get("train_seconds"), state=FINISHED)
+        row.update(
+            created=_stamp(folder / MODEL),
+            preset=config.get("preset"),
+            architecture=_sizes(meta_sizes),
+            epochs_done=metrics.get("epochs"),
+            epochs_planned=config.get("epochs"),
+            val_accuracy=metrics.get("val_accuracy"),
+            test_accuracy=metrics.get("test_accuracy"),
+            seconds=metrics.get("train_seconds"),
+            state=FINISHED,
+        )
         return row
     raise DigitnetError(f"{folder} is not a run folder (no {RUN}, {RESULTS} or {MODEL} in it)")
 
@@ -522,12 +638,18 @@ def _search_summary(folder: Path, row: dict) -> dict:
     final = data.get("final") or {}
     best = data.get("best") or {}
     trials = data.get("trials") or []
-    row.update(kind="tune", created=_stamp(folder / RESULTS), preset=search.get("preset"),
-               architecture="search: " + " x ".join(search.get("space") or {}),
-               epochs_done=len(trials), val_accuracy=best.get("val_accuracy"),
-               test_accuracy=final.get("test_accuracy"),
-               seconds=float(sum(t.get("seconds") or 0 for t in trials)),
-               state=FINISHED if final else INTERRUPTED, resumable=not final)
+    row.update(
+        kind="tune",
+        created=_stamp(folder / RESULTS),
+        preset=search.get("preset"),
+        architecture="search: " + " x ".join(search.get("space") or {}),
+        epochs_done=len(trials),
+        val_accuracy=best.get("val_accuracy"),
+        test_accuracy=final.get("test_accuracy"),
+        seconds=float(sum(t.get("seconds") or 0 for t in trials)),
+        state=FINISHED if final else INTERRUPTED,
+        resumable=not final,
+    )
     return row
 
 
@@ -538,8 +660,10 @@ def list_runs(root=ROOT) -> tuple[list[dict], list[str]]:
     """
     root = Path(root)
     if not root.is_dir():
-        raise DigitnetError(f"{root} is not a folder" + ("" if root.exists() else " (no runs yet: "
-                                                             "'digitnet train' makes them there)"))
+        raise DigitnetError(
+            f"{root} is not a folder"
+            + ("" if root.exists() else " (no runs yet: 'digitnet train' makes them there)")
+        )
     rows, skipped = [], []
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         try:
@@ -562,8 +686,11 @@ def compare(folders) -> dict:
     rows = [summary(f) for f in folders]
     configs = [c if isinstance(c := _read_json(f / CONFIG), dict) else {} for f in folders]
     keys = [k for k in TrainConfig().to_dict() if len({json.dumps(c.get(k)) for c in configs}) > 1]
-    return {"runs": rows, "settings": {k: [c.get(k) for c in configs] for k in keys},
-            "histories": [_history_so_far(f) for f in folders]}
+    return {
+        "runs": rows,
+        "settings": {k: [c.get(k) for c in configs] for k in keys},
+        "histories": [_history_so_far(f) for f in folders],
+    }
 
 
 def _history_so_far(folder: Path) -> History | None:
@@ -615,7 +742,7 @@ def _unpack(tree, arrays: dict):
 def _checkpoint_budget(config: TrainConfig, sizes: list, n_train: int) -> int:
     """The most bytes a checkpoint of this run can hold: the weights a few times over (network, optimiser,
     best and initial weights, in float64 at most), the loader's order and three float64s an iteration."""
-    weights = sum((a + 1) * b for a, b in zip(sizes, sizes[1:])) if len(sizes) > 1 else 0
+    weights = sum((a + 1) * b for a, b in pairwise(sizes)) if len(sizes) > 1 else 0
     iterations = config.epochs * -(-n_train // (config.batch_size or n_train or 1))
     return 16 * 2**20 + 8 * 8 * weights + 8 * n_train + 3 * 8 * iterations
 
@@ -650,4 +777,3 @@ def _read_json(path: Path):
 def _differences(a: dict, b: dict) -> str:
     keys = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
     return ", ".join(f"{k} {a.get(k)!r} there, {b.get(k)!r} here" for k in keys[:4]) or "unknown"
-

@@ -105,10 +105,26 @@ class DigitnetClassifier(ClassifierMixin, BaseEstimator):
     history_ : digitnet.training.History of the last ``fit`` or ``partial_fit``.
     """
 
-    def __init__(self, hidden_layer_sizes=(128, 64), activation="relu", solver="adam", alpha=0.0,
-                 batch_size=64, learning_rate_init=1e-3, max_iter=25, random_state=None,
-                 early_stopping=False, validation_fraction=0.1, n_iter_no_change=10, dropout=0.0,
-                 schedule="constant", momentum=0.0, label_smoothing=0.0, dtype="float32", verbose=False):
+    def __init__(
+        self,
+        hidden_layer_sizes=(128, 64),
+        activation="relu",
+        solver="adam",
+        alpha=0.0,
+        batch_size=64,
+        learning_rate_init=1e-3,
+        max_iter=25,
+        random_state=None,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        dropout=0.0,
+        schedule="constant",
+        momentum=0.0,
+        label_smoothing=0.0,
+        dtype="float32",
+        verbose=False,
+    ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -148,8 +164,10 @@ class DigitnetClassifier(ClassifierMixin, BaseEstimator):
         if first:
             self.classes_ = np.unique(np.asarray(classes))
         elif classes is not None and not np.array_equal(self.classes_, np.unique(np.asarray(classes))):
-            raise ValueError(f"`classes={np.unique(np.asarray(classes))!r}` is not the same as on the first "
-                             f"call to partial_fit, which was {self.classes_!r}")
+            raise ValueError(
+                f"`classes={np.unique(np.asarray(classes))!r}` is not the same as on the first "
+                f"call to partial_fit, which was {self.classes_!r}"
+            )
         unseen = np.setdiff1d(np.unique(y), self.classes_)
         if len(unseen):
             raise ValueError(f"y has labels {unseen!r} that are not in classes {self.classes_!r}")
@@ -203,15 +221,26 @@ class DigitnetClassifier(ClassifierMixin, BaseEstimator):
         if not isinstance(self.alpha, numbers.Real) or not self.alpha >= 0:
             raise ValueError(f"alpha must be a number of at least 0, got {self.alpha!r}")
         if self.early_stopping and not 0 < self.validation_fraction < 1:
-            raise ValueError(f"validation_fraction must be above 0 and below 1, got {self.validation_fraction!r}")
+            raise ValueError(
+                f"validation_fraction must be above 0 and below 1, got {self.validation_fraction!r}"
+            )
         try:
             config = TrainConfig(
-                hidden=tuple(sizes), activation=self.activation, dropout=self.dropout, optimizer=self.solver,
-                lr=self.learning_rate_init, momentum=self.momentum, batch_size=bs, epochs=int(self.max_iter),
-                schedule=self.schedule, label_smoothing=self.label_smoothing,
+                hidden=tuple(sizes),
+                activation=self.activation,
+                dropout=self.dropout,
+                optimizer=self.solver,
+                lr=self.learning_rate_init,
+                momentum=self.momentum,
+                batch_size=bs,
+                epochs=int(self.max_iter),
+                schedule=self.schedule,
+                label_smoothing=self.label_smoothing,
                 val_fraction=self.validation_fraction if self.early_stopping else 0.0,
                 early_stopping=int(self.n_iter_no_change) if self.early_stopping else 0,
-                dtype=self.dtype, seed=0)
+                dtype=self.dtype,
+                seed=0,
+            )
             return config.validate()
         except (ConfigError, TypeError) as e:
             raise ValueError(f"invalid parameter of {type(self).__name__}: {e}") from e
@@ -229,18 +258,34 @@ class DigitnetClassifier(ClassifierMixin, BaseEstimator):
         if config.early_stopping:
             x_tr, y_tr, x_val, y_val = train_val_split(X, y, config.val_fraction, seed=self._split_seed_)
             val = (x_val, y_val)
-        loader = DataLoader(x_tr, y_tr, batch_size=min(self._batch_, len(x_tr)),
-                            shuffle=self._batch_ < len(x_tr), rng=self._shuffle_rng_)
+        loader = DataLoader(
+            x_tr,
+            y_tr,
+            batch_size=min(self._batch_, len(x_tr)),
+            shuffle=self._batch_ < len(x_tr),
+            rng=self._shuffle_rng_,
+        )
         if self._schedule_ is None:
-            self._schedule_ = nn.make_schedule(config.schedule, config.lr, config.epochs, len(loader),
-                                               warmup_epochs=config.warmup_epochs)
+            self._schedule_ = nn.make_schedule(
+                config.schedule, config.lr, config.epochs, len(loader), warmup_epochs=config.warmup_epochs
+            )
         done, schedule = self._iterations_, self._schedule_
-        loop = Loop(self._step_, loader, epochs, schedule=lambda it: schedule(done + it), val=val,
-                    early_stopping=config.early_stopping, callbacks=[_Report()] if self.verbose else [])
+        loop = Loop(
+            self._step_,
+            loader,
+            epochs,
+            schedule=lambda it: schedule(done + it),
+            val=val,
+            early_stopping=config.early_stopping,
+            callbacks=[_Report()] if self.verbose else [],
+        )
         history = loop.run()
         if history.interrupted:
-            warnings.warn("Training interrupted by the user (Ctrl-C): the network keeps the weights it has.",
-                          UserWarning, stacklevel=3)
+            warnings.warn(
+                "Training interrupted by the user (Ctrl-C): the network keeps the weights it has.",
+                UserWarning,
+                stacklevel=3,
+            )
         self._iterations_ += loop.state.iteration
         self.history_ = history
         self.loss_curve_ += [e["train_loss"] for e in history.epochs]
@@ -254,13 +299,13 @@ class DigitnetClassifier(ClassifierMixin, BaseEstimator):
         """A new network, optimiser and generators, seeded as :func:`digitnet.training.prepare` seeds a run."""
         n_val = int(round(self.validation_fraction * len(X))) if self.early_stopping else 0
         config = self._config(len(X) - n_val if self.early_stopping else len(X))
-        seeds = np.random.SeedSequence(self._seed()).spawn(3)      # weights, split, shuffles
+        seeds = np.random.SeedSequence(self._seed()).spawn(3)  # weights, split, shuffles
         self._config_, self._batch_ = config, config.batch_size
         self._split_seed_ = int(seeds[1].generate_state(1)[0])
         self._shuffle_rng_ = np.random.default_rng(seeds[2])
         self.model_ = build_model(config, X.shape[1], len(self.classes_), np.random.default_rng(seeds[0]))
         optimizer = build_optimizer(config, self.model_.parameters(), 1)
-        optimizer.l2 = float(self.alpha) / config.batch_size     # MLPClassifier's alpha, per batch
+        optimizer.l2 = float(self.alpha) / config.batch_size  # MLPClassifier's alpha, per batch
         self._step_ = NumpyStep(self.model_, optimizer, nn.SoftmaxCrossEntropy(config.label_smoothing))
         self._schedule_, self._iterations_ = None, 0
         self.loss_curve_, self.n_iter_ = [], 0

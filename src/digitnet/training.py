@@ -32,12 +32,12 @@ from functools import partial
 import numpy as np
 
 from digitnet import nn
-from digitnet.nn import rules
-from digitnet.nn.init import INITIALISERS, parse_initialiser
 from digitnet.data.augment import Compose, ElasticDistortion, RandomAffine, RandomShift
 from digitnet.data.datasets import Dataset, train_val_split
 from digitnet.data.loader import DataLoader, Normalizer
 from digitnet.errors import ConfigError, DigitnetError
+from digitnet.nn import rules
+from digitnet.nn.init import INITIALISERS, parse_initialiser
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
@@ -46,8 +46,16 @@ class TrainingDiverged(DigitnetError):
     """The loss became NaN or infinite."""
 
 
-def setting(default, help: str, rule=None, *, group: str = "optimisation", metavar: str | None = None,
-            choices=None, flag: bool = True):
+def setting(
+    default,
+    help: str,
+    rule=None,
+    *,
+    group: str = "optimisation",
+    metavar: str | None = None,
+    choices=None,
+    flag: bool = True,
+):
     """A :class:`TrainConfig` field: its default, what it means, and the one rule its value follows.
 
     ``rule(value)`` raises :class:`ConfigError` (most rules are
@@ -56,8 +64,17 @@ def setting(default, help: str, rule=None, *, group: str = "optimisation", metav
     ``metavar`` and ``group`` become the command-line flag
     (:func:`digitnet.cli.common.add_setting_flags`) unless ``flag`` is False.
     """
-    return field(default=default, metadata={"help": help, "rule": rule, "group": group, "metavar": metavar,
-                                            "choices": choices, "flag": flag})
+    return field(
+        default=default,
+        metadata={
+            "help": help,
+            "rule": rule,
+            "group": group,
+            "metavar": metavar,
+            "choices": choices,
+            "flag": flag,
+        },
+    )
 
 
 def _hidden(sizes) -> None:
@@ -69,6 +86,7 @@ def _at_least_one(what: str):
     def rule(value):
         if not value >= 1:
             raise ConfigError(f"{what} must be at least 1, got {value}")
+
     return rule
 
 
@@ -82,6 +100,7 @@ def _between(what: str, low: float, high: float, unit: str = "", *, open_high: b
         if not (low <= value < high if open_high else low <= value <= high):
             top = f"below {high:g}" if open_high else f"{high:g}"
             raise ConfigError(f"{what} must be {low:g} to {top}{unit}, got {value}")
+
     return rule
 
 
@@ -103,54 +122,112 @@ class TrainConfig:
     """
 
     preset: str = setting("custom", "the preset the settings started from", flag=False)
-    dataset: str = setting("mnist", "the dataset", flag=False)          # --dataset comes with --data
-    hidden: tuple = setting((128, 64), "hidden layer sizes, e.g. 256,128", _hidden, group="network",
-                            metavar="N,N,...")
-    activation: str = setting("relu", "the activation after each hidden layer", group="network",
-                              choices=nn.ACTIVATIONS)
-    init: str = setting("he", f"initialiser: {', '.join(INITIALISERS)} (normal:STD sets σ)",
-                        parse_initialiser, group="network", metavar="NAME")
-    dropout: float = setting(0.0, "dropout after each hidden layer, 0 <= P < 1", partial(rules.fraction, what="dropout"),
-                             group="network", metavar="P")
+    dataset: str = setting("mnist", "the dataset", flag=False)  # --dataset comes with --data
+    hidden: tuple = setting(
+        (128, 64), "hidden layer sizes, e.g. 256,128", _hidden, group="network", metavar="N,N,..."
+    )
+    activation: str = setting(
+        "relu", "the activation after each hidden layer", group="network", choices=nn.ACTIVATIONS
+    )
+    init: str = setting(
+        "he",
+        f"initialiser: {', '.join(INITIALISERS)} (normal:STD sets σ)",
+        parse_initialiser,
+        group="network",
+        metavar="NAME",
+    )
+    dropout: float = setting(
+        0.0,
+        "dropout after each hidden layer, 0 <= P < 1",
+        partial(rules.fraction, what="dropout"),
+        group="network",
+        metavar="P",
+    )
     optimizer: str = setting("adam", "gd is full-batch gradient descent", choices=nn.OPTIMIZERS)
-    lr: float = setting(1e-3, "learning rate (the peak rate with onecycle)",
-                        partial(rules.positive, what="the learning rate"))
-    momentum: float = setting(0.0, "momentum of sgd and rmsprop, 0 <= M < 1", partial(rules.fraction, what="momentum"),
-                             metavar="M")
+    lr: float = setting(
+        1e-3, "learning rate (the peak rate with onecycle)", partial(rules.positive, what="the learning rate")
+    )
+    momentum: float = setting(
+        0.0, "momentum of sgd and rmsprop, 0 <= M < 1", partial(rules.fraction, what="momentum"), metavar="M"
+    )
     nesterov: bool = setting(False, "Nesterov momentum (sgd)")
     batch_size: int = setting(64, "0 means the whole training set (with --optimizer gd)", metavar="N")
     epochs: int = setting(25, "passes over the training set", _at_least_one("epochs"), metavar="N")
-    l2: float = setting(0.0, "L2 penalty λ/(2m)·ΣW², m = training examples", partial(rules.non_negative, what="L2"),
-                        metavar="LAMBDA")
-    weight_decay: float = setting(0.0, "decoupled weight decay (AdamW-style)",
-                                  partial(rules.non_negative, what="weight decay"), metavar="RATE")
+    l2: float = setting(
+        0.0,
+        "L2 penalty λ/(2m)·ΣW², m = training examples",
+        partial(rules.non_negative, what="L2"),
+        metavar="LAMBDA",
+    )
+    weight_decay: float = setting(
+        0.0,
+        "decoupled weight decay (AdamW-style)",
+        partial(rules.non_negative, what="weight decay"),
+        metavar="RATE",
+    )
     schedule: str = setting("constant", "how the learning rate changes over the run", choices=nn.SCHEDULES)
-    warmup_epochs: float = setting(0.0, "epochs of warm-up (cosine) or to the peak (onecycle)",
-                                   partial(rules.non_negative, what="warm-up epochs"), metavar="EPOCHS")
-    label_smoothing: float = setting(0.0, "label smoothing, 0 <= E < 1",
-                                     partial(rules.fraction, what="label smoothing"), metavar="E")
-    val_fraction: float = setting(0.1, "share of the training set held out for validation",
-                                  partial(rules.fraction, what="the validation fraction"), metavar="F")
-    normalize: str = setting("scale", "pixels to [0, 1], or standardised by the training set's mean and deviation",
-                             choices=Normalizer.KINDS)
-    early_stopping: int = setting(0, "stop after this many epochs without a better validation loss (0: off)",
-                                  partial(rules.non_negative, what="early-stopping patience"), metavar="PATIENCE")
-    augment_shift: int = setting(0, "move each training digit by up to this many pixels (0: off)", _shift,
-                                 metavar="PIXELS")
-    augment_rotate: float = setting(0.0, "turn each training digit by up to this many degrees either way (0: off)",
-                                    _between("the augmentation rotation", 0, 180, " degrees"), metavar="DEGREES")
-    augment_scale: float = setting(0.0, "zoom each training digit by a factor in 1 ± S, e.g. 0.1 (0: off)",
-                                   _between("the augmentation scale", 0, 1, open_high=True), metavar="S")
-    augment_shear: float = setting(0.0, "shear each training digit by up to this many degrees either way (0: off)",
-                                   _between("the augmentation shear", 0, 60, " degrees"), metavar="DEGREES")
-    augment_elastic_alpha: float = setting(0.0, "strength α of the elastic distortion in pixels, e.g. 34 (0: off)",
-                                           _between("the elastic alpha", 0, 1000, " pixels"), metavar="ALPHA")
-    augment_elastic_sigma: float = setting(4.0, "smoothness σ of the elastic distortion in pixels",
-                                           _elastic_sigma, metavar="SIGMA")
-    seed: int = setting(0, "one seed for the weights, the split, the shuffles and the dropout masks", metavar="N")
+    warmup_epochs: float = setting(
+        0.0,
+        "epochs of warm-up (cosine) or to the peak (onecycle)",
+        partial(rules.non_negative, what="warm-up epochs"),
+        metavar="EPOCHS",
+    )
+    label_smoothing: float = setting(
+        0.0, "label smoothing, 0 <= E < 1", partial(rules.fraction, what="label smoothing"), metavar="E"
+    )
+    val_fraction: float = setting(
+        0.1,
+        "share of the training set held out for validation",
+        partial(rules.fraction, what="the validation fraction"),
+        metavar="F",
+    )
+    normalize: str = setting(
+        "scale",
+        "pixels to [0, 1], or standardised by the training set's mean and deviation",
+        choices=Normalizer.KINDS,
+    )
+    early_stopping: int = setting(
+        0,
+        "stop after this many epochs without a better validation loss (0: off)",
+        partial(rules.non_negative, what="early-stopping patience"),
+        metavar="PATIENCE",
+    )
+    augment_shift: int = setting(
+        0, "move each training digit by up to this many pixels (0: off)", _shift, metavar="PIXELS"
+    )
+    augment_rotate: float = setting(
+        0.0,
+        "turn each training digit by up to this many degrees either way (0: off)",
+        _between("the augmentation rotation", 0, 180, " degrees"),
+        metavar="DEGREES",
+    )
+    augment_scale: float = setting(
+        0.0,
+        "zoom each training digit by a factor in 1 ± S, e.g. 0.1 (0: off)",
+        _between("the augmentation scale", 0, 1, open_high=True),
+        metavar="S",
+    )
+    augment_shear: float = setting(
+        0.0,
+        "shear each training digit by up to this many degrees either way (0: off)",
+        _between("the augmentation shear", 0, 60, " degrees"),
+        metavar="DEGREES",
+    )
+    augment_elastic_alpha: float = setting(
+        0.0,
+        "strength α of the elastic distortion in pixels, e.g. 34 (0: off)",
+        _between("the elastic alpha", 0, 1000, " pixels"),
+        metavar="ALPHA",
+    )
+    augment_elastic_sigma: float = setting(
+        4.0, "smoothness σ of the elastic distortion in pixels", _elastic_sigma, metavar="SIGMA"
+    )
+    seed: int = setting(
+        0, "one seed for the weights, the split, the shuffles and the dropout masks", metavar="N"
+    )
     dtype: str = setting("float32", "the network's floating-point type", group="network", choices=DTYPES)
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         """Raise :class:`ConfigError` naming the first impossible value."""
         self.hidden = tuple(int(h) for h in self.hidden)
         for f in dataclasses.fields(self):
@@ -161,9 +238,14 @@ class TrainConfig:
                 meta["rule"](value)
         relations = [
             (not self.nesterov or self.momentum > 0, "--nesterov needs --momentum > 0"),
-            (self.batch_size >= 1 or (self.batch_size == 0 and self.optimizer == "gd"),
-             f"the batch size must be at least 1, got {self.batch_size}"),
-            (self.early_stopping == 0 or self.val_fraction > 0, "early stopping needs a validation split (--val-fraction > 0)"),
+            (
+                self.batch_size >= 1 or (self.batch_size == 0 and self.optimizer == "gd"),
+                f"the batch size must be at least 1, got {self.batch_size}",
+            ),
+            (
+                self.early_stopping == 0 or self.val_fraction > 0,
+                "early stopping needs a validation split (--val-fraction > 0)",
+            ),
         ]
         for ok, message in relations:
             if not ok:
@@ -176,7 +258,7 @@ class TrainConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -219,7 +301,7 @@ class History:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "History":
+    def from_dict(cls, d: dict) -> History:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 
@@ -253,28 +335,37 @@ class Callback:
     calls ``load_state_dict`` after the first ``on_epoch_begin`` of a resumed run.
     """
 
-    def on_train_begin(self, state): pass
-    def on_epoch_begin(self, state): pass
-    def on_batch_end(self, state): pass
-    def on_epoch_end(self, state): pass
-    def on_train_end(self, state): pass
+    def on_train_begin(self, state):
+        pass
+
+    def on_epoch_begin(self, state):
+        pass
+
+    def on_batch_end(self, state):
+        pass
+
+    def on_epoch_end(self, state):
+        pass
+
+    def on_train_end(self, state):
+        pass
 
 
 @dataclass
 class FitState:
     """The loop's state as callbacks see it."""
 
-    model: object                 # the network being trained (an nn.Module, or a torch module)
+    model: object  # the network being trained (an nn.Module, or a torch module)
     optimizer: object
     history: History
     epochs: int
-    batches: int                  # batches per epoch
-    epoch: int = 0                # 1-based once training starts
-    iteration: int = 0            # iterations done so far
+    batches: int  # batches per epoch
+    epoch: int = 0  # 1-based once training starts
+    iteration: int = 0  # iterations done so far
     batch_loss: float = math.nan
     batch_accuracy: float = math.nan
     stop: bool = False
-    interrupted: bool = False     # set by Ctrl-C
+    interrupted: bool = False  # set by Ctrl-C
 
 
 # --------------------------------------------------------------------------- the setup
@@ -332,46 +423,78 @@ def prepare(config: TrainConfig, dataset: Dataset) -> Setup:
     Same config, same dataset, same machine: the same setup.
     """
     config.validate()
-    seeds = np.random.SeedSequence(config.seed).spawn(3)      # weights, split, shuffles
+    seeds = np.random.SeedSequence(config.seed).spawn(3)  # weights, split, shuffles
     dtype = DTYPES[config.dtype]
-    x_tr, y_tr, x_val, y_val = train_val_split(dataset.x_train, dataset.y_train, config.val_fraction,
-                                               seed=int(seeds[1].generate_state(1)[0]))
+    x_tr, y_tr, x_val, y_val = train_val_split(
+        dataset.x_train, dataset.y_train, config.val_fraction, seed=int(seeds[1].generate_state(1)[0])
+    )
     normalizer = Normalizer(config.normalize).fit(x_tr)
     x_tr_f, x_val_f = normalizer(x_tr, dtype), normalizer(x_val, dtype)
     batch_size = min(config.batch_size or len(x_tr_f), len(x_tr_f))
-    loader = DataLoader(x_tr_f, y_tr.astype(np.int64), batch_size=batch_size,
-                        shuffle=batch_size < len(x_tr_f), rng=np.random.default_rng(seeds[2]),
-                        transform=_augmentation(config, normalizer, x_tr_f.shape[1]))
+    loader = DataLoader(
+        x_tr_f,
+        y_tr.astype(np.int64),
+        batch_size=batch_size,
+        shuffle=batch_size < len(x_tr_f),
+        rng=np.random.default_rng(seeds[2]),
+        transform=_augmentation(config, normalizer, x_tr_f.shape[1]),
+    )
     model = build_model(config, x_tr_f.shape[1], len(dataset.class_names), np.random.default_rng(seeds[0]))
-    schedule = nn.make_schedule(config.schedule, config.lr, config.epochs, len(loader),
-                                warmup_epochs=config.warmup_epochs)
-    return Setup(config, dataset, normalizer, x_tr_f, y_tr.astype(np.int64), x_val_f, y_val.astype(np.int64),
-                 loader, model, schedule)
+    schedule = nn.make_schedule(
+        config.schedule, config.lr, config.epochs, len(loader), warmup_epochs=config.warmup_epochs
+    )
+    return Setup(
+        config,
+        dataset,
+        normalizer,
+        x_tr_f,
+        y_tr.astype(np.int64),
+        x_val_f,
+        y_val.astype(np.int64),
+        loader,
+        model,
+        schedule,
+    )
 
 
 def _augmentation(config: TrainConfig, normalizer: Normalizer, n_pixels: int):
     """The loader's per-batch transform: shift, then affine, then elastic, whichever are on (or None)."""
     c = config
-    wanted = [c.augment_shift, c.augment_rotate or c.augment_scale or c.augment_shear, c.augment_elastic_alpha]
+    wanted = [
+        c.augment_shift,
+        c.augment_rotate or c.augment_scale or c.augment_shear,
+        c.augment_elastic_alpha,
+    ]
     if not any(wanted):
         return None
     side = int(round(math.sqrt(n_pixels)))
     if side * side != n_pixels:
-        raise ConfigError(f"shifts, affine maps and elastic distortion need square images; these have "
-                          f"{n_pixels} pixels")
+        raise ConfigError(
+            f"shifts, affine maps and elastic distortion need square images; these have {n_pixels} pixels"
+        )
     fill = float(normalizer(np.zeros(1))[0])
-    transforms = [RandomShift(c.augment_shift, side, fill=fill) if wanted[0] else None,
-                  RandomAffine(c.augment_rotate, c.augment_scale, c.augment_shear, side=side, fill=fill)
-                  if wanted[1] else None,
-                  ElasticDistortion(c.augment_elastic_alpha, c.augment_elastic_sigma, side, fill=fill)
-                  if wanted[2] else None]
+    transforms = [
+        RandomShift(c.augment_shift, side, fill=fill) if wanted[0] else None,
+        RandomAffine(c.augment_rotate, c.augment_scale, c.augment_shear, side=side, fill=fill)
+        if wanted[1]
+        else None,
+        ElasticDistortion(c.augment_elastic_alpha, c.augment_elastic_sigma, side, fill=fill)
+        if wanted[2]
+        else None,
+    ]
     transforms = [t for t in transforms if t is not None]
     return transforms[0] if len(transforms) == 1 else Compose(*transforms)
 
 
 def build_model(config: TrainConfig, n_inputs: int, n_classes: int, rng) -> nn.Sequential:
-    return nn.mlp([n_inputs, *config.hidden, n_classes], activation=config.activation,
-                  dropout=config.dropout, init=config.init, rng=rng, dtype=DTYPES[config.dtype])
+    return nn.mlp(
+        [n_inputs, *config.hidden, n_classes],
+        activation=config.activation,
+        dropout=config.dropout,
+        init=config.init,
+        rng=rng,
+        dtype=DTYPES[config.dtype],
+    )
 
 
 def build_optimizer(config: TrainConfig, params, n_train: int) -> nn.Optimizer:
@@ -385,8 +508,9 @@ def build_optimizer(config: TrainConfig, params, n_train: int) -> nn.Optimizer:
 
 
 # --------------------------------------------------------------------------- one step
-def evaluate_arrays(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 8192,
-                    loss_fn=None) -> tuple[float, float]:
+def evaluate_arrays(
+    model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 8192, loss_fn=None
+) -> tuple[float, float]:
     """Mean loss and accuracy of ``model`` on float inputs ``x`` ``(n, inputs)``, labels ``y`` ``(n,)``.
 
     Uses :meth:`~digitnet.nn.Module.predict`, so the network's training caches and mode are untouched.
@@ -394,8 +518,8 @@ def evaluate_arrays(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: 
     loss_fn = loss_fn or nn.SoftmaxCrossEntropy()
     total_loss = correct = 0.0
     for i in range(0, len(x), batch_size):
-        logits = model.predict(x[i:i + batch_size])
-        yb = y[i:i + batch_size]
+        logits = model.predict(x[i : i + batch_size])
+        yb = y[i : i + batch_size]
         total_loss += loss_fn.forward(logits, yb) * len(yb)
         correct += np.count_nonzero(logits.argmax(axis=1) == yb)
     n = max(1, len(x))
@@ -446,8 +570,11 @@ class NumpyStep:
         self.model.load_state_dict(weights)
 
     def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "rng": {str(i): layer.rng.bit_generator.state for i, layer in self._dropouts()}}
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": {str(i): layer.rng.bit_generator.state for i, layer in self._dropouts()},
+        }
 
     def load_state_dict(self, state: dict) -> None:
         rng = state.get("rng") or {}
@@ -483,25 +610,36 @@ class Loop:
     Ctrl-C (SIGINT) ends training after the current batch; the history says so.
     """
 
-    def __init__(self, step, loader, epochs: int, schedule=None, val: tuple | None = None,
-                 early_stopping: int = 0, callbacks=(), checkpoint=None):
+    def __init__(
+        self,
+        step,
+        loader,
+        epochs: int,
+        schedule=None,
+        val: tuple | None = None,
+        early_stopping: int = 0,
+        callbacks=(),
+        checkpoint=None,
+    ):
         self.step, self.loader, self.epochs, self.schedule = step, loader, epochs, schedule
         self.val = val if val is not None and len(val[0]) else None
         self.patience, self.callbacks, self.checkpoint = early_stopping, list(callbacks), checkpoint
         self.history = History()
         self.state = FitState(step.model, step.optimizer, self.history, epochs, len(loader))
         self.best_loss, self.best_weights, self.waited = math.inf, None, 0
-        self.partial = None           # an epoch stopped part-way: its sums so far
+        self.partial = None  # an epoch stopped part-way: its sums so far
         self._callback_states = None  # loaded from a checkpoint, handed over once the callbacks have begun
 
-    @np.errstate(over="ignore", invalid="ignore")    # a diverging loss is caught once, in batch(), not warned about
+    @np.errstate(
+        over="ignore", invalid="ignore"
+    )  # a diverging loss is caught once, in batch(), not warned about
     def run(self) -> History:
         """Train in place and return the :class:`History`. Raises :class:`TrainingDiverged`."""
         restore_sigint = _catch_sigint(self.state)
         self.step.train()
         try:
             self._call("on_train_begin")
-            if not self.out_of_patience():          # a resumed run may have stopped early already
+            if not self.out_of_patience():  # a resumed run may have stopped early already
                 for epoch in range(len(self.history.epochs) + 1, self.epochs + 1):
                     if not self.epoch(epoch) or self.out_of_patience() or self.state.stop:
                         break
@@ -529,7 +667,9 @@ class Loop:
                 break
         sums["seconds"] += time.perf_counter() - started
         record = self.record(epoch, sums)
-        if sums["batches"] < len(self.loader):      # stopped part-way: the checkpoint keeps the sums, not a record
+        if sums["batches"] < len(
+            self.loader
+        ):  # stopped part-way: the checkpoint keeps the sums, not a record
             self.partial = sums
             self.save_checkpoint()
             self.history.epochs.append(record)
@@ -550,7 +690,8 @@ class Loop:
         if not math.isfinite(loss):
             raise TrainingDiverged(
                 f"the loss became {loss} at epoch {state.epoch}, iteration {state.iteration + 1}: "
-                f"training diverged; try a lower learning rate (it was {step.lr:g})")
+                f"training diverged; try a lower learning rate (it was {step.lr:g})"
+            )
         step.update()
         state.iteration += 1
         state.batch_loss, state.batch_accuracy = loss, correct
@@ -562,14 +703,21 @@ class Loop:
     def record(self, epoch: int, sums: dict) -> dict:
         """The epoch's line of the history: mean training loss and accuracy, then validation."""
         done = max(sums["batches"], 1)
-        record = {"epoch": epoch, "train_loss": sums["loss"] / done, "train_accuracy": sums["accuracy"] / done,
-                  "val_loss": None, "val_accuracy": None, "lr": self.step.lr, "seconds": sums["seconds"]}
+        record = {
+            "epoch": epoch,
+            "train_loss": sums["loss"] / done,
+            "train_accuracy": sums["accuracy"] / done,
+            "val_loss": None,
+            "val_accuracy": None,
+            "lr": self.step.lr,
+            "seconds": sums["seconds"],
+        }
         if self.val is not None:
             record["val_loss"], record["val_accuracy"] = self.step.evaluate(*self.val)
         return record
 
     def keep_best(self, record: dict) -> None:
-        """Early stopping's bookkeeping: the lowest validation loss so far, its epoch and (with patience) its weights."""
+        """Early stopping's bookkeeping: the lowest validation loss so far, its epoch and its weights."""
         if record["val_loss"] is None:
             return
         if record["val_loss"] < self.best_loss:
@@ -615,11 +763,16 @@ class Loop:
             "iteration": self.state.iteration,
             "history": h,
             "partial": self.partial,
-            "early_stopping": {"best_loss": None if math.isinf(self.best_loss) else self.best_loss,
-                               "waited": self.waited, "best_weights": self.best_weights},
+            "early_stopping": {
+                "best_loss": None if math.isinf(self.best_loss) else self.best_loss,
+                "waited": self.waited,
+                "best_weights": self.best_weights,
+            },
             "step": self.step.state_dict(),
             "loader": self.loader.state_dict(),
-            "callbacks": {type(cb).__name__: cb.state_dict() for cb in self.callbacks if hasattr(cb, "state_dict")},
+            "callbacks": {
+                type(cb).__name__: cb.state_dict() for cb in self.callbacks if hasattr(cb, "state_dict")
+            },
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -662,7 +815,7 @@ def _catch_sigint(state: FitState):
     previous = signal.getsignal(signal.SIGINT)
 
     def handler(signum, frame):
-        if state.stop:            # a second Ctrl-C: stop at once
+        if state.stop:  # a second Ctrl-C: stop at once
             signal.signal(signal.SIGINT, previous)
             raise KeyboardInterrupt
         state.stop = True
@@ -672,9 +825,17 @@ def _catch_sigint(state: FitState):
     return lambda: signal.signal(signal.SIGINT, previous)
 
 
-def fit(model: nn.Module, optimizer: nn.Optimizer, loader: DataLoader, epochs: int,
-        loss_fn=None, schedule=None, val: tuple | None = None, early_stopping: int = 0,
-        callbacks=()) -> History:
+def fit(
+    model: nn.Module,
+    optimizer: nn.Optimizer,
+    loader: DataLoader,
+    epochs: int,
+    loss_fn=None,
+    schedule=None,
+    val: tuple | None = None,
+    early_stopping: int = 0,
+    callbacks=(),
+) -> History:
     """Train ``model`` in place with ``optimizer`` and return its :class:`History` (see :class:`Loop`).
 
     Raises
@@ -682,8 +843,15 @@ def fit(model: nn.Module, optimizer: nn.Optimizer, loader: DataLoader, epochs: i
     TrainingDiverged
         When the loss becomes NaN or infinite.
     """
-    loop = Loop(NumpyStep(model, optimizer, loss_fn), loader, epochs, schedule=schedule, val=val,
-                early_stopping=early_stopping, callbacks=callbacks)
+    loop = Loop(
+        NumpyStep(model, optimizer, loss_fn),
+        loader,
+        epochs,
+        schedule=schedule,
+        val=val,
+        early_stopping=early_stopping,
+        callbacks=callbacks,
+    )
     return loop.run()
 
 
@@ -700,8 +868,9 @@ class TrainResult:
     dataset: Dataset
 
 
-def train(config: TrainConfig, dataset: Dataset, callbacks=(), checkpoint=None,
-          resume: dict | None = None) -> TrainResult:
+def train(
+    config: TrainConfig, dataset: Dataset, callbacks=(), checkpoint=None, resume: dict | None = None
+) -> TrainResult:
     """Run a whole training: :func:`prepare`, the :class:`Loop` with a :class:`NumpyStep`, the test set.
 
     The test set is touched once, at the end. Same config and seed on the same
@@ -709,10 +878,21 @@ def train(config: TrainConfig, dataset: Dataset, callbacks=(), checkpoint=None,
     ``resume`` is a :meth:`Loop.state_dict` to continue from.
     """
     setup = prepare(config, dataset)
-    step = NumpyStep(setup.model, build_optimizer(config, setup.model.parameters(), len(setup.x_train)),
-                     nn.SoftmaxCrossEntropy(config.label_smoothing))
-    loop = Loop(step, setup.loader, config.epochs, schedule=setup.schedule, val=(setup.x_val, setup.y_val),
-                early_stopping=config.early_stopping, callbacks=callbacks, checkpoint=checkpoint)
+    step = NumpyStep(
+        setup.model,
+        build_optimizer(config, setup.model.parameters(), len(setup.x_train)),
+        nn.SoftmaxCrossEntropy(config.label_smoothing),
+    )
+    loop = Loop(
+        step,
+        setup.loader,
+        config.epochs,
+        schedule=setup.schedule,
+        val=(setup.x_val, setup.y_val),
+        early_stopping=config.early_stopping,
+        callbacks=callbacks,
+        checkpoint=checkpoint,
+    )
     if resume is not None:
         loop.load_state_dict(resume)
     history = loop.run()

@@ -10,12 +10,20 @@ from digitnet.data.datasets import DATASETS, load_dataset
 
 
 def add_data_args(parser, dataset_default: str | None = "mnist", dataset_help: str | None = None) -> None:
-    parser.add_argument("--dataset", default=dataset_default, choices=list(DATASETS),
-                        help=f"which dataset (default: {dataset_help or dataset_default or 'the one the model was trained on'})")
-    parser.add_argument("--data", metavar="PATH",
-                        help="your own copy: a folder of IDX files, an .npz, or train.csv[,test.csv]")
-    parser.add_argument("--cache-dir", metavar="DIR",
-                        help="cache folder (default: $DIGITNET_CACHE or ~/.cache/digitnet)")
+    parser.add_argument(
+        "--dataset",
+        default=dataset_default,
+        choices=list(DATASETS),
+        help=f"which dataset (default: {dataset_help or dataset_default or 'the one the model was trained on'})",
+    )
+    parser.add_argument(
+        "--data",
+        metavar="PATH",
+        help="your own copy: a folder of IDX files, an .npz, or train.csv[,test.csv]",
+    )
+    parser.add_argument(
+        "--cache-dir", metavar="DIR", help="cache folder (default: $DIGITNET_CACHE or ~/.cache/digitnet)"
+    )
 
 
 def add_setting_flags(parser, title: str | None = None) -> list[str]:
@@ -47,7 +55,9 @@ def add_setting_flags(parser, title: str | None = None) -> list[str]:
 
 
 def load_data(args, name: str, seed: int = 0):
-    return load_dataset(name, data=args.data, cache_dir=args.cache_dir, progress=sys.stderr.isatty(), seed=seed)
+    return load_dataset(
+        name, data=args.data, cache_dir=args.cache_dir, progress=sys.stderr.isatty(), seed=seed
+    )
 
 
 def load_model_data(args, classifier):
@@ -69,7 +79,9 @@ def layer_sizes(text: str) -> tuple:
     try:
         sizes = tuple(int(s) for s in text.split(",") if s.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"hidden sizes must be whole numbers separated by commas, got '{text}'") from None
+        raise argparse.ArgumentTypeError(
+            f"hidden sizes must be whole numbers separated by commas, got '{text}'"
+        ) from None
     if not sizes:
         raise argparse.ArgumentTypeError("give at least one hidden size")
     return sizes

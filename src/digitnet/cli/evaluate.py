@@ -9,8 +9,11 @@ from digitnet.cli.common import add_data_args, load_model_data, percent, print_j
 
 
 def register(subparsers, help_line: str) -> None:
-    p = subparsers.add_parser("evaluate", help=help_line,
-                              description="Measure a saved model on the test set of its dataset (or another).")
+    p = subparsers.add_parser(
+        "evaluate",
+        help=help_line,
+        description="Measure a saved model on the test set of its dataset (or another).",
+    )
     p.add_argument("model", metavar="MODEL", help="a model file (runs/<run>/model.npz) or its run folder")
     add_data_args(p, dataset_default=None)
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
@@ -27,17 +30,25 @@ def run(args) -> int:
     n, acc, top2 = scores["n"], scores["accuracy"], scores["top2_accuracy"]
     cm, per_class = scores["confusion_matrix"], scores["per_class"]
 
-    print(f"model: {clf.meta.get('path')}  ({'-'.join(map(str, clf.architecture['sizes']))} "
-          f"{clf.architecture['activation']})")
-    print(f"data: {ds.name} test set, {n:,} images, from {ds.source}"
-          + (" (held out from the training data)" if ds.test_held_out else ""))
-    print(f"test accuracy: {percent(acc)}   top-2 accuracy: {percent(top2)}   "
-          f"inference: {seconds:.3f} s ({n / max(seconds, 1e-9):,.0f} images/s)")
+    print(
+        f"model: {clf.meta.get('path')}  ({'-'.join(map(str, clf.architecture['sizes']))} "
+        f"{clf.architecture['activation']})"
+    )
+    print(
+        f"data: {ds.name} test set, {n:,} images, from {ds.source}"
+        + (" (held out from the training data)" if ds.test_held_out else "")
+    )
+    print(
+        f"test accuracy: {percent(acc)}   top-2 accuracy: {percent(top2)}   "
+        f"inference: {seconds:.3f} s ({n / max(seconds, 1e-9):,.0f} images/s)"
+    )
     print()
     width = max(5, *(len(c["name"]) for c in per_class))
     print(f"{'class':<{width}}  precision  recall     f1  support")
     for c in per_class:
-        print(f"{c['name']:<{width}}  {c['precision']:9.4f}  {c['recall']:6.4f}  {c['f1']:.4f}  {c['support']:7d}")
+        print(
+            f"{c['name']:<{width}}  {c['precision']:9.4f}  {c['recall']:6.4f}  {c['f1']:.4f}  {c['support']:7d}"
+        )
     print()
     print("confusion matrix (rows: true class, columns: predicted)")
     cell = max(4, len(str(cm.max())) + 1)
@@ -45,7 +56,16 @@ def run(args) -> int:
     for i, row in enumerate(cm):
         print(f"{i:>3} " + "".join(f"{v:>{cell}}" for v in row))
     if args.json:
-        print_json({"test_accuracy": acc, "n": n, "confusion_matrix": cm.tolist(),
-                    "per_class": per_class, "seconds": seconds, "top2_accuracy": top2,
-                    "dataset": ds.name, "model": clf.meta.get("path")})
+        print_json(
+            {
+                "test_accuracy": acc,
+                "n": n,
+                "confusion_matrix": cm.tolist(),
+                "per_class": per_class,
+                "seconds": seconds,
+                "top2_accuracy": top2,
+                "dataset": ds.name,
+                "model": clf.meta.get("path"),
+            }
+        )
     return 0

@@ -11,14 +11,22 @@ from digitnet.interop.export import SUFFIXES
 
 
 def register(subparsers, help_line: str) -> None:
-    p = subparsers.add_parser("export", help=help_line,
-                              description="Write a model with PyTorch's layer names and (out, in) weight layout: "
-                                          "safetensors, a .pth for torch.load(weights_only=True), or ONNX.")
-    p.add_argument("model", metavar="MODEL", help="a model file (runs/<run>/model.npz), its run folder, or a .pth")
+    p = subparsers.add_parser(
+        "export",
+        help=help_line,
+        description="Write a model with PyTorch's layer names and (out, in) weight layout: "
+        "safetensors, a .pth for torch.load(weights_only=True), or ONNX.",
+    )
+    p.add_argument(
+        "model", metavar="MODEL", help="a model file (runs/<run>/model.npz), its run folder, or a .pth"
+    )
     p.add_argument("--format", choices=FORMATS, help="default: from the suffix of --out")
     p.add_argument("--out", required=True, metavar="FILE", help="the file to write")
-    p.add_argument("--state-dict-only", action="store_true",
-                   help="pth: save the bare state_dict, for net.load_state_dict(torch.load(FILE))")
+    p.add_argument(
+        "--state-dict-only",
+        action="store_true",
+        help="pth: save the bare state_dict, for net.load_state_dict(torch.load(FILE))",
+    )
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     p.set_defaults(func=run)
@@ -44,9 +52,17 @@ def run(args) -> int:
         key = "" if args.state_dict_only else '["model_state_dict"]'
         print(f"  net.load_state_dict(torch.load({str(out)!r}, weights_only=True){key})")
     elif fmt == "onnx":
-        print("its input 'input' is the normalised pixels (batch, {}); outputs: 'logits', 'probabilities'".format(sizes[0]))
+        print(
+            f"its input 'input' is the normalised pixels (batch, {sizes[0]}); outputs: 'logits', 'probabilities'"
+        )
     if args.json:
-        print_json({"out": str(out), "format": fmt, "sizes": sizes, "activation": clf.architecture["activation"],
-                    "dtype": str(clf.dtype)})
+        print_json(
+            {
+                "out": str(out),
+                "format": fmt,
+                "sizes": sizes,
+                "activation": clf.architecture["activation"],
+                "dtype": str(clf.dtype),
+            }
+        )
     return 0
-

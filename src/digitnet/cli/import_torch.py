@@ -23,17 +23,31 @@ so a state_dict cannot say it: --activation does (files digitnet wrote record it
 
 
 def register(subparsers, help_line: str) -> None:
-    p = subparsers.add_parser("import-torch", help=help_line, description=DESCRIPTION,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "import-torch",
+        help=help_line,
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("file", metavar="FILE", help="a .pth / .pt file from torch.save (or a .safetensors file)")
     p.add_argument("--out", required=True, metavar="MODEL.npz", help="the digitnet model file to write")
-    p.add_argument("--activation", choices=list(ACTIVATIONS),
-                   help="the activation between the layers (default: what the file records, else relu)")
-    p.add_argument("--mean", type=float, help="with --std: the network was trained on (x/255 - MEAN) / STD, "
-                                              "as transforms.Normalize((MEAN,), (STD,)) does (default: x/255)")
+    p.add_argument(
+        "--activation",
+        choices=list(ACTIVATIONS),
+        help="the activation between the layers (default: what the file records, else relu)",
+    )
+    p.add_argument(
+        "--mean",
+        type=float,
+        help="with --std: the network was trained on (x/255 - MEAN) / STD, "
+        "as transforms.Normalize((MEAN,), (STD,)) does (default: x/255)",
+    )
     p.add_argument("--std", type=float)
-    p.add_argument("--dataset", choices=list(DATASETS), help="what the network reads (default: mnist): "
-                                                             "sets the class names and what evaluate tests it on")
+    p.add_argument(
+        "--dataset",
+        choices=list(DATASETS),
+        help="what the network reads (default: mnist): sets the class names and what evaluate tests it on",
+    )
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     p.set_defaults(func=run)
@@ -52,21 +66,38 @@ def run(args) -> int:
     print(f"read {args.file}: {len(names)} Linear layers, {clf.dtype}")
     for i, (index, name) in enumerate(names.items()):
         print(f"  {name or '(root)'}: {sizes[i]} -> {sizes[i + 1]}   (digitnet layer {index})")
-    told = {"argument": "from --activation", "file": "recorded in the file",
-            "default": "the default: a state_dict cannot record it; give --activation if the network used another"
-            }[clf.meta["activation_from"]]
+    told = {
+        "argument": "from --activation",
+        "file": "recorded in the file",
+        "default": "the default: a state_dict cannot record it; give --activation if the network used another",
+    }[clf.meta["activation_from"]]
     print(f"network: {'-'.join(map(str, sizes))} {arch['activation']} ({told})")
     print(f"inputs: {_describe(clf.normalizer)}")
     if sizes[0] != 784:
         print(f"note: the network takes {sizes[0]} inputs, not the 784 pixels of a 28x28 image")
-    modelfile.save(out, clf.model, clf.normalizer, clf.class_names, dataset=clf.meta["dataset"],
-                   config=clf.meta.get("config"), metrics=clf.meta.get("metrics"),
-                   extra={"imported_from": str(args.file), "torch_layers": names})
+    modelfile.save(
+        out,
+        clf.model,
+        clf.normalizer,
+        clf.class_names,
+        dataset=clf.meta["dataset"],
+        config=clf.meta.get("config"),
+        metrics=clf.meta.get("metrics"),
+        extra={"imported_from": str(args.file), "torch_layers": names},
+    )
     print(f"saved {out}")
     if args.json:
-        print_json({"model": str(out), "sizes": sizes, "activation": arch["activation"], "dtype": str(clf.dtype),
-                    "layers": list(names.values()), "normalization": clf.normalizer.to_dict(),
-                    "dataset": clf.meta["dataset"]})
+        print_json(
+            {
+                "model": str(out),
+                "sizes": sizes,
+                "activation": arch["activation"],
+                "dtype": str(clf.dtype),
+                "layers": list(names.values()),
+                "normalization": clf.normalizer.to_dict(),
+                "dataset": clf.meta["dataset"],
+            }
+        )
     return 0
 
 

@@ -44,7 +44,9 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> Parser:
-    parser = Parser(prog="digitnet", description="A neural network from scratch in NumPy that reads handwritten digits.")
+    parser = Parser(
+        prog="digitnet", description="A neural network from scratch in NumPy that reads handwritten digits."
+    )
     parser.add_argument("--version", action="version", version=f"digitnet {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name, help_line in COMMANDS:

@@ -11,16 +11,26 @@ from digitnet.viz.catalog import NEEDS_DATA, PLOTS, require
 
 
 def register(subparsers, help_line: str) -> None:
-    p = subparsers.add_parser("plot", help=help_line,
-                              description="Draw the plots of a trained model into its run folder (or --out). "
-                                          "A model file without its run folder gets the plots that need no "
-                                          "training history.",
-                              epilog="plots:\n" + "\n".join(f"  {n:<14} {t}" for n, t in PLOTS.items()),
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run", metavar="RUN_DIR_OR_MODEL", help="a run folder (runs/<run>) or a model file (model.npz)")
+    p = subparsers.add_parser(
+        "plot",
+        help=help_line,
+        description="Draw the plots of a trained model into its run folder (or --out). "
+        "A model file without its run folder gets the plots that need no "
+        "training history.",
+        epilog="plots:\n" + "\n".join(f"  {n:<14} {t}" for n, t in PLOTS.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "run", metavar="RUN_DIR_OR_MODEL", help="a run folder (runs/<run>) or a model file (model.npz)"
+    )
     p.add_argument("--out", metavar="DIR", help="folder for the images (default: the run folder)")
-    p.add_argument("--which", nargs="+", metavar="NAME", choices=list(PLOTS),
-                   help=f"only these plots: {', '.join(PLOTS)} (default: all the run allows)")
+    p.add_argument(
+        "--which",
+        nargs="+",
+        metavar="NAME",
+        choices=list(PLOTS),
+        help=f"only these plots: {', '.join(PLOTS)} (default: all the run allows)",
+    )
     p.add_argument("--svg", action="store_true", help="write an SVG beside each PNG")
     add_data_args(p, dataset_default=None)
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
@@ -51,6 +61,12 @@ def run(args) -> int:
     out = Path(args.out) if args.out else run_.folder
     print(f"{len(written)} plots in {out} ({seconds:.1f} s)")
     if args.json:
-        print_json({"out": str(out), "plots": {k: [str(p) for p in v] for k, v in written.items()},
-                    "skipped": skipped, "seconds": seconds})
+        print_json(
+            {
+                "out": str(out),
+                "plots": {k: [str(p) for p in v] for k, v in written.items()},
+                "skipped": skipped,
+                "seconds": seconds,
+            }
+        )
     return 0

@@ -18,24 +18,34 @@ SHADES = " .:-=+*#%@"  # darkest to lightest, two characters a pixel in --show
 
 def register(subparsers, help_line: str) -> None:
     p = subparsers.add_parser(
-        "predict", help=help_line,
+        "predict",
+        help=help_line,
         description="Read digits in image files (PNG, JPEG, BMP, GIF, ...: any size, dark on light\n"
-                    "or light on dark), in the test set by index, or in a Kaggle test.csv. Images\n"
-                    "are first brought to MNIST's form (see digitnet.preprocess); --show prints\n"
-                    "what the network then sees.",
+        "or light on dark), in the test set by index, or in a Kaggle test.csv. Images\n"
+        "are first brought to MNIST's form (see digitnet.preprocess); --show prints\n"
+        "what the network then sees.",
         epilog="examples:  digitnet predict runs/latest photo.jpg --show\n"
-               "           digitnet predict runs/latest --index 0 1 2\n"
-               "           digitnet predict runs/latest --csv test.csv --submission submission.csv",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        "           digitnet predict runs/latest --index 0 1 2\n"
+        "           digitnet predict runs/latest --csv test.csv --submission submission.csv",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("model", metavar="MODEL", help="a model file (runs/<run>/model.npz) or its run folder")
     p.add_argument("images", metavar="IMAGE", nargs="*", help="image files, each holding one digit")
     p.add_argument("--index", type=int, nargs="+", metavar="I", help="indices of test-set images (0-based)")
-    p.add_argument("--csv", metavar="FILE", help="a CSV of images, one a row (Kaggle's test.csv: 784 pixel columns)")
-    p.add_argument("--submission", metavar="FILE",
-                   help="with --csv: write Kaggle's submission file (ImageId,Label; ids from 1)")
+    p.add_argument(
+        "--csv", metavar="FILE", help="a CSV of images, one a row (Kaggle's test.csv: 784 pixel columns)"
+    )
+    p.add_argument(
+        "--submission",
+        metavar="FILE",
+        help="with --csv: write Kaggle's submission file (ImageId,Label; ids from 1)",
+    )
     p.add_argument("--show", action="store_true", help="print each image beside the 28x28 the network saw")
-    p.add_argument("--save-preview", metavar="DIR",
-                   help="save each image beside the 28x28 the network saw as DIR/<name>.preview.png")
+    p.add_argument(
+        "--save-preview",
+        metavar="DIR",
+        help="save each image beside the 28x28 the network saw as DIR/<name>.preview.png",
+    )
     add_data_args(p, dataset_default=None)
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     p.set_defaults(func=run)
@@ -91,7 +101,9 @@ def _report(clf, name: str, prepared, args, preview_dir, label: int | None = Non
     digit = int(np.argmax(p))
     if args.show:
         print("\n".join(_text_art(prepared)))
-    truth = "" if label is None else f", true {clf.class_names[label]}" + ("" if label == digit else "   (wrong)")
+    truth = (
+        "" if label is None else f", true {clf.class_names[label]}" + ("" if label == digit else "   (wrong)")
+    )
     print(f"{name}: {clf.class_names[digit]} ({100 * p[digit]:.1f}%){truth}")
     print("  " + "  ".join(f"{k}:{v:.3f}" for k, v in enumerate(p)))
     entry = {"input": name, "digit": digit, "probabilities": [float(v) for v in p]}
@@ -102,13 +114,17 @@ def _report(clf, name: str, prepared, args, preview_dir, label: int | None = Non
 
 def _text_art(prepared) -> list[str]:
     """The input (left, as it looked) beside the 28 x 28 the network saw (right), as text lines."""
-    left = preprocess.thumbnail(prepared)            # -1: outside the input
+    left = preprocess.thumbnail(prepared)  # -1: outside the input
 
     def row(values):
-        return "".join("  " if v < 0 else SHADES[min(len(SHADES) - 1, v * len(SHADES) // 256)] * 2 for v in values)
+        return "".join(
+            "  " if v < 0 else SHADES[min(len(SHADES) - 1, v * len(SHADES) // 256)] * 2 for v in values
+        )
 
     header = f"{'input':<56}   {'what the network sees (28x28)':<56}"
-    return [header] + [row(a) + " | " + row(b) for a, b in zip(left, prepared.pixels.astype(int))]
+    return [header] + [
+        row(a) + " | " + row(b) for a, b in zip(left, prepared.pixels.astype(int), strict=True)
+    ]
 
 
 def _submission(clf, csv_path: Path, out: Path) -> dict:
@@ -119,7 +135,7 @@ def _submission(clf, csv_path: Path, out: Path) -> dict:
     print(f"{csv_path}: {len(digits)} images -> {out} (ImageId,Label; ids 1 to {len(digits)})")
     print("  digits found: " + "  ".join(f"{clf.class_names[k]}:{c}" for k, c in enumerate(counts)))
     info = {"path": str(out), "rows": int(len(digits)), "counts": counts.tolist()}
-    if found["accuracy"] is not None:              # a labelled CSV (train.csv): say how well it did
+    if found["accuracy"] is not None:  # a labelled CSV (train.csv): say how well it did
         info["accuracy"] = found["accuracy"]
         print(f"  the CSV has labels: accuracy {100 * info['accuracy']:.2f}%")
     return info

@@ -16,14 +16,22 @@ class Progress(Callback):
     def on_epoch_begin(self, state):
         if self.bar_enabled:
             from tqdm import tqdm
-            self.bar = tqdm(total=state.batches, desc=f"epoch {state.epoch}/{state.epochs}", leave=False,
-                            unit="batch", dynamic_ncols=True)
+
+            self.bar = tqdm(
+                total=state.batches,
+                desc=f"epoch {state.epoch}/{state.epochs}",
+                leave=False,
+                unit="batch",
+                dynamic_ncols=True,
+            )
 
     def on_batch_end(self, state):
         if self.bar is not None:
             self.bar.update(1)
             if state.iteration % 50 == 0:
-                self.bar.set_postfix(loss=f"{state.batch_loss:.4f}", acc=f"{state.batch_accuracy:.3f}", refresh=False)
+                self.bar.set_postfix(
+                    loss=f"{state.batch_loss:.4f}", acc=f"{state.batch_accuracy:.3f}", refresh=False
+                )
 
     def on_epoch_end(self, state):
         if self.bar is not None:
@@ -33,6 +41,12 @@ class Progress(Callback):
 
 
 def epoch_line(r: dict, epochs: int) -> str:
-    val = "" if r["val_accuracy"] is None else f"  val loss {r['val_loss']:.4f}  val acc {percent(r['val_accuracy'])}"
-    return (f"epoch {r['epoch']:>3}/{epochs}  loss {r['train_loss']:.4f}  acc {percent(r['train_accuracy'])}"
-            f"{val}  {r['seconds']:.2f}s")
+    val = (
+        ""
+        if r["val_accuracy"] is None
+        else f"  val loss {r['val_loss']:.4f}  val acc {percent(r['val_accuracy'])}"
+    )
+    return (
+        f"epoch {r['epoch']:>3}/{epochs}  loss {r['train_loss']:.4f}  acc {percent(r['train_accuracy'])}"
+        f"{val}  {r['seconds']:.2f}s"
+    )

@@ -11,9 +11,12 @@ from digitnet.viz.catalog import require
 
 
 def register(subparsers, help_line: str) -> None:
-    p = subparsers.add_parser("report", help=help_line,
-                              description="Write one HTML page (images embedded, no server needed) with the "
-                                          "run's settings, metrics, per-class scores and every plot.")
+    p = subparsers.add_parser(
+        "report",
+        help=help_line,
+        description="Write one HTML page (images embedded, no server needed) with the "
+        "run's settings, metrics, per-class scores and every plot.",
+    )
     p.add_argument("run", metavar="RUN_DIR", help="a run folder (runs/<run>), or a model file")
     p.add_argument("--out", metavar="FILE", help="the HTML file (default: RUN_DIR/report.html)")
     add_data_args(p, dataset_default=None)
@@ -40,6 +43,12 @@ def run(args) -> int:
     seconds = time.perf_counter() - started
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {seconds:.1f} s): open it in any browser")
     if args.json:
-        print_json({"report": str(out), "bytes": out.stat().st_size, "seconds": seconds,
-                    "test_accuracy": run_.accuracy})
+        print_json(
+            {
+                "report": str(out),
+                "bytes": out.stat().st_size,
+                "seconds": seconds,
+                "test_accuracy": run_.accuracy,
+            }
+        )
     return 0

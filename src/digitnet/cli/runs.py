@@ -15,17 +15,32 @@ REASON_WIDTH = 60
 
 
 def register(subparsers, help_line: str) -> None:
-    p = subparsers.add_parser("runs", help=help_line,
-                              description="List the runs under a folder, oldest first: their settings, scores "
-                                          "and state (finished, interrupted, killed, failed or running; the "
-                                          "stopped ones can be continued with 'digitnet train --resume'). "
-                                          "With --compare, show some runs side by side and overlay their curves.")
-    p.add_argument("dir", metavar="DIR", nargs="?", default=str(runs.ROOT),
-                   help=f"the folder holding the runs (default: {runs.ROOT})")
-    p.add_argument("--compare", nargs="+", metavar="RUN",
-                   help="two or more run folders (paths, or names of runs under DIR) to compare")
-    p.add_argument("--plot", metavar="FILE.png",
-                   help=f"with --compare: where to draw their curves (default: {PLOT_DEFAULT}; .svg or .pdf also work)")
+    p = subparsers.add_parser(
+        "runs",
+        help=help_line,
+        description="List the runs under a folder, oldest first: their settings, scores "
+        "and state (finished, interrupted, killed, failed or running; the "
+        "stopped ones can be continued with 'digitnet train --resume'). "
+        "With --compare, show some runs side by side and overlay their curves.",
+    )
+    p.add_argument(
+        "dir",
+        metavar="DIR",
+        nargs="?",
+        default=str(runs.ROOT),
+        help=f"the folder holding the runs (default: {runs.ROOT})",
+    )
+    p.add_argument(
+        "--compare",
+        nargs="+",
+        metavar="RUN",
+        help="two or more run folders (paths, or names of runs under DIR) to compare",
+    )
+    p.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        help=f"with --compare: where to draw their curves (default: {PLOT_DEFAULT}; .svg or .pdf also work)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     p.set_defaults(func=run)
 
@@ -41,13 +56,40 @@ def _list(args) -> int:
     root = Path(args.dir)
     rows, skipped = runs.list_runs(root)
     if rows:
-        print(_table(["created", "name", "preset", "architecture", "epochs", "val acc", "test acc", "seconds", "state"],
-                     [[_when(r["created"]), r["name"], r["preset"] or "-", r["architecture"] or "-", _epochs(r),
-                       _percent(r["val_accuracy"]), _percent(r["test_accuracy"]),
-                       _seconds(r["seconds"]), _state(r)] for r in rows],
-                     right={4, 5, 6, 7}))
+        print(
+            _table(
+                [
+                    "created",
+                    "name",
+                    "preset",
+                    "architecture",
+                    "epochs",
+                    "val acc",
+                    "test acc",
+                    "seconds",
+                    "state",
+                ],
+                [
+                    [
+                        _when(r["created"]),
+                        r["name"],
+                        r["preset"] or "-",
+                        r["architecture"] or "-",
+                        _epochs(r),
+                        _percent(r["val_accuracy"]),
+                        _percent(r["test_accuracy"]),
+                        _seconds(r["seconds"]),
+                        _state(r),
+                    ]
+                    for r in rows
+                ],
+                right={4, 5, 6, 7},
+            )
+        )
     elif (root / runs.RUN).exists():
-        print(f"no runs in {root}: it is a run folder itself; list its parent with: digitnet runs {root.parent}")
+        print(
+            f"no runs in {root}: it is a run folder itself; list its parent with: digitnet runs {root.parent}"
+        )
     else:
         print(f"no runs in {root}" + (" yet: 'digitnet train' puts them there" if root == runs.ROOT else ""))
     resumable = [r for r in rows if r["resumable"]]
@@ -93,33 +135,39 @@ def _compare(args) -> int:
     plot_path = _plot_path(args.plot or PLOT_DEFAULT)
     result = runs.compare(folders)
     rows, settings, histories = result["runs"], result["settings"], result["histories"]
-    for row, history in zip(rows, histories):
+    for row, history in zip(rows, histories, strict=True):
         row["best_epoch"] = history.best_epoch if history else None
         row["restored_epoch"] = history.restored_epoch if history else None
     names = _labels(rows)
 
     if settings:
         print("settings that differ:")
-        print(_table(["setting", *names], [[key, *map(_setting, values)] for key, values in settings.items()]))
+        print(
+            _table(["setting", *names], [[key, *map(_setting, values)] for key, values in settings.items()])
+        )
     else:
         print("the runs have the same settings")
     print()
-    figures = [["validation accuracy", *(_percent(r["val_accuracy"]) for r in rows)],
-               ["test accuracy", *(_percent(r["test_accuracy"]) for r in rows)],
-               ["epochs", *(_epochs(r) for r in rows)]]
+    figures = [
+        ["validation accuracy", *(_percent(r["val_accuracy"]) for r in rows)],
+        ["test accuracy", *(_percent(r["test_accuracy"]) for r in rows)],
+        ["epochs", *(_epochs(r) for r in rows)],
+    ]
     if any(r["best_epoch"] for r in rows):
         figures.append(["best epoch (val loss)", *(_dash(r["best_epoch"]) for r in rows)])
     if any(r["restored_epoch"] for r in rows):
         figures.append(["restored epoch", *(_dash(r["restored_epoch"]) for r in rows)])
-    figures += [["seconds", *(_seconds(r["seconds"]) for r in rows)],
-                ["state", *(_state(r) for r in rows)]]
+    figures += [["seconds", *(_seconds(r["seconds"]) for r in rows)], ["state", *(_state(r) for r in rows)]]
     print(_table(["", *names], figures, right=set(range(1, len(names) + 1))))
 
     written = None
     if not any(h is not None and h.epochs for h in histories):
-        print("note: no plot: none of these runs has a history yet (a killed run keeps its epochs in its checkpoint)")
+        print(
+            "note: no plot: none of these runs has a history yet (a killed run keeps its epochs in its checkpoint)"
+        )
     else:
         from digitnet.viz.catalog import require
+
         try:
             require()
         except DigitnetError as exc:
@@ -127,9 +175,10 @@ def _compare(args) -> int:
         else:
             from digitnet.viz import style
             from digitnet.viz.training_plots import compare_curves
+
             fig = compare_curves(histories, names)
             written = str(style.save(fig, plot_path, formats=(plot_path.suffix[1:],))[0])
-            missing = [n for n, h in zip(names, histories) if h is None or not h.epochs]
+            missing = [n for n, h in zip(names, histories, strict=True) if h is None or not h.epochs]
             print(f"saved {written}" + (f" (no curves yet for {', '.join(missing)})" if missing else ""))
     if args.json:
         print_json({"runs": rows, "settings": settings, "plot": written})
@@ -143,15 +192,19 @@ def _resolve(name: str, root: Path) -> Path:
         return path
     if (root / name).exists():
         return root / name
-    raise DigitnetError(f"{name} does not exist" + ("" if path.is_absolute() else f" (nor {root / name})")
-                        + ": name a run folder, as 'digitnet runs' lists them")
+    raise DigitnetError(
+        f"{name} does not exist"
+        + ("" if path.is_absolute() else f" (nor {root / name})")
+        + ": name a run folder, as 'digitnet runs' lists them"
+    )
 
 
 def _plot_path(text: str) -> Path:
     path = Path(text)
     if path.suffix[1:].lower() not in PLOT_FORMATS:
-        raise DigitnetError(f"--plot {text}: the picture's name must end in "
-                            + ", ".join(f".{f}" for f in PLOT_FORMATS))
+        raise DigitnetError(
+            f"--plot {text}: the picture's name must end in " + ", ".join(f".{f}" for f in PLOT_FORMATS)
+        )
     if not path.parent.is_dir():
         raise DigitnetError(f"--plot {text}: the folder {path.parent} does not exist")
     return path.with_suffix(path.suffix.lower())
@@ -178,10 +231,13 @@ def _setting(value) -> str:
 # --------------------------------------------------------------------------- text
 def _table(headers: list[str], rows: list[list[str]], right=frozenset()) -> str:
     """Columns padded to their widest cell, two spaces apart; the columns in ``right`` right-aligned."""
-    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
     lines = []
     for cells in [headers, *rows]:
-        text = [f"{cell:>{w}}" if i in right else f"{cell:<{w}}" for i, (cell, w) in enumerate(zip(cells, widths))]
+        text = [
+            f"{cell:>{w}}" if i in right else f"{cell:<{w}}"
+            for i, (cell, w) in enumerate(zip(cells, widths, strict=True))
+        ]
         lines.append("  ".join(text).rstrip())
     return "\n".join(lines)
 

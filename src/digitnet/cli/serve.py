@@ -14,14 +14,19 @@ from digitnet.errors import DigitnetError
 
 def register(subparsers, help_line: str) -> None:
     p = subparsers.add_parser(
-        "serve", help=help_line,
+        "serve",
+        help=help_line,
         description="Serve a page where you draw a digit (mouse, touch or pen) or upload a photo of one and "
-                    "watch the network read it: the 28x28 it sees, the ten probabilities, each hidden "
-                    "layer's activity and the strongest paths to its answer. Also a JSON API: "
-                    "POST /api/predict (an image, or {\"pixels\": [784 values]}), GET /api/model.")
+        "watch the network read it: the 28x28 it sees, the ten probabilities, each hidden "
+        "layer's activity and the strongest paths to its answer. Also a JSON API: "
+        'POST /api/predict (an image, or {"pixels": [784 values]}), GET /api/model.',
+    )
     p.add_argument("model", metavar="MODEL", help="a model file (runs/<run>/model.npz) or its run folder")
-    p.add_argument("--host", default="127.0.0.1",
-                   help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0: every network)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0: every network)",
+    )
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0: any free port)")
     p.add_argument("--workers", type=int, default=2, help="server processes (default: 2)")
     p.add_argument("--threads", type=int, default=4, help="threads in each process (default: 4)")
@@ -34,21 +39,26 @@ def run(args) -> int:
     try:
         from digitnet.web import Server, check_address, create_app
     except ImportError as exc:
-        raise DigitnetError(f"digitnet serve needs Flask and Gunicorn ({exc}): pip install 'digitnet[web]'") from None
+        raise DigitnetError(
+            f"digitnet serve needs Flask and Gunicorn ({exc}): pip install 'digitnet[web]'"
+        ) from None
     if not 0 <= args.port <= 65535:
         raise DigitnetError(f"--port must be 0 to 65535, not {args.port}")
     if args.workers < 1 or args.threads < 1:
         raise DigitnetError("--workers and --threads must be at least 1")
     clf = modelfile.load(args.model)
-    def test_set():                                  # for "random test digit", loaded on first use
+
+    def test_set():  # for "random test digit", loaded on first use
         ds = load_model_data(args, clf)
         return ds.x_test, ds.y_test
 
     try:
         check_address(args.host, args.port)
     except OSError as exc:
-        raise DigitnetError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
-                            + (" (choose another --port)" if "in use" in str(exc) else "")) from None
+        raise DigitnetError(
+            f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
+            + (" (choose another --port)" if "in use" in str(exc) else "")
+        ) from None
 
     def ready(url):
         print(f"serving {clf} at {url}  (Ctrl-C to stop)", flush=True)
@@ -57,13 +67,19 @@ def run(args) -> int:
         if args.open:
             threading.Timer(0.5, webbrowser.open, args=(url,)).start()
 
-    server = Server(create_app(clf, test_set=test_set), host=args.host, port=args.port,
-                    workers=args.workers, threads=args.threads, on_ready=ready)
+    server = Server(
+        create_app(clf, test_set=test_set),
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        threads=args.threads,
+        on_ready=ready,
+    )
     master = os.getpid()
     try:
-        server.run()                                 # returns, or exits 0, on Ctrl-C or SIGTERM
+        server.run()  # returns, or exits 0, on Ctrl-C or SIGTERM
     except SystemExit as exc:
-        if os.getpid() != master:                    # a worker process leaving: let it go quietly
+        if os.getpid() != master:  # a worker process leaving: let it go quietly
             raise
         if exc.code not in (None, 0):
             raise DigitnetError(f"the web server stopped with status {exc.code}") from None

@@ -18,10 +18,16 @@ through digitnet's data pipeline: the same validation split, normalisation and b
 same initial weights as 'digitnet train' with the same flags. Compare the two with 'digitnet compare'.
 Needs PyTorch: pip install 'digitnet[torch]' (the CPU build is enough)."""
 
+
 def register(subparsers, help_line: str) -> None:
     epilog = "presets:\n" + "\n".join(f"  {name:<12} {text}" for name, text in DESCRIPTIONS.items())
-    p = subparsers.add_parser("torch-train", help=help_line, description=DESCRIPTION, epilog=epilog,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "torch-train",
+        help=help_line,
+        description=DESCRIPTION,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--preset", default="adam-128-64", help="named configuration (default: adam-128-64)")
     add_data_args(p)
     add_setting_flags(p, title="overrides (as in digitnet train)")
@@ -37,7 +43,7 @@ def run(args) -> int:
     from digitnet.interop.export import require
     from digitnet.interop.torch_train import save_checkpoint, train_torch
 
-    require("torch", "torch", "torch-train")          # before any work: say at once if PyTorch is missing
+    require("torch", "torch", "torch-train")  # before any work: say at once if PyTorch is missing
     overrides = {f.name: getattr(args, f.name) for f in settings()}
     config = preset(args.preset, dataset=args.dataset, **overrides).validate()
     out = Path(args.out or f"{config.dataset}_model.pth")
@@ -46,8 +52,10 @@ def run(args) -> int:
     dataset = load_data(args, config.dataset, seed=config.seed)
     sizes = "-".join(map(str, [dataset.x_train.shape[1], *config.hidden, len(dataset.class_names)]))
     say = (lambda *a: None) if args.quiet else print
-    say(f"PyTorch, preset {config.preset}: {sizes} {config.activation}, {config.optimizer} lr {config.lr:g}, "
-        f"batch {config.batch_size or 'full'}, {count(config.epochs, 'epoch')}")
+    say(
+        f"PyTorch, preset {config.preset}: {sizes} {config.activation}, {config.optimizer} lr {config.lr:g}, "
+        f"batch {config.batch_size or 'full'}, {count(config.epochs, 'epoch')}"
+    )
     say(f"data: {dataset.name} from {dataset.source}")
 
     result = train_torch(config, dataset, callbacks=[] if args.quiet else [Progress(bar=sys.stdout.isatty())])
@@ -55,12 +63,23 @@ def run(args) -> int:
     if result.history.interrupted:
         print(f"interrupted in epoch {len(result.history.epochs)}: saved the network as it is")
     m = result.metrics
-    print(f"test accuracy: {percent(m['test_accuracy'])} (validation {percent(m['val_accuracy'])}; "
-          f"{m['train_seconds']:.1f} s of training)")
-    print(f"saved {out}  (in PyTorch: torch.load({str(out)!r}, weights_only=True)[\"model_state_dict\"])")
+    print(
+        f"test accuracy: {percent(m['test_accuracy'])} (validation {percent(m['val_accuracy'])}; "
+        f"{m['train_seconds']:.1f} s of training)"
+    )
+    print(f'saved {out}  (in PyTorch: torch.load({str(out)!r}, weights_only=True)["model_state_dict"])')
     if args.json:
-        print_json({"test_accuracy": m["test_accuracy"], "val_accuracy": m["val_accuracy"],
-                    "train_seconds": m["train_seconds"], "epochs": m["epochs"], "model": str(out),
-                    "preset": config.preset, "stopped_early": result.history.stopped_early,
-                    "restored_epoch": result.history.restored_epoch, "interrupted": result.history.interrupted})
+        print_json(
+            {
+                "test_accuracy": m["test_accuracy"],
+                "val_accuracy": m["val_accuracy"],
+                "train_seconds": m["train_seconds"],
+                "epochs": m["epochs"],
+                "model": str(out),
+                "preset": config.preset,
+                "stopped_early": result.history.stopped_early,
+                "restored_epoch": result.history.restored_epoch,
+                "interrupted": result.history.interrupted,
+            }
+        )
     return 130 if result.history.interrupted else 0

@@ -16,13 +16,21 @@ EPILOG = "presets:\n" + "\n".join(f"  {name:<12} {text}" for name, text in DESCR
 
 
 def register(subparsers, help_line: str) -> None:
-    p = subparsers.add_parser("train", help=help_line, epilog=EPILOG,
-                              formatter_class=argparse.RawDescriptionHelpFormatter,
-                              description="Train a fully connected network. A preset sets every "
-                                          "hyperparameter; each flag overrides one.")
+    p = subparsers.add_parser(
+        "train",
+        help=help_line,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train a fully connected network. A preset sets every "
+        "hyperparameter; each flag overrides one.",
+    )
     p.add_argument("--preset", help="named configuration (default: default); see below")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run stopped by Ctrl-C, a kill or a crash, "
-                                                       "from its last checkpoint, to the same weights")
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue a run stopped by Ctrl-C, a kill or a crash, "
+        "from its last checkpoint, to the same weights",
+    )
     add_data_args(p, dataset_default=None, dataset_help="mnist")
     add_setting_flags(p)
     g = p.add_argument_group("output")
@@ -30,9 +38,14 @@ def register(subparsers, help_line: str) -> None:
     g.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     g.add_argument("--quiet", action="store_true", help="no progress bar and no per-epoch lines")
     g.add_argument("--live", action="store_true", help="watch the network learn in the dashboard's window")
-    g.add_argument("--save", metavar="FILE", help="with --live: record the view into FILE (.gif, .mp4 or .png) "
-                                                  "instead of a window")
-    g.add_argument("--frames", type=int, default=100, metavar="N", help="with --live --save: frames to record")
+    g.add_argument(
+        "--save",
+        metavar="FILE",
+        help="with --live: record the view into FILE (.gif, .mp4 or .png) instead of a window",
+    )
+    g.add_argument(
+        "--frames", type=int, default=100, metavar="N", help="with --live --save: frames to record"
+    )
     p.set_defaults(func=run)
 
 
@@ -52,65 +65,98 @@ def run(args) -> int:
     say = (lambda *a: None) if args.quiet else print
     sizes = "-".join(map(str, [dataset.x_train.shape[1], *config.hidden, len(dataset.class_names)]))
     batch = "full batch" if config.batch_size == 0 else f"batch {config.batch_size}"
-    say(f"preset {config.preset}: {sizes} {config.activation}, {config.optimizer} lr {config.lr:g} "
-        f"({config.schedule}), {batch}, {count(config.epochs, 'epoch')}")
+    say(
+        f"preset {config.preset}: {sizes} {config.activation}, {config.optimizer} lr {config.lr:g} "
+        f"({config.schedule}), {batch}, {count(config.epochs, 'epoch')}"
+    )
     say(f"data: {dataset.name} from {dataset.source}")
     for note in dataset.notes:
         say(f"note: {note}")
-    if dataset.test_held_out and args.quiet:      # said among the notes above otherwise
-        print(f"note: no labelled test set was given, so {len(dataset.x_test):,} training images "
-              "were held out as the test set")
+    if dataset.test_held_out and args.quiet:  # said among the notes above otherwise
+        print(
+            f"note: no labelled test set was given, so {len(dataset.x_test):,} training images "
+            "were held out as the test set"
+        )
 
     callbacks = [] if args.quiet else [Progress(bar=sys.stdout.isatty())]
     if args.live:
         from digitnet.viz.catalog import require
+
         require()
         from digitnet.viz.live import live_training
-        live = live_training(dataset, config.normalize, save=args.save, frames=args.frames,
-                             title=f"digitnet: training {sizes} {config.activation} on {dataset.name}")
+
+        live = live_training(
+            dataset,
+            config.normalize,
+            save=args.save,
+            frames=args.frames,
+            title=f"digitnet: training {sizes} {config.activation} on {dataset.name}",
+        )
         callbacks.append(live)
     if args.resume:
         done = run_.info.get("epochs_done") or 0
         say(f"resuming {run_.path} ({run_.state}): {done} of {count(config.epochs, 'epoch')} done")
         result = run_.resume(dataset, callbacks)
     else:
-        run_, result = runs.start(config, dataset, out=out, callbacks=callbacks, data=args.data,
-                                  cache_dir=args.cache_dir)
+        run_, result = runs.start(
+            config, dataset, out=out, callbacks=callbacks, data=args.data, cache_dir=args.cache_dir
+        )
     history, metrics = result.history, result.metrics
     if history.interrupted:
-        print(f"interrupted in epoch {len(history.epochs)}: saved the model and history as they are; "
-              f"continue with: digitnet train --resume {run_.path}")
+        print(
+            f"interrupted in epoch {len(history.epochs)}: saved the model and history as they are; "
+            f"continue with: digitnet train --resume {run_.path}"
+        )
     if history.restored_epoch:
-        say(("stopped early after" if history.stopped_early else "trained")
+        say(
+            ("stopped early after" if history.stopped_early else "trained")
             + f" epoch {len(history.epochs)}; restored the best weights (epoch {history.restored_epoch}, "
-              f"validation {percent(metrics['val_accuracy'])})")
+            f"validation {percent(metrics['val_accuracy'])})"
+        )
 
     model_path = runs.model_file(run_.path)
     per_epoch = metrics["train_seconds"] / max(1, metrics["epochs"])
-    print(f"test accuracy: {percent(metrics['test_accuracy'])} (validation {percent(metrics['val_accuracy'])}; "
-          f"{metrics['train_seconds']:.1f} s of training, {per_epoch:.2f} s an epoch)")
+    print(
+        f"test accuracy: {percent(metrics['test_accuracy'])} (validation {percent(metrics['val_accuracy'])}; "
+        f"{metrics['train_seconds']:.1f} s of training, {per_epoch:.2f} s an epoch)"
+    )
     print(f"saved {model_path}")
     if args.live:
         print(f"saved the live view as {args.save}" if args.save else "close the window to finish")
         live.wait()
     if args.json:
-        print_json({
-            "test_accuracy": metrics["test_accuracy"], "val_accuracy": metrics["val_accuracy"],
-            "train_seconds": metrics["train_seconds"], "epoch_seconds": metrics["epoch_seconds"],
-            "epochs": metrics["epochs"], "model": str(model_path), "run_dir": str(run_.path),
-            "preset": config.preset, "interrupted": history.interrupted,
-            "stopped_early": history.stopped_early, "restored_epoch": history.restored_epoch,
-            "test_held_out": metrics["test_held_out"], "resumed": bool(args.resume),
-        })
+        print_json(
+            {
+                "test_accuracy": metrics["test_accuracy"],
+                "val_accuracy": metrics["val_accuracy"],
+                "train_seconds": metrics["train_seconds"],
+                "epoch_seconds": metrics["epoch_seconds"],
+                "epochs": metrics["epochs"],
+                "model": str(model_path),
+                "run_dir": str(run_.path),
+                "preset": config.preset,
+                "interrupted": history.interrupted,
+                "stopped_early": history.stopped_early,
+                "restored_epoch": history.restored_epoch,
+                "test_held_out": metrics["test_held_out"],
+                "resumed": bool(args.resume),
+            }
+        )
     return 130 if history.interrupted else 0
 
 
 def _resumable(args):
     """The run ``--resume`` names and its settings; refuse flags that would change its plan."""
-    given = [f"--{name.replace('_', '-')}" for name in ["preset", *OVERRIDES, "out"] if getattr(args, name) is not None]
+    given = [
+        f"--{name.replace('_', '-')}"
+        for name in ["preset", *OVERRIDES, "out"]
+        if getattr(args, name) is not None
+    ]
     if given:
-        raise DigitnetError(f"--resume carries on the run saved in {args.resume} with its own settings; "
-                            f"leave out {', '.join(given)}")
+        raise DigitnetError(
+            f"--resume carries on the run saved in {args.resume} with its own settings; "
+            f"leave out {', '.join(given)}"
+        )
     run_ = runs.Run.open(args.resume)
     run_.check_resumable()
     recorded = run_.info.get("data") or {}

@@ -26,16 +26,31 @@ Lists are comma-separated; a hidden entry 256-128 is two layers. Ranges LOW:HIGH
 (random search) are log-uniform, except dropout's, which is uniform. L2's lambda
 is divided by the number of training images, as in 'digitnet train'."""
 
-SEARCH_FLAGS = ["preset", "epochs", "val_fraction", "seed", "dataset", "subset", "search", "trials", "prune",
-                *PARAMS]
+SEARCH_FLAGS = [
+    "preset",
+    "epochs",
+    "val_fraction",
+    "seed",
+    "dataset",
+    "subset",
+    "search",
+    "trials",
+    "prune",
+    *PARAMS,
+]
 LIVE_ROWS = 12
 
 
 def register(subparsers, help_line: str) -> None:
-    p = subparsers.add_parser("tune", help=help_line, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
-                              description="Try hyperparameters on a validation split (every trial with the same\n"
-                                          "seed and split), show each trial as it finishes, then refit the best\n"
-                                          "on training + validation data and measure it once on the test set.")
+    p = subparsers.add_parser(
+        "tune",
+        help=help_line,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Try hyperparameters on a validation split (every trial with the same\n"
+        "seed and split), show each trial as it finishes, then refit the best\n"
+        "on training + validation data and measure it once on the test set.",
+    )
     g = p.add_argument_group("what to try (a list a,b,c or, with --search random, a range LOW:HIGH)")
     g.add_argument("--hidden", metavar="LIST", help="hidden layer sizes, e.g. 64,110,128 or 256-128,512")
     g.add_argument("--l2", metavar="LIST", help="L2 penalty lambda, e.g. 0,1,5")
@@ -44,31 +59,63 @@ def register(subparsers, help_line: str) -> None:
     g.add_argument("--optimizer", metavar="LIST", help=f"optimisers among {','.join(OPTIMIZERS)}")
     g.add_argument("--dropout", metavar="LIST", help="dropout rates, e.g. 0,0.2 or 0:0.5")
     g = p.add_argument_group("how")
-    g.add_argument("--preset", help=f"base configuration for everything not searched (default: wide-512); "
-                                    f"one of {', '.join(PRESETS)}")
+    g.add_argument(
+        "--preset",
+        help=f"base configuration for everything not searched (default: wide-512); "
+        f"one of {', '.join(PRESETS)}",
+    )
     g.add_argument("--epochs", type=int, help="epochs per trial (default: the preset's)")
-    g.add_argument("--search", choices=["grid", "random"], help="every combination (default), or random draws")
+    g.add_argument(
+        "--search", choices=["grid", "random"], help="every combination (default), or random draws"
+    )
     g.add_argument("--trials", type=int, metavar="N", help="random draws (default: 20)")
-    g.add_argument("--val-fraction", type=float, metavar="F", help="share held out for validation (default: 0.1)")
-    g.add_argument("--subset", type=int, metavar="N", help="search on a stratified sample of N training images")
+    g.add_argument(
+        "--val-fraction", type=float, metavar="F", help="share held out for validation (default: 0.1)"
+    )
+    g.add_argument(
+        "--subset", type=int, metavar="N", help="search on a stratified sample of N training images"
+    )
     g.add_argument("--seed", type=int, help="the seed of every trial and of random draws (default: 0)")
-    g.add_argument("--prune", choices=["none", "median"],
-                   help="median: stop a trial whose validation accuracy trails the median of earlier ones")
+    g.add_argument(
+        "--prune",
+        choices=["none", "median"],
+        help="median: stop a trial whose validation accuracy trails the median of earlier ones",
+    )
     g.add_argument("--yes", action="store_true", help=f"allow a grid of more than {MAX_GRID:,} trials")
     g.add_argument("--dataset", choices=list(DATASETS), help="which dataset (default: mnist)")
-    g.add_argument("--data", metavar="PATH", help="your own copy: a folder of IDX files, an .npz, or "
-                                                  "train.csv[,test.csv]")
-    g.add_argument("--cache-dir", metavar="DIR", help="cache folder (default: $DIGITNET_CACHE or ~/.cache/digitnet)")
+    g.add_argument(
+        "--data",
+        metavar="PATH",
+        help="your own copy: a folder of IDX files, an .npz, or train.csv[,test.csv]",
+    )
+    g.add_argument(
+        "--cache-dir", metavar="DIR", help="cache folder (default: $DIGITNET_CACHE or ~/.cache/digitnet)"
+    )
     g = p.add_argument_group("where the trials run")
-    g.add_argument("--workers", type=int, default=1, metavar="N", help="processes on this machine (default: 1)")
-    g.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="a Dask distributed scheduler (digitnet[cluster])")
-    g.add_argument("--connect-timeout", type=float, default=5.0, metavar="SECONDS",
-                   help="how long to wait for the scheduler to answer (default: 5)")
+    g.add_argument(
+        "--workers", type=int, default=1, metavar="N", help="processes on this machine (default: 1)"
+    )
+    g.add_argument(
+        "--scheduler", metavar="tcp://HOST:PORT", help="a Dask distributed scheduler (digitnet[cluster])"
+    )
+    g.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="how long to wait for the scheduler to answer (default: 5)",
+    )
     g = p.add_argument_group("output")
     g.add_argument("--out", metavar="DIR", help="output folder (default: runs/<date-time>-tune)")
-    g.add_argument("--resume", metavar="DIR", help="carry on with the search saved in DIR, skipping finished trials")
-    g.add_argument("--heatmap", metavar="X,Y", default="hidden,l2", help="the heatmap's two hyperparameters "
-                                                                        "(default: hidden,l2)")
+    g.add_argument(
+        "--resume", metavar="DIR", help="carry on with the search saved in DIR, skipping finished trials"
+    )
+    g.add_argument(
+        "--heatmap",
+        metavar="X,Y",
+        default="hidden,l2",
+        help="the heatmap's two hyperparameters (default: hidden,l2)",
+    )
     g.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     g.add_argument("--quiet", action="store_true", help="no live table")
     p.set_defaults(func=run)
@@ -80,54 +127,84 @@ def run(args) -> int:
     spec, out, resumed = _check(args)
     dataset = load_data(args, spec.dataset, seed=spec.seed)
     data, refit_data = search_data(dataset, spec.subset, spec.seed)
-    results = Results.open(out) if resumed else Results.create(out, spec)    # only now is anything written
+    results = Results.open(out) if resumed else Results.create(out, spec)  # only now is anything written
     dims = [d for d in PARAMS if d in spec.space]
     done_before = len(results.done())
     total = len(spec.trial_params())
     base = spec.base_config()
     n_val = round(base.val_fraction * len(data.x))
     say = (lambda *a: None) if args.quiet else print
-    say(f"{spec.method} search of {total} trials over {' x '.join(dims)} on {dataset.name}: "
+    say(
+        f"{spec.method} search of {total} trials over {' x '.join(dims)} on {dataset.name}: "
         f"{len(data.x) - n_val:,} training and {n_val:,} validation images, base preset {spec.preset} "
         f"({count(base.epochs, 'epoch')}), seed {spec.seed}"
-        + (", median pruning" if spec.prune == "median" else ""))
+        + (", median pruning" if spec.prune == "median" else "")
+    )
     if done_before:
         say(f"resuming {results.folder}: {done_before} of {total} trials already done")
 
     live = Live(dims, total, done_before, enabled=not args.quiet)
     with live:
-        outcome = run_search(results, data, workers=args.workers, scheduler=args.scheduler,
-                             connect_timeout=args.connect_timeout, on_submit=live.submitted,
-                             on_result=live.finished)
+        outcome = run_search(
+            results,
+            data,
+            workers=args.workers,
+            scheduler=args.scheduler,
+            connect_timeout=args.connect_timeout,
+            on_submit=live.submitted,
+            on_result=live.finished,
+        )
     say(f"ran {outcome.ran} trials in {outcome.seconds:.1f} s on {outcome.backend}")
     print_table(results, dims)
     if outcome.interrupted:
         done = len(results.done())
-        print(f"interrupted: {done} of {total} trials are done and saved; carry on with: "
-              f"digitnet tune --resume {results.folder}")
+        print(
+            f"interrupted: {done} of {total} trials are done and saved; carry on with: "
+            f"digitnet tune --resume {results.folder}"
+        )
         if args.json:
             print_json({"interrupted": True, "trials": done, "out": str(results.folder)})
         return 130
 
     best, result = refit(results, refit_data)
     if result.history.interrupted:
-        print(f"interrupted while refitting the best configuration; carry on with: digitnet tune --resume "
-              f"{results.folder}")
+        print(
+            f"interrupted while refitting the best configuration; carry on with: digitnet tune --resume "
+            f"{results.folder}"
+        )
         return 130
     final = save_winner(results, best, result)
     plots = _plots(results, args.heatmap)
-    print(f"best: trial {best['trial']}, {_params(best, dims)}: validation accuracy {percent(best['val_accuracy'])}")
-    print(f"test accuracy: {percent(final['test_accuracy'])} after refitting on training + validation "
-          f"({final['n_train']:,} images, {final['train_seconds']:.1f} s)")
-    print(f"saved {final['model']}, {runs.RESULTS_CSV}, {runs.RESULTS}" + "".join(f", {p.name}" for p in plots.values()))
+    print(
+        f"best: trial {best['trial']}, {_params(best, dims)}: validation accuracy {percent(best['val_accuracy'])}"
+    )
+    print(
+        f"test accuracy: {percent(final['test_accuracy'])} after refitting on training + validation "
+        f"({final['n_train']:,} images, {final['train_seconds']:.1f} s)"
+    )
+    print(
+        f"saved {final['model']}, {runs.RESULTS_CSV}, {runs.RESULTS}"
+        + "".join(f", {p.name}" for p in plots.values())
+    )
     if args.json:
         counts = results.counts()
-        print_json({"best": {**trial_config(base, best["params"]).to_dict(), "trial": best["trial"],
-                             "val_accuracy": best["val_accuracy"]},
-                    "test_accuracy": final["test_accuracy"], "trials": len(results.records),
-                    "seconds": time.perf_counter() - started, "model": final["model"],
-                    "out": str(results.folder), "counts": counts, "backend": outcome.backend,
-                    "plots": {k: str(v) for k, v in plots.items()}})
+        print_json(
+            {
+                "best": {
+                    **trial_config(base, best["params"]).to_dict(),
+                    "trial": best["trial"],
+                    "val_accuracy": best["val_accuracy"],
+                },
+                "test_accuracy": final["test_accuracy"],
+                "trials": len(results.records),
+                "seconds": time.perf_counter() - started,
+                "model": final["model"],
+                "out": str(results.folder),
+                "counts": counts,
+                "backend": outcome.backend,
+                "plots": {k: str(v) for k, v in plots.items()},
+            }
+        )
     return 0
 
 
@@ -138,22 +215,33 @@ def _check(args) -> tuple[SearchSpec, Path, bool]:
     if not args.connect_timeout > 0:
         raise ConfigError(f"--connect-timeout must be above 0 seconds, got {args.connect_timeout}")
     if args.scheduler and args.workers > 1:
-        raise ConfigError("--workers and --scheduler exclude each other: the cluster's workers run the trials")
-    if args.scheduler:          # before any folder is made: a wrong address leaves nothing behind
+        raise ConfigError(
+            "--workers and --scheduler exclude each other: the cluster's workers run the trials"
+        )
+    if args.scheduler:  # before any folder is made: a wrong address leaves nothing behind
         _check_scheduler(args.scheduler, args.connect_timeout)
     if args.resume:
         given = [flag(f) for f in SEARCH_FLAGS if getattr(args, f, None) is not None]
         if given:
-            raise ConfigError(f"--resume carries on the search saved in {args.resume}; leave out {', '.join(given)}")
+            raise ConfigError(
+                f"--resume carries on the search saved in {args.resume}; leave out {', '.join(given)}"
+            )
         if args.out:
             raise ConfigError("--resume writes into the folder it resumes; leave out --out")
         spec = Results.open(args.resume).spec
         return spec.validate(confirm=True), Path(args.resume), True
-    spec = SearchSpec(space={d: getattr(args, d) for d in PARAMS if getattr(args, d) is not None},
-                      method=args.search or "grid", trials=20 if args.trials is None else args.trials,
-                      preset=args.preset or "wide-512", epochs=args.epochs, val_fraction=args.val_fraction,
-                      seed=args.seed or 0, dataset=args.dataset or "mnist", subset=args.subset,
-                      prune=args.prune or "none")
+    spec = SearchSpec(
+        space={d: getattr(args, d) for d in PARAMS if getattr(args, d) is not None},
+        method=args.search or "grid",
+        trials=20 if args.trials is None else args.trials,
+        preset=args.preset or "wide-512",
+        epochs=args.epochs,
+        val_fraction=args.val_fraction,
+        seed=args.seed or 0,
+        dataset=args.dataset or "mnist",
+        subset=args.subset,
+        prune=args.prune or "none",
+    )
     if args.trials is not None and spec.method == "grid":
         raise ConfigError("--trials is for --search random; a grid runs every combination")
     spec.validate(confirm=args.yes)
@@ -169,12 +257,14 @@ def _check_scheduler(address: str, timeout: float) -> None:
     except ImportError:
         raise ConfigError("--scheduler needs Dask: pip install 'digitnet[cluster]'") from None
     from digitnet.tune.search import connect_check
+
     connect_check(address, timeout)
 
 
 def _plots(results: Results, heatmap: str) -> dict:
     try:
         from digitnet.tune.plots import save_plots
+
         return save_plots(results, tuple(heatmap.split(",")))
     except ImportError:
         print("note: no plots without matplotlib: pip install 'digitnet[tune]'")
@@ -194,15 +284,24 @@ def _rich():
     except ImportError:
         raise ConfigError("digitnet tune shows its trials with rich: pip install 'digitnet[tune]'") from None
     from rich.console import Console
+
     return Console(highlight=False, width=None if sys.stdout.isatty() else 120)
 
 
 def _row(record, dims, best_trial=None) -> list[str]:
     acc, loss = record.get("val_accuracy"), record.get("val_loss")
-    status = record["status"] if record["status"] == "ok" else f"{record['status']}: {record.get('reason') or ''}"
-    cells = [str(record["trial"]), *(show(d, record["params"][d]) for d in dims),
-             percent(acc), "" if loss is None else f"{loss:.4f}", str(record.get("epochs") or 0),
-             "" if record.get("seconds") is None else f"{record['seconds']:.1f}s", status[:60]]
+    status = (
+        record["status"] if record["status"] == "ok" else f"{record['status']}: {record.get('reason') or ''}"
+    )
+    cells = [
+        str(record["trial"]),
+        *(show(d, record["params"][d]) for d in dims),
+        percent(acc),
+        "" if loss is None else f"{loss:.4f}",
+        str(record.get("epochs") or 0),
+        "" if record.get("seconds") is None else f"{record['seconds']:.1f}s",
+        status[:60],
+    ]
     if record["trial"] == best_trial:
         cells = [f"[bold green]{c}[/]" for c in cells]
     return cells
@@ -210,6 +309,7 @@ def _row(record, dims, best_trial=None) -> list[str]:
 
 def _table(records, dims, title, best_trial=None):
     from rich.table import Table
+
     table = Table(title=title, title_justify="left", header_style="bold")
     for name in ["#", *dims, "val acc", "val loss", "epochs", "time", "status"]:
         table.add_column(name, justify="left" if name == "status" else "right", no_wrap=name != "status")
@@ -226,8 +326,9 @@ def print_table(results: Results, dims, shown: int = 20) -> None:
     console = _rich()
     best = results.best()
     more = f" (the best {shown}; all {len(ranked)} in results.csv)" if len(ranked) > shown else ""
-    console.print(_table(ranked[:shown], dims, f"Trials by validation accuracy{more}",
-                         best and best["trial"]))
+    console.print(
+        _table(ranked[:shown], dims, f"Trials by validation accuracy{more}", best and best["trial"])
+    )
 
 
 class Live:
@@ -242,6 +343,7 @@ class Live:
     def __enter__(self):
         if self.enabled and self.console.is_terminal:
             from rich.live import Live as RichLive
+
             self.live = RichLive(self.render(), console=self.console, refresh_per_second=4, transient=True)
             self.live.__enter__()
         return self
@@ -260,8 +362,11 @@ class Live:
         self.records.append(record)
         if self.live is None and self.enabled:
             cells = _row(record, self.dims)
-            print(f"[{self.done}/{self.total}] trial {record['trial']}: {_params(record, self.dims)}: val acc "
-                  f"{cells[-5]} ({count(record.get('epochs') or 0, 'epoch')}, {cells[-2]}) {cells[-1]}", flush=True)
+            print(
+                f"[{self.done}/{self.total}] trial {record['trial']}: {_params(record, self.dims)}: val acc "
+                f"{cells[-5]} ({count(record.get('epochs') or 0, 'epoch')}, {cells[-2]}) {cells[-1]}",
+                flush=True,
+            )
         self._update()
 
     def _update(self):
@@ -274,9 +379,12 @@ class Live:
         elapsed = time.perf_counter() - self.started
         ran = len(self.records)
         left = "" if not ran else f", about {elapsed / ran * (self.total - self.done):.0f} s left"
-        title = (f"trials {self.done}/{self.total} done, {self.running} running"
-                 + (f", best {percent(best['val_accuracy'])} (#{best['trial']})" if best else "")
-                 + f", {elapsed:.0f} s{left}")
+        title = (
+            f"trials {self.done}/{self.total} done, {self.running} running"
+            + (f", best {percent(best['val_accuracy'])} (#{best['trial']})" if best else "")
+            + f", {elapsed:.0f} s{left}"
+        )
         from rich.console import Group
         from rich.text import Text
+
         return Group(Text(title), _table(self.records[-LIVE_ROWS:], self.dims, None, best and best["trial"]))

@@ -10,5 +10,18 @@ from digitnet.data.formats import read_csv, read_idx, read_npz, write_idx
 from digitnet.data.loader import DataLoader, Normalizer
 from digitnet.data.sources import cache_dir
 
-__all__ = ["DATASETS", "Dataset", "DatasetSpec", "DataLoader", "Normalizer", "cache_dir", "describe",
-           "load_dataset", "read_csv", "read_idx", "read_npz", "train_val_split", "write_idx"]
+__all__ = [
+    "DATASETS",
+    "Dataset",
+    "DatasetSpec",
+    "DataLoader",
+    "Normalizer",
+    "cache_dir",
+    "describe",
+    "load_dataset",
+    "read_csv",
+    "read_idx",
+    "read_npz",
+    "train_val_split",
+    "write_idx",
+]

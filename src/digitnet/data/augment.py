@@ -44,7 +44,7 @@ class RandomShift:
     def __call__(self, xb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         b, s, m = len(xb), self.side, self.max_shift
         padded = np.pad(xb.reshape(b, s, s), ((0, 0), (m, m), (m, m)), constant_values=self.fill)
-        windows = sliding_window_view(padded, (s, s), axis=(1, 2))          # (B, 2m+1, 2m+1, s, s), no copy
+        windows = sliding_window_view(padded, (s, s), axis=(1, 2))  # (B, 2m+1, 2m+1, s, s), no copy
         dy, dx = rng.integers(0, 2 * m + 1, size=(2, b))
         return windows[np.arange(b), dy, dx].reshape(b, s * s)
 
@@ -69,8 +69,8 @@ def _sample(xb: np.ndarray, src: np.ndarray, side: int, fill: float) -> np.ndarr
     """
     b, p, c = len(xb), side + 2, (side - 1) / 2 + 1
     padded = np.pad(xb.reshape(b, side, side), ((0, 0), (1, 1), (1, 1)), constant_values=fill).reshape(-1)
-    r = np.clip(src[:, 0] + c, 0, p - 1)                                    # in padded pixels; the
-    q = np.clip(src[:, 1] + c, 0, p - 1)                                    # border reads fill
+    r = np.clip(src[:, 0] + c, 0, p - 1)  # in padded pixels; the
+    q = np.clip(src[:, 1] + c, 0, p - 1)  # border reads fill
     r0, q0 = np.minimum(r.astype(np.intp), p - 2), np.minimum(q.astype(np.intp), p - 2)
     fr, fq = (r - r0).astype(xb.dtype), (q - q0).astype(xb.dtype)
     at = r0 * p + q0 + (np.arange(b) * p * p)[:, None]
@@ -109,8 +109,13 @@ class RandomAffine:
     def draw(self, b: int, rng: np.random.Generator):
         """Each image's (angle°, zoom, shear°, dy, dx), five arrays of shape (B,)."""
         u = rng.uniform(-1.0, 1.0, size=(5, b))
-        return (u[0] * self.rotate, 1 + u[1] * self.scale, u[2] * self.shear, u[3] * self.translate,
-                u[4] * self.translate)
+        return (
+            u[0] * self.rotate,
+            1 + u[1] * self.scale,
+            u[2] * self.shear,
+            u[3] * self.translate,
+            u[4] * self.translate,
+        )
 
     def apply(self, xb, angle, zoom, shear, dy, dx) -> np.ndarray:
         """Warp ``xb`` (B, side*side) by the given per-image parameters, each of shape (B,)."""
@@ -127,8 +132,10 @@ class RandomAffine:
         return self.apply(xb, *self.draw(len(xb), rng))
 
     def __repr__(self):
-        return (f"RandomAffine(rotate={self.rotate:g}, scale={self.scale:g}, shear={self.shear:g}, "
-                f"translate={self.translate:g})")
+        return (
+            f"RandomAffine(rotate={self.rotate:g}, scale={self.scale:g}, shear={self.shear:g}, "
+            f"translate={self.translate:g})"
+        )
 
 
 class ElasticDistortion:

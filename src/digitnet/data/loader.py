@@ -53,7 +53,7 @@ class Normalizer:
         self.mean = None if mean is None else float(mean)
         self.std = None if std is None else float(std)
 
-    def fit(self, x) -> "Normalizer":
+    def fit(self, x) -> Normalizer:
         """Fit the mean and standard deviation on training images ``x`` (any shape, values 0-255)."""
         if self.kind == "standardize":
             x = np.asarray(x).reshape(-1)
@@ -62,7 +62,7 @@ class Normalizer:
             # Sums of whole numbers in float64 are exact; chunks keep the memory small.
             total = squares = 0.0
             for i in range(0, x.size, 1 << 22):
-                chunk = x[i:i + (1 << 22)].astype(np.float64)
+                chunk = x[i : i + (1 << 22)].astype(np.float64)
                 total += chunk.sum()
                 squares += chunk @ chunk
             mean = float(total) / x.size
@@ -91,7 +91,7 @@ class Normalizer:
         return {"kind": self.kind, "mean": float(self.mean), "std": float(self.std)}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Normalizer":
+    def from_dict(cls, d: dict) -> Normalizer:
         """Rebuild a Normalizer from :meth:`to_dict`'s output."""
         try:
             kind = d["kind"]
@@ -132,8 +132,9 @@ class DataLoader:
     which finishes the epoch the state was taken in.
     """
 
-    def __init__(self, x, y, batch_size: int, shuffle: bool = True, drop_last: bool = False,
-                 rng=None, transform=None):
+    def __init__(
+        self, x, y, batch_size: int, shuffle: bool = True, drop_last: bool = False, rng=None, transform=None
+    ):
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ConfigError(f"the batch size must be a whole number of at least 1, not {batch_size!r}")
         if y is not None and len(x) != len(y):
@@ -142,9 +143,9 @@ class DataLoader:
         self.batch_size, self.shuffle, self.drop_last = int(batch_size), shuffle, drop_last
         self.rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
         self.transform = transform
-        self._order = None            # the current epoch's permutation (None: not shuffled, or between epochs)
-        self._position = 0            # batches of the current epoch handed out
-        self._resume = False          # the next __iter__ continues a loaded epoch
+        self._order = None  # the current epoch's permutation (None: not shuffled, or between epochs)
+        self._position = 0  # batches of the current epoch handed out
+        self._resume = False  # the next __iter__ continues a loaded epoch
 
     def __len__(self) -> int:
         n = len(self.x)
@@ -160,10 +161,10 @@ class DataLoader:
             self._order, self._position = order, 0
         for start in range(self._position * bs, len(self) * bs, bs):
             if order is None:
-                xb = self.x[start:start + bs]
-                yb = None if self.y is None else self.y[start:start + bs]
+                xb = self.x[start : start + bs]
+                yb = None if self.y is None else self.y[start : start + bs]
             else:
-                idx = order[start:start + bs]
+                idx = order[start : start + bs]
                 xb = np.take(self.x, idx, axis=0)
                 yb = None if self.y is None else np.take(self.y, idx, axis=0)
             if self.transform is not None:
@@ -185,9 +186,13 @@ class DataLoader:
             out (a batch counts from the moment it is yielded); ``n`` and
             ``batch_size``.
         """
-        return {"rng": self.rng.bit_generator.state,
-                "order": None if self._order is None else self._order.astype(np.int64),
-                "position": self._position, "n": len(self.x), "batch_size": self.batch_size}
+        return {
+            "rng": self.rng.bit_generator.state,
+            "order": None if self._order is None else self._order.astype(np.int64),
+            "position": self._position,
+            "n": len(self.x),
+            "batch_size": self.batch_size,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from :meth:`state_dict`'s output, taken on a loader over the same data.
@@ -202,33 +207,53 @@ class DataLoader:
         """
         keys = {"rng", "order", "position", "n", "batch_size"}
         if not isinstance(state, dict) or not keys <= set(state):
-            raise ConfigError(f"a loader state is a dict with {', '.join(sorted(keys))} "
-                              f"(what state_dict() returns), not {state!r:.100}")
+            raise ConfigError(
+                f"a loader state is a dict with {', '.join(sorted(keys))} "
+                f"(what state_dict() returns), not {state!r:.100}"
+            )
         n, batches = len(self.x), len(self)
         if state["n"] != n:
-            raise ConfigError(f"the loader state is of {state['n']} examples, this loader has {n}: "
-                              "load it into a loader over the same data")
+            raise ConfigError(
+                f"the loader state is of {state['n']} examples, this loader has {n}: "
+                "load it into a loader over the same data"
+            )
         if state["batch_size"] != self.batch_size:
-            raise ConfigError(f"the loader state is of batches of {state['batch_size']}, this loader's are "
-                              f"{self.batch_size}: build it with the saved batch size")
+            raise ConfigError(
+                f"the loader state is of batches of {state['batch_size']}, this loader's are "
+                f"{self.batch_size}: build it with the saved batch size"
+            )
         position, order = state["position"], state["order"]
-        if isinstance(position, bool) or not isinstance(position, (int, np.integer)) or not 0 <= position <= batches:
-            raise ConfigError(f"the loader state's position must be a whole number of batches from 0 to {batches}, "
-                              f"not {position!r}")
+        if (
+            isinstance(position, bool)
+            or not isinstance(position, (int, np.integer))
+            or not 0 <= position <= batches
+        ):
+            raise ConfigError(
+                f"the loader state's position must be a whole number of batches from 0 to {batches}, "
+                f"not {position!r}"
+            )
         if order is not None:
             order = np.asarray(order)
             if not self.shuffle:
                 raise ConfigError("the loader state is of a shuffling loader, this one has shuffle=False")
-            if order.shape != (n,) or order.dtype.kind not in "iu" or not np.array_equal(np.sort(order), np.arange(n)):
+            if (
+                order.shape != (n,)
+                or order.dtype.kind not in "iu"
+                or not np.array_equal(np.sort(order), np.arange(n))
+            ):
                 raise ConfigError(f"the loader state's order is not a permutation of the {n} examples")
         elif position and self.shuffle:
-            raise ConfigError("the loader state is of a loader without shuffling, this one shuffles: "
-                              "build it with shuffle=False")
+            raise ConfigError(
+                "the loader state is of a loader without shuffling, this one shuffles: "
+                "build it with shuffle=False"
+            )
         try:
             self.rng.bit_generator.state = state["rng"]
         except (TypeError, ValueError, KeyError) as exc:
-            raise ConfigError(f"the loader state's generator state does not fit this loader's "
-                              f"{type(self.rng.bit_generator).__name__} ({exc})") from None
+            raise ConfigError(
+                f"the loader state's generator state does not fit this loader's "
+                f"{type(self.rng.bit_generator).__name__} ({exc})"
+            ) from None
         if position == batches:
             order, position = None, 0
         self._order = None if order is None else order.astype(np.int64)
@@ -236,5 +261,7 @@ class DataLoader:
         self._resume = order is not None or position > 0
 
     def __repr__(self) -> str:
-        return (f"DataLoader(n={len(self.x)}, batch_size={self.batch_size}, batches={len(self)}, "
-                f"shuffle={self.shuffle}, drop_last={self.drop_last})")
+        return (
+            f"DataLoader(n={len(self.x)}, batch_size={self.batch_size}, batches={len(self)}, "
+            f"shuffle={self.shuffle}, drop_last={self.drop_last})"
+        )

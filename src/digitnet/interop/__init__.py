@@ -15,17 +15,42 @@ Nothing here imports PyTorch at import time; the functions that need it import i
 """
 
 from digitnet.interop.export import (
-    FORMATS, export, export_onnx, export_pth, export_safetensors, torch_sequential_code,
+    FORMATS,
+    export,
+    export_onnx,
+    export_pth,
+    export_safetensors,
+    torch_sequential_code,
 )
 from digitnet.interop.statedict import (
-    chain_layers, find_state_dict, from_state_dict, import_torch, linear_layers, load_any, load_torch_state_dict,
+    chain_layers,
+    find_state_dict,
+    from_state_dict,
+    import_torch,
+    linear_layers,
+    load_any,
+    load_torch_state_dict,
     torch_state_dict,
 )
 from digitnet.interop.torchfile import read_torch_file
 from digitnet.interop.torchnet import from_torch_module, to_torch_module
 
-
-__all__ = ["FORMATS", "chain_layers", "export", "export_onnx", "export_pth", "export_safetensors",
-           "find_state_dict", "from_state_dict", "from_torch_module", "import_torch", "linear_layers", "load_any",
-           "load_torch_state_dict", "read_torch_file", "to_torch_module", "torch_sequential_code",
-           "torch_state_dict"]
+__all__ = [
+    "FORMATS",
+    "chain_layers",
+    "export",
+    "export_onnx",
+    "export_pth",
+    "export_safetensors",
+    "find_state_dict",
+    "from_state_dict",
+    "from_torch_module",
+    "import_torch",
+    "linear_layers",
+    "load_any",
+    "load_torch_state_dict",
+    "read_torch_file",
+    "to_torch_module",
+    "torch_sequential_code",
+    "torch_state_dict",
+]

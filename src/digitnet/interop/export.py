@@ -81,16 +81,22 @@ def export_onnx(clf: Classifier, path) -> Path:
     for i, layer in enumerate(clf.model.layers):
         out = f"h{i}"
         if isinstance(layer, nn.Linear):
-            initializers += [numpy_helper.from_array(weights[f"{i}.weight"], f"{i}.weight"),
-                             numpy_helper.from_array(weights[f"{i}.bias"], f"{i}.bias")]
-            nodes.append(helper.make_node("Gemm", [x, f"{i}.weight", f"{i}.bias"], [out], transB=1, name=f"linear{i}"))
+            initializers += [
+                numpy_helper.from_array(weights[f"{i}.weight"], f"{i}.weight"),
+                numpy_helper.from_array(weights[f"{i}.bias"], f"{i}.bias"),
+            ]
+            nodes.append(
+                helper.make_node("Gemm", [x, f"{i}.weight", f"{i}.bias"], [out], transB=1, name=f"linear{i}")
+            )
         elif isinstance(layer, nn.Dropout):
-            continue                                       # identity at inference
+            continue  # identity at inference
         elif isinstance(layer, nn.LeakyReLU) and dtype == np.float64:
             # LeakyRelu's alpha is a float32 attribute; max(x, slope * x) keeps float64's slope exact.
             initializers.append(numpy_helper.from_array(np.array(layer.slope, dtype), f"slope{i}"))
-            nodes += [helper.make_node("Mul", [x, f"slope{i}"], [f"scaled{i}"], name=f"scale{i}"),
-                      helper.make_node("Max", [x, f"scaled{i}"], [out], name=f"act{i}")]
+            nodes += [
+                helper.make_node("Mul", [x, f"slope{i}"], [f"scaled{i}"], name=f"scale{i}"),
+                helper.make_node("Max", [x, f"scaled{i}"], [out], name=f"act{i}"),
+            ]
         elif isinstance(layer, nn.LeakyReLU):
             nodes.append(helper.make_node("LeakyRelu", [x], [out], alpha=float(layer.slope), name=f"act{i}"))
         else:
@@ -101,11 +107,18 @@ def export_onnx(clf: Classifier, path) -> Path:
     nodes.append(helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1, name="softmax"))
     n_in, n_out = clf.architecture["sizes"][0], clf.architecture["sizes"][-1]
     graph = helper.make_graph(
-        nodes, "digitnet", [helper.make_tensor_value_info("input", elem, ["batch", n_in])],
-        [helper.make_tensor_value_info("logits", elem, ["batch", n_out]),
-         helper.make_tensor_value_info("probabilities", elem, ["batch", n_out])], initializers)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)],
-                              producer_name="digitnet", ir_version=8)
+        nodes,
+        "digitnet",
+        [helper.make_tensor_value_info("input", elem, ["batch", n_in])],
+        [
+            helper.make_tensor_value_info("logits", elem, ["batch", n_out]),
+            helper.make_tensor_value_info("probabilities", elem, ["batch", n_out]),
+        ],
+        initializers,
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)], producer_name="digitnet", ir_version=8
+    )
     helper.set_model_props(model, {METADATA_KEY: json.dumps(describe(clf))})
     onnx.checker.check_model(model)
     with atomic_path(path) as tmp:
@@ -152,6 +165,9 @@ def require(module: str, package: str, purpose: str):
     try:
         return importlib.import_module(module)
     except ImportError:
-        hint = "pip install 'digitnet[torch]' (the CPU build is enough)" if package == "torch" \
+        hint = (
+            "pip install 'digitnet[torch]' (the CPU build is enough)"
+            if package == "torch"
             else "pip install 'digitnet[export]'"
+        )
         raise DigitnetError(f"{purpose} needs the '{package}' package: {hint}") from None

@@ -27,7 +27,7 @@ from digitnet.interop.torchfile import read_torch_file
 from digitnet.modelfile import Classifier, architecture_of
 
 CHECKPOINT_KEYS = ("model_state_dict", "state_dict", "model")
-METADATA_KEY = "digitnet"            # where digitnet's own .pth checkpoints keep their description
+METADATA_KEY = "digitnet"  # where digitnet's own .pth checkpoints keep their description
 
 
 @dataclass
@@ -35,12 +35,12 @@ class LinearLayer:
     """One Linear layer found in a state_dict: its name and PyTorch-layout arrays."""
 
     name: str
-    weight: np.ndarray          # (out, in)
-    bias: np.ndarray | None     # (out,) or None for bias=False
+    weight: np.ndarray  # (out, in)
+    bias: np.ndarray | None  # (out,) or None for bias=False
 
     @property
     def shape(self) -> tuple[int, int]:
-        return self.weight.shape[1], self.weight.shape[0]     # (in, out)
+        return self.weight.shape[1], self.weight.shape[0]  # (in, out)
 
 
 def load_torch_state_dict(path) -> dict[str, np.ndarray]:
@@ -75,14 +75,20 @@ def find_state_dict(obj, where="the file") -> dict[str, np.ndarray]:
             if _is_state_dict(obj.get(key)):
                 return obj[key]
         keys = ", ".join(map(str, list(obj)[:12]))
-        raise ModelFileError(f"{where} holds a dict ({keys}) that is neither a state_dict of tensors nor a "
-                             f"checkpoint with one under {', '.join(CHECKPOINT_KEYS)}")
+        raise ModelFileError(
+            f"{where} holds a dict ({keys}) that is neither a state_dict of tensors nor a "
+            f"checkpoint with one under {', '.join(CHECKPOINT_KEYS)}"
+        )
     raise ModelFileError(f"{where} holds a {type(obj).__name__}, not a state_dict (a dict of tensors)")
 
 
 def _is_state_dict(obj) -> bool:
-    return (isinstance(obj, dict) and len(obj) > 0 and all(isinstance(k, str) for k in obj)
-            and all(isinstance(v, np.ndarray) for v in obj.values()))
+    return (
+        isinstance(obj, dict)
+        and len(obj) > 0
+        and all(isinstance(k, str) for k in obj)
+        and all(isinstance(v, np.ndarray) for v in obj.values())
+    )
 
 
 def linear_layers(state: dict[str, np.ndarray], where="the state_dict") -> list[LinearLayer]:
@@ -99,21 +105,29 @@ def linear_layers(state: dict[str, np.ndarray], where="the state_dict") -> list[
     for name, parts in groups.items():
         prefix = f"{name}." if name else ""
         w, b = parts.get("weight"), parts.get("bias")
-        if (w is None or w.ndim != 2 or set(parts) - {"weight", "bias"}
-                or (b is not None and b.shape != (w.shape[0],))):
+        if (
+            w is None
+            or w.ndim != 2
+            or set(parts) - {"weight", "bias"}
+            or (b is not None and b.shape != (w.shape[0],))
+        ):
             unplaced += [f"{prefix}{kind} {tuple(v.shape)}" for kind, v in parts.items()]
             continue
         for kind, v in parts.items():
             if not np.issubdtype(v.dtype, np.floating):
-                raise ModelFileError(f"{where}: {prefix}{kind} holds {v.dtype}, not floating-point numbers "
-                                     "(quantised weights are not supported)")
+                raise ModelFileError(
+                    f"{where}: {prefix}{kind} holds {v.dtype}, not floating-point numbers "
+                    "(quantised weights are not supported)"
+                )
             if not np.all(np.isfinite(v)):
                 raise ModelFileError(f"{where}: {prefix}{kind} holds NaN or infinite values")
         layers.append(LinearLayer(name, w, b))
     if unplaced:
         shown = ", ".join(unplaced[:12]) + (f" and {len(unplaced) - 12} more" if len(unplaced) > 12 else "")
-        raise ModelFileError(f"{where} is not a chain of Linear layers: could not place {shown}. digitnet imports "
-                             "fully connected networks (nn.Linear layers with activations between them)")
+        raise ModelFileError(
+            f"{where} is not a chain of Linear layers: could not place {shown}. digitnet imports "
+            "fully connected networks (nn.Linear layers with activations between them)"
+        )
     if not layers:
         raise ModelFileError(f"{where} holds no Linear layer weights")
     return layers
@@ -143,7 +157,9 @@ def chain_layers(layers: list[LinearLayer], where="the state_dict") -> list[Line
 
     if n > 64 or not extend():
         shapes = ", ".join(f"{layer.name or '(root)'} {layer.shape[0]}->{layer.shape[1]}" for layer in layers)
-        raise ModelFileError(f"{where}: its Linear layers do not form one chain from input to output ({shapes})")
+        raise ModelFileError(
+            f"{where}: its Linear layers do not form one chain from input to output ({shapes})"
+        )
     return chain
 
 
@@ -152,20 +168,29 @@ def to_model(chain: list[LinearLayer], activation: str = "relu") -> nn.Sequentia
 
     float64 if any weight is float64, else float32 (float16 and bfloat16 widen exactly).
     """
-    dtype = np.float64 if any(a.dtype == np.float64 for layer in chain
-                              for a in (layer.weight, layer.bias) if a is not None) else np.float32
+    dtype = (
+        np.float64
+        if any(a.dtype == np.float64 for layer in chain for a in (layer.weight, layer.bias) if a is not None)
+        else np.float32
+    )
     sizes = [chain[0].shape[0]] + [layer.shape[1] for layer in chain]
     model = nn.mlp(sizes, activation=activation, init="he", rng=0, dtype=dtype)
     linears = [layer for layer in model.layers if isinstance(layer, nn.Linear)]
-    for mine, theirs in zip(linears, chain):
+    for mine, theirs in zip(linears, chain, strict=True):
         mine.weight.data[...] = theirs.weight.T
         mine.bias.data[...] = 0 if theirs.bias is None else theirs.bias
     return model.eval()
 
 
-def from_state_dict(state: dict[str, np.ndarray], activation: str = "relu", normalizer: Normalizer | None = None,
-                    class_names=None, dataset: str = "mnist", where="the state_dict", meta: dict | None = None
-                    ) -> Classifier:
+def from_state_dict(
+    state: dict[str, np.ndarray],
+    activation: str = "relu",
+    normalizer: Normalizer | None = None,
+    class_names=None,
+    dataset: str = "mnist",
+    where="the state_dict",
+    meta: dict | None = None,
+) -> Classifier:
     """Build a :class:`~digitnet.modelfile.Classifier` from a PyTorch state_dict of an MLP.
 
     Parameters
@@ -185,14 +210,17 @@ def from_state_dict(state: dict[str, np.ndarray], activation: str = "relu", norm
     arch = architecture_of(model)
     if class_names is None:
         known = DATASETS[dataset].class_names if dataset in DATASETS else ()
-        class_names = list(known) if len(known) == arch["sizes"][-1] else [str(i) for i in range(arch["sizes"][-1])]
-    names = {str(i): layer.name for i, layer in zip(range(0, 2 * len(chain), 2), chain)}
+        class_names = (
+            list(known) if len(known) == arch["sizes"][-1] else [str(i) for i in range(arch["sizes"][-1])]
+        )
+    names = {str(i): layer.name for i, layer in zip(range(0, 2 * len(chain), 2), chain, strict=True)}
     info = {"dataset": dataset, "torch_layers": names, **(meta or {})}
     return Classifier(model, normalizer or Normalizer("scale"), list(class_names), arch, info)
 
 
-def import_torch(path, activation: str | None = None, normalizer: Normalizer | None = None,
-                 dataset: str | None = None) -> Classifier:
+def import_torch(
+    path, activation: str | None = None, normalizer: Normalizer | None = None, dataset: str | None = None
+) -> Classifier:
     """Read a ``.pth`` (or ``.safetensors``) file into a Classifier, without PyTorch.
 
     ``activation``, ``normalizer`` and ``dataset`` default to what a digitnet-written file records,
@@ -212,11 +240,17 @@ def import_torch(path, activation: str | None = None, normalizer: Normalizer | N
         raise ModelFileError(f"unknown activation '{activation}'; choose one of {', '.join(nn.ACTIVATIONS)}")
     dataset = dataset or saved.get("dataset") or "mnist"
     class_names = saved.get("class_names")
-    meta = {"path": str(path), "imported_from": str(path), "activation_from": said,
-            **{k: saved[k] for k in ("config", "metrics", "trained_with") if k in saved}}
+    meta = {
+        "path": str(path),
+        "imported_from": str(path),
+        "activation_from": said,
+        **{k: saved[k] for k in ("config", "metrics", "trained_with") if k in saved},
+    }
     clf = from_state_dict(state, activation, normalizer, class_names, dataset, where=str(path), meta=meta)
     if arch.get("sizes") and list(arch["sizes"]) != clf.architecture["sizes"]:
-        raise ModelFileError(f"{path}: its metadata describes {arch['sizes']} but its weights make {clf.architecture['sizes']}")
+        raise ModelFileError(
+            f"{path}: its metadata describes {arch['sizes']} but its weights make {clf.architecture['sizes']}"
+        )
     return clf
 
 
@@ -244,9 +278,13 @@ def torch_state_dict(model: nn.Sequential) -> dict[str, np.ndarray]:
 
 def describe(clf: Classifier, normalizer: Normalizer | None = None) -> dict:
     """The JSON-friendly description digitnet stores beside exported weights."""
-    return {"format": "digitnet-export", "architecture": clf.architecture,
-            "normalization": (normalizer or clf.normalizer).to_dict(), "class_names": list(clf.class_names),
-            "dataset": clf.meta.get("dataset", "")}
+    return {
+        "format": "digitnet-export",
+        "architecture": clf.architecture,
+        "normalization": (normalizer or clf.normalizer).to_dict(),
+        "class_names": list(clf.class_names),
+        "dataset": clf.meta.get("dataset", ""),
+    }
 
 
 def _is_safetensors(path: Path) -> bool:
@@ -263,8 +301,10 @@ def _read_safetensors(path: Path) -> tuple[dict, dict]:
     try:
         from safetensors import SafetensorError, safe_open
     except ImportError:
-        raise ModelFileError(f"{path} is a .safetensors file: reading it needs the safetensors package "
-                             "(pip install 'digitnet[export]')") from None
+        raise ModelFileError(
+            f"{path} is a .safetensors file: reading it needs the safetensors package "
+            "(pip install 'digitnet[export]')"
+        ) from None
     try:
         with safe_open(str(path), framework="numpy") as fh:
             state = {key: fh.get_tensor(key) for key in fh.keys()}
@@ -276,4 +316,3 @@ def _read_safetensors(path: Path) -> tuple[dict, dict]:
     except json.JSONDecodeError:
         described = {}
     return state, described if isinstance(described, dict) else {}
-

@@ -50,8 +50,10 @@ def build_torch_optimizer(config: TrainConfig, module, n_train: int):
     if l2 and decay:
         raise ConfigError("torch.optim has no optimiser with both L2 and decoupled weight decay: choose one")
     if decay and config.optimizer not in ("adam", "adamw"):
-        raise ConfigError(f"decoupled weight decay with {config.optimizer} has no torch.optim counterpart: "
-                          "use --optimizer adamw, or --l2")
+        raise ConfigError(
+            f"decoupled weight decay with {config.optimizer} has no torch.optim counterpart: "
+            "use --optimizer adamw, or --l2"
+        )
     weights = [p for name, p in module.named_parameters() if name.endswith("weight")]
     biases = [p for name, p in module.named_parameters() if not name.endswith("weight")]
     groups = [{"params": weights, "weight_decay": l2 or decay}, {"params": biases, "weight_decay": 0.0}]
@@ -116,16 +118,27 @@ def train_torch(config: TrainConfig, dataset: Dataset, callbacks=()) -> TorchTra
     """
     torch = require("torch", "torch", "training with PyTorch")
     setup = prepare(config, dataset)
-    torch.manual_seed(config.seed)                            # dropout masks (PyTorch's own generator)
+    torch.manual_seed(config.seed)  # dropout masks (PyTorch's own generator)
     module = to_torch_module(setup.model)
-    step = TorchStep(module, build_torch_optimizer(config, module, len(setup.x_train)),
-                     torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing))
-    loop = Loop(step, setup.loader, config.epochs, schedule=setup.schedule, val=(setup.x_val, setup.y_val),
-                early_stopping=config.early_stopping, callbacks=callbacks)
+    step = TorchStep(
+        module,
+        build_torch_optimizer(config, module, len(setup.x_train)),
+        torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing),
+    )
+    loop = Loop(
+        step,
+        setup.loader,
+        config.epochs,
+        schedule=setup.schedule,
+        val=(setup.x_val, setup.y_val),
+        early_stopping=config.early_stopping,
+        callbacks=callbacks,
+    )
     history = loop.run()
     metrics = setup.metrics(history, step.evaluate(*setup.test_set()))
-    return TorchTrainResult(module, setup.normalizer, history, config, metrics, dataset,
-                            architecture_of(setup.model))
+    return TorchTrainResult(
+        module, setup.normalizer, history, config, metrics, dataset, architecture_of(setup.model)
+    )
 
 
 def evaluate_torch(module, x: np.ndarray, y: np.ndarray, batch_size: int = 8192) -> tuple[float, float]:
@@ -136,8 +149,8 @@ def evaluate_torch(module, x: np.ndarray, y: np.ndarray, batch_size: int = 8192)
     total = correct = 0.0
     with torch.no_grad():
         for i in range(0, len(x), batch_size):
-            logits = module(torch.from_numpy(x[i:i + batch_size]))
-            yb = torch.from_numpy(y[i:i + batch_size].astype(np.int64))
+            logits = module(torch.from_numpy(x[i : i + batch_size]))
+            yb = torch.from_numpy(y[i : i + batch_size].astype(np.int64))
             total += float(torch.nn.functional.cross_entropy(logits, yb, reduction="sum"))
             correct += int((logits.argmax(1) == yb).sum())
     module.train(was_training)
@@ -153,9 +166,16 @@ def save_checkpoint(path, result: TorchTrainResult):
     """
     torch = require("torch", "torch", "saving a PyTorch checkpoint")
     d = result.dataset
-    meta = {"format": "digitnet-torch-checkpoint", "architecture": result.architecture,
-            "normalization": result.normalizer.to_dict(), "class_names": list(d.class_names), "dataset": d.name,
-            "config": result.config.to_dict(), "metrics": result.metrics, "trained_with": f"torch {torch.__version__}"}
+    meta = {
+        "format": "digitnet-torch-checkpoint",
+        "architecture": result.architecture,
+        "normalization": result.normalizer.to_dict(),
+        "class_names": list(d.class_names),
+        "dataset": d.name,
+        "config": result.config.to_dict(),
+        "metrics": result.metrics,
+        "trained_with": f"torch {torch.__version__}",
+    }
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         torch.save({"model_state_dict": result.module.state_dict(), METADATA_KEY: meta}, fh)
     return path

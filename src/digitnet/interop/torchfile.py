@@ -42,23 +42,65 @@ from digitnet.errors import ModelFileError
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
-MAX_PICKLE_BYTES = 64 << 20    # a state_dict's pickle is kilobytes; its tensors live beside it
+MAX_PICKLE_BYTES = 64 << 20  # a state_dict's pickle is kilobytes; its tensors live beside it
 
 # torch storage class -> NumPy dtype of its elements ("bfloat16" is read as uint16, then widened).
 STORAGE_DTYPES = {
-    "FloatStorage": "float32", "DoubleStorage": "float64", "HalfStorage": "float16",
-    "BFloat16Storage": "bfloat16", "LongStorage": "int64", "IntStorage": "int32",
-    "ShortStorage": "int16", "CharStorage": "int8", "ByteStorage": "uint8", "BoolStorage": "bool",
+    "FloatStorage": "float32",
+    "DoubleStorage": "float64",
+    "HalfStorage": "float16",
+    "BFloat16Storage": "bfloat16",
+    "LongStorage": "int64",
+    "IntStorage": "int32",
+    "ShortStorage": "int16",
+    "CharStorage": "int8",
+    "ByteStorage": "uint8",
+    "BoolStorage": "bool",
 }
 
 # Callables a malicious pickle reaches for; refusing them gets the sternest message.
-CODE_RUNNERS = {"os", "posix", "nt", "subprocess", "builtins", "sys", "shutil", "importlib", "runpy",
-                "socket", "pty", "code", "codeop", "ctypes", "pickle", "_pickle", "marshal", "types",
-                "functools", "operator", "webbrowser", "platform", "multiprocessing", "asyncio", "io",
-                "pathlib", "tempfile", "signal", "threading", "pydoc", "timeit", "cProfile", "profile",
-                "pdb", "bdb", "trace"}
+CODE_RUNNERS = {
+    "os",
+    "posix",
+    "nt",
+    "subprocess",
+    "builtins",
+    "sys",
+    "shutil",
+    "importlib",
+    "runpy",
+    "socket",
+    "pty",
+    "code",
+    "codeop",
+    "ctypes",
+    "pickle",
+    "_pickle",
+    "marshal",
+    "types",
+    "functools",
+    "operator",
+    "webbrowser",
+    "platform",
+    "multiprocessing",
+    "asyncio",
+    "io",
+    "pathlib",
+    "tempfile",
+    "signal",
+    "threading",
+    "pydoc",
+    "timeit",
+    "cProfile",
+    "profile",
+    "pdb",
+    "bdb",
+    "trace",
+}
 
-SAVE_STATE_DICT = 'save the weights instead, with torch.save(model.state_dict(), "model.pth"), and import that file'
+SAVE_STATE_DICT = (
+    'save the weights instead, with torch.save(model.state_dict(), "model.pth"), and import that file'
+)
 
 
 class StorageType:
@@ -105,13 +147,17 @@ class Tensor:
         if len(size) != len(stride):
             raise ModelFileError(f"a tensor has size {size} but stride {stride}")
         if int(np.prod(size, dtype=np.float64)) > storage.numel:
-            raise ModelFileError(f"a tensor of size {size} has more elements than its storage ({storage.numel}): "
-                                 "torch.save never writes that for a state_dict")
+            raise ModelFileError(
+                f"a tensor of size {size} has more elements than its storage ({storage.numel}): "
+                "torch.save never writes that for a state_dict"
+            )
         if 0 not in size:
-            last = offset + sum((n - 1) * s for n, s in zip(size, stride))
+            last = offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True))
             if last >= storage.numel:
-                raise ModelFileError(f"a tensor of size {size} at offset {offset} reaches element {last} "
-                                     f"of a storage of {storage.numel}: the file is damaged or crafted")
+                raise ModelFileError(
+                    f"a tensor of size {size} at offset {offset} reaches element {last} "
+                    f"of a storage of {storage.numel}: the file is damaged or crafted"
+                )
         self.storage, self.offset, self.size, self.stride = storage, offset, size, stride
 
     def __setstate__(self, state):
@@ -124,16 +170,18 @@ class Tensor:
             out = np.zeros(self.size, data.dtype)
         else:
             item = data.itemsize
-            view = np.lib.stride_tricks.as_strided(data[self.offset:], self.size,
-                                                   tuple(s * item for s in self.stride), writeable=False)
+            view = np.lib.stride_tricks.as_strided(
+                data[self.offset :], self.size, tuple(s * item for s in self.stride), writeable=False
+            )
             out = np.array(view, order="C")
-        if self.storage.type.name == "BFloat16Storage":           # bfloat16 is float32's top half
+        if self.storage.type.name == "BFloat16Storage":  # bfloat16 is float32's top half
             out = (out.astype(np.uint32) << 16).view(np.float32)
         return out
 
 
-def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None,
-                       metadata=None):
+def _rebuild_tensor_v2(
+    storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None
+):
     return Tensor(storage, storage_offset, tuple(size), tuple(stride))
 
 
@@ -150,7 +198,9 @@ def _rebuild_parameter(data, requires_grad=False, backward_hooks=None):
 def _encode(text, encoding="latin1"):
     """``_codecs.encode``, which protocol-2 pickles use for bytes; only latin-1."""
     if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
-        raise ModelFileError("the file asks for a text encoding other than latin-1, which torch.save never does")
+        raise ModelFileError(
+            "the file asks for a text encoding other than latin-1, which torch.save never does"
+        )
     return text.encode("latin-1")
 
 
@@ -188,11 +238,19 @@ class _RestrictedUnpickler(pickle.Unpickler):
         raise ModelFileError(_refusal(self.path, module, name, self.pickle_bytes))
 
     def persistent_load(self, pid):
-        if not (isinstance(pid, tuple) and len(pid) in (5, 6) and pid[0] == "storage"
-                and isinstance(pid[1], StorageType) and isinstance(pid[2], str) and type(pid[4]) is int
-                and pid[4] >= 0 and (len(pid) == 5 or pid[5] is None)):
-            raise ModelFileError(f"{self.path}: a storage reference in the file is not one torch.save writes: "
-                                 f"{str(pid)[:120]}")
+        if not (
+            isinstance(pid, tuple)
+            and len(pid) in (5, 6)
+            and pid[0] == "storage"
+            and isinstance(pid[1], StorageType)
+            and isinstance(pid[2], str)
+            and type(pid[4]) is int
+            and pid[4] >= 0
+            and (len(pid) == 5 or pid[5] is None)
+        ):
+            raise ModelFileError(
+                f"{self.path}: a storage reference in the file is not one torch.save writes: {str(pid)[:120]}"
+            )
         storage_type, key, numel = pid[1], pid[2], pid[4]
         known = self.storages.get(key)
         if known is None:
@@ -207,14 +265,20 @@ def _refusal(path: Path, module: str, name: str, pickle_bytes: bytes | None) -> 
     what = f"{module}.{name}"
     names = _pickle_globals(pickle_bytes) if pickle_bytes is not None else []
     if module.split(".")[0] in CODE_RUNNERS and not module.startswith("torch.nn"):
-        return (f"refused {path}: it asks to call {what} while loading, which a PyTorch state_dict never does; "
-                "the file may be malicious. Nothing from it was run.")
+        return (
+            f"refused {path}: it asks to call {what} while loading, which a PyTorch state_dict never does; "
+            "the file may be malicious. Nothing from it was run."
+        )
     if any(m.startswith("torch.nn.") for m, _ in names):
-        return (f"{path} holds a whole pickled model ({what}), not a state_dict of weights: loading it would mean "
-                f"running its code, so digitnet refuses. In PyTorch, {SAVE_STATE_DICT}.")
-    return (f"{path} refers to {what}, which is not part of a tensor state_dict (digitnet reads tensors, numbers, "
-            f"strings, lists and dicts; nothing from the file was run). If it is a whole model saved with "
-            f"torch.save(model), {SAVE_STATE_DICT}.")
+        return (
+            f"{path} holds a whole pickled model ({what}), not a state_dict of weights: loading it would mean "
+            f"running its code, so digitnet refuses. In PyTorch, {SAVE_STATE_DICT}."
+        )
+    return (
+        f"{path} refers to {what}, which is not part of a tensor state_dict (digitnet reads tensors, numbers, "
+        f"strings, lists and dicts; nothing from the file was run). If it is a whole model saved with "
+        f"torch.save(model), {SAVE_STATE_DICT}."
+    )
 
 
 def _pickle_globals(data: bytes) -> list[tuple[str, str]]:
@@ -229,7 +293,7 @@ def _pickle_globals(data: bytes) -> list[tuple[str, str]]:
                 found.append(python3_name(strings[-2], strings[-1]))
             if isinstance(arg, str):
                 strings.append(arg)
-    except Exception:            # a damaged pickle: the names found so far are all there is to say
+    except Exception:  # a damaged pickle: the names found so far are all there is to say
         pass
     return found
 
@@ -243,9 +307,10 @@ def _unpickle(data: bytes, path: Path, storage_reader):
         raise
     except RecursionError:
         raise ModelFileError(f"{path}: its pickle nests too deeply to be a state_dict") from None
-    except Exception as exc:      # UnpicklingError, EOFError, TypeError from a bad call ...
-        raise ModelFileError(f"{path}: its pickle cannot be read as a state_dict "
-                             f"({type(exc).__name__}: {str(exc)[:160]})") from None
+    except Exception as exc:  # UnpicklingError, EOFError, TypeError from a bad call ...
+        raise ModelFileError(
+            f"{path}: its pickle cannot be read as a state_dict ({type(exc).__name__}: {str(exc)[:160]})"
+        ) from None
 
 
 def _materialize(obj, done=None, active=None):
@@ -304,7 +369,9 @@ def read_torch_file(path):
     except RecursionError:
         raise ModelFileError(f"{path}: its data nests too deeply to be a state_dict") from None
     except (OSError, zipfile.BadZipFile, EOFError, ValueError, struct.error) as exc:
-        raise ModelFileError(f"{path} cannot be read as a torch.save file ({type(exc).__name__}: {exc})") from None
+        raise ModelFileError(
+            f"{path} cannot be read as a torch.save file ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 def _read_zip(path: Path):
@@ -312,16 +379,18 @@ def _read_zip(path: Path):
         names = archive.namelist()
         pickles = [n for n in names if n.endswith("/data.pkl") and n.count("/") == 1]
         if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
-            raise ModelFileError(f"{path} is a TorchScript archive (torch.jit.save), not a state_dict: "
-                                 f"{SAVE_STATE_DICT}")
+            raise ModelFileError(
+                f"{path} is a TorchScript archive (torch.jit.save), not a state_dict: {SAVE_STATE_DICT}"
+            )
         if not pickles:
             if any(n.endswith(".npy") for n in names):
-                raise ModelFileError(f"{path} is a NumPy .npz file, not a torch.save file "
-                                     "(a digitnet model needs no importing: use it as it is)")
+                raise ModelFileError(
+                    f"{path} is a NumPy .npz file, not a torch.save file "
+                    "(a digitnet model needs no importing: use it as it is)"
+                )
             raise ModelFileError(f"{path} is a zip file but not one torch.save wrote (it has no data.pkl)")
         prefix = pickles[0][: -len("data.pkl")]
-        big_endian = (prefix + "byteorder" in names
-                      and archive.read(prefix + "byteorder").strip() == b"big")
+        big_endian = prefix + "byteorder" in names and archive.read(prefix + "byteorder").strip() == b"big"
 
         def read_storage(storage: Storage) -> np.ndarray:
             member = f"{prefix}data/{storage.key}"
@@ -331,8 +400,9 @@ def _read_zip(path: Path):
             except KeyError:
                 raise ModelFileError(f"{path}: storage {member} is missing from the archive") from None
             if info.file_size != expected:
-                raise ModelFileError(f"{path}: storage {member} holds {info.file_size} bytes, "
-                                     f"its tensors need {expected}")
+                raise ModelFileError(
+                    f"{path}: storage {member} holds {info.file_size} bytes, its tensors need {expected}"
+                )
             dtype = storage.type.dtype.newbyteorder(">" if big_endian else "<")
             return np.frombuffer(archive.read(member), dtype=dtype).astype(storage.type.dtype)
 
@@ -346,19 +416,23 @@ def _read_legacy(path: Path):
     raw = path.read_bytes()
     stream = io.BytesIO(raw)
     header = []
-    for _ in range(3):   # magic number, protocol version, system info: plain numbers and a dict
+    for _ in range(3):  # magic number, protocol version, system info: plain numbers and a dict
         start = stream.tell()
         try:
             end = _pickle_end(raw, start)
         except ValueError:
-            raise ModelFileError(f"{path} is not a file torch.save wrote (neither its zip nor its legacy layout)") from None
+            raise ModelFileError(
+                f"{path} is not a file torch.save wrote (neither its zip nor its legacy layout)"
+            ) from None
         value, _ = _unpickle(raw[start:end], path, None)
         header.append(value)
         stream.seek(end)
     if header[0] != LEGACY_MAGIC or header[1] != LEGACY_PROTOCOL:
         raise ModelFileError(f"{path} is not a file torch.save wrote (its legacy header is wrong)")
     if isinstance(header[2], dict) and header[2].get("little_endian") is False:
-        raise ModelFileError(f"{path} was saved on a big-endian machine in the legacy layout, which digitnet does not read")
+        raise ModelFileError(
+            f"{path} was saved on a big-endian machine in the legacy layout, which digitnet does not read"
+        )
     start = stream.tell()
     end = _pickle_end(raw, start)
     blobs: dict[str, np.ndarray] = {}
@@ -374,10 +448,13 @@ def _read_legacy(path: Path):
         (count,) = struct.unpack_from("<q", raw, offset)
         size = count * storage.type.dtype.itemsize
         if count != storage.numel or offset + 8 + size > len(raw):
-            raise ModelFileError(f"{path}: storage {key} should hold {storage.numel} elements; "
-                                 "the file is damaged or truncated")
-        blobs[key] = np.frombuffer(raw, storage.type.dtype.newbyteorder("<"), count, offset + 8) \
-            .astype(storage.type.dtype)
+            raise ModelFileError(
+                f"{path}: storage {key} should hold {storage.numel} elements; "
+                "the file is damaged or truncated"
+            )
+        blobs[key] = np.frombuffer(raw, storage.type.dtype.newbyteorder("<"), count, offset + 8).astype(
+            storage.type.dtype
+        )
         offset += 8 + size
     missing = sorted(set(storages) - set(blobs))
     if missing:

@@ -7,6 +7,8 @@ function up to the order of floating-point operations.
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 
 from digitnet import nn
@@ -38,12 +40,15 @@ def to_torch_module(model: nn.Sequential):
         elif isinstance(layer, nn.Dropout):
             layers.append(torch.nn.Dropout(layer.p))
         else:
-            layers.append({nn.ReLU: torch.nn.ReLU, nn.Sigmoid: torch.nn.Sigmoid, nn.Tanh: torch.nn.Tanh}[type(layer)]())
+            layers.append(
+                {nn.ReLU: torch.nn.ReLU, nn.Sigmoid: torch.nn.Sigmoid, nn.Tanh: torch.nn.Tanh}[type(layer)]()
+            )
     return torch.nn.Sequential(*layers)
 
 
-def from_torch_module(module, activation: str | None = None, normalizer: Normalizer | None = None,
-                      dataset: str = "mnist") -> Classifier:
+def from_torch_module(
+    module, activation: str | None = None, normalizer: Normalizer | None = None, dataset: str = "mnist"
+) -> Classifier:
     """A digitnet Classifier computing what a PyTorch MLP computes.
 
     An ``nn.Sequential`` (nested ones too) of ``Linear``, ``ReLU`` / ``LeakyReLU(0.01)`` / ``Sigmoid`` /
@@ -54,10 +59,17 @@ def from_torch_module(module, activation: str | None = None, normalizer: Normali
     """
     torch = require("torch", "torch", "reading a PyTorch module")
     leaves = [m for m in module.modules() if not list(m.children())]
-    names = {torch.nn.ReLU: "relu", torch.nn.LeakyReLU: "leaky_relu", torch.nn.Sigmoid: "sigmoid", torch.nn.Tanh: "tanh"}
+    names = {
+        torch.nn.ReLU: "relu",
+        torch.nn.LeakyReLU: "leaky_relu",
+        torch.nn.Sigmoid: "sigmoid",
+        torch.nn.Tanh: "tanh",
+    }
     kinds = {names[type(m)] for m in leaves if type(m) in names}
-    state = {k: (v.detach().cpu().float() if v.dtype == torch.bfloat16 else v.detach().cpu()).numpy().copy()
-             for k, v in module.state_dict().items()}
+    state = {
+        k: (v.detach().cpu().float() if v.dtype == torch.bfloat16 else v.detach().cpu()).numpy().copy()
+        for k, v in module.state_dict().items()
+    }
     if isinstance(module, torch.nn.Sequential):
         found = _sequential_activation(torch, leaves, names)
         if activation is not None and activation != found:
@@ -73,10 +85,12 @@ def _sequential_activation(torch, leaves, names) -> str:
     skip = (torch.nn.Dropout, torch.nn.Flatten, torch.nn.Identity)
     layers = [m for m in leaves if not isinstance(m, skip)]
     acts = []
-    for prev, m in zip(layers, layers[1:]):
+    for prev, m in pairwise(layers):
         if isinstance(prev, torch.nn.Linear) == isinstance(m, torch.nn.Linear):
-            raise ConfigError("the Sequential is not Linear, activation, Linear, ...: "
-                              f"found {type(prev).__name__} then {type(m).__name__}")
+            raise ConfigError(
+                "the Sequential is not Linear, activation, Linear, ...: "
+                f"found {type(prev).__name__} then {type(m).__name__}"
+            )
     for m in layers:
         if isinstance(m, torch.nn.Linear):
             continue
@@ -85,10 +99,16 @@ def _sequential_activation(torch, leaves, names) -> str:
         if isinstance(m, torch.nn.LeakyReLU) and m.negative_slope != 0.01:
             raise ConfigError(f"LeakyReLU({m.negative_slope}): digitnet networks use slope 0.01")
         acts.append(names[type(m)])
-    if not layers or not isinstance(layers[0], torch.nn.Linear) or not isinstance(layers[-1], torch.nn.Linear):
+    if (
+        not layers
+        or not isinstance(layers[0], torch.nn.Linear)
+        or not isinstance(layers[-1], torch.nn.Linear)
+    ):
         raise ConfigError("the Sequential must start and end with a Linear layer")
     if len(set(acts)) > 1:
-        raise ConfigError(f"the Sequential mixes activations {sorted(set(acts))}; digitnet uses one throughout")
+        raise ConfigError(
+            f"the Sequential mixes activations {sorted(set(acts))}; digitnet uses one throughout"
+        )
     return acts[0] if acts else "relu"
 
 

@@ -71,7 +71,10 @@ INITIALISERS = {
 
 
 def parse_initialiser(name: str, std: float = 0.01) -> tuple[str, float]:
-    """``"he"`` -> ``("he", std)``, ``"normal:0.05"`` -> ``("normal", 0.05)``; raise :class:`ConfigError` for a bad name."""
+    """``"he"`` -> ``("he", std)``, ``"normal:0.05"`` -> ``("normal", 0.05)``.
+
+    Raises :class:`ConfigError` for a name it does not know.
+    """
     base, _, arg = str(name).partition(":")
     if base not in INITIALISERS:
         raise ConfigError(f"unknown initialiser '{name}'; choose one of {', '.join(INITIALISERS)}")

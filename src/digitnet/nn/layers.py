@@ -46,7 +46,7 @@ class Linear(Module):
         self._x = None
 
     def forward(self, x):
-        self._x = x                          # kept for dL/dW = x^T dL/dz
+        self._x = x  # kept for dL/dW = x^T dL/dz
         return self.predict(x)
 
     def predict(self, x):
@@ -55,9 +55,9 @@ class Linear(Module):
         return z
 
     def backward(self, grad, input_grad=True):
-        np.matmul(self._x.T, grad, out=self.weight.grad)   # dL/dW = x^T g      (in, out)
-        np.sum(grad, axis=0, out=self.bias.grad)           # dL/db = sum_n g_n  (out,)
-        return grad @ self.weight.data.T if input_grad else None   # dL/dx = g W^T
+        np.matmul(self._x.T, grad, out=self.weight.grad)  # dL/dW = x^T g      (in, out)
+        np.sum(grad, axis=0, out=self.bias.grad)  # dL/db = sum_n g_n  (out,)
+        return grad @ self.weight.data.T if input_grad else None  # dL/dx = g W^T
 
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, init={self.init}"
@@ -204,7 +204,7 @@ def mlp(sizes, activation: str = "relu", dropout: float = 0.0, init: str = "he",
     rules.fraction(dropout, "dropout")
     rng = np.random.default_rng(rng)
     layers = []
-    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         layers.append(Linear(n_in, n_out, init=init, rng=rng, dtype=dtype))
         if i < len(sizes) - 2:
             layers.append(ACTIVATIONS[activation]())

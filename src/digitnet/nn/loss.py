@@ -51,7 +51,7 @@ class SoftmaxCrossEntropy:
         shifted = z - z.max(axis=1, keepdims=True)
         p = np.exp(shifted)
         total = p.sum(axis=1, keepdims=True)
-        lse = np.log(total)[:, 0]                      # logsumexp of the shifted logits
+        lse = np.log(total)[:, 0]  # logsumexp of the shifted logits
         eps = self.label_smoothing
         if eps:
             target_term = (1 - eps) * shifted[rows, y] + (eps / k) * shifted.sum(axis=1)
@@ -65,7 +65,7 @@ class SoftmaxCrossEntropy:
         p, y, rows = self._p, self._y, self._rows
         n, k = p.shape
         eps = self.label_smoothing
-        grad = p                                       # reuse the buffer: p is not needed again
+        grad = p  # reuse the buffer: p is not needed again
         grad[rows, y] -= 1 - eps
         if eps:
             grad -= eps / k

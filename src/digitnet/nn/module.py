@@ -95,14 +95,14 @@ class Module:
         for p in self.parameters():
             p.grad[...] = 0
 
-    def train(self, mode: bool = True) -> "Module":
+    def train(self, mode: bool = True) -> Module:
         """Switch training behaviour on (dropout active) or off; returns self."""
         self.training = mode
         for _, child in self.named_children():
             child.train(mode)
         return self
 
-    def eval(self) -> "Module":
+    def eval(self) -> Module:
         return self.train(False)
 
     # -- state -------------------------------------------------------------
@@ -119,7 +119,9 @@ class Module:
         missing = sorted(set(own) - set(state))
         extra = sorted(set(state) - set(own))
         if missing or extra:
-            raise ModelFileError(f"parameters do not match the network: missing {missing}, unexpected {extra}")
+            raise ModelFileError(
+                f"parameters do not match the network: missing {missing}, unexpected {extra}"
+            )
         values = {name: np.asarray(state[name]) for name in own}
         for name, p in own.items():
             if values[name].shape != p.data.shape:
@@ -229,10 +231,10 @@ def flatten_parameters(params: list[Parameter]) -> tuple[np.ndarray, np.ndarray,
     offset = 0
     for p in ordered:
         n = p.data.size
-        data[offset:offset + n] = p.data.ravel()
-        grad[offset:offset + n] = p.grad.ravel()
-        p.data = data[offset:offset + n].reshape(p.data.shape)
-        p.grad = grad[offset:offset + n].reshape(p.grad.shape)
+        data[offset : offset + n] = p.data.ravel()
+        grad[offset : offset + n] = p.grad.ravel()
+        p.data = data[offset : offset + n].reshape(p.data.shape)
+        p.grad = grad[offset : offset + n].reshape(p.grad.shape)
         offset += n
     return data, grad, n_decay
 
@@ -245,8 +247,12 @@ def _flat_buffers(ordered: list[Parameter]) -> tuple[np.ndarray, np.ndarray] | N
     offset = 0
     for p in ordered:
         for view, base in ((p.data, data), (p.grad, grad)):
-            if (view.base is not base or view.dtype != base.dtype or not view.flags.c_contiguous
-                    or _address(view) != _address(base) + offset * base.itemsize):
+            if (
+                view.base is not base
+                or view.dtype != base.dtype
+                or not view.flags.c_contiguous
+                or _address(view) != _address(base) + offset * base.itemsize
+            ):
                 return None
         offset += p.data.size
     return (data, grad) if offset == data.size else None

@@ -45,8 +45,8 @@ class Optimizer:
         Decoupled decay rate.
     """
 
-    BUFFERS: tuple[str, ...] = ()                   # attributes holding running averages (None when unused)
-    HYPER: tuple[str, ...] = ()                     # the subclass's own hyperparameters, for state_dict
+    BUFFERS: tuple[str, ...] = ()  # attributes holding running averages (None when unused)
+    HYPER: tuple[str, ...] = ()  # the subclass's own hyperparameters, for state_dict
 
     def __init__(self, params, lr: float, l2: float = 0.0, weight_decay: float = 0.0):
         rules.positive(lr, "the learning rate")
@@ -55,8 +55,8 @@ class Optimizer:
         self.params = list(params)
         self.data, self.grad, self.n_decay = flatten_parameters(self.params)
         self.lr, self.l2, self.weight_decay = lr, l2, weight_decay
-        self.t = 0                              # steps taken
-        self._tmp = np.empty_like(self.data)    # scratch space, so a step allocates nothing
+        self.t = 0  # steps taken
+        self._tmp = np.empty_like(self.data)  # scratch space, so a step allocates nothing
         self._tiny = np.empty(self.data.shape, dtype=bool)
 
     def zero_grad(self) -> None:
@@ -69,13 +69,14 @@ class Optimizer:
                 raise ConfigError(
                     f"this {type(self).__name__}'s parameters were moved into another optimiser's buffer (one "
                     "built later on another set or order of them), so a step here would change nothing the "
-                    "network uses: build one optimiser per set of parameters, or build this one again")
+                    "network uses: build one optimiser per set of parameters, or build this one again"
+                )
         self.t += 1
         nd = self.n_decay
         if self.l2:
             tmp = self._tmp[:nd]
             np.multiply(self.data[:nd], self.l2, out=tmp)
-            self.grad[:nd] += tmp                       # g <- g + (lam/m) W
+            self.grad[:nd] += tmp  # g <- g + (lam/m) W
         if self.weight_decay:
             self.data[:nd] *= 1.0 - self.lr * self.weight_decay
         self.update(self.data, self.grad)
@@ -118,8 +119,12 @@ class Optimizer:
             that JSON can hold.
         """
         hyper = {name: _plain(getattr(self, name)) for name in ("lr", "l2", "weight_decay") + self.HYPER}
-        return {"type": type(self).__name__, "t": self.t, "hyper": hyper,
-                "buffers": {name: buffer.copy() for name, buffer in self.named_buffers().items()}}
+        return {
+            "type": type(self).__name__,
+            "t": self.t,
+            "hyper": hyper,
+            "buffers": {name: buffer.copy() for name, buffer in self.named_buffers().items()},
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from :meth:`state_dict`'s output: copy the running averages in, restore ``t`` and ``lr``.
@@ -131,26 +136,36 @@ class Optimizer:
         """
         name = type(self).__name__
         if not isinstance(state, dict) or not {"type", "t", "hyper", "buffers"} <= set(state):
-            raise ConfigError(f"an optimiser state is a dict with 'type', 't', 'hyper' and 'buffers' "
-                              f"(what state_dict() returns), not {_describe(state)}")
+            raise ConfigError(
+                f"an optimiser state is a dict with 'type', 't', 'hyper' and 'buffers' "
+                f"(what state_dict() returns), not {_describe(state)}"
+            )
         if state["type"] != name:
-            raise ConfigError(f"the optimiser state is of {state['type']!r}, not {name!r}: "
-                              f"load it into the optimiser it was saved from")
+            raise ConfigError(
+                f"the optimiser state is of {state['type']!r}, not {name!r}: "
+                f"load it into the optimiser it was saved from"
+            )
         own, given = self.named_buffers(), state["buffers"]
         if not isinstance(given, dict) or set(given) != set(own):
             saved = sorted(given) if isinstance(given, dict) else _describe(given)
-            raise ConfigError(f"the {name} state holds the buffers {saved}, this {name} has {sorted(own)}: "
-                              "build it with the same settings (momentum on or off) as the saved one")
+            raise ConfigError(
+                f"the {name} state holds the buffers {saved}, this {name} has {sorted(own)}: "
+                "build it with the same settings (momentum on or off) as the saved one"
+            )
         for key, buffer in own.items():
             value = given[key]
             if not isinstance(value, np.ndarray):
                 raise ConfigError(f"buffer {key!r} of the {name} state is {_describe(value)}, not an array")
             if value.shape != buffer.shape:
-                raise ConfigError(f"buffer {key!r} has shape {value.shape}, this {name}'s parameters need "
-                                  f"{buffer.shape}: the state is of another network")
+                raise ConfigError(
+                    f"buffer {key!r} has shape {value.shape}, this {name}'s parameters need "
+                    f"{buffer.shape}: the state is of another network"
+                )
             if value.dtype != buffer.dtype:
-                raise ConfigError(f"buffer {key!r} holds {value.dtype}, this {name}'s parameters are "
-                                  f"{buffer.dtype}: build the network with dtype {value.dtype}")
+                raise ConfigError(
+                    f"buffer {key!r} holds {value.dtype}, this {name}'s parameters are "
+                    f"{buffer.dtype}: build the network with dtype {value.dtype}"
+                )
         t, hyper = state["t"], state["hyper"]
         if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or t < 0:
             raise ConfigError(f"the {name} state's step count 't' must be a whole number >= 0, not {t!r}")
@@ -228,17 +243,17 @@ class Adam(Optimizer):
         # m and v are kept divided by (1 - b1) and (1 - b2): the same information,
         # two fewer passes over the buffers a step (a step here is memory-bound).
         m *= b1
-        m += g                                          # m' <- b1 m' + g       (m = (1 - b1) m')
+        m += g  # m' <- b1 m' + g       (m = (1 - b1) m')
         v *= b2
         np.multiply(g, g, out=t)
-        v += t                                          # v' <- b2 v' + g^2     (v = (1 - b2) v')
+        v += t  # v' <- b2 v' + g^2     (v = (1 - b2) v')
         # With s = sqrt((1 - b2) / (1 - b2^t)), sqrt(v_hat) = s sqrt(v') and
         # lr * m_hat / (sqrt(v_hat) + eps) == (lr (1 - b1) / ((1 - b1^t) s)) * m' / (sqrt(v') + eps / s).
-        s = math.sqrt((1 - b2) / (1 - b2 ** self.t))
+        s = math.sqrt((1 - b2) / (1 - b2**self.t))
         np.sqrt(v, out=t)
         t += self.eps / s
         np.divide(m, t, out=t)
-        t *= self.lr * (1 - b1) / ((1 - b1 ** self.t) * s)
+        t *= self.lr * (1 - b1) / ((1 - b1**self.t) * s)
         p -= t
 
 
@@ -258,8 +273,9 @@ class RMSProp(Optimizer):
 
     BUFFERS, HYPER = ("square_avg", "buffer"), ("alpha", "eps", "momentum")
 
-    def __init__(self, params, lr: float = 1e-3, alpha: float = 0.99, eps: float = 1e-8,
-                 momentum: float = 0.0, **kw):
+    def __init__(
+        self, params, lr: float = 1e-3, alpha: float = 0.99, eps: float = 1e-8, momentum: float = 0.0, **kw
+    ):
         super().__init__(params, lr, **kw)
         rules.fraction(alpha, "alpha")
         rules.positive(eps, "eps")
@@ -273,10 +289,10 @@ class RMSProp(Optimizer):
         s *= self.alpha
         np.multiply(g, g, out=t)
         t *= 1 - self.alpha
-        s += t                                          # s <- alpha s + (1 - alpha) g^2
+        s += t  # s <- alpha s + (1 - alpha) g^2
         np.sqrt(s, out=t)
         t += self.eps
-        np.divide(g, t, out=t)                          # g / (sqrt(s) + eps)
+        np.divide(g, t, out=t)  # g / (sqrt(s) + eps)
         if self.momentum:
             self.buffer *= self.momentum
             self.buffer += t

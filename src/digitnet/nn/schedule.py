@@ -30,7 +30,9 @@ class Step:
 
     def __init__(self, lr: float, step_size: int, gamma: float = 0.1):
         if step_size < 1 or not 0 < gamma <= 1:
-            raise ConfigError(f"step schedule needs step_size >= 1 and 0 < gamma <= 1, got {step_size}, {gamma}")
+            raise ConfigError(
+                f"step schedule needs step_size >= 1 and 0 < gamma <= 1, got {step_size}, {gamma}"
+            )
         self.lr, self.step_size, self.gamma = lr, step_size, gamma
 
     def __call__(self, it: int) -> float:
@@ -62,8 +64,9 @@ class OneCycle:
     ``pct_start`` of training, then anneal to ``max_lr / (div * final_div)``; both
     halves follow a cosine, as PyTorch's ``OneCycleLR`` does."""
 
-    def __init__(self, max_lr: float, total: int, pct_start: float = 0.3, div: float = 25.0,
-                 final_div: float = 1e4):
+    def __init__(
+        self, max_lr: float, total: int, pct_start: float = 0.3, div: float = 25.0, final_div: float = 1e4
+    ):
         if not 0 < pct_start < 1:
             raise ConfigError(f"one-cycle warm-up fraction must be in (0, 1), got {pct_start}")
         self.max_lr, self.total, self.pct_start = max_lr, max(2, total), pct_start
@@ -88,8 +91,16 @@ class OneCycle:
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
 
 
-def make_schedule(name: str, lr: float, epochs: int, iters_per_epoch: int, warmup_epochs: float = 0.0,
-                  step_epochs: int = 0, gamma: float = 0.1, min_lr: float = 0.0):
+def make_schedule(
+    name: str,
+    lr: float,
+    epochs: int,
+    iters_per_epoch: int,
+    warmup_epochs: float = 0.0,
+    step_epochs: int = 0,
+    gamma: float = 0.1,
+    min_lr: float = 0.0,
+):
     """Build a schedule by name for a run of ``epochs * iters_per_epoch`` iterations.
 
     ``step`` decays by ``gamma`` every ``step_epochs`` epochs (default: a third of the run);

@@ -22,5 +22,18 @@ from digitnet.tune.search import SearchOutcome, refit, run_search, save_winner, 
 from digitnet.tune.space import MAX_GRID, PARAMS, Dimension, SearchSpec, parse_dimension
 from digitnet.tune.trial import TrialData, run_trial
 
-__all__ = ["MAX_GRID", "PARAMS", "Dimension", "Results", "SearchOutcome", "SearchSpec", "TrialData",
-           "parse_dimension", "refit", "run_search", "run_trial", "save_winner", "search_data"]
+__all__ = [
+    "MAX_GRID",
+    "PARAMS",
+    "Dimension",
+    "Results",
+    "SearchOutcome",
+    "SearchSpec",
+    "TrialData",
+    "parse_dimension",
+    "refit",
+    "run_search",
+    "run_trial",
+    "save_winner",
+    "search_data",
+]

@@ -18,8 +18,9 @@ from digitnet.tune.space import PARAMS, show
 from digitnet.tune.trial import OK, PRUNED
 
 
-
-def save_plots(results: Results, heatmap: tuple[str, str] = ("hidden", "l2"), top: int = 5) -> dict[str, Path]:
+def save_plots(
+    results: Results, heatmap: tuple[str, str] = ("hidden", "l2"), top: int = 5
+) -> dict[str, Path]:
     """Draw every plot the search's records allow into its folder; return ``{name: path}``.
 
     ``heatmap.png`` (validation accuracy over two hyperparameters, ``heatmap``
@@ -27,7 +28,9 @@ def save_plots(results: Results, heatmap: tuple[str, str] = ("hidden", "l2"), to
     each searched hyperparameter) and ``curves.png`` (the ``top`` best trials'
     validation accuracy and training loss per epoch).
     """
-    scored = [r for r in results.records.values() if r["status"] in (OK, PRUNED) and r["val_accuracy"] is not None]
+    scored = [
+        r for r in results.records.values() if r["status"] in (OK, PRUNED) and r["val_accuracy"] is not None
+    ]
     if not scored:
         return {}
     dimensions = results.spec.dimensions()
@@ -72,8 +75,14 @@ def plot_heatmap(records: list[dict], x: str, y: str, ranges=frozenset()):
     xs, ys = _sorted_values(records, x), _sorted_values(records, y)
     if x in ranges or y in ranges:
         at_x, at_y = _axis(ax, "x", x, records, ranges), _axis(ax, "y", y, records, ranges)
-        points = ax.scatter([at_x(r["params"][x]) for r in records], [at_y(r["params"][y]) for r in records],
-                            c=[100 * r["val_accuracy"] for r in records], cmap="viridis", s=60, edgecolors="k")
+        points = ax.scatter(
+            [at_x(r["params"][x]) for r in records],
+            [at_y(r["params"][y]) for r in records],
+            c=[100 * r["val_accuracy"] for r in records],
+            cmap="viridis",
+            s=60,
+            edgecolors="k",
+        )
         fig.colorbar(points, ax=ax, label="validation accuracy (%)")
     else:
         _, _, table = heatmap_table(records, x, y)
@@ -87,12 +96,21 @@ def plot_heatmap(records: list[dict], x: str, y: str, ranges=frozenset()):
         ax.add_patch(_rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", lw=2.5))
         for (i, j), acc in np.ndenumerate(table):
             if np.isfinite(acc):
-                ax.text(j, i, f"{100 * acc:.2f}", ha="center", va="center", fontsize=9,
-                        color="black" if acc > middle else "white")
+                ax.text(
+                    j,
+                    i,
+                    f"{100 * acc:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=9,
+                    color="black" if acc > middle else "white",
+                )
     ax.set_xlabel(_label(x))
     ax.set_ylabel(_label(y))
-    ax.set_title(f"Validation accuracy over {_label(x)} × {_label(y)}"
-                 + ("" if x in ranges or y in ranges else " (best per cell; red: the best)"))
+    ax.set_title(
+        f"Validation accuracy over {_label(x)} × {_label(y)}"
+        + ("" if x in ranges or y in ranges else " (best per cell; red: the best)")
+    )
     return fig
 
 
@@ -102,13 +120,18 @@ def plot_hyperparams(records: list[dict], dims: list[str], ranges=frozenset()):
     rows = math.ceil(len(dims) / cols)
     fig, axes = _figure(rows, cols, width=4.2 * cols, height=3.4 * rows)
     axes = np.atleast_1d(axes).ravel()
-    for ax, d in zip(axes, dims):
+    for ax, d in zip(axes, dims, strict=True):
         at = _axis(ax, "x", d, records, ranges)
         for status, style in ((OK, dict(color="C0")), (PRUNED, dict(facecolors="none", edgecolors="0.5"))):
             chosen = [r for r in records if r["status"] == status]
             if chosen:
-                ax.scatter([at(r["params"][d]) for r in chosen], [100 * r["val_accuracy"] for r in chosen], s=22,
-                           label=status, **style)
+                ax.scatter(
+                    [at(r["params"][d]) for r in chosen],
+                    [100 * r["val_accuracy"] for r in chosen],
+                    s=22,
+                    label=status,
+                    **style,
+                )
         if d not in ranges:
             values = _sorted_values(records, d)
             best = [max(100 * r["val_accuracy"] for r in records if r["params"][d] == v) for v in values]
@@ -116,7 +139,7 @@ def plot_hyperparams(records: list[dict], dims: list[str], ranges=frozenset()):
         ax.set_xlabel(_label(d))
         ax.set_ylabel("validation accuracy (%)")
         ax.grid(alpha=0.3)
-    for ax in axes[len(dims):]:
+    for ax in axes[len(dims) :]:
         ax.set_visible(False)
     axes[0].legend(fontsize=8)
     fig.suptitle("Validation accuracy against each hyperparameter")
@@ -128,13 +151,20 @@ def plot_curves(best: list[dict], dims: list[str]):
     for rank, r in enumerate(best, 1):
         name = f"#{r['trial']} " + ", ".join(f"{d} {show(d, r['params'][d])}" for d in dims)
         epochs = range(1, len(r["curve"]["val_accuracy"]) + 1)
-        acc_ax.plot(epochs, [100 * a for a in r["curve"]["val_accuracy"]], marker="o", ms=3,
-                    label=f"{name} ({100 * r['val_accuracy']:.2f}%)", lw=2.2 if rank == 1 else 1.2)
+        acc_ax.plot(
+            epochs,
+            [100 * a for a in r["curve"]["val_accuracy"]],
+            marker="o",
+            ms=3,
+            label=f"{name} ({100 * r['val_accuracy']:.2f}%)",
+            lw=2.2 if rank == 1 else 1.2,
+        )
         loss_ax.plot(epochs, r["curve"]["train_loss"], marker="o", ms=3, lw=2.2 if rank == 1 else 1.2)
     acc_ax.set(xlabel="epoch", ylabel="validation accuracy (%)", title=f"The best {len(best)} trials")
     loss_ax.set(xlabel="epoch", ylabel="training loss", yscale="log", title="Training loss")
     acc_ax.legend(fontsize=8)
     from matplotlib.ticker import MaxNLocator
+
     for ax in (acc_ax, loss_ax):
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -144,12 +174,14 @@ def plot_curves(best: list[dict], dims: list[str]):
 # --------------------------------------------------------------------------- helpers
 def _figure(rows, cols, width, height):
     from matplotlib.figure import Figure
+
     fig = Figure(figsize=(width, height), layout="constrained")
     return fig, fig.subplots(rows, cols)
 
 
 def _rectangle(*args, **kwargs):
     from matplotlib.patches import Rectangle
+
     return Rectangle(*args, **kwargs)
 
 
@@ -180,12 +212,15 @@ def _axis(ax, which: str, d: str, records, ranges):
         values = _sorted_values(records, d)
         where = {show(d, v): i for i, v in enumerate(values)}
         turn = {"rotation": 45} if which == "x" and len(values) > 6 else {}
-        (ax.set_xticks if which == "x" else ax.set_yticks)(range(len(values)), [show(d, v) for v in values], **turn)
+        (ax.set_xticks if which == "x" else ax.set_yticks)(
+            range(len(values)), [show(d, v) for v in values], **turn
+        )
         return lambda v: where[show(d, v)]
     if PARAMS[d].range == "log":
         from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
         (ax.set_xscale if which == "x" else ax.set_yscale)("log")
-        if PARAMS[d].kind in ("sizes", "int"):        # 16, 32, 64 ... rather than 2x10^1
+        if PARAMS[d].kind in ("sizes", "int"):  # 16, 32, 64 ... rather than 2x10^1
             axis = ax.xaxis if which == "x" else ax.yaxis
             axis.set_major_locator(LogLocator(base=2))
             axis.set_major_formatter(ScalarFormatter())
@@ -194,5 +229,11 @@ def _axis(ax, which: str, d: str, records, ranges):
 
 
 def _label(d) -> str:
-    return {"hidden": "hidden units", "l2": "L2 λ", "lr": "learning rate", "batch_size": "batch size",
-            "optimizer": "optimizer", "dropout": "dropout"}[d]
+    return {
+        "hidden": "hidden units",
+        "l2": "L2 λ",
+        "lr": "learning rate",
+        "batch_size": "batch size",
+        "optimizer": "optimizer",
+        "dropout": "dropout",
+    }[d]

@@ -23,8 +23,19 @@ from digitnet.tune.trial import DIVERGED, OK, PRUNED
 
 FORMAT, FORMAT_VERSION = "digitnet-tune", 1
 DONE = (OK, PRUNED, DIVERGED)
-CSV_COLUMNS = ["val_accuracy", "val_loss", "train_accuracy", "train_loss", "epochs", "best_epoch", "seconds",
-               "host", "pid", "blas_threads", "reason"]
+CSV_COLUMNS = [
+    "val_accuracy",
+    "val_loss",
+    "train_accuracy",
+    "train_loss",
+    "epochs",
+    "best_epoch",
+    "seconds",
+    "host",
+    "pid",
+    "blas_threads",
+    "reason",
+]
 
 
 class Results:
@@ -43,10 +54,12 @@ class Results:
     @staticmethod
     def check_new(folder) -> Path:
         """Raise :class:`DigitnetError` unless ``folder`` is absent or empty."""
-        return runs.check_new(folder, hint=f"continue that search with --resume {folder}, or choose another --out")
+        return runs.check_new(
+            folder, hint=f"continue that search with --resume {folder}, or choose another --out"
+        )
 
     @classmethod
-    def create(cls, folder, spec: SearchSpec) -> "Results":
+    def create(cls, folder, spec: SearchSpec) -> Results:
         """Start a new search in ``folder``, which must be absent or empty."""
         folder = cls.check_new(folder)
         try:
@@ -58,14 +71,15 @@ class Results:
         return results
 
     @classmethod
-    def open(cls, folder) -> "Results":
+    def open(cls, folder) -> Results:
         """Read the search saved in ``folder`` (for ``--resume``)."""
         path = Path(folder) / runs.RESULTS
         try:
             data = json.loads(path.read_text())
         except FileNotFoundError:
-            raise DigitnetError(f"{path} does not exist: --resume takes the folder of an earlier "
-                                "'digitnet tune' run") from None
+            raise DigitnetError(
+                f"{path} does not exist: --resume takes the folder of an earlier 'digitnet tune' run"
+            ) from None
         except (OSError, ValueError) as exc:
             raise DigitnetError(f"cannot read {path}: {exc}") from None
         if not isinstance(data, dict) or data.get("format") != FORMAT:
@@ -86,8 +100,13 @@ class Results:
 
         def rank(r):
             acc, loss = r.get("val_accuracy"), r.get("val_loss")
-            return (order.get(r["status"], 3), -(acc if acc is not None else -1),
-                    loss if loss is not None else math.inf, r["trial"])
+            return (
+                order.get(r["status"], 3),
+                -(acc if acc is not None else -1),
+                loss if loss is not None else math.inf,
+                r["trial"],
+            )
+
         return sorted(self.records.values(), key=rank)
 
     def best(self) -> dict | None:
@@ -119,10 +138,17 @@ class Results:
     def write(self) -> None:
         records = [self.records[n] for n in sorted(self.records)]
         best = self.best()
-        data = {"format": FORMAT, "format_version": FORMAT_VERSION, "search": self.spec.to_dict(),
-                "best": None if best is None else {"trial": best["trial"], **best["params"],
-                                                   "val_accuracy": best["val_accuracy"]},
-                "final": self.final, "counts": self.counts(), "trials": records}
+        data = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "search": self.spec.to_dict(),
+            "best": None
+            if best is None
+            else {"trial": best["trial"], **best["params"], "val_accuracy": best["val_accuracy"]},
+            "final": self.final,
+            "counts": self.counts(),
+            "trials": records,
+        }
         try:
             with atomic_path(self.folder / runs.RESULTS) as tmp:
                 tmp.write_text(json.dumps(data, indent=1) + "\n")
@@ -139,7 +165,12 @@ class Results:
         writer.writerow(["trial", "status", *dims, *CSV_COLUMNS])
         for n in sorted(self.records):
             r = self.records[n]
-            writer.writerow([n, r["status"], *(show(d, r["params"][d]) if d == "hidden" else r["params"][d]
-                                               for d in dims),
-                             *("" if r.get(c) is None else r[c] for c in CSV_COLUMNS)])
+            writer.writerow(
+                [
+                    n,
+                    r["status"],
+                    *(show(d, r["params"][d]) if d == "hidden" else r["params"][d] for d in dims),
+                    *("" if r.get(c) is None else r[c] for c in CSV_COLUMNS),
+                ]
+            )
         return out.getvalue()

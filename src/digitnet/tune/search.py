@@ -55,8 +55,17 @@ def search_data(dataset: Dataset, subset: int | None = None, seed: int = 0) -> t
     if subset is not None and subset < len(x):
         _, _, x, y = train_val_split(x, y, subset / len(x), seed=seed)
     trial_data = TrialData(dataset.name, list(dataset.class_names), x, y)
-    refit_data = Dataset(dataset.name, list(dataset.class_names), x, y, dataset.x_test, dataset.y_test,
-                         source=dataset.source, test_held_out=dataset.test_held_out, official=dataset.official)
+    refit_data = Dataset(
+        dataset.name,
+        list(dataset.class_names),
+        x,
+        y,
+        dataset.x_test,
+        dataset.y_test,
+        source=dataset.source,
+        test_held_out=dataset.test_held_out,
+        official=dataset.official,
+    )
     return trial_data, refit_data
 
 
@@ -75,8 +84,15 @@ class WorkerLost(Exception):
     """The process running a trial died (crashed, killed, out of memory)."""
 
 
-def run_search(results: Results, data: TrialData, workers: int = 1, scheduler: str | None = None,
-               connect_timeout: float = 5.0, on_submit=None, on_result=None) -> SearchOutcome:
+def run_search(
+    results: Results,
+    data: TrialData,
+    workers: int = 1,
+    scheduler: str | None = None,
+    connect_timeout: float = 5.0,
+    on_submit=None,
+    on_result=None,
+) -> SearchOutcome:
     """Run every trial of ``results.spec`` not yet done, recording each as it finishes.
 
     Parameters
@@ -104,8 +120,8 @@ def run_search(results: Results, data: TrialData, workers: int = 1, scheduler: s
         backend = Serial(data)
     if backend.slots() > 1 and spec.prune != "median":
         todo = deque(longest_first(todo, spec.base_config(), data))
-    running: dict = {}                 # handle -> (number, params, isolated)
-    suspects: deque = deque()          # trials whose worker died while others ran beside them
+    running: dict = {}  # handle -> (number, params, isolated)
+    suspects: deque = deque()  # trials whose worker died while others ran beside them
     interrupted, ran = False, 0
 
     def submit(number, params, isolated):
@@ -132,9 +148,15 @@ def run_search(results: Results, data: TrialData, workers: int = 1, scheduler: s
                     suspects = deque(sorted([*suspects, (number, params)], key=lambda t: t[0]))
                     continue
                 if isinstance(outcome, BaseException):
-                    outcome = {"trial": number, "params": params, "status": FAILED, "reason": str(outcome),
-                               "epochs": 0, "curve": {"val_accuracy": [], "val_loss": [], "train_loss": []}}
-                if outcome["status"] == INTERRUPTED:     # the worker saw Ctrl-C too: it is not done
+                    outcome = {
+                        "trial": number,
+                        "params": params,
+                        "status": FAILED,
+                        "reason": str(outcome),
+                        "epochs": 0,
+                        "curve": {"val_accuracy": [], "val_loss": [], "train_loss": []},
+                    }
+                if outcome["status"] == INTERRUPTED:  # the worker saw Ctrl-C too: it is not done
                     stop = True
                     continue
                 results.add(outcome)
@@ -165,8 +187,9 @@ def longest_first(trials, base, data: TrialData) -> list:
     def cost(trial):
         try:
             return trial_cost(trial_config(base, trial[1]), n_inputs, n_classes, len(data.x))
-        except (DigitnetError, TypeError, ValueError):   # a bad combination fails fast in its worker
+        except (DigitnetError, TypeError, ValueError):  # a bad combination fails fast in its worker
             return 0.0
+
     return sorted(trials, key=cost, reverse=True)
 
 
@@ -195,16 +218,17 @@ class Serial:
         self.queue.clear()
 
 
-_DATA: TrialData | None = None       # a local worker's view of the data
+_DATA: TrialData | None = None  # a local worker's view of the data
 
 
 def _start_worker(name: str, class_names: list, folder: str, threads: int) -> None:
     """Runs once in each local worker: map the data, take a share of the BLAS threads, leave Ctrl-C to fit."""
     global _DATA
     from threadpoolctl import threadpool_limits
+
     x, y = (np.asarray(np.load(os.path.join(folder, f"{a}.npy"), mmap_mode="r")) for a in ("x", "y"))
     _DATA = TrialData(name, class_names, x, y)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)    # between trials; during one, fit() stops at the batch's end
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # between trials; during one, fit() stops at the batch's end
     threadpool_limits(threads)
 
 
@@ -225,7 +249,9 @@ class LocalProcesses:
             import loky
             import threadpoolctl  # noqa: F401 - the workers need it
         except ImportError:
-            raise ConfigError("--workers needs loky and threadpoolctl: pip install 'digitnet[tune]'") from None
+            raise ConfigError(
+                "--workers needs loky and threadpoolctl: pip install 'digitnet[tune]'"
+            ) from None
         self.loky, self.data, self.workers = loky, data, workers
         self.threads = max(1, loky.cpu_count() // workers)
         self.name = f"{workers} local processes, {self.threads} BLAS thread{'s' * (self.threads > 1)} each"
@@ -233,8 +259,10 @@ class LocalProcesses:
         try:
             self.folder = tempfile.mkdtemp(prefix="digitnet-tune-")
         except OSError as exc:
-            raise DigitnetError(f"cannot make a folder for the workers' copy of the images in "
-                                f"{tempfile.gettempdir()}: {exc.strerror or exc}; set TMPDIR to another") from None
+            raise DigitnetError(
+                f"cannot make a folder for the workers' copy of the images in "
+                f"{tempfile.gettempdir()}: {exc.strerror or exc}; set TMPDIR to another"
+            ) from None
         try:
             np.save(os.path.join(self.folder, "x.npy"), data.x)
             np.save(os.path.join(self.folder, "y.npy"), data.y)
@@ -242,14 +270,18 @@ class LocalProcesses:
         except BaseException as exc:
             shutil.rmtree(self.folder, ignore_errors=True)
             if isinstance(exc, OSError):
-                raise DigitnetError(f"cannot write the workers' copy of the images to {self.folder}: "
-                                    f"{exc.strerror or exc}; set TMPDIR to a folder with room") from None
+                raise DigitnetError(
+                    f"cannot write the workers' copy of the images to {self.folder}: "
+                    f"{exc.strerror or exc}; set TMPDIR to a folder with room"
+                ) from None
             raise
 
     def restart(self):
         self.executor = self.loky.ProcessPoolExecutor(
-            max_workers=self.workers, initializer=_start_worker,
-            initargs=(self.data.name, list(self.data.class_names), self.folder, self.threads))
+            max_workers=self.workers,
+            initializer=_start_worker,
+            initargs=(self.data.name, list(self.data.class_names), self.folder, self.threads),
+        )
         self.broken = False
 
     def slots(self) -> int:
@@ -258,7 +290,7 @@ class LocalProcesses:
     def submit(self, number, params, base, curves):
         try:
             return self.executor.submit(_local_trial, number, params, base, curves)
-        except BrokenExecutor:     # a worker died while idle: start afresh
+        except BrokenExecutor:  # a worker died while idle: start afresh
             self.restart()
             return self.executor.submit(_local_trial, number, params, base, curves)
 
@@ -271,9 +303,17 @@ class LocalProcesses:
             except BrokenExecutor as exc:
                 self.broken = True
                 codes = re.search(r"exit codes of the workers are (\{[^}]*\})", str(exc))
-                out.append((future, WorkerLost("its worker process died" + (f" (exit {codes.group(1)})" if codes else "")
-                                               + ": it crashed, ran out of memory or was killed")))
-            except Exception as exc:       # noqa: BLE001 - e.g. a result that could not be sent back
+                out.append(
+                    (
+                        future,
+                        WorkerLost(
+                            "its worker process died"
+                            + (f" (exit {codes.group(1)})" if codes else "")
+                            + ": it crashed, ran out of memory or was killed"
+                        ),
+                    )
+                )
+            except Exception as exc:  # noqa: BLE001 - e.g. a result that could not be sent back
                 out.append((future, exc))
         return out
 
@@ -291,6 +331,7 @@ def _dask_trial(number, params, base, data, curves, host_threads):
     """
     from distributed import get_worker
     from threadpoolctl import threadpool_limits
+
     worker = get_worker()
     sharing = host_threads.get(_host(worker.address), worker.state.nthreads)
     with threadpool_limits(max(1, len(os.sched_getaffinity(0)) // max(1, sharing))), freed_memory_reused():
@@ -354,15 +395,19 @@ class DaskCluster:
             self.client.wait_for_workers(1, timeout=timeout)
         except (TimeoutError, asyncio.TimeoutError):
             self.client.close()
-            raise DigitnetError(f"the Dask cluster at {address} has no workers: start some with "
-                                f"'dask worker {address}'") from None
+            raise DigitnetError(
+                f"the Dask cluster at {address} has no workers: start some with 'dask worker {address}'"
+            ) from None
         import importlib.metadata
+
         versions = self.client.run(importlib.metadata.version, "digitnet", on_error="return")
         missing = sorted(w for w, v in versions.items() if isinstance(v, BaseException))
         if missing:
             self.client.close()
-            raise DigitnetError(f"digitnet is not installed on the Dask worker{'s' * (len(missing) > 1)} "
-                                f"{', '.join(missing)}: install it there (pip install 'digitnet[cluster]')")
+            raise DigitnetError(
+                f"digitnet is not installed on the Dask worker{'s' * (len(missing) > 1)} "
+                f"{', '.join(missing)}: install it there (pip install 'digitnet[cluster]')"
+            )
         self.data = self.client.scatter(data, broadcast=True, hash=False)
         self.done = distributed.as_completed(loop=self.client.loop)
         self.name = f"Dask scheduler {address}"
@@ -376,9 +421,17 @@ class DaskCluster:
         return max(1, sum(nthreads.values()))
 
     def submit(self, number, params, base, curves):
-        future = self.client.submit(_dask_trial, number, params, base, self.data, curves, self.host_threads,
-                                    pure=False,
-                                    key=f"digitnet-trial-{number}-{os.urandom(4).hex()}")
+        future = self.client.submit(
+            _dask_trial,
+            number,
+            params,
+            base,
+            self.data,
+            curves,
+            self.host_threads,
+            pure=False,
+            key=f"digitnet-trial-{number}-{os.urandom(4).hex()}",
+        )
         self.done.add(future)
         return future
 
@@ -389,12 +442,21 @@ class DaskCluster:
             try:
                 out.append((future, future.result()))
             except self.distributed.client.FutureCancelledError:
-                raise DigitnetError("the Dask scheduler cancelled the search's trials (did it stop?); the "
-                                    "finished trials are saved: continue with --resume") from None
-            except self.distributed.scheduler.KilledWorker:     # Dask has already retried it elsewhere
-                out.append((future, RuntimeError("every Dask worker that ran it died (KilledWorker): it crashed, "
-                                                 "ran out of memory or was killed")))
-            except Exception as exc:       # noqa: BLE001 - e.g. a worker without digitnet's dependencies
+                raise DigitnetError(
+                    "the Dask scheduler cancelled the search's trials (did it stop?); the "
+                    "finished trials are saved: continue with --resume"
+                ) from None
+            except self.distributed.scheduler.KilledWorker:  # Dask has already retried it elsewhere
+                out.append(
+                    (
+                        future,
+                        RuntimeError(
+                            "every Dask worker that ran it died (KilledWorker): it crashed, "
+                            "ran out of memory or was killed"
+                        ),
+                    )
+                )
+            except Exception as exc:  # noqa: BLE001 - e.g. a worker without digitnet's dependencies
                 out.append((future, RuntimeError(f"{type(exc).__name__}: {exc}")))
         return out
 
@@ -412,6 +474,7 @@ def connect_check(address: str, timeout: float) -> str:
     would otherwise hang forever.
     """
     import distributed.comm
+
     m = re.fullmatch(r"(?:tcp://)?(\[[0-9a-fA-F:]+\]|[^:/\s]+):(\d{1,5})/?", address.strip())
     if not m:
         raise ConfigError(f"--scheduler {address!r}: expected tcp://HOST:PORT, e.g. tcp://10.0.0.5:8786")
@@ -421,18 +484,23 @@ def connect_check(address: str, timeout: float) -> str:
     try:
         socket.create_connection((host.strip("[]"), port), timeout=timeout).close()
     except OSError as exc:
-        raise DigitnetError(f"no Dask scheduler answers at {address} ({exc.strerror or exc}): is it running "
-                            "('dask scheduler' prints its address) and can this machine reach it?") from None
+        raise DigitnetError(
+            f"no Dask scheduler answers at {address} ({exc.strerror or exc}): is it running "
+            "('dask scheduler' prints its address) and can this machine reach it?"
+        ) from None
 
     async def handshake():
         left = max(0.1, deadline - time.monotonic())
         comm = await asyncio.wait_for(distributed.comm.connect(address, timeout=left), left)
         await comm.close()
+
     try:
         asyncio.run(handshake())
     except (asyncio.TimeoutError, TimeoutError, OSError) as exc:
-        raise DigitnetError(f"{address} accepts connections but no Dask scheduler answered within "
-                            f"{timeout:g} s ({type(exc).__name__}): is that the scheduler's port?") from None
+        raise DigitnetError(
+            f"{address} accepts connections but no Dask scheduler answered within "
+            f"{timeout:g} s ({type(exc).__name__}): is that the scheduler's port?"
+        ) from None
     return address
 
 
@@ -444,11 +512,13 @@ def refit(results: Results, dataset: Dataset, callbacks=()) -> tuple[dict, Train
     """
     best = results.best()
     if best is None:
-        raise DigitnetError(f"no trial finished ({_describe(results.counts())}): see "
-                            f"{results.folder / runs.RESULTS_CSV} for the reasons")
+        raise DigitnetError(
+            f"no trial finished ({_describe(results.counts())}): see "
+            f"{results.folder / runs.RESULTS_CSV} for the reasons"
+        )
     config = trial_config(results.spec.base_config(), best["params"])
     config.val_fraction = 0.0
-    if config.early_stopping:          # no validation set to stop on: train as long as the trial did
+    if config.early_stopping:  # no validation set to stop on: train as long as the trial did
         config.epochs, config.early_stopping = best["best_epoch"] or config.epochs, 0
     return best, train(config, dataset, callbacks=callbacks)
 
@@ -456,15 +526,31 @@ def refit(results: Results, dataset: Dataset, callbacks=()) -> tuple[dict, Train
 def save_winner(results: Results, best: dict, result: TrainResult) -> dict:
     """Save the refitted model as ``model.npz`` in the search's folder and note it in results.json."""
     d = result.dataset
-    path = modelfile.save(results.folder / runs.MODEL, result.model, result.normalizer, d.class_names,
-                          dataset=d.name, config=result.config.to_dict(), metrics=result.metrics,
-                          extra={"data_source": d.source, "official_data": d.official,
-                                 "tune": {"trial": best["trial"], "params": best["params"],
-                                          "val_accuracy": best["val_accuracy"]}})
-    final = {"trial": best["trial"], "params": best["params"], "val_accuracy": best["val_accuracy"],
-             "test_accuracy": float(result.metrics["test_accuracy"]), "test_loss": float(result.metrics["test_loss"]),
-             "n_train": result.metrics["n_train"], "n_test": result.metrics["n_test"],
-             "train_seconds": result.metrics["train_seconds"], "model": str(path)}
+    path = modelfile.save(
+        results.folder / runs.MODEL,
+        result.model,
+        result.normalizer,
+        d.class_names,
+        dataset=d.name,
+        config=result.config.to_dict(),
+        metrics=result.metrics,
+        extra={
+            "data_source": d.source,
+            "official_data": d.official,
+            "tune": {"trial": best["trial"], "params": best["params"], "val_accuracy": best["val_accuracy"]},
+        },
+    )
+    final = {
+        "trial": best["trial"],
+        "params": best["params"],
+        "val_accuracy": best["val_accuracy"],
+        "test_accuracy": float(result.metrics["test_accuracy"]),
+        "test_loss": float(result.metrics["test_loss"]),
+        "n_train": result.metrics["n_train"],
+        "n_test": result.metrics["n_test"],
+        "train_seconds": result.metrics["train_seconds"],
+        "model": str(path),
+    }
     results.finish(final)
     return final
 

@@ -24,15 +24,15 @@ from digitnet.errors import ConfigError
 from digitnet.presets import preset
 from digitnet.training import TrainConfig
 
-MAX_GRID = 10_000   # a larger grid needs confirm=True (--yes)
+MAX_GRID = 10_000  # a larger grid needs confirm=True (--yes)
 
 
 @dataclass(frozen=True)
 class Param:
     """How one hyperparameter is written: its value type and how a range is sampled."""
 
-    kind: str             # "sizes", "float", "int" or "name"
-    range: str | None     # "log", "uniform", or None when only lists are allowed
+    kind: str  # "sizes", "float", "int" or "name"
+    range: str | None  # "log", "uniform", or None when only lists are allowed
 
 
 PARAMS = {
@@ -111,8 +111,9 @@ def parse_dimension(name: str, text: str) -> Dimension:
         if low > high:
             raise ConfigError(f"{where}: the range's low end {low:g} is above its high end {high:g}")
         if param.range == "log" and low <= 0:
-            raise ConfigError(f"{where}: a log-uniform range needs a low end above 0 (list 0 separately "
-                              f"in a grid instead)")
+            raise ConfigError(
+                f"{where}: a log-uniform range needs a low end above 0 (list 0 separately in a grid instead)"
+            )
         return Dimension(name, low=float(low), high=float(high))
     items = [s.strip() for s in text.split(",")]
     if not any(items):
@@ -129,8 +130,14 @@ def parse_dimension(name: str, text: str) -> Dimension:
     return Dimension(name, values=unique)
 
 
-_EXAMPLES = {"hidden": "64,128,256-128", "l2": "0,0.1,1", "lr": "1e-3,3e-3", "batch_size": "64,128",
-             "optimizer": "adam,sgd", "dropout": "0,0.2"}
+_EXAMPLES = {
+    "hidden": "64,128,256-128",
+    "l2": "0,0.1,1",
+    "lr": "1e-3,3e-3",
+    "batch_size": "64,128",
+    "optimizer": "adam,sgd",
+    "dropout": "0,0.2",
+}
 
 
 def _number(name: str, s: str, where: str):
@@ -148,8 +155,11 @@ def _number(name: str, s: str, where: str):
             raise ValueError
         return x
     except ValueError:
-        what = {"sizes": "a whole number of units, or sizes joined by '-' such as 256-128",
-                "int": "a whole number", "float": "a finite number"}[kind]
+        what = {
+            "sizes": "a whole number of units, or sizes joined by '-' such as 256-128",
+            "int": "a whole number",
+            "float": "a finite number",
+        }[kind]
         raise ConfigError(f"{where}: '{s}' is not {what}") from None
 
 
@@ -177,7 +187,7 @@ class SearchSpec:
     subset: int | None = None
     prune: str = "none"
 
-    def validate(self, confirm: bool = False) -> "SearchSpec":
+    def validate(self, confirm: bool = False) -> SearchSpec:
         """Check every value now, before any data is loaded; raise :class:`ConfigError`."""
         if not self.space:
             raise ConfigError("nothing to search: give at least one of " + ", ".join(map(flag, PARAMS)))
@@ -195,22 +205,31 @@ class SearchSpec:
         base = self.base_config()
         for name, dim in self.dimensions().items():
             if dim.is_range and self.method == "grid":
-                raise ConfigError(f"{flag(name)} {self.space[name]} is a range: ranges need --search random "
-                                  f"(a grid takes lists, e.g. {flag(name)} {_EXAMPLES[name]})")
+                raise ConfigError(
+                    f"{flag(name)} {self.space[name]} is a range: ranges need --search random "
+                    f"(a grid takes lists, e.g. {flag(name)} {_EXAMPLES[name]})"
+                )
             for value in dim.examples():
                 try:
                     TrainConfig.from_dict({**base.to_dict(), **{name: value}}).validate()
                 except ConfigError as exc:
                     raise ConfigError(f"{flag(name)} {show(name, value)}: {exc}") from None
         if self.method == "grid" and self.grid_size() > MAX_GRID and not confirm:
-            raise ConfigError(f"the grid has {self.grid_size():,} trials, more than {MAX_GRID:,}: pass --yes "
-                              "to run it anyway, or use --search random --trials N")
+            raise ConfigError(
+                f"the grid has {self.grid_size():,} trials, more than {MAX_GRID:,}: pass --yes "
+                "to run it anyway, or use --search random --trials N"
+            )
         return self
 
     def base_config(self) -> TrainConfig:
         """The configuration every trial starts from (the preset, then the fixed flags)."""
-        config = preset(self.preset, epochs=self.epochs, val_fraction=self.val_fraction, seed=self.seed,
-                        dataset=self.dataset).validate()
+        config = preset(
+            self.preset,
+            epochs=self.epochs,
+            val_fraction=self.val_fraction,
+            seed=self.seed,
+            dataset=self.dataset,
+        ).validate()
         if config.val_fraction <= 0:
             raise ConfigError("a search scores trials on a validation split: --val-fraction must be above 0")
         return config
@@ -225,7 +244,10 @@ class SearchSpec:
         """Every trial's overrides, in a fixed order: the grid, or ``trials`` distinct random draws."""
         dims = self.dimensions()
         if self.method == "grid":
-            return [dict(zip(dims, combo)) for combo in itertools.product(*(d.values for d in dims.values()))]
+            return [
+                dict(zip(dims, combo, strict=True))
+                for combo in itertools.product(*(d.values for d in dims.values()))
+            ]
         rng = np.random.default_rng(self.seed)
         trials, seen = [], set()
         for _ in range(50 * self.trials):
@@ -241,7 +263,7 @@ class SearchSpec:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "SearchSpec":
+    def from_dict(cls, d: dict) -> SearchSpec:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 

@@ -17,6 +17,7 @@ import socket
 import statistics
 import time
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 
@@ -40,8 +41,9 @@ class TrialData:
 
     def dataset(self) -> Dataset:
         """A :class:`Dataset` with these images for training and an empty test set."""
-        return Dataset(self.name, list(self.class_names), self.x, self.y, self.x[:0], self.y[:0],
-                       source="search data")
+        return Dataset(
+            self.name, list(self.class_names), self.x, self.y, self.x[:0], self.y[:0], source="search data"
+        )
 
 
 class MedianStop(Callback):
@@ -85,7 +87,7 @@ def trial_cost(config: TrainConfig, n_inputs: int, n_classes: int, n_images: int
     for each of its ``n / batch_size`` batches.
     """
     sizes = [n_inputs, *config.hidden, n_classes]
-    weights = sum(a * b for a, b in zip(sizes, sizes[1:]))
+    weights = sum(a * b for a, b in pairwise(sizes))
     batch = config.batch_size or n_images
     return config.epochs * n_images * (weights + BATCH_OVERHEAD / batch)
 
@@ -108,10 +110,23 @@ def run_trial(number: int, params: dict, base: dict, data: TrialData, curves: li
     and ``pid``, and ``blas_threads``, the BLAS threads it was allowed.
     """
     started = time.time()
-    record = {"trial": number, "params": params, "status": FAILED, "reason": None, "val_accuracy": None,
-              "val_loss": None, "train_accuracy": None, "train_loss": None, "epochs": 0, "best_epoch": None,
-              "seconds": None, "started": started, "host": socket.gethostname(), "pid": os.getpid(),
-              "curve": {"val_accuracy": [], "val_loss": [], "train_loss": []}}
+    record = {
+        "trial": number,
+        "params": params,
+        "status": FAILED,
+        "reason": None,
+        "val_accuracy": None,
+        "val_loss": None,
+        "train_accuracy": None,
+        "train_loss": None,
+        "epochs": 0,
+        "best_epoch": None,
+        "seconds": None,
+        "started": started,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "curve": {"val_accuracy": [], "val_loss": [], "train_loss": []},
+    }
     try:
         config = trial_config(TrainConfig.from_dict(base), params)
         stopper = None
@@ -124,20 +139,25 @@ def run_trial(number: int, params: dict, base: dict, data: TrialData, curves: li
         record.update(reason=str(exc))
     except MemoryError:
         record.update(reason="out of memory")
-    except Exception as exc:        # noqa: BLE001 - any failure is this trial's, not the search's
+    except Exception as exc:  # noqa: BLE001 - any failure is this trial's, not the search's
         record.update(reason=f"{type(exc).__name__}: {exc}")
     else:
         history = result.history
         epochs = history.epochs
-        final = history.final_epoch()          # the epoch whose weights the trial ends with
+        final = history.final_epoch()  # the epoch whose weights the trial ends with
         record.update(
             status=INTERRUPTED if history.interrupted else PRUNED if stopper and stopper.stopped_at else OK,
             reason=f"below the earlier trials' median after epoch {stopper.stopped_at}"
-            if stopper and stopper.stopped_at else None,
-            val_accuracy=final["val_accuracy"], val_loss=final["val_loss"],
-            train_accuracy=final["train_accuracy"], train_loss=final["train_loss"],
-            epochs=len(epochs), best_epoch=history.best_epoch,
-            curve={k: [e[k] for e in epochs] for k in ("val_accuracy", "val_loss", "train_loss")})
+            if stopper and stopper.stopped_at
+            else None,
+            val_accuracy=final["val_accuracy"],
+            val_loss=final["val_loss"],
+            train_accuracy=final["train_accuracy"],
+            train_loss=final["train_loss"],
+            epochs=len(epochs),
+            best_epoch=history.best_epoch,
+            curve={k: [e[k] for e in epochs] for k in ("val_accuracy", "val_loss", "train_loss")},
+        )
         if record["val_loss"] is not None and not math.isfinite(record["val_loss"]):
             record.update(status=DIVERGED, reason="the validation loss is not finite", val_loss=None)
     record["seconds"] = time.time() - started

@@ -21,15 +21,27 @@ Names are imported on first use, so ``import digitnet.viz`` is cheap.
 import importlib
 
 _WHERE = {
-    "curves": "training_plots", "gradients": "training_plots", "compare_curves": "training_plots",
-    "confusion": "results", "misclassified": "results", "predictions": "results",
-    "weights": "weight_plots", "distributions": "weight_plots",
-    "robustness": "robustness_plots", "robustness_curves": "robustness_plots", "damage": "robustness_plots",
+    "curves": "training_plots",
+    "gradients": "training_plots",
+    "compare_curves": "training_plots",
+    "confusion": "results",
+    "misclassified": "results",
+    "predictions": "results",
+    "weights": "weight_plots",
+    "distributions": "weight_plots",
+    "robustness": "robustness_plots",
+    "robustness_curves": "robustness_plots",
+    "damage": "robustness_plots",
     "dataset": "data_plots",
-    "PLOTS": "catalog", "make": "plots", "plot_run": "plots",
-    "Run": "run", "load_run": "run",
-    "build_report": "report", "write_report": "report",
-    "Dashboard": "dashboard", "LiveTraining": "live",
+    "PLOTS": "catalog",
+    "make": "plots",
+    "plot_run": "plots",
+    "Run": "run",
+    "load_run": "run",
+    "build_report": "report",
+    "write_report": "report",
+    "Dashboard": "dashboard",
+    "LiveTraining": "live",
 }
 __all__ = sorted(_WHERE)
 

@@ -30,5 +30,7 @@ def require() -> None:
     """Raise :class:`DigitnetError` naming the plotting libraries that are not installed."""
     missing = [name for module, name in LIBRARIES.items() if importlib.util.find_spec(module) is None]
     if missing:
-        raise DigitnetError(f"plots need {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not "
-                            "installed: pip install 'digitnet[viz]'")
+        raise DigitnetError(
+            f"plots need {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not "
+            "installed: pip install 'digitnet[viz]'"
+        )

@@ -43,7 +43,11 @@ def layer_activity(model, x: np.ndarray) -> list[np.ndarray]:
     the input, each hidden activation layer's output and the output logits.
     """
     outputs = model.predict(x, return_all=True)
-    hidden = [h[0] for layer, h in zip(model.layers, outputs) if not isinstance(layer, (nn.Linear, nn.Dropout))]
+    hidden = [
+        h[0]
+        for layer, h in zip(model.layers, outputs, strict=True)
+        if not isinstance(layer, (nn.Linear, nn.Dropout))
+    ]
     return [x[0], *hidden, outputs[-1][0]]
 
 
@@ -63,7 +67,11 @@ class Dashboard:
     """
 
     def __init__(self, classifier, images, labels, fig=None, training: bool = False, title: str = ""):
-        self.clf, self.images, self.labels = classifier, np.asarray(images), np.asarray(labels, dtype=np.int64)
+        self.clf, self.images, self.labels = (
+            classifier,
+            np.asarray(images),
+            np.asarray(labels, dtype=np.int64),
+        )
         self.names = list(classifier.class_names)
         self.k = len(self.names)
         self.linears = nn.linear_layers(classifier.model)
@@ -72,7 +80,7 @@ class Dashboard:
         self.recent = deque(maxlen=HISTORY)
         self.state: dict = {}
         self._hist_max = 1.0
-        self._layer_span = deque(maxlen=HISTORY)     # (lowest, highest) bar of recent frames
+        self._layer_span = deque(maxlen=HISTORY)  # (lowest, highest) bar of recent frames
         self.training = training
         with style_context():
             self.fig = fig if fig is not None else style.figure(16, 9.6 if training else 8.6, layout=None)
@@ -95,8 +103,18 @@ class Dashboard:
     def _layout(self, training: bool):
         fig = self.fig
         rows = 4 if training else 3
-        grid = fig.add_gridspec(rows, 3, width_ratios=[1, 1.75, 1.25], height_ratios=[1, 1, 1, 0.9][:rows],
-                                left=0.045, right=0.975, top=0.86, bottom=0.06, wspace=0.22, hspace=0.55)
+        grid = fig.add_gridspec(
+            rows,
+            3,
+            width_ratios=[1, 1.75, 1.25],
+            height_ratios=[1, 1, 1, 0.9][:rows],
+            left=0.045,
+            right=0.975,
+            top=0.86,
+            bottom=0.06,
+            wspace=0.22,
+            hspace=0.55,
+        )
         self.ax_digit = fig.add_subplot(grid[0, 0])
         self.ax_proba = fig.add_subplot(grid[1, 0])
         self.ax_conf = fig.add_subplot(grid[2, 0])
@@ -114,18 +132,23 @@ class Dashboard:
         ax = self.ax_digit
         self.digit = style.digit_image(ax, np.zeros((side, side)))
         self.digit_title = _title(ax, fontsize=12)
-        self.digit_label = ax.text(0.5, -0.04, "", transform=ax.transAxes, ha="center", va="top", fontsize=9,
-                                   color=style.GREY)
+        self.digit_label = ax.text(
+            0.5, -0.04, "", transform=ax.transAxes, ha="center", va="top", fontsize=9, color=style.GREY
+        )
         # 2. probabilities
         ax = self.ax_proba
         self.bars = ax.bar(range(k), np.zeros(k), color="#c5cad3", width=0.75)
         ax.set_ylim(0, 118)
         ax.set_yticks([0, 50, 100])
-        ax.set_xticks(range(k), self._short_names(), fontsize=8 if self._long() else 10,
-                      rotation=90 if self._long() else 0)
+        ax.set_xticks(
+            range(k),
+            self._short_names(),
+            fontsize=8 if self._long() else 10,
+            rotation=90 if self._long() else 0,
+        )
         ax.grid(axis="x", visible=False)
         ax.set_title("Output probabilities (%)")
-        self.true_marker, = ax.plot([0], [0], marker="v", color="#1d2024", markersize=7, ls="none")
+        (self.true_marker,) = ax.plot([0], [0], marker="v", color="#1d2024", markersize=7, ls="none")
         self.bar_text = ax.text(0, 0, "", ha="center", va="bottom", fontsize=9, fontweight="bold")
         # 3. the network
         self._build_network()
@@ -133,7 +156,9 @@ class Dashboard:
         ax = self.ax_cm
         ax.grid(False)
         self.cm_image = ax.imshow(np.zeros((k, k)), cmap="Blues", vmin=0, vmax=1)
-        self.cm_text = [[ax.text(j, i, "", ha="center", va="center", fontsize=8) for j in range(k)] for i in range(k)]
+        self.cm_text = [
+            [ax.text(j, i, "", ha="center", va="center", fontsize=8) for j in range(k)] for i in range(k)
+        ]
         ax.set_xticks(range(k), self._short_names(), fontsize=8, rotation=90 if self._long() else 0)
         ax.set_yticks(range(k), self._short_names(), fontsize=8)
         ax.set_xlabel("predicted", fontsize=9)
@@ -152,7 +177,9 @@ class Dashboard:
         ax.set_title("Activation of each layer")
         # 6. weights into the predicted output
         ax = self.ax_hist
-        self.hist_bars = ax.bar(np.zeros(24), np.zeros(24), width=0.1, color=style.ACCENT, alpha=0.85, align="edge")
+        self.hist_bars = ax.bar(
+            np.zeros(24), np.zeros(24), width=0.1, color=style.ACCENT, alpha=0.85, align="edge"
+        )
         self.hist_zero = ax.axvline(0, color="#1d2024", lw=1.2)
         self.hist_title = _title(ax)
         ax.set_xlabel("weight", fontsize=9)
@@ -160,9 +187,9 @@ class Dashboard:
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         # 7. confidence over the last predictions
         ax = self.ax_conf
-        self.conf_line, = ax.plot([], [], color=style.GREY, lw=1.2)
+        (self.conf_line,) = ax.plot([], [], color=style.GREY, lw=1.2)
         self.conf_dots = ax.scatter([], [], s=16, zorder=3)
-        ax.axhline(90, color=style.RIGHT, ls="--", lw=1, zorder=1)        # under the data, in any drawing
+        ax.axhline(90, color=style.RIGHT, ls="--", lw=1, zorder=1)  # under the data, in any drawing
         ax.axhline(50, color=style.WRONG, ls="--", lw=1, zorder=1)
         ax.text(HISTORY + 0.5, 90, "90%", va="center", fontsize=8, color=style.RIGHT, zorder=1)
         ax.text(HISTORY + 0.5, 50, "50%", va="center", fontsize=8, color=style.WRONG, zorder=1)
@@ -173,9 +200,12 @@ class Dashboard:
         self.conf_title = _title(ax)
         if self.ax_curves is not None:
             ax = self.ax_curves
-            self.loss_line, = ax.plot([], [], color=style.TRAIN, lw=0.8, alpha=0.5, label="training loss, per batch")
-            self.val_line, = ax.plot([], [], color=style.VAL, lw=2, marker="o", markersize=4,
-                                     label="validation loss, per epoch")
+            (self.loss_line,) = ax.plot(
+                [], [], color=style.TRAIN, lw=0.8, alpha=0.5, label="training loss, per batch"
+            )
+            (self.val_line,) = ax.plot(
+                [], [], color=style.VAL, lw=2, marker="o", markersize=4, label="validation loss, per epoch"
+            )
             ax.set_yscale("log")
             ax.set_xlabel("iteration", fontsize=9)
             ax.set_ylabel("loss", fontsize=9)
@@ -202,22 +232,49 @@ class Dashboard:
         self.edges = LineCollection(segments, linewidths=0.5, colors="#dddddd", zorder=1)
         self.n_edges = len(segments)
         ax.add_collection(self.edges)
-        xs = np.concatenate([[x] * len(y) for x, y in zip(self.node_x, self.node_y)])
+        xs = np.concatenate([[x] * len(y) for x, y in zip(self.node_x, self.node_y, strict=True)])
         ys = np.concatenate(self.node_y)
-        self.nodes = ax.scatter(xs, ys, s=150, c=np.zeros(len(xs)), cmap=_node_cmap(), vmin=0, vmax=1,
-                                edgecolors="#5a5f66", linewidths=0.8, zorder=3)
+        self.nodes = ax.scatter(
+            xs,
+            ys,
+            s=150,
+            c=np.zeros(len(xs)),
+            cmap=_node_cmap(),
+            vmin=0,
+            vmax=1,
+            edgecolors="#5a5f66",
+            linewidths=0.8,
+            zorder=3,
+        )
         self.node_labels = []
-        for c, (x, y) in enumerate(zip(self.node_x, self.node_y)):
+        for c, (x, y) in enumerate(zip(self.node_x, self.node_y, strict=True)):
             last = c == len(shown) - 1
-            labels = [ax.text(x + (0.09 if last else -0.09), yy, "", fontsize=7.5 if not last else 9,
-                              ha="left" if last else "right", va="center", color="#3c4046",
-                              fontweight="bold" if last else "normal", zorder=4,
-                              bbox=None)
-                      for yy in y]
+            labels = [
+                ax.text(
+                    x + (0.09 if last else -0.09),
+                    yy,
+                    "",
+                    fontsize=7.5 if not last else 9,
+                    ha="left" if last else "right",
+                    va="center",
+                    color="#3c4046",
+                    fontweight="bold" if last else "normal",
+                    zorder=4,
+                    bbox=None,
+                )
+                for yy in y
+            ]
             self.node_labels.append(labels)
             header = ("input" if c == 0 else "output" if last else f"hidden {c}") + f"\n{widths[c]} units"
-            ax.text(x, 1.065, header if c else f"input\n{widths[0]} pixels", ha="center", va="bottom", fontsize=9,
-                    fontweight="bold")
+            ax.text(
+                x,
+                1.065,
+                header if c else f"input\n{widths[0]} pixels",
+                ha="center",
+                va="bottom",
+                fontsize=9,
+                fontweight="bold",
+            )
             if shown[c] < widths[c]:
                 ax.text(x, -0.035, "⋮", ha="center", va="center", fontsize=14, color="#3c4046")
         ax.set_title("The network's activity (lines: weight × activation; red +, blue −)", pad=34)
@@ -236,13 +293,25 @@ class Dashboard:
         self.recent.append((conf, pred == label))
         seen = int(self.confusion.sum())
         correct = int(np.trace(self.confusion))
-        self.state = {"index": int(index), "true": label, "pred": pred, "confidence": conf, "proba": proba,
-                      "seen": seen, "correct": correct, "running_accuracy": correct / seen,
-                      "confusion": self.confusion.copy(), "recent": list(self.recent), "activity": acts}
+        self.state = {
+            "index": int(index),
+            "true": label,
+            "pred": pred,
+            "confidence": conf,
+            "proba": proba,
+            "seen": seen,
+            "correct": correct,
+            "running_accuracy": correct / seen,
+            "confusion": self.confusion.copy(),
+            "recent": list(self.recent),
+            "activity": acts,
+        }
         ok = pred == label
         colour = style.RIGHT if ok else style.WRONG
         self.digit.set_data(pixels.reshape(self.digit.get_array().shape))
-        self.digit_title.set_text(f"true {self.names[label]} → predicted {self.names[pred]} ({100 * conf:.1f}%)")
+        self.digit_title.set_text(
+            f"true {self.names[label]} → predicted {self.names[pred]} ({100 * conf:.1f}%)"
+        )
         self.digit_title.set_color(colour)
         self.digit_label.set_text(f"test image #{index}")
         self._show_proba(proba, pred, label, colour)
@@ -265,7 +334,7 @@ class Dashboard:
     def _show_network(self, acts, proba, pred):
         x_in, hidden = acts[0], acts[1:-1]
         w = [layer.weight.data for layer in self.linears]
-        picks = [np.argsort(-(x_in * np.linalg.norm(w[0], axis=1)), kind="stable")[:self.shown[0]]]
+        picks = [np.argsort(-(x_in * np.linalg.norm(w[0], axis=1)), kind="stable")[: self.shown[0]]]
         for h in hidden:
             picks.append(np.argsort(-h, kind="stable")[:HIDDEN_NODES])
         picks.append(np.arange(len(proba)))
@@ -275,7 +344,7 @@ class Dashboard:
             v = values[c][idx]
             top = max(float(np.abs(values[c]).max()), 1e-9) if c < len(picks) - 1 else 1.0
             shade.append(np.clip(np.abs(v) / top, 0, 1))
-            for t, unit in zip(self.node_labels[c], idx):
+            for t, unit in zip(self.node_labels[c], idx, strict=True):
                 if c == 0:
                     side = int(round(np.sqrt(len(x_in))))
                     t.set_text(f"({unit // side},{unit % side})")
@@ -315,9 +384,9 @@ class Dashboard:
         layer_values = acts[1:]
         means = [float(a.mean()) for a in layer_values]
         maxes = [float(a.max()) for a in layer_values]
-        for bar, v in zip(self.mean_bars, means):
+        for bar, v in zip(self.mean_bars, means, strict=True):
             bar.set_height(v)
-        for bar, v in zip(self.max_bars, maxes):
+        for bar, v in zip(self.max_bars, maxes, strict=True):
             bar.set_height(v)
         top = max(*maxes, *np.abs(means), 1e-6) * 1.15
         low = min(0.0, *means, *maxes) * 1.15
@@ -333,9 +402,9 @@ class Dashboard:
     def _show_weights(self, pred):
         w = self.linears[-1].weight.data
         col = w[:, pred]
-        v = max(float(np.abs(w).max()), 1e-9) * 1.05          # one range for every output: comparable
+        v = max(float(np.abs(w).max()), 1e-9) * 1.05  # one range for every output: comparable
         counts, edges = np.histogram(col, bins=len(self.hist_bars), range=(-v, v))
-        for bar, c, left in zip(self.hist_bars, counts, edges[:-1]):
+        for bar, c, left in zip(self.hist_bars, counts, edges[:-1], strict=True):
             bar.set_x(left)
             bar.set_width(edges[1] - edges[0])
             bar.set_height(c)
@@ -344,7 +413,9 @@ class Dashboard:
             self.ax_hist.set_xlim(-v, v)
             self.ax_hist.set_ylim(0, self._hist_max)
             self._stale = True
-        self.hist_title.set_text(f"{len(col)} weights into output {self.names[pred][:12]} (mean {col.mean():+.3f})")
+        self.hist_title.set_text(
+            f"{len(col)} weights into output {self.names[pred][:12]} (mean {col.mean():+.3f})"
+        )
 
     def _show_confidence(self):
         conf = np.array([100 * c for c, _ in self.recent])
@@ -353,8 +424,9 @@ class Dashboard:
         self.conf_line.set_data(xs, conf)
         self.conf_dots.set_offsets(np.column_stack([xs, conf]))
         self.conf_dots.set_facecolors(np.where(ok[:, None], _GREEN, _RED_SOLID))
-        self.conf_title.set_text(f"Confidence, last {len(conf)} (mean {conf.mean():.1f}%, "
-                                 f"{int((~ok).sum())} wrong)")
+        self.conf_title.set_text(
+            f"Confidence, last {len(conf)} (mean {conf.mean():.1f}%, {int((~ok).sum())} wrong)"
+        )
 
     def show_history(self, history, epoch: int, epochs: int, ends=None) -> None:
         """Training panel: draw the per-batch loss so far and the validation loss per epoch.
@@ -367,22 +439,40 @@ class Dashboard:
         self.loss_line.set_data(it, np.maximum(history.loss, 1e-5))
         ends = ends if ends is not None else [e.get("iteration") for e in history.epochs]
         val = [e.get("val_loss") for e in history.epochs]
-        pts = [(x, v) for x, v in zip(ends, val) if x is not None and v is not None]
+        pts = [(x, v) for x, v in zip(ends, val, strict=True) if x is not None and v is not None]
         self.val_line.set_data([p[0] for p in pts], [p[1] for p in pts])
         ax = self.ax_curves
         ax.relim()
         ax.autoscale_view()
         ax.set_xlim(0, max(10, len(it) * 1.02))
         self._stale = True
-        self.curves_title.set_text(f"Training: epoch {epoch}/{epochs}, iteration {len(it):,}, "
-                                   f"loss {history.loss[-1]:.4f}")
+        self.curves_title.set_text(
+            f"Training: epoch {epoch}/{epochs}, iteration {len(it):,}, loss {history.loss[-1]:.4f}"
+        )
 
     # -- drawing --------------------------------------------------------------------
     def _changing_artists(self) -> list:
-        artists = [self.digit, self.digit_title, self.digit_label, *self.bars, self.true_marker, self.bar_text,
-                   self.edges, self.nodes, *[t for col in self.node_labels for t in col], self.cm_image,
-                   *[t for row in self.cm_text for t in row], self.cm_title, *self.mean_bars, *self.max_bars,
-                   *self.hist_bars, self.hist_title, self.conf_line, self.conf_dots, self.conf_title]
+        artists = [
+            self.digit,
+            self.digit_title,
+            self.digit_label,
+            *self.bars,
+            self.true_marker,
+            self.bar_text,
+            self.edges,
+            self.nodes,
+            *[t for col in self.node_labels for t in col],
+            self.cm_image,
+            *[t for row in self.cm_text for t in row],
+            self.cm_title,
+            *self.mean_bars,
+            *self.max_bars,
+            *self.hist_bars,
+            self.hist_title,
+            self.conf_line,
+            self.conf_dots,
+            self.conf_title,
+        ]
         if self.ax_curves is not None:
             artists += [self.loss_line, self.val_line, self.curves_title]
         # Drawn over the data in a full draw, so over it here too: frames and zero lines.
@@ -392,7 +482,7 @@ class Dashboard:
         return artists
 
     def _on_draw(self, event=None):
-        if not self._capturing:               # someone else drew the whole figure: the background is stale
+        if not self._capturing:  # someone else drew the whole figure: the background is stale
             self._stale = True
 
     def _capture(self):
@@ -459,8 +549,17 @@ _RED_SOLID = np.array([0.78, 0.22, 0.18, 1.0])
 def _title(ax, fontsize: float = 11):
     """A title that changes every frame: a plain text above the axes (matplotlib's own title moves
     itself during full draws only, so a blitted one would land elsewhere)."""
-    return ax.annotate("", (0.5, 1.0), xycoords="axes fraction", xytext=(0, 8), textcoords="offset points",
-                       ha="center", va="bottom", fontsize=fontsize, fontweight="bold")
+    return ax.annotate(
+        "",
+        (0.5, 1.0),
+        xycoords="axes fraction",
+        xytext=(0, 8),
+        textcoords="offset points",
+        ha="center",
+        va="bottom",
+        fontsize=fontsize,
+        fontweight="bold",
+    )
 
 
 def _node_cmap():
@@ -469,5 +568,5 @@ def _node_cmap():
 
 def style_context():
     import matplotlib
-    return matplotlib.rc_context(style.RC)
 
+    return matplotlib.rc_context(style.RC)

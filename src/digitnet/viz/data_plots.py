@@ -9,8 +9,16 @@ from digitnet.viz.weight_plots import mosaic
 
 
 @style.styled
-def dataset(x_train, y_train, class_names=None, x_test=None, y_test=None, per_class: int = 10, seed: int = 0,
-            title: str = "The data"):
+def dataset(
+    x_train,
+    y_train,
+    class_names=None,
+    x_test=None,
+    y_test=None,
+    per_class: int = 10,
+    seed: int = 0,
+    title: str = "The data",
+):
     """Examples of each class, the count of images per class, and the average image of each class.
 
     Parameters
@@ -34,7 +42,7 @@ def dataset(x_train, y_train, class_names=None, x_test=None, y_test=None, per_cl
     for c in range(k):
         members = np.flatnonzero(y_train == c)
         pick = rng.choice(members, size=min(per_class, len(members)), replace=False) if len(members) else []
-        examples[c * per_class:c * per_class + len(pick)] = x_train[pick].reshape(-1, side, side)
+        examples[c * per_class : c * per_class + len(pick)] = x_train[pick].reshape(-1, side, side)
     ax_ex.imshow(mosaic(examples, per_class, gap=2), cmap=style.DIGIT, vmin=0, vmax=255)
     ax_ex.grid(False)
     ax_ex.set_xticks([])
@@ -57,7 +65,9 @@ def dataset(x_train, y_train, class_names=None, x_test=None, y_test=None, per_cl
         ax_n.bar(at, counts, color=style.TRAIN)
         ax_n.set_ylim(0, counts.max() * 1.15)
     long = max(len(n) for n in names) > 2
-    ax_n.set_xticks(at, names, rotation=35 if long else 0, ha="right" if long else "center", fontsize=8.5 if long else 10)
+    ax_n.set_xticks(
+        at, names, rotation=35 if long else 0, ha="right" if long else "center", fontsize=8.5 if long else 10
+    )
     ax_n.grid(axis="x", visible=False)
     ax_n.set(title="Images per class", ylabel="images")
 
@@ -71,6 +81,8 @@ def dataset(x_train, y_train, class_names=None, x_test=None, y_test=None, per_cl
     for ax in axes[k:]:
         ax.axis("off")
     sub.suptitle("The average image of each class", fontsize=11, fontweight="bold")
-    fig.suptitle(f"{title}: {len(x_train):,} training images in {k} classes"
-                 + (f", {len(x_test):,} test images" if x_test is not None else ""))
+    fig.suptitle(
+        f"{title}: {len(x_train):,} training images in {k} classes"
+        + (f", {len(x_test):,} test images" if x_test is not None else "")
+    )
     return fig

@@ -61,6 +61,7 @@ class Player:
 
     def close(self):
         import matplotlib.pyplot as plt
+
         plt.close(self.dash.fig)
 
 
@@ -69,6 +70,7 @@ def window_figure(training: bool = False):
     style.use_backend(window=True)
     style.free_keys()
     import matplotlib.pyplot as plt
+
     fig = plt.figure(figsize=(16, 9.6 if training else 8.6))
     fig.canvas.manager.set_window_title("digitnet dashboard")
     return fig
@@ -77,11 +79,13 @@ def window_figure(training: bool = False):
 def play(dash: Dashboard, indices, interval_ms: int = 100) -> Player:
     """Show ``dash`` in its window, stepping through ``indices`` until the window is closed."""
     import matplotlib.pyplot as plt
+
     player = Player(dash, indices, interval_ms)
     player.step()
     player.timer.start()
-    dash.fig.text(0.99, 0.005, "space: pause   →: step   q: quit", ha="right", va="bottom", fontsize=9,
-                  color=style.GREY)
+    dash.fig.text(
+        0.99, 0.005, "space: pause   →: step   q: quit", ha="right", va="bottom", fontsize=9, color=style.GREY
+    )
     plt.show()
     return player
 
@@ -136,16 +140,20 @@ def find_ffmpeg() -> None:
     """
     import matplotlib
     from matplotlib.animation import FFMpegWriter
+
     if FFMpegWriter.isAvailable():
         return
     try:
         import imageio_ffmpeg
+
         matplotlib.rcParams["animation.ffmpeg_path"] = imageio_ffmpeg.get_ffmpeg_exe()
     except (ImportError, RuntimeError):
         pass
     if not FFMpegWriter.isAvailable():
-        raise DigitnetError("saving .mp4 needs ffmpeg: pip install 'digitnet[video]' (or install ffmpeg), "
-                            "or save a .gif instead")
+        raise DigitnetError(
+            "saving .mp4 needs ffmpeg: pip install 'digitnet[video]' (or install ffmpeg), "
+            "or save a .gif instead"
+        )
 
 
 class _Sink:
@@ -174,6 +182,7 @@ class _Png(_Sink):
 
     def finish(self):
         from PIL import Image
+
         Image.fromarray(self.image).save(self.tmp, format="PNG")
 
 
@@ -185,20 +194,26 @@ class _Gif(_Sink):
         if not self.frames:
             self.dash.set_dpi(GIF_DPI)
         from PIL import Image
+
         frame = Image.fromarray(self.dash.rgba()).convert("RGB")
-        self.frames.append(frame.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE))
+        self.frames.append(
+            frame.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+        )
 
     def finish(self):
         first, *rest = self.frames
-        first.save(self.tmp, format="GIF", save_all=True, append_images=rest, duration=self.interval_ms, loop=0)
+        first.save(
+            self.tmp, format="GIF", save_all=True, append_images=rest, duration=self.interval_ms, loop=0
+        )
 
 
 class _Mp4(_Sink):
     def add(self):
         from matplotlib.animation import FFMpegWriter
+
         if self.writer is None:
             find_ffmpeg()
-            self.dash.set_blit(False)             # the writer grabs frames with a full draw
+            self.dash.set_blit(False)  # the writer grabs frames with a full draw
             self.writer = FFMpegWriter(fps=1000 / max(1, self.interval_ms))
             self.writer.setup(self.dash.fig, str(self.tmp), dpi=style.DPI)
         self.writer.grab_frame()
@@ -227,8 +242,17 @@ class LiveTraining(Callback):
         Shortest time between two window updates (training goes on between them).
     """
 
-    def __init__(self, images, labels, normalizer, class_names, save=None, frames: int = 100,
-                 interval_ms: int = 200, title: str = "digitnet: training"):
+    def __init__(
+        self,
+        images,
+        labels,
+        normalizer,
+        class_names,
+        save=None,
+        frames: int = 100,
+        interval_ms: int = 200,
+        title: str = "digitnet: training",
+    ):
         self.images, self.labels = np.asarray(images), np.asarray(labels)
         self.normalizer, self.class_names = normalizer, list(class_names)
         self.save = Path(save) if save else None
@@ -240,7 +264,7 @@ class LiveTraining(Callback):
         if self.save:
             check_output(self.save)
         else:
-            style.use_backend(window=True)       # fail now, before training, when there is no display
+            style.use_backend(window=True)  # fail now, before training, when there is no display
 
     def on_train_begin(self, state):
         from digitnet.modelfile import Classifier, architecture_of
@@ -256,6 +280,7 @@ class LiveTraining(Callback):
             self.recorded = 0
         else:
             import matplotlib.pyplot as plt
+
             fig.canvas.mpl_connect("key_press_event", self._on_key)
             fig.canvas.mpl_connect("close_event", lambda event: setattr(self, "closed", True))
             plt.show(block=False)
@@ -263,6 +288,7 @@ class LiveTraining(Callback):
     def _on_key(self, event):
         if event.key == "q":
             import matplotlib.pyplot as plt
+
             plt.close(self.dash.fig)
 
     def _frame(self, state):
@@ -292,7 +318,7 @@ class LiveTraining(Callback):
         if self.sink is not None:
             try:
                 if self.save.suffix.lower() == ".png":
-                    self.recorded = 0                # the one frame of a .png is the trained network's
+                    self.recorded = 0  # the one frame of a .png is the trained network's
                 self._frame(state)
                 self.sink.close()
             finally:
@@ -304,12 +330,22 @@ class LiveTraining(Callback):
         """Keep the window open (when there is one) until the user closes it."""
         if self.sink is None and not self.closed:
             import matplotlib.pyplot as plt
+
             plt.show()
 
 
-def live_training(dataset, normalize: str = "scale", save=None, frames: int = 100, title: str = "") -> LiveTraining:
+def live_training(
+    dataset, normalize: str = "scale", save=None, frames: int = 100, title: str = ""
+) -> LiveTraining:
     """The :class:`LiveTraining` view of a run on ``dataset``: its test digits, normalised like the training data."""
     from digitnet.data.loader import Normalizer
-    return LiveTraining(dataset.x_test, dataset.y_test, Normalizer(normalize).fit(dataset.x_train),
-                        dataset.class_names, save=save, frames=frames,
-                        title=title or f"digitnet: training on {dataset.name}")
+
+    return LiveTraining(
+        dataset.x_test,
+        dataset.y_test,
+        Normalizer(normalize).fit(dataset.x_train),
+        dataset.class_names,
+        save=save,
+        frames=frames,
+        title=title or f"digitnet: training on {dataset.name}",
+    )

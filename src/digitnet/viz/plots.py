@@ -9,6 +9,7 @@ from digitnet.viz import data_plots, results, robustness_plots, style, training_
 from digitnet.viz.catalog import NEEDS_DATA, PLOTS
 from digitnet.viz.run import Run
 
+
 def missing(run: Run, name: str) -> str | None:
     """Why plot ``name`` cannot be made for ``run``, or None when it can."""
     if name not in PLOTS:
@@ -16,8 +17,10 @@ def missing(run: Run, name: str) -> str | None:
     if name in ("curves", "gradients") and run.history is None:
         return f"{name} needs the training history (history.json), and {run.folder} has none"
     if name == "gradients" and "diagnostics" not in run.history.extra:
-        return ("gradients needs gradient norms in the history; this run was trained before they were "
-                "recorded: train it again")
+        return (
+            "gradients needs gradient norms in the history; this run was trained before they were "
+            "recorded: train it again"
+        )
     if name == "curves" and not run.history.loss:
         return "curves needs a history with at least one iteration"
     if name in NEEDS_DATA and run.dataset is None:
@@ -48,8 +51,9 @@ def make(name: str, run: Run):
     if name == "robustness":
         return robustness_plots.robustness(clf, run.x_test, run.y_test)
     ds = run.dataset
-    return data_plots.dataset(ds.x_train, ds.y_train, run.class_names, ds.x_test, ds.y_test,
-                              title=f"The data ({ds.name})")
+    return data_plots.dataset(
+        ds.x_train, ds.y_train, run.class_names, ds.x_test, ds.y_test, title=f"The data ({ds.name})"
+    )
 
 
 def plot_run(run: Run, which=None, out=None, formats=("png",), on_saved=None) -> tuple[dict, dict]:

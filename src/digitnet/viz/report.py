@@ -62,36 +62,51 @@ def build_report(run: Run, on_plot=None) -> str:
     per_class = metrics.per_class_scores(cm, run.class_names)
     worst = min(range(len(per_class)), key=lambda i: per_class[i]["f1"])
 
-    cards = [("test accuracy", f"{100 * run.accuracy:.2f}%"),
-             ("mistakes", f"{int(cm.sum() - cm.trace()):,} of {int(cm.sum()):,}")]
+    cards = [
+        ("test accuracy", f"{100 * run.accuracy:.2f}%"),
+        ("mistakes", f"{int(cm.sum() - cm.trace()):,} of {int(cm.sum()):,}"),
+    ]
     final, epochs = meta_metrics.get("final_epoch"), meta_metrics.get("epochs")
     restored = final is not None and epochs and final != epochs
     if meta_metrics.get("val_accuracy") is not None:
-        cards.append(("validation accuracy" + (f" (epoch {final})" if restored else ""),
-                      f"{100 * meta_metrics['val_accuracy']:.2f}%"))
+        cards.append(
+            (
+                "validation accuracy" + (f" (epoch {final})" if restored else ""),
+                f"{100 * meta_metrics['val_accuracy']:.2f}%",
+            )
+        )
     if epochs:
         cards.append(("epochs", f"{epochs}, weights of epoch {final}" if restored else str(epochs)))
     if meta_metrics.get("train_seconds") is not None:
         cards.append(("training time", f"{meta_metrics['train_seconds']:.1f} s"))
     cards.append(("parameters", f"{n_params:,}"))
+    card_html = "".join(
+        f'<div class="card"><div class="v">{e(v)}</div><div class="k">{e(k)}</div></div>' for k, v in cards
+    )
 
     sections, nav = [], []
     for name, caption in plots.PLOTS.items():
         nav.append(f'<a href="#{name}">{name}</a>')
         reason = plots.missing(run, name)
         if reason:
-            sections.append(f'<h2 id="{name}">{name.capitalize()}</h2><p class="missing">not available: {e(reason)}</p>')
+            sections.append(
+                f'<h2 id="{name}">{name.capitalize()}</h2><p class="missing">not available: {e(reason)}</p>'
+            )
             continue
         started = time.perf_counter()
         data = base64.b64encode(figure_png(plots.make(name, run))).decode("ascii")
         if on_plot:
             on_plot(name, time.perf_counter() - started)
-        sections.append(f'<h2 id="{name}">{name.capitalize()}</h2><figure><figcaption>{e(caption[0].upper() + caption[1:])}.'
-                        f'</figcaption><img alt="{name} plot" src="data:image/png;base64,{data}"></figure>')
+        sections.append(
+            f'<h2 id="{name}">{name.capitalize()}</h2><figure><figcaption>{e(caption[0].upper() + caption[1:])}.'
+            f'</figcaption><img alt="{name} plot" src="data:image/png;base64,{data}"></figure>'
+        )
 
     scores = "".join(
-        f'<tr{" class=worst" if c["class"] == worst else ""}><td>{e(str(c["name"]))}</td><td>{c["precision"]:.4f}</td>'
-        f'<td>{c["recall"]:.4f}</td><td>{c["f1"]:.4f}</td><td>{c["support"]:,}</td></tr>' for c in per_class)
+        f"<tr{' class=worst' if c['class'] == worst else ''}><td>{e(str(c['name']))}</td><td>{c['precision']:.4f}</td>"
+        f"<td>{c['recall']:.4f}</td><td>{c['f1']:.4f}</td><td>{c['support']:,}</td></tr>"
+        for c in per_class
+    )
     settings = "".join(f"<tr><td>{e(str(k))}</td><td>{e(_value(v))}</td></tr>" for k, v in config.items())
     title = f"{run.name}: {sizes} {clf.architecture.get('activation', '')}"
     return f"""<!DOCTYPE html>
@@ -101,7 +116,7 @@ def build_report(run: Run, on_plot=None) -> str:
 <h1>{e(title)}</h1>
 <p class="sub">{e(run.dataset.name)} test set ({len(run.y_test):,} images, from {e(str(run.dataset.source))}) ·
 model {e(str(clf.meta.get("path", "")))} · report by digitnet {e(__version__)}, {time.strftime("%Y-%m-%d %H:%M")}</p>
-<div class="cards">{"".join(f'<div class="card"><div class="v">{e(v)}</div><div class="k">{e(k)}</div></div>' for k, v in cards)}</div>
+<div class="cards">{card_html}</div>
 <nav><p>{" ".join(nav)}</p></nav>
 <div class="tables">
 <div><h2>Per-class scores</h2><table id="per-class"><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th>

@@ -50,8 +50,16 @@ def confusion(y_true, y_pred, class_names=None):
                 continue
             dark = share[i, j] > (55 if i == j else off_max * 0.6)
             colour = "white" if dark else "#1d2024"
-            ax.text(j, i - 0.12, f"{count:,}", ha="center", va="center", fontsize=9.5 if k <= 10 else 7,
-                    fontweight="bold", color=colour)
+            ax.text(
+                j,
+                i - 0.12,
+                f"{count:,}",
+                ha="center",
+                va="center",
+                fontsize=9.5 if k <= 10 else 7,
+                fontweight="bold",
+                color=colour,
+            )
             ax.text(j, i + 0.24, f"{share[i, j]:.1f}%", ha="center", va="center", fontsize=7, color=colour)
     ax.set_xticks(range(k), names, rotation=40 if long else 0, ha="right" if long else "center")
     ax.set_yticks(range(k), names)
@@ -73,8 +81,16 @@ def confusion(y_true, y_pred, class_names=None):
     low = max(0.0, per_class.min() - max(2.0, (100 - per_class.min()) * 0.5))
     side.set_xlim(low, 100)
     for i, p in enumerate(per_class):
-        side.text(low + (100 - low) * 0.03, i, f"{p:.1f}%", va="center", ha="left", fontsize=8.5, color="white",
-                  fontweight="bold")
+        side.text(
+            low + (100 - low) * 0.03,
+            i,
+            f"{p:.1f}%",
+            va="center",
+            ha="left",
+            fontsize=8.5,
+            color="white",
+            fontweight="bold",
+        )
     side.set_title("Per-class accuracy", fontsize=10)
     side.set_xlabel("recall (%)")
     side.grid(axis="y", visible=False)
@@ -83,6 +99,7 @@ def confusion(y_true, y_pred, class_names=None):
 
 def _blues():
     from matplotlib import colormaps
+
     return colormaps["Blues"](np.linspace(0.15, 0.9, 256))
 
 
@@ -103,18 +120,28 @@ def misclassified(images, y_true, proba, class_names=None, n: int = 25):
     fig = style.figure(10, 2.15 * rows + 0.8)
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
     small = max(len(nm) for nm in names) > 6
-    for ax, i in zip(axes, order):
-        style.digit_image(ax, images[i], f"{names[y_true[i]]} → {names[pred[i]]} ({100 * proba[i, pred[i]]:.0f}%)",
-                          fontsize=8 if small else 10, color=style.WRONG)
+    for ax, i in zip(axes, order, strict=True):
+        style.digit_image(
+            ax,
+            images[i],
+            f"{names[y_true[i]]} → {names[pred[i]]} ({100 * proba[i, pred[i]]:.0f}%)",
+            fontsize=8 if small else 10,
+            color=style.WRONG,
+        )
         ax.set_xlabel(f"test #{i}", fontsize=7.5, color=style.GREY, labelpad=2)
-    for ax in axes[len(order):]:
+    for ax in axes[len(order) :]:
         ax.axis("off")
     if not len(order):
         axes[0].text(0.5, 0.5, "no mistakes", transform=axes[0].transAxes, ha="center")
-    fig.suptitle(f"The {len(order)} most confident mistakes ({len(wrong):,} of {len(y_true):,} test images "
-                 f"are misclassified)")
-    fig.supxlabel("true class → predicted class (probability the network gave its wrong answer)",
-                  fontsize=9, color=style.GREY)
+    fig.suptitle(
+        f"The {len(order)} most confident mistakes ({len(wrong):,} of {len(y_true):,} test images "
+        f"are misclassified)"
+    )
+    fig.supxlabel(
+        "true class → predicted class (probability the network gave its wrong answer)",
+        fontsize=9,
+        color=style.GREY,
+    )
     return fig
 
 
@@ -155,12 +182,17 @@ def predictions(images, y_true, proba, logits, class_names=None, indices=None, n
         ax_p.set_ylim(0, 113)
         ax_p.set_yticks([0, 50, 100])
         ax_p.set_ylabel("%", fontsize=8, labelpad=1)
-        ax_p.set_xticks(range(k), [nm[:5] for nm in names], fontsize=7 if long else 8.5,
-                        rotation=90 if long else 0)
+        ax_p.set_xticks(
+            range(k), [nm[:5] for nm in names], fontsize=7 if long else 8.5, rotation=90 if long else 0
+        )
         ax_p.grid(axis="x", visible=False)
         ax_p.get_xticklabels()[y_true[i]].set_fontweight("bold")
-        ax_p.set_title(f"predicted {names[pred[i]]} ({100 * proba[i, pred[i]]:.1f}%)", fontsize=9,
-                       color=colour, fontweight="bold")
+        ax_p.set_title(
+            f"predicted {names[pred[i]]} ({100 * proba[i, pred[i]]:.1f}%)",
+            fontsize=9,
+            color=colour,
+            fontweight="bold",
+        )
         ax_l.hist(logits[i], bins=10, color=style.ACCENT, alpha=0.8)
         ax_l.axvline(logits[i, pred[i]], color=colour, lw=1.5)
         ax_l.set_title("logits", fontsize=8.5, fontweight="normal")

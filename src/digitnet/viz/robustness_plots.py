@@ -13,11 +13,15 @@ from scipy import ndimage
 from digitnet.viz import style
 
 LEVELS = {
-    "noise": np.round(np.linspace(0.0, 0.6, 13), 3),        # Gaussian noise σ, in units of full brightness
-    "rotation": np.linspace(-45.0, 45.0, 13),                # degrees, counter-clockwise
-    "shift": np.arange(0, 7),                                # pixels, up/down/left/right
+    "noise": np.round(np.linspace(0.0, 0.6, 13), 3),  # Gaussian noise σ, in units of full brightness
+    "rotation": np.linspace(-45.0, 45.0, 13),  # degrees, counter-clockwise
+    "shift": np.arange(0, 7),  # pixels, up/down/left/right
 }
-UNITS = {"noise": "noise σ (1 = full brightness)", "rotation": "rotation (degrees)", "shift": "shift (pixels)"}
+UNITS = {
+    "noise": "noise σ (1 = full brightness)",
+    "rotation": "rotation (degrees)",
+    "shift": "shift (pixels)",
+}
 TITLES = {"noise": "Gaussian noise", "rotation": "Rotation", "shift": "Shift"}
 
 
@@ -44,7 +48,9 @@ def damage(images, kind: str, level: float, rng: np.random.Generator | None = No
     if kind == "rotation":
         if not level:
             return x.copy()
-        out = ndimage.rotate(stack, float(level), axes=(2, 1), reshape=False, order=1, mode="constant", cval=0.0)
+        out = ndimage.rotate(
+            stack, float(level), axes=(2, 1), reshape=False, order=1, mode="constant", cval=0.0
+        )
         return np.clip(out, 0, 255).reshape(n, pixels)
     if kind == "shift":
         d = int(level)
@@ -56,8 +62,8 @@ def damage(images, kind: str, level: float, rng: np.random.Generator | None = No
         direction = rng.integers(0, 4, size=n)
         for k, (dy, dx) in enumerate([(-d, 0), (d, 0), (0, -d), (0, d)]):
             rows = direction == k
-            src = stack[rows][:, max(0, -dy):side - max(0, dy), max(0, -dx):side - max(0, dx)]
-            out[rows, max(0, dy):side - max(0, -dy), max(0, dx):side - max(0, -dx)] = src
+            src = stack[rows][:, max(0, -dy) : side - max(0, dy), max(0, -dx) : side - max(0, dx)]
+            out[rows, max(0, dy) : side - max(0, -dy), max(0, dx) : side - max(0, -dx)] = src
         return out.reshape(n, pixels)
     raise ValueError(f"unknown damage {kind!r}; choose one of {', '.join(LEVELS)}")
 
@@ -111,8 +117,15 @@ def robustness(classifier, images, labels, n: int = 2000, seed: int = 0, curves:
         ax.axhline(10, color=style.GREY, ls=":", lw=1, label="chance: 10%")
         worst = int(np.argmin(acc))
         edge = "left" if worst == 0 else "right" if worst == len(levels) - 1 else "center"
-        ax.annotate(f"{acc[worst]:.1f}%", (levels[worst], acc[worst]), textcoords="offset points", xytext=(0, -13),
-                    ha=edge, fontsize=8.5, color=colours[kind])
+        ax.annotate(
+            f"{acc[worst]:.1f}%",
+            (levels[worst], acc[worst]),
+            textcoords="offset points",
+            xytext=(0, -13),
+            ha=edge,
+            fontsize=8.5,
+            color=colours[kind],
+        )
         ax.set(title=TITLES[kind], xlabel=UNITS[kind], ylim=(0, 102))
         if col == 0:
             ax.set_ylabel("test accuracy (%)")
@@ -128,12 +141,21 @@ def robustness(classifier, images, labels, n: int = 2000, seed: int = 0, curves:
         unit = {"noise": "σ ", "rotation": "", "shift": ""}[kind]
         suffix = {"noise": "", "rotation": "°", "shift": " px"}[kind]
         for i, v in enumerate(shown):
-            strip_ax.text(32 * i + 15.5, 29, f"{unit}{v:g}{suffix}", ha="center", va="top", fontsize=8,
-                          color=style.GREY, clip_on=False)
+            strip_ax.text(
+                32 * i + 15.5,
+                29,
+                f"{unit}{v:g}{suffix}",
+                ha="center",
+                va="top",
+                fontsize=8,
+                color=style.GREY,
+                clip_on=False,
+            )
     fig.suptitle(f"Robustness: accuracy on {curves['n']:,} test digits as they are damaged")
     return fig
 
 
 def _digits():
     from matplotlib import colormaps
+
     return colormaps[style.DIGIT].with_extremes(bad="white")

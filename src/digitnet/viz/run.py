@@ -61,6 +61,7 @@ class Run:
     def proba(self) -> np.ndarray:
         """Softmax probabilities on the test set, ``(n, K)``."""
         from digitnet.nn import softmax
+
         return softmax(self.logits)
 
     @property
@@ -102,8 +103,10 @@ def load_run(path, data=None, dataset: str | None = None, cache_dir=None, load_d
     folder = model_path.parent
     history = runs.read_history(folder)
     if path.is_dir() and history is None:
-        raise ModelFileError(f"{path} has a model but no {runs.HISTORY}, so it is not a whole run folder: "
-                             f"plot the model file alone ({model_path}) for the plots that need no history")
+        raise ModelFileError(
+            f"{path} has a model but no {runs.HISTORY}, so it is not a whole run folder: "
+            f"plot the model file alone ({model_path}) for the plots that need no history"
+        )
     run = Run(classifier, folder, history=history, name=folder.name if path.is_dir() else model_path.stem)
     if history is None:
         run.notes.append(f"no {runs.HISTORY} beside {model_path.name}")
@@ -119,8 +122,10 @@ def check_dataset(ds: Dataset, classifier: Classifier) -> Dataset:
     """Return ``ds`` if the model can read it, else raise :class:`DataError` saying why not."""
     sizes = classifier.architecture["sizes"]
     if ds.x_test.shape[1] != sizes[0] or len(ds.class_names) != sizes[-1]:
-        raise DataError(f"the model takes {sizes[0]} pixels into {sizes[-1]} classes; {ds.name} has "
-                        f"{ds.x_test.shape[1]} pixels and {len(ds.class_names)} classes")
+        raise DataError(
+            f"the model takes {sizes[0]} pixels into {sizes[-1]} classes; {ds.name} has "
+            f"{ds.x_test.shape[1]} pixels and {len(ds.class_names)} classes"
+        )
     if not len(ds.x_test):
         raise DataError(f"{ds.name} from {ds.source} has no test images to plot")
     return ds
@@ -133,6 +138,7 @@ def _initial_weights(folder: Path, classifier: Classifier) -> dict | None:
         return None
     expected = {name: p.shape for name, p in classifier.model.named_parameters() if name.endswith("weight")}
     if {k: v.shape for k, v in weights.items()} != expected:
-        raise ModelFileError(f"{folder / runs.INITIAL_WEIGHTS} does not match the model's layers: "
-                             "it belongs to another run")
+        raise ModelFileError(
+            f"{folder / runs.INITIAL_WEIGHTS} does not match the model's layers: it belongs to another run"
+        )
     return weights

@@ -27,8 +27,8 @@ WRONG = "#c8372d"
 ACCENT = "#7b3fa0"
 GREY = "#8a8f98"
 LAYER_COLOURS = ["#3566a8", "#e07b28", "#2e8b57", "#c8372d", "#7b3fa0", "#8c564b", "#d4a017"]
-DIVERGING = "RdBu_r"         # weights: blue negative, red positive, white zero
-DIGIT = "gray_r"             # digits: black ink on white paper
+DIVERGING = "RdBu_r"  # weights: blue negative, red positive, white zero
+DIGIT = "gray_r"  # digits: black ink on white paper
 
 RC = {
     "font.family": "DejaVu Sans",
@@ -65,9 +65,11 @@ def figure(width: float, height: float, **kwargs) -> Figure:
 
 def styled(function):
     """Decorator: run a plotting function with the house style in force."""
+
     def wrapper(*args, **kwargs):
         with matplotlib.rc_context(RC):
             return function(*args, **kwargs)
+
     wrapper.__name__, wrapper.__doc__, wrapper.__wrapped__ = function.__name__, function.__doc__, function
     wrapper.__module__, wrapper.__qualname__ = function.__module__, function.__qualname__
     return wrapper
@@ -107,7 +109,7 @@ def log_y(ax) -> None:
     plain = FuncFormatter(lambda v, _: f"{v:g}")
     ax.yaxis.set_major_formatter(plain)
     low, high = ax.get_ylim()
-    if high / max(low, 1e-300) < 30:          # under ~1.5 decades: label 2, 3, 5 between the powers of ten
+    if high / max(low, 1e-300) < 30:  # under ~1.5 decades: label 2, 3, 5 between the powers of ten
         ax.yaxis.set_minor_locator(LogLocator(subs=(2.0, 3.0, 5.0)))
         ax.yaxis.set_minor_formatter(plain)
     else:
@@ -117,6 +119,7 @@ def log_y(ax) -> None:
 def plain_y(ax) -> None:
     """Label ``ax``'s y ticks with plain short numbers (0.001, not 1e-3 as an offset)."""
     from matplotlib.ticker import FuncFormatter
+
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
 
 
@@ -153,15 +156,20 @@ def use_backend(window: bool) -> str:
     """
     if not window or not has_display():
         if window:
-            raise DigitnetError("there is no display to open a window on: save the view to a file instead "
-                                "(--save view.gif --frames 100, or --save frame.png)")
+            raise DigitnetError(
+                "there is no display to open a window on: save the view to a file instead "
+                "(--save view.gif --frames 100, or --save frame.png)"
+            )
         matplotlib.use("Agg", force=True)
         return "Agg"
-    import matplotlib.pyplot as plt          # resolves the best interactive backend available
+    import matplotlib.pyplot as plt  # resolves the best interactive backend available
+
     backend = plt.get_backend()
     if backend.lower() in ("agg", "pdf", "svg", "ps", "cairo", "template"):
-        raise DigitnetError(f"matplotlib has no interactive backend here (it uses {backend}): install a GUI "
-                            "toolkit for Python (e.g. the python3-tk package), or save the view with --save")
+        raise DigitnetError(
+            f"matplotlib has no interactive backend here (it uses {backend}): install a GUI "
+            "toolkit for Python (e.g. the python3-tk package), or save the view with --save"
+        )
     return backend
 
 

@@ -49,7 +49,9 @@ def curves(history, test_accuracy: float | None = None):
     mids = (starts + ends) / 2
     epochs = np.array([e["epoch"] for e in h.epochs])
     val_loss = np.array([np.nan if e["val_loss"] is None else e["val_loss"] for e in h.epochs], dtype=float)
-    val_acc = np.array([np.nan if e["val_accuracy"] is None else e["val_accuracy"] for e in h.epochs], dtype=float)
+    val_acc = np.array(
+        [np.nan if e["val_accuracy"] is None else e["val_accuracy"] for e in h.epochs], dtype=float
+    )
 
     fig = style.figure(12, 7.4)
     grid = fig.add_gridspec(2, 2, height_ratios=[3, 1.15])
@@ -57,14 +59,25 @@ def curves(history, test_accuracy: float | None = None):
     ax_lr = fig.add_subplot(grid[1, :])
     marker = dict(marker="o", markersize=4 if len(epochs) <= 40 else 0)
 
-    ax_loss.plot(it, np.maximum(h.loss, 1e-5), color=style.TRAIN, alpha=0.22, lw=0.7, label="training, per batch")
-    ax_loss.plot(mids, [e["train_loss"] for e in h.epochs], color=style.TRAIN, lw=2.2, label="training, epoch mean", **marker)
+    ax_loss.plot(
+        it, np.maximum(h.loss, 1e-5), color=style.TRAIN, alpha=0.22, lw=0.7, label="training, per batch"
+    )
+    ax_loss.plot(
+        mids,
+        [e["train_loss"] for e in h.epochs],
+        color=style.TRAIN,
+        lw=2.2,
+        label="training, epoch mean",
+        **marker,
+    )
     if np.isfinite(val_loss).any():
         ax_loss.plot(ends, val_loss, color=style.VAL, lw=2.2, label="validation", **marker)
     ax_loss.set(title="Loss (cross-entropy)", ylabel="loss (log scale)", xlabel="iteration")
     style.log_y(ax_loss)
 
-    ax_acc.plot(it, 100 * np.asarray(h.accuracy), color=style.TRAIN, alpha=0.22, lw=0.7, label="training, per batch")
+    ax_acc.plot(
+        it, 100 * np.asarray(h.accuracy), color=style.TRAIN, alpha=0.22, lw=0.7, label="training, per batch"
+    )
     train_acc = 100 * np.array([e["train_accuracy"] for e in h.epochs])
     ax_acc.plot(mids, train_acc, color=style.TRAIN, lw=2.2, label="training, epoch mean", **marker)
     if np.isfinite(val_acc).any():
@@ -76,7 +89,9 @@ def curves(history, test_accuracy: float | None = None):
     if h.best_epoch is not None and len(epochs) > 1:
         x = ends[h.best_epoch - 1]
         for ax in (ax_loss, ax_acc):
-            ax.axvline(x, color=style.GREY, ls=":", lw=1.2, label=f"best validation loss (epoch {h.best_epoch})")
+            ax.axvline(
+                x, color=style.GREY, ls=":", lw=1.2, label=f"best validation loss (epoch {h.best_epoch})"
+            )
     for ax in (ax_loss, ax_acc):
         ax.set_xlim(0, it[-1] * 1.01)
         _epoch_axis(ax, ends)
@@ -92,8 +107,15 @@ def curves(history, test_accuracy: float | None = None):
         ax_lr.set_ylim(0, lr.max() * 1.25)
         style.plain_y(ax_lr)
     if lr.min() == lr.max():
-        ax_lr.text(0.99, 0.9, f"constant {lr[0]:g}", transform=ax_lr.transAxes, ha="right", va="top",
-                   color=style.ACCENT)
+        ax_lr.text(
+            0.99,
+            0.9,
+            f"constant {lr[0]:g}",
+            transform=ax_lr.transAxes,
+            ha="right",
+            va="top",
+            color=style.ACCENT,
+        )
 
     last = h.epochs[-1]
     parts = [f"{len(h.epochs)} epochs, {len(h.loss):,} iterations"]
@@ -113,7 +135,9 @@ def _epoch_axis(ax, ends: np.ndarray) -> None:
     """A second x axis on top counting epochs, mapped piecewise-linearly onto iterations."""
     xs = np.concatenate([[0.0], ends])
     es = np.arange(len(xs), dtype=float)
-    top = ax.secondary_xaxis("top", functions=(lambda x: np.interp(x, xs, es), lambda e: np.interp(e, es, xs)))
+    top = ax.secondary_xaxis(
+        "top", functions=(lambda x: np.interp(x, xs, es), lambda e: np.interp(e, es, xs))
+    )
     top.set_xlabel("epoch", fontsize=9)
     top.tick_params(labelsize=8)
     if len(ends) <= 12:
@@ -130,8 +154,10 @@ def gradients(history):
     h = as_history(history)
     info = h.extra.get("diagnostics")
     if not info or not h.epochs or "grad_norm_1" not in h.epochs[0]:
-        raise DigitnetError("this history has no gradient norms: it was trained without diagnostics "
-                            "(train it again with this version of digitnet train)")
+        raise DigitnetError(
+            "this history has no gradient norms: it was trained without diagnostics "
+            "(train it again with this version of digitnet train)"
+        )
     epochs = [e["epoch"] for e in h.epochs]
     layers = info["layers"]
     fig = style.figure(12, 4.6)
@@ -142,7 +168,9 @@ def gradients(history):
         values = np.array([np.nan if v is None else v for v in values], dtype=float)
         colour = style.LAYER_COLOURS[(k - 1) % len(style.LAYER_COLOURS)]
         ax_g.plot(epochs, values, color=colour, lw=2, label=f"layer {k}  ({name})", **marker)
-    ax_g.set(title="How strongly each layer is corrected", xlabel="epoch", ylabel="‖∂L/∂W‖ per batch (log scale)")
+    ax_g.set(
+        title="How strongly each layer is corrected", xlabel="epoch", ylabel="‖∂L/∂W‖ per batch (log scale)"
+    )
     style.log_y(ax_g)
     ax_g.legend(loc="best")
 
@@ -150,15 +178,25 @@ def gradients(history):
     activation = info.get("activation", "ReLU")
     dead = "dead" if activation in ("ReLU", "LeakyReLU") else "saturated"
     for k in range(1, n_hidden + 1):
-        values = np.array([np.nan if e.get(f"inactive_{k}") is None else e[f"inactive_{k}"] for e in h.epochs],
-                          dtype=float)
+        values = np.array(
+            [np.nan if e.get(f"inactive_{k}") is None else e[f"inactive_{k}"] for e in h.epochs], dtype=float
+        )
         colour = style.LAYER_COLOURS[(k - 1) % len(style.LAYER_COLOURS)]
         units = layers[k - 1].split("→")[1]
-        ax_d.plot(epochs, 100 * values, color=colour, lw=2, label=f"hidden layer {k}  ({units} units)", **marker)
-    ax_d.set(title=f"{dead.capitalize()} {activation} units per hidden layer", xlabel="epoch",
-             ylabel=f"{dead} units (%)")
-    top = max(5.0, 100 * np.nanmax([e.get(f"inactive_{k}") or 0 for e in h.epochs for k in range(1, n_hidden + 1)]
-                                   or [0]) * 1.25)
+        ax_d.plot(
+            epochs, 100 * values, color=colour, lw=2, label=f"hidden layer {k}  ({units} units)", **marker
+        )
+    ax_d.set(
+        title=f"{dead.capitalize()} {activation} units per hidden layer",
+        xlabel="epoch",
+        ylabel=f"{dead} units (%)",
+    )
+    top = max(
+        5.0,
+        100
+        * np.nanmax([e.get(f"inactive_{k}") or 0 for e in h.epochs for k in range(1, n_hidden + 1)] or [0])
+        * 1.25,
+    )
     ax_d.set_ylim(-0.02 * top, min(100.0, top))
     if n_hidden:
         ax_d.legend(loc="upper left")
@@ -169,9 +207,12 @@ def gradients(history):
         if len(epochs) <= 12:
             ax.set_xticks(epochs)
     fig.suptitle(f"Inside the layers: gradients and {dead} units, epoch by epoch")
-    fig.supxlabel(f"{dead.capitalize()}: {info.get('inactive', '')}; norms averaged over "
-                  f"{info.get('sampled_batches_per_epoch', '?')} sampled batches an epoch.",
-                  fontsize=8.5, color=style.GREY)
+    fig.supxlabel(
+        f"{dead.capitalize()}: {info.get('inactive', '')}; norms averaged over "
+        f"{info.get('sampled_batches_per_epoch', '?')} sampled batches an epoch.",
+        fontsize=8.5,
+        color=style.GREY,
+    )
     return fig
 
 
@@ -188,7 +229,7 @@ def compare_curves(histories, names):
     """
     if len(histories) != len(names):
         raise DigitnetError(f"compare_curves got {len(histories)} histories for {len(names)} names")
-    runs = [(name, as_history(h)) for name, h in zip(names, histories) if h is not None]
+    runs = [(name, as_history(h)) for name, h in zip(names, histories, strict=True) if h is not None]
     runs = [(name, h) for name, h in runs if h.epochs]
     drawn = {name for name, _ in runs}
     left_out = [name for name in names if name not in drawn]
@@ -201,13 +242,23 @@ def compare_curves(histories, names):
     any_val, losses = False, []
     for k, (name, h) in enumerate(runs):
         colour = style.LAYER_COLOURS[k % len(style.LAYER_COLOURS)]
-        line = dict(color=colour, lw=2, ls=["-", "--", ":"][k // len(style.LAYER_COLOURS) % 3],
-                    marker="o", markersize=0 if many else 4)
-        notes = [note for note, on in (("interrupted", h.interrupted), ("stopped early", h.stopped_early))
-                 if on and note not in name]
+        line = dict(
+            color=colour,
+            lw=2,
+            ls=["-", "--", ":"][k // len(style.LAYER_COLOURS) % 3],
+            marker="o",
+            markersize=0 if many else 4,
+        )
+        notes = [
+            note
+            for note, on in (("interrupted", h.interrupted), ("stopped early", h.stopped_early))
+            if on and note not in name
+        ]
         label = name + (f" ({', '.join(notes)})" if notes else "")
         epochs = np.array([e["epoch"] for e in h.epochs])
-        val = np.array([np.nan if e.get("val_accuracy") is None else e["val_accuracy"] for e in h.epochs], dtype=float)
+        val = np.array(
+            [np.nan if e.get("val_accuracy") is None else e["val_accuracy"] for e in h.epochs], dtype=float
+        )
         loss = np.array([e["train_loss"] for e in h.epochs], dtype=float)
         losses.append(loss)
         ax_loss.plot(epochs, np.maximum(loss, 1e-5), label=label, **line)
@@ -215,16 +266,30 @@ def compare_curves(histories, names):
             any_val = True
             ax_acc.plot(epochs, 100 * val, label=label, **line)
             if h.restored_epoch:
-                ax_acc.plot([h.restored_epoch], [100 * val[h.restored_epoch - 1]], ls="none", marker="o",
-                            markersize=11, markerfacecolor="none", markeredgecolor=colour, markeredgewidth=1.6)
+                ax_acc.plot(
+                    [h.restored_epoch],
+                    [100 * val[h.restored_epoch - 1]],
+                    ls="none",
+                    marker="o",
+                    markersize=11,
+                    markerfacecolor="none",
+                    markeredgecolor=colour,
+                    markeredgewidth=1.6,
+                )
     ax_acc.set(title="Validation accuracy", xlabel="epoch", ylabel="validation accuracy (%)")
     if any_val:
         low, high = ax_acc.get_ylim()
         ax_acc.set_ylim(low, min(high, 100.5))
         ax_acc.legend(loc="best")
     else:
-        ax_acc.text(0.5, 0.5, "no validation split in these runs", transform=ax_acc.transAxes, ha="center",
-                    color=style.GREY)
+        ax_acc.text(
+            0.5,
+            0.5,
+            "no validation split in these runs",
+            transform=ax_acc.transAxes,
+            ha="center",
+            color=style.GREY,
+        )
     every = np.concatenate(losses)
     if every.min() > 0 and every.max() / every.min() > 4:
         ax_loss.set(title="Training loss (epoch mean)", xlabel="epoch", ylabel="cross-entropy (log scale)")

@@ -28,7 +28,7 @@ def mosaic(tiles: np.ndarray, cols: int, gap: int = 1) -> np.ndarray:
     out = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap), np.nan, dtype=np.float32)
     for k in range(n):
         r, c = divmod(k, cols)
-        out[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = tiles[k]
+        out[r * (h + gap) : r * (h + gap) + h, c * (w + gap) : c * (w + gap) + w] = tiles[k]
     return out
 
 
@@ -68,15 +68,19 @@ def weights(model, max_units: int = 128):
     cmap = _diverging()
     image = ax.imshow(mosaic(tiles, cols), cmap=cmap, vmin=-v, vmax=v)
     ax.set_axis_off()
-    shown = f"all {w1.shape[1]}" if len(units) == w1.shape[1] else f"the {len(units)} strongest of {w1.shape[1]}"
-    ax.set_title(f"What each first-layer unit looks for: its {w1.shape[0]} input weights as a "
-                 f"{side}x{side} image ({shown} units)")
+    shown = (
+        f"all {w1.shape[1]}" if len(units) == w1.shape[1] else f"the {len(units)} strongest of {w1.shape[1]}"
+    )
+    ax.set_title(
+        f"What each first-layer unit looks for: its {w1.shape[0]} input weights as a "
+        f"{side}x{side} image ({shown} units)"
+    )
     bar = top.colorbar(image, ax=ax, shrink=0.8, pad=0.01)
     bar.set_label("weight (red excites the unit, blue inhibits it)")
 
     axes = np.atleast_1d(bottom.subplots(matrix_rows, matrix_cols)).ravel()
-    for k, (layer, ax) in enumerate(zip(layers, axes), start=1):
-        w = layer.weight.data.T                  # (outputs, inputs): one row per unit
+    for k, (layer, ax) in enumerate(zip(layers, axes, strict=True), start=1):
+        w = layer.weight.data.T  # (outputs, inputs): one row per unit
         v = style.symmetric_limit(w)
         ax.grid(False)
         im = ax.imshow(w, cmap=cmap, vmin=-v, vmax=v, aspect="auto", interpolation="antialiased")
@@ -86,12 +90,15 @@ def weights(model, max_units: int = 128):
         bottom.colorbar(im, ax=ax, pad=0.02, fraction=0.06)
     for ax in axes[n:]:
         ax.axis("off")
-    bottom.suptitle("Every weight matrix (rows: units, columns: their inputs)", fontsize=12, fontweight="bold")
+    bottom.suptitle(
+        "Every weight matrix (rows: units, columns: their inputs)", fontsize=12, fontweight="bold"
+    )
     return fig
 
 
 def _diverging():
     from matplotlib import colormaps
+
     return colormaps[style.DIVERGING].with_extremes(bad="white")
 
 
@@ -116,17 +123,28 @@ def distributions(model, initial_weights: dict | None = None):
     rows = -(-n // cols)
     fig = style.figure(4.3 * cols, 3.5 * rows + 0.6)
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
-    for k, ((name, now), ax) in enumerate(zip(named, axes), start=1):
+    for k, ((name, now), ax) in enumerate(zip(named, axes, strict=True), start=1):
         before = None if initial_weights is None else np.asarray(initial_weights.get(name))
         values = now.ravel() if before is None else np.concatenate([now.ravel(), before.ravel()])
         low, high = np.percentile(values, [0.05, 99.95])
         bins = np.linspace(low, high, 80)
         if before is not None:
-            ax.hist(before.ravel(), bins=bins, color=style.GREY, alpha=0.45,
-                    label=f"initial  μ={_signed(before.mean())}  σ={before.std():.3f}")
+            ax.hist(
+                before.ravel(),
+                bins=bins,
+                color=style.GREY,
+                alpha=0.45,
+                label=f"initial  μ={_signed(before.mean())}  σ={before.std():.3f}",
+            )
         colour = style.LAYER_COLOURS[(k - 1) % len(style.LAYER_COLOURS)]
-        ax.hist(now.ravel(), bins=bins, histtype="step", lw=1.8, color=colour,
-                label=f"trained μ={_signed(now.mean())}  σ={now.std():.3f}")
+        ax.hist(
+            now.ravel(),
+            bins=bins,
+            histtype="step",
+            lw=1.8,
+            color=colour,
+            label=f"trained μ={_signed(now.mean())}  σ={now.std():.3f}",
+        )
         ax.axvline(0, color="#1d2024", lw=0.8)
         ax.set_title(f"layer {k}: {now.shape[0]} → {now.shape[1]}  ({now.size:,} weights)", fontsize=10)
         ax.set_xlabel("weight")
@@ -135,8 +153,11 @@ def distributions(model, initial_weights: dict | None = None):
         ax.set_ylim(0, ax.get_ylim()[1] * 1.3)
     for ax in axes[n:]:
         ax.axis("off")
-    fig.suptitle("Weight distributions: trained against initial" if initial_weights is not None
-                 else "Weight distributions (initial weights not recorded for this model)")
+    fig.suptitle(
+        "Weight distributions: trained against initial"
+        if initial_weights is not None
+        else "Weight distributions (initial weights not recorded for this model)"
+    )
     return fig
 
 

@@ -34,8 +34,8 @@ from digitnet.errors import DigitnetError
 from digitnet.web import explain
 
 STATIC = Path(__file__).parent / "static"
-MAX_BODY = 1 << 20        # 1 MB
-MAX_SIDE = 4096           # pixels a side
+MAX_BODY = 1 << 20  # 1 MB
+MAX_SIDE = 4096  # pixels a side
 
 
 class ApiError(Exception):
@@ -77,20 +77,26 @@ def create_app(classifier, test_set=None) -> Flask:
 
     @app.get("/static/<path:name>")
     def static_file(name):
-        return send_from_directory(STATIC, name)      # safe_join: nothing outside static/
+        return send_from_directory(STATIC, name)  # safe_join: nothing outside static/
 
     @app.get("/api/model")
     def model_info():
         meta = classifier.meta
         metrics = meta.get("metrics") or {}
         params = sum(p.data.size for p in classifier.model.parameters())
-        return jsonify({
-            "architecture": classifier.architecture, "parameters": int(params),
-            "dataset": meta.get("dataset") or "", "class_names": classifier.class_names,
-            "test_accuracy": metrics.get("test_accuracy"), "epochs": metrics.get("epochs"),
-            "config": meta.get("config") or {}, "file": Path(meta.get("path", "")).name,
-            "digitnet_version": meta.get("digitnet_version"),
-        })
+        return jsonify(
+            {
+                "architecture": classifier.architecture,
+                "parameters": int(params),
+                "dataset": meta.get("dataset") or "",
+                "class_names": classifier.class_names,
+                "test_accuracy": metrics.get("test_accuracy"),
+                "epochs": metrics.get("epochs"),
+                "config": meta.get("config") or {},
+                "file": Path(meta.get("path", "")).name,
+                "digitnet_version": meta.get("digitnet_version"),
+            }
+        )
 
     @app.post("/api/predict")
     def predict():
@@ -108,8 +114,11 @@ def create_app(classifier, test_set=None) -> Flask:
                 raise ApiError(status, str(exc)) from None
             pixels = prepared.pixels.reshape(-1).astype(np.float32)
         else:
-            raise ApiError(415, f"send an image (Content-Type image/png ...) or JSON {{\"pixels\": [...]}}, "
-                                f"not {kind or 'no Content-Type'}")
+            raise ApiError(
+                415,
+                f'send an image (Content-Type image/png ...) or JSON {{"pixels": [...]}}, '
+                f"not {kind or 'no Content-Type'}",
+            )
         x = classifier.prepare(pixels[None, :])
         result = explain.trace(classifier.model, x)
         result["label"] = classifier.class_names[result["digit"]]
@@ -137,8 +146,11 @@ def create_app(classifier, test_set=None) -> Flask:
 
     @app.errorhandler(HTTPException)
     def http_error(exc):
-        messages = {413: f"the request body is larger than {MAX_BODY // 1024} KB",
-                    404: "not found", 405: "method not allowed"}
+        messages = {
+            413: f"the request body is larger than {MAX_BODY // 1024} KB",
+            404: "not found",
+            405: "method not allowed",
+        }
         return jsonify({"error": messages.get(exc.code, exc.description)}), exc.code
 
     @app.after_request
@@ -158,7 +170,7 @@ def _body() -> bytes:
         if request.content_length > MAX_BODY:
             raise too_big
         return request.get_data(cache=False)
-    data = request.environ["wsgi.input"].read(MAX_BODY + 1)      # chunked: one byte past the limit tells
+    data = request.environ["wsgi.input"].read(MAX_BODY + 1)  # chunked: one byte past the limit tells
     if len(data) > MAX_BODY:
         raise too_big
     return data
@@ -192,14 +204,29 @@ class Server(BaseApplication):
     socket is bound (``port=0`` picks a free port).
     """
 
-    def __init__(self, app, host: str = "127.0.0.1", port: int = 8000, workers: int = 2, threads: int = 4,
-                 on_ready=None):
+    def __init__(
+        self,
+        app,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        workers: int = 2,
+        threads: int = 4,
+        on_ready=None,
+    ):
         self.app, self.on_ready = app, on_ready
         self.options = {
             "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
-            "workers": workers, "worker_class": "gthread", "threads": threads, "preload_app": True,
-            "loglevel": "warning", "accesslog": None, "timeout": 30, "graceful_timeout": 3,
-            "control_socket_disable": True, "when_ready": self._ready, "proc_name": "digitnet-serve",
+            "workers": workers,
+            "worker_class": "gthread",
+            "threads": threads,
+            "preload_app": True,
+            "loglevel": "warning",
+            "accesslog": None,
+            "timeout": 30,
+            "graceful_timeout": 3,
+            "control_socket_disable": True,
+            "when_ready": self._ready,
+            "proc_name": "digitnet-serve",
         }
         super().__init__()
 

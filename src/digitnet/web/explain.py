@@ -37,15 +37,19 @@ def trace(model: nn.Sequential, x: np.ndarray) -> dict:
     with layer 0 the input pixels, 1..H the hidden layers and H+1 the output.
     """
     outputs = model.predict(x, return_all=True)
-    values = [x[0].astype(np.float32)]            # the input, then each hidden layer's activations
-    values += [h[0] for layer, h in zip(model.layers, outputs) if not isinstance(layer, (nn.Linear, nn.Dropout))]
+    values = [x[0].astype(np.float32)]  # the input, then each hidden layer's activations
+    values += [
+        h[0]
+        for layer, h in zip(model.layers, outputs, strict=True)
+        if not isinstance(layer, (nn.Linear, nn.Dropout))
+    ]
     logits = outputs[-1][0]
     probabilities = nn.softmax(logits[None, :])[0]
     digit = int(np.argmax(probabilities))
     linears = linear_layers(model)
     paths, frontier = [], [digit]
     for depth, layer_index in enumerate(range(len(linears), 0, -1)):
-        w = linears[layer_index - 1].weight.data      # (units below, units here)
+        w = linears[layer_index - 1].weight.data  # (units below, units here)
         below = values[layer_index - 1]
         k = FAN_IN[min(depth, len(FAN_IN) - 1)]
         chosen = set()
@@ -54,12 +58,21 @@ def trace(model: nn.Sequential, x: np.ndarray) -> dict:
             for i in np.argsort(push)[::-1][:k]:
                 if push[i] <= 0:
                     break
-                paths.append({"from": [layer_index - 1, int(i)], "to": [layer_index, int(unit)],
-                              "weight": float(push[i])})
+                paths.append(
+                    {
+                        "from": [layer_index - 1, int(i)],
+                        "to": [layer_index, int(unit)],
+                        "weight": float(push[i]),
+                    }
+                )
                 chosen.add(int(i))
         frontier = sorted(chosen)
-    return {"probabilities": probabilities.tolist(), "digit": digit,
-            "layers": [v.tolist() for v in values[1:]], "paths": paths}
+    return {
+        "probabilities": probabilities.tolist(),
+        "digit": digit,
+        "layers": [v.tolist() for v in values[1:]],
+        "paths": paths,
+    }
 
 
 def incoming(model: nn.Sequential, layer: int, unit: int) -> dict:
@@ -74,5 +87,9 @@ def incoming(model: nn.Sequential, layer: int, unit: int) -> dict:
     lin = linears[layer - 1]
     if not 0 <= unit < lin.out_features:
         raise IndexError(f"layer {layer} has units 0 to {lin.out_features - 1}, not {unit}")
-    return {"layer": layer, "unit": unit, "weights": lin.weight.data[:, unit].tolist(),
-            "bias": float(lin.bias.data[unit])}
+    return {
+        "layer": layer,
+        "unit": unit,
+        "weights": lin.weight.data[:, unit].tolist(),
+        "bias": float(lin.bias.data[unit]),
+    }

@@ -5,13 +5,22 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: train test bench clean
+.PHONY: train test lint format bench clean
 
 train: $(VENV)/.installed
 	$(BIN)/digitnet train --preset default
 
-test: $(VENV)/.installed-test
+test: lint
 	$(BIN)/python -m pytest -q
+
+# Lint and format check (rules in pyproject.toml); `make format` rewrites the files.
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(VENV)/.installed-test
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
 
 bench: $(VENV)/.installed-bench
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BIN)/python benchmarks/epoch_speed.py

@@ -586,6 +586,8 @@ class NpzReader:
     error : DigitnetError subclass, default DataError
         What every problem raises (:class:`~digitnet.errors.ModelFileError` for model files).
     budget : int, default MAX_ARRAY_BYTES
+    what : str
+        What the file should be, for the error when it is no archive at all.
 
     Attributes
     ----------
@@ -593,7 +595,7 @@ class NpzReader:
         The arrays' names (members ending in ``.npy``, without it).
     """
 
-    def __init__(self, path, error=DataError, budget: int = MAX_ARRAY_BYTES):
+    def __init__(self, path, error=DataError, budget: int = MAX_ARRAY_BYTES, what="a readable .npz archive"):
         self.path, self.error, self.budget = Path(path), error, budget
         if not self.path.is_file():
             raise error(
@@ -608,7 +610,7 @@ class NpzReader:
                 raise error(f"{path} is a single array (.npy), not an .npz archive")
             self.zip = zipfile.ZipFile(self.path)
         except ZIP_ERRORS as exc:
-            raise error(f"{path} is not a readable .npz archive ({first_line(exc)})") from None
+            raise error(f"{path} is not {what} ({first_line(exc)})") from None
         self.members = {
             info.filename[: -len(".npy")]: info
             for info in self.zip.infolist()
@@ -616,18 +618,22 @@ class NpzReader:
         }
         self.files = list(self.members)
 
-    def read(self, key: str) -> np.ndarray:
-        """The array ``key``: its header's shape and dtype, native byte order, writeable."""
+    def read(self, key: str, limit: int | None = None) -> np.ndarray:
+        """The array ``key``: its header's shape and dtype, native byte order, writeable.
+
+        ``limit``, if given, bounds this array's bytes more tightly than the file's budget.
+        """
         where = f"{self.path}:{key}"
+        cap = self.budget if limit is None else min(limit, self.budget)
         try:
             with self.zip.open(self.members[key]) as fh:
                 shape, fortran, dtype = self._header(fh, where)
                 nbytes = math.prod(shape) * dtype.itemsize
                 present = self.members[key].file_size - fh.tell()
-                if nbytes > self.budget:
+                if nbytes > cap:
                     raise self.error(
                         f"{where} claims {nbytes:,} bytes ({shape} of {dtype}) and holds {present:,}; "
-                        f"digitnet reads at most {MAX_ARRAY_BYTES:,} bytes of arrays from one file"
+                        f"digitnet reads at most {cap:,} bytes there"
                     )
                 if nbytes != present:
                     raise self.error(

@@ -365,8 +365,10 @@ def _unpickle(data: bytes, path: Path, storage_reader):
     unpickler = _RestrictedUnpickler(io.BytesIO(data), path, storage_reader, pickle_bytes=data)
     try:
         return unpickler.load(), unpickler.storages
-    except ModelFileError:
-        raise
+    except ModelFileError as exc:
+        if str(exc).startswith(str(path)) or str(exc).startswith(f"refused {path}"):
+            raise
+        raise ModelFileError(f"{path}: {exc}") from None
     except RecursionError:
         raise ModelFileError(f"{path}: its pickle nests too deeply to be a state_dict") from None
     except Exception as exc:  # UnpicklingError, EOFError, TypeError from a bad call ...

@@ -41,6 +41,7 @@ import pickle
 import pickletools
 import reprlib
 import struct
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -345,18 +346,20 @@ def _scan(data: bytes, path: Path) -> None:
         raise ModelFileError(f"{path}: its pickle holds {len(data):,} bytes, far more than a state_dict's")
     ops = refs = 0
     try:
-        for op, _, _ in pickletools.genops(data):
-            ops += 1
-            refs += op.name in ("GET", "BINGET", "LONG_BINGET")
-            if ops > MAX_PICKLE_OPS or refs > MAX_MEMO_REFS:
-                raise ModelFileError(
-                    f"{path}: its pickle has more than {MAX_PICKLE_OPS:,} steps or {MAX_MEMO_REFS:,} "
-                    "references to shared objects, far more than a state_dict's; it is damaged or crafted"
-                )
-    except ModelFileError:
-        raise
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # pickletools on a crafted string escape
+            for op, _, _ in pickletools.genops(data):
+                ops += 1
+                refs += op.name in ("GET", "BINGET", "LONG_BINGET")
+                if ops > MAX_PICKLE_OPS or refs > MAX_MEMO_REFS:
+                    break
     except Exception:  # a damaged pickle: the unpickler says how, below
         pass
+    if ops > MAX_PICKLE_OPS or refs > MAX_MEMO_REFS:
+        raise ModelFileError(
+            f"{path}: its pickle has more than {MAX_PICKLE_OPS:,} steps or {MAX_MEMO_REFS:,} "
+            "references to shared objects, far more than a state_dict's; it is damaged or crafted"
+        )
 
 
 def _unpickle(data: bytes, path: Path, storage_reader):
@@ -559,7 +562,9 @@ def _pickle_end(raw: bytes, start: int) -> int:
     """Offset just past the pickle that starts at ``start`` (found by parsing, not running, it)."""
     stream = io.BytesIO(raw)
     stream.seek(start)
-    for op, _, pos in pickletools.genops(stream):
-        if op.name == "STOP":
-            return pos + 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # pickletools on a crafted string escape
+        for op, _, pos in pickletools.genops(stream):
+            if op.name == "STOP":
+                return pos + 1
     raise ValueError("no STOP opcode")

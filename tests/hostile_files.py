@@ -402,7 +402,14 @@ def _metadata_kinds():
     kinds.append(
         Hostile("model-meta-nested-200.npz", "model", _file("model-meta-nested-200.npz", model_npz(nested)))
     )
-    for k in ("dtype-object", "sizes-1e9", "class-names-none", "dataset-list", "config-seed-text"):
+    for k in (
+        "dtype-object",
+        "sizes-1e9",
+        "class-names-none",
+        "class-names-count",
+        "dataset-list",
+        "config-seed-text",
+    ):
         meta = {**model_meta(**bad[k]), "format": "digitnet-export"}
         kinds.append(Hostile(f"torch-meta-{k}.pth", "torch", _file(f"torch-meta-{k}.pth", pth(TINY, meta))))
         kinds.append(

@@ -142,6 +142,11 @@ def test_hostile_file_on_the_command_line(name, large, tiny_model, small_npz, tm
         assert_user_error(result, expect)
     assert peak < 1 << 30, f"{name}: peak resident memory {peak / MiB:.0f} MiB"
     assert not any(p.name.endswith(".part") for p in tmp_path.rglob("*"))
+    if which == "torch":  # import-torch writes a model only when it can be read back
+        imported = tmp_path / "imported.npz"
+        assert imported.exists() == (expect is None)
+        if expect is None:
+            assert modelfile.load(imported).architecture["sizes"][-1] == 16
 
 
 def test_twenty_square_layers_and_an_odd_one_chain_in_order():

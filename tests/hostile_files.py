@@ -64,7 +64,8 @@ EXPECT = {
     "shared-pid": "storage reference",
     "memo-refs": "references to shared objects",
     "os-system": "may be malicious",
-    "numel-huge": "its tensors need",
+    "shared-storage-views": "take more than",
+    "numel-huge": "take more than",
     "huge-shape": "cannot be read as a safetensors file",
     "gz-bomb": "",
     "csv-gz-bomb": "more than 268,435,456 bytes",
@@ -72,7 +73,7 @@ EXPECT = {
     "npz-bomb": "claims",
     "extra-member-bomb": None,
     "param-bomb": "claims",
-    "storage-bomb": "digitnet reads at most",
+    "storage-bomb": "take more than",
     "image-truncated": "",
     "image-huge": "",
     "image-noise": "",
@@ -531,6 +532,22 @@ def _pickle_kinds():
             "torch",
             _file("torch-memo-refs.pth", pth(TINY, pickled=b"\x80\x02]q\x00(" + b"h\x00" * 300_000 + b"l.")),
             large=True,
+        ),
+        Hostile(
+            "torch-shared-storage-views.pth",
+            "torch",
+            _file(
+                "torch-shared-storage-views.pth",
+                pth(
+                    {},
+                    pickled=b"\x80\x02"
+                    + ORDERED_DICT
+                    + b"("
+                    + b"".join(_str(f"t{i}") + tensor_pickle("0", 10**6, (1000, 1000)) for i in range(300))
+                    + b"u.",
+                    storages={"archive/data/0": bytes(4 * 10**6)},
+                ),
+            ),
         ),
         Hostile(
             "torch-os-system.pth",

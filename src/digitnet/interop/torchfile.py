@@ -37,6 +37,7 @@ from __future__ import annotations
 import _compat_pickle
 import collections
 import io
+import math
 import pickle
 import pickletools
 import reprlib
@@ -205,10 +206,19 @@ class Tensor:
         raise ModelFileError("the file tries to change a tensor's state, which a state_dict never needs")
 
     def to_numpy(self) -> np.ndarray:
-        """A fresh C-contiguous array of shape ``size``."""
+        """A C-contiguous array of shape ``size``.
+
+        A view of the storage's array when the tensor lies in it contiguously (as every tensor
+        of a saved state_dict does, so tensors sharing a storage share memory, as in PyTorch);
+        otherwise a copy.
+        """
         data = self.storage.array()
+        numel = math.prod(self.size)
+        contiguous = tuple(math.prod(self.size[i + 1 :]) for i in range(len(self.size)))
         if 0 in self.size:
             out = np.zeros(self.size, data.dtype)
+        elif self.stride == contiguous or numel == 1:
+            out = data[self.offset : self.offset + numel].reshape(self.size)
         else:
             item = data.itemsize
             view = np.lib.stride_tricks.as_strided(
@@ -368,10 +378,8 @@ def _unpickle(data: bytes, path: Path, storage_reader):
     unpickler = _RestrictedUnpickler(io.BytesIO(data), path, storage_reader, pickle_bytes=data)
     try:
         return unpickler.load(), unpickler.storages
-    except ModelFileError as exc:
-        if str(exc).startswith(str(path)) or str(exc).startswith(f"refused {path}"):
-            raise
-        raise ModelFileError(f"{path}: {exc}") from None
+    except ModelFileError:
+        raise
     except RecursionError:
         raise ModelFileError(f"{path}: its pickle nests too deeply to be a state_dict") from None
     except Exception as exc:  # UnpicklingError, EOFError, TypeError from a bad call ...
@@ -384,12 +392,13 @@ def _materialize(obj, done=None, active=None, depth=0, items=None):
     """Replace every :class:`Tensor` in a nest of containers by a NumPy array; dicts become plain dicts.
 
     An object met twice is converted once (``done``), so shared references cannot multiply the work;
-    an object that contains itself (``active``), nesting deeper than :data:`MAX_DEPTH` and more than
-    :data:`MAX_ITEMS` elements in all are refused.
+    an object that contains itself (``active``), nesting deeper than :data:`MAX_DEPTH`, more than
+    :data:`MAX_ITEMS` elements in all, and tensors taking more than :data:`MAX_ARRAY_BYTES` together
+    (views of one storage count each time) are refused.
     """
     done = {} if done is None else done
     active = set() if active is None else active
-    items = [0] if items is None else items  # elements seen so far, shared by the whole walk
+    items = [0, 0] if items is None else items  # elements and tensor bytes so far, shared by the walk
     if not isinstance(obj, (Tensor, dict, list, tuple, set, frozenset)):
         return obj
     key = id(obj)
@@ -406,6 +415,13 @@ def _materialize(obj, done=None, active=None, depth=0, items=None):
         raise ModelFileError(
             f"the file's data holds more than {MAX_ITEMS:,} items, far more than a state_dict"
         )
+    if isinstance(obj, Tensor):  # tensors may view one storage many times: count what the copies take
+        items[1] += math.prod(obj.size) * obj.storage.type.dtype.itemsize
+        if items[1] > MAX_ARRAY_BYTES:
+            raise ModelFileError(
+                f"the file's tensors take more than {MAX_ARRAY_BYTES:,} bytes together, more than digitnet "
+                "reads from one file"
+            )
     active.add(key)
     if isinstance(obj, Tensor):
         out = obj.to_numpy()
@@ -444,6 +460,10 @@ def read_torch_file(path):
         raise ModelFileError(f"{path} does not exist or is not a file")
     try:
         return _read_zip(path) if zipfile.is_zipfile(path) else _read_legacy(path)
+    except ModelFileError as exc:  # name the file, once
+        if str(path) in str(exc):
+            raise
+        raise ModelFileError(f"{path}: {exc}") from None
     except RecursionError:
         raise ModelFileError(f"{path}: its data nests too deeply to be a state_dict") from None
     except ZIP_ERRORS as exc:

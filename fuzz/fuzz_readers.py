@@ -7,7 +7,7 @@ The first byte of each input picks a reader, the rest is the file::
 ``make fuzz`` seeds ``fuzz/corpus/`` from ``tests/hostile/`` and valid files (see
 :func:`seed`), then runs for ``FUZZ_SECONDS``. The contract is the tests' (``tests/test_fuzz_readers.py``):
 a reader returns or raises one :class:`~digitnet.errors.DigitnetError`. Any other exception is a
-crash: the input is written to ``tests/hostile/crash-<sha1>.<command>.<ext>``, where
+crash: the input is written to ``tests/hostile/crash-<sha1>.<reader>.<ext>``, where
 ``tests/test_hostile_files.py`` reads it from then on, and the fuzzer stops on it as usual. libFuzzer's
 ``-rss_limit_mb`` (1024 here) and ``-timeout`` (10 s) catch inputs that take too much memory or time.
 """
@@ -34,15 +34,15 @@ with atheris.instrument_imports():
 
 ROOT = Path(__file__).resolve().parent.parent
 HOSTILE = ROOT / "tests" / "hostile"
-# reader: (suffix of the temporary file, command in the corpus's names, function)
+# (reader's name in crash files, suffix of the file, function, the hostile corpus files that seed it)
 READERS = [
-    (".idx", "data", formats.read_idx),
-    (".csv", "data", formats.read_csv),
-    (".npz", "data", formats.read_npz),
-    (".npz", "model", modelfile.load),
-    (".pth", "torch", import_torch),
-    (".safetensors", "torch", import_torch),
-    (".png", "image", prepare),
+    ("idx", ".idx", formats.read_idx, "data-idx-*/train-images-*"),
+    ("csv", ".csv", formats.read_csv, "data-*.csv*"),
+    ("npz", ".npz", formats.read_npz, "data-*.npz"),
+    ("model", ".npz", modelfile.load, "model-*.npz"),
+    ("torch", ".pth", import_torch, "torch-*.pth"),
+    ("torch", ".safetensors", import_torch, "torch-*.safetensors"),
+    ("image", ".png", prepare, "image-*.png"),
 ]
 WORK = Path(tempfile.mkdtemp(prefix="digitnet-fuzz-"))
 
@@ -50,7 +50,7 @@ WORK = Path(tempfile.mkdtemp(prefix="digitnet-fuzz-"))
 def test_one_input(data: bytes) -> None:
     if not data:
         return
-    suffix, command, read = READERS[data[0] % len(READERS)]
+    name, suffix, read, _ = READERS[data[0] % len(READERS)]
     path = WORK / f"input{suffix}"
     path.write_bytes(data[1:])
     try:
@@ -62,17 +62,19 @@ def test_one_input(data: bytes) -> None:
     except BaseException:
         digest = hashlib.sha1(data).hexdigest()[:16]
         HOSTILE.mkdir(exist_ok=True)
-        (HOSTILE / f"crash-{digest}.{command}{suffix}").write_bytes(data[1:])
+        (HOSTILE / f"crash-{digest}.{name}{suffix}").write_bytes(data[1:])
         raise
 
 
 def seed(folder: Path) -> None:
     """Write one input a reader from the hostile corpus and from valid files, into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
-    for index, (suffix, command, _) in enumerate(READERS):
-        for path in sorted(HOSTILE.glob(f"{command}-*{suffix}")):
+    for index, (_, _, _, pattern) in enumerate(READERS):
+        for path in sorted(HOSTILE.glob(pattern)):
             if path.is_file():
-                (folder / f"{index}-{path.name}").write_bytes(bytes([index]) + path.read_bytes())
+                (folder / f"{index}-{path.parent.name}-{path.name}").write_bytes(
+                    bytes([index]) + path.read_bytes()
+                )
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (4, 28, 28), dtype=np.uint8)
     buf = io.BytesIO()

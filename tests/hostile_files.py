@@ -6,7 +6,7 @@ Each kind is a :class:`Hostile`: a name, the command that reads it (``data`` for
 committed under ``tests/hostile/`` (``python tests/hostile_files.py`` writes them again); the
 bombs (megabytes that inflate to gigabytes, built in a second from deflate blocks computed once)
 and the few kinds too big to commit are ``large=True``: built at test time. Files the fuzzers find that break the
-contract land in ``tests/hostile/`` too, named ``crash-<sha1>.<kind>.<ext>``.
+contract land in ``tests/hostile/`` too, named ``crash-<sha1>.<reader>.<ext>``.
 """
 
 from __future__ import annotations
@@ -751,12 +751,33 @@ def write_corpus(folder: Path = CORPUS) -> list[Path]:
     return [kind.build(folder) for kind in kinds() if not kind.large]
 
 
+# A fuzzer's crash file, crash-<sha1>.<reader>.<ext>: the reader that failed, and the command that uses it.
+CRASH_COMMANDS = {
+    "idx": "data",
+    "csv": "data",
+    "npz": "data",
+    "model": "model",
+    "torch": "torch",
+    "image": "image",
+}
+
+
+def reader_of(path: Path) -> str | None:
+    """The reader a crash file goes back to (``idx``, ``csv``, ``npz``, ...), None for the kinds above."""
+    return path.name.split(".")[1] if path.name.startswith("crash-") else None
+
+
 def command_of(path: Path) -> str:
-    """Which command reads a corpus file: ``data-...``, ``model-...``, ``torch-...``, ``image-...``,
-    or ``crash-<sha1>.<command>.<ext>`` for what a fuzzer found."""
-    if path.name.startswith("crash-"):
-        return path.name.split(".")[1]
-    return path.name.split("-", 1)[0]
+    """Which command reads a corpus file: ``data-...``, ``model-...``, ``torch-...``, ``image-...``."""
+    reader = reader_of(path)
+    return CRASH_COMMANDS[reader] if reader else path.name.split("-", 1)[0]
+
+
+def crash_input(path: Path, folder: Path) -> Path:
+    """What the command line is given for a crash file: the file, or for IDX a dataset folder around it."""
+    if reader_of(path) != "idx":
+        return path
+    return _idx_folder(f"{path.name}-set", path.read_bytes(), idx((1,)))(folder)
 
 
 if __name__ == "__main__":

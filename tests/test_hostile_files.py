@@ -21,9 +21,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from clitools import assert_user_error, command
-from hostile_files import CORPUS, command_of, expectation, kinds, write_corpus
+from hostile_files import CORPUS, command_of, crash_input, expectation, kinds, reader_of, write_corpus
 
 from digitnet import modelfile, nn
+from digitnet.data import formats
 from digitnet.data.datasets import load_dataset
 from digitnet.data.loader import Normalizer
 from digitnet.errors import DataError, DigitnetError, ModelFileError
@@ -62,6 +63,9 @@ def large(tmp_path_factory) -> dict[str, Path]:
 
 
 def read(command_name: str, path: Path, cache: Path):
+    reader = {"idx": formats.read_idx, "csv": formats.read_csv, "npz": formats.read_npz}.get(reader_of(path))
+    if reader is not None:  # a fuzzer's crash file goes back to the reader that failed
+        return reader(path)
     if command_name == "data":
         return load_dataset("mnist", data=path, cache_dir=cache)
     if command_name == "model":
@@ -134,7 +138,9 @@ def test_hostile_file_in_process(name, large, tmp_path):
 def test_hostile_file_on_the_command_line(name, large, tiny_model, small_npz, tmp_path):
     path = path_of(name, large)
     which, expect = command_of(path), expectation(name)
-    result, peak = run_measured(cli_args(which, path, tmp_path, tiny_model, small_npz), tmp_path)
+    result, peak = run_measured(
+        cli_args(which, crash_input(path, tmp_path), tmp_path, tiny_model, small_npz), tmp_path
+    )
     if expect is None:
         assert result.returncode == 0, result.stderr
         assert "Traceback" not in result.stderr

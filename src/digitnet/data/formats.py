@@ -10,12 +10,20 @@ Three formats, each read into plain NumPy arrays and checked on the way in:
   columns, e.g. Kaggle's ``test.csv``), with or without a header row.
   :func:`write_submission` writes the answer Kaggle takes back: ``ImageId,Label``.
 * **NPZ**: Keras's ``mnist.npz`` layout, ``x_train, y_train, x_test, y_test``;
-  loaded with ``allow_pickle=False`` so a file can never run code.
+  read by :class:`NpzReader`, which parses each ``.npy`` header itself and
+  never unpickles, so a file can never run code.
 
 Images come out as ``uint8`` arrays of shape ``(n, 784)`` (rows of 28 x 28
 pixels), labels as ``uint8`` arrays of shape ``(n,)`` with values 0-9.
 Anything else raises :class:`~digitnet.errors.DataError` naming the file, what
 is wrong with it and what to do.
+
+Every reader is bounded before it allocates: what a header declares is checked
+against the bytes present and :data:`MAX_ARRAY_BYTES`; compressed data is
+inflated in chunks (:func:`read_capped`, :func:`read_exactly`) and refused past
+its cap, so a decompression bomb stops there; a CSV's text is measured against
+:data:`MAX_CSV_BYTES` before it is parsed; every error zipfile, zlib, gzip or
+lzma can raise (:data:`ZIP_ERRORS`) becomes one message.
 """
 
 from __future__ import annotations

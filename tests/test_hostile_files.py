@@ -188,3 +188,9 @@ def test_save_refuses_what_load_would_refuse(tmp_path):
         tmp_path / "m.npz", model, Normalizer("standardize", 0.13, 0.31), list("0123456789")
     )
     assert modelfile.load(saved).normalizer.to_dict() == {"kind": "standardize", "mean": 0.13, "std": 0.31}
+
+
+def test_evaluate_refuses_an_empty_test_set(tiny_model, tmp_path):
+    """It used to print "test accuracy: nan%" and exit 0."""
+    result, _ = run_measured(["evaluate", tiny_model, "--data", CORPUS / "data-idx-empty-test"], tmp_path)
+    assert_user_error(result, "holds no test images")

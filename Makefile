@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: train test lint format bench clean
+.PHONY: train test lint format bench fuzz clean
 
 train: $(VENV)/.installed
 	$(BIN)/digitnet train --preset default
@@ -25,6 +25,12 @@ format: $(VENV)/.installed-test
 bench: $(VENV)/.installed-bench
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BIN)/python benchmarks/epoch_speed.py
 
+# A long coverage-guided search (atheris) over every file reader; a crash is saved to tests/hostile/.
+FUZZ_SECONDS ?= 3600
+fuzz: $(VENV)/.installed-fuzz
+	$(BIN)/python fuzz/fuzz_readers.py --seed fuzz/corpus
+	$(BIN)/python fuzz/fuzz_readers.py -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=1024 -timeout=10 fuzz/corpus
+
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
@@ -34,6 +40,10 @@ $(VENV)/.installed: pyproject.toml
 $(VENV)/.installed-test: $(VENV)/.installed scripts/system-packages.sh
 	bash scripts/system-packages.sh
 	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+$(VENV)/.installed-fuzz: $(VENV)/.installed-test
+	$(BIN)/python -m pip install -q -e '.[fuzz]'
 	touch $@
 
 $(VENV)/.installed-bench: $(VENV)/.installed

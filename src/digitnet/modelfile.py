@@ -10,28 +10,42 @@ The JSON holds ``format`` ("digitnet-model"), ``format_version``,
 ``normalization``, ``dataset``, ``class_names``, ``config`` (the training
 settings), ``metrics`` and ``digitnet_version``.
 
-Loading uses ``numpy.load(allow_pickle=False)``: a model file can hold only
-plain numbers, so opening one never runs code. Every shape is checked against
-the architecture, and a wrong one is named. Saving writes a temporary file
-and renames it, so a crash never leaves half a model behind.
+Loading reads each array through :class:`~digitnet.data.formats.NpzReader`:
+a model file can hold only plain numbers, so opening one never runs code, and
+no array is allocated before its header's size is checked against the bytes
+present and :data:`~digitnet.data.formats.MAX_ARRAY_BYTES`. The JSON is checked
+against one schema, :func:`check_metadata` (types, ranges, sizes, nesting),
+both when a file is loaded and before one is saved, so digitnet never writes a
+model it would then refuse; only the members the architecture names are read.
+Every shape is checked against the architecture, and a wrong one is named.
+Saving writes a temporary file and renames it, so a crash never leaves half a
+model behind.
 """
 
 from __future__ import annotations
 
 import json
-import zipfile
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from digitnet import __version__, nn
-from digitnet.data.formats import atomic_path, first_line, json_default, read_csv
+from digitnet.data.formats import MAX_ARRAY_BYTES, NpzReader, atomic_path, first_line, json_default, read_csv
 from digitnet.data.loader import Normalizer
 from digitnet.errors import DataError, DigitnetError, ModelFileError
 
 FORMAT = "digitnet-model"
 FORMAT_VERSION = 1
+
+# The metadata schema's limits (see check_metadata and the README's "Bad input").
+MAX_META_BYTES = 1 << 20  # the JSON description
+MAX_JSON_DEPTH = 32  # nesting of lists and dicts in it
+MAX_LAYERS = 64  # Linear layers
+MAX_WIDTH = 1 << 16  # units in one layer
+MAX_TEXT = 200  # characters in a class name or the dataset's name
+DTYPES = ("float32", "float64")
 
 
 @dataclass
@@ -204,7 +218,12 @@ def save(
         "digitnet_version": __version__,
         **(extra or {}),
     }
-    blob = np.frombuffer(json.dumps(meta, default=json_default).encode("utf-8"), dtype=np.uint8)
+    text = json.dumps(meta, default=json_default)
+    try:
+        check_metadata(json.loads(text), path)  # exactly what a later load will check
+    except ModelFileError as exc:
+        raise DigitnetError(f"refusing to write a model digitnet could not read back: {exc}") from None
+    blob = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
     try:
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as fh:
@@ -230,71 +249,174 @@ def load(path) -> Classifier:
         raise ModelFileError(f"cannot read {path}: {exc.strerror or exc}") from None
     if magic != b"PK\x03\x04":
         raise ModelFileError(f"{path} is not a digitnet model file (not an .npz archive)")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {key: z[key] for key in z.files}
-    except ValueError as exc:
-        reason = (
-            "it holds pickled Python objects, which digitnet never loads"
-            if "pickle" in str(exc)
-            else first_line(exc)
-        )
-        raise ModelFileError(f"{path} is not a digitnet model file ({reason})") from None
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
-        raise ModelFileError(f"{path} is not a digitnet model file ({first_line(exc)})") from None
-    if "meta" not in arrays:
-        raise ModelFileError(f"{path} is not a digitnet model file (it has no 'meta' entry)")
-    try:
-        meta = json.loads(arrays.pop("meta").tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFileError(f"{path}: its metadata is not valid JSON ({exc})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ModelFileError(
-            f"{path} is not a digitnet model file (format {meta.get('format') if isinstance(meta, dict) else None!r})"
-        )
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise ModelFileError(
-            f"{path} has model format version {meta.get('format_version')}; "
-            f"this digitnet reads version {FORMAT_VERSION}: upgrade digitnet"
-        )
-    arch = meta.get("architecture") or {}
-    try:
-        sizes = [int(s) for s in arch["sizes"]]
-        dtype = np.dtype(meta.get("dtype", "float32"))
-        model = nn.mlp(
-            sizes,
-            activation=arch.get("activation", "relu"),
-            dropout=float(arch.get("dropout", 0.0)),
-            init="he",
-            rng=0,
-            dtype=dtype,
-        )
-        normalizer = Normalizer.from_dict(meta.get("normalization") or {"kind": "scale"})
-    except (KeyError, TypeError, ValueError, DigitnetError) as exc:
-        raise ModelFileError(f"{path}: its architecture cannot be built ({first_line(exc)})") from None
-    state = {key[len("param/") :]: value for key, value in arrays.items() if key.startswith("param/")}
-    expected = dict(model.named_parameters())
-    for name, p in expected.items():
-        if name not in state:
-            raise ModelFileError(f"{path}: parameter '{name}' is missing")
-        if state[name].shape != p.data.shape:
-            raise ModelFileError(
-                f"{path}: parameter '{name}' has shape {state[name].shape}, "
-                f"the architecture {sizes} needs {p.data.shape}"
+    with NpzReader(path, ModelFileError, what="a digitnet model file") as npz:
+        if "meta" not in npz.files:
+            raise ModelFileError(f"{path} is not a digitnet model file (it has no 'meta' entry)")
+        meta = check_metadata(_parse_meta(npz.read("meta", limit=MAX_META_BYTES), path), path)
+        arch = meta["architecture"]
+        sizes = arch["sizes"]
+        try:
+            model = nn.mlp(
+                sizes,
+                activation=arch.get("activation", "relu"),
+                dropout=float(arch.get("dropout", 0.0)),
+                init="he",
+                rng=0,
+                dtype=np.dtype(meta.get("dtype", "float32")),
             )
-        if not np.issubdtype(state[name].dtype, np.floating):
-            raise ModelFileError(
-                f"{path}: parameter '{name}' holds {state[name].dtype}, not floating-point numbers"
-            )
-        if not np.all(np.isfinite(state[name])):
-            raise ModelFileError(f"{path}: parameter '{name}' holds NaN or infinite values")
-    extra = sorted(set(state) - set(expected))
-    if extra:
-        raise ModelFileError(f"{path}: unexpected parameters {extra} for the architecture {sizes}")
+            normalizer = Normalizer.from_dict(meta.get("normalization") or {"kind": "scale"})
+        except DigitnetError as exc:
+            raise ModelFileError(f"{path}: its architecture cannot be built ({first_line(exc)})") from None
+        expected = dict(model.named_parameters())
+        stored = {key[len("param/") :] for key in npz.files if key.startswith("param/")}
+        extra = sorted(stored - set(expected))
+        if extra:
+            raise ModelFileError(f"{path}: unexpected parameters {extra[:8]} for the architecture {sizes}")
+        state = {}
+        for name, p in expected.items():
+            if name not in stored:
+                raise ModelFileError(f"{path}: parameter '{name}' is missing")
+            value = npz.read(f"param/{name}")
+            if value.shape != p.data.shape:
+                raise ModelFileError(
+                    f"{path}: parameter '{name}' has shape {value.shape}, "
+                    f"the architecture {sizes} needs {p.data.shape}"
+                )
+            if not np.issubdtype(value.dtype, np.floating):
+                raise ModelFileError(
+                    f"{path}: parameter '{name}' holds {value.dtype}, not floating-point numbers"
+                )
+            if not np.all(np.isfinite(value)):
+                raise ModelFileError(f"{path}: parameter '{name}' holds NaN or infinite values")
+            state[name] = value
     model.load_state_dict(state)
     model.eval()
     class_names = meta.get("class_names") or [str(i) for i in range(sizes[-1])]
-    if len(class_names) != sizes[-1]:
-        raise ModelFileError(f"{path}: {len(class_names)} class names for {sizes[-1]} outputs")
     meta["path"] = str(path)
     return Classifier(model, normalizer, list(class_names), {**arch, "sizes": sizes}, meta)
+
+
+def _parse_meta(blob: np.ndarray, path: Path):
+    """The JSON in a model file's ``meta`` array (UTF-8 bytes as uint8)."""
+    if blob.dtype != np.uint8 or blob.ndim != 1:
+        raise ModelFileError(f"{path}: its metadata is {blob.dtype} of shape {blob.shape}, not UTF-8 bytes")
+    try:
+        return json.loads(blob.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFileError(f"{path}: its metadata is not valid JSON ({first_line(exc)})") from None
+    except RecursionError:
+        raise ModelFileError(f"{path}: its metadata nests deeper than {MAX_JSON_DEPTH} levels") from None
+
+
+def check_metadata(meta, where, complete: bool = True) -> dict:
+    """Check a model's JSON description against digitnet's schema and return it.
+
+    The schema: ``architecture`` a dict of ``sizes`` (2 to ``MAX_LAYERS + 1`` whole numbers
+    1-``MAX_WIDTH``, whose parameters fit in ``MAX_ARRAY_BYTES``), ``activation`` (a name in
+    :data:`digitnet.nn.ACTIVATIONS`) and ``dropout`` (a number in [0, 1)); ``dtype`` one of
+    :data:`DTYPES`; ``normalization`` ``{"kind": "scale"}`` or ``{"kind": "standardize", "mean",
+    "std"}`` with finite numbers, std > 0; ``dataset`` a name; ``class_names`` one name per
+    output; ``config`` and ``metrics`` dicts (``config["seed"]`` a whole number >= 0); no list
+    or dict nested deeper than ``MAX_JSON_DEPTH``.
+
+    Parameters
+    ----------
+    meta : object
+        The parsed JSON.
+    where : str or Path
+        Named in the error.
+    complete : bool, default True
+        A model file's metadata: ``format``, ``format_version`` and ``architecture`` are required.
+        False for the description inside a ``.pth`` or ``.safetensors`` file, where every field is
+        optional (each present one is checked).
+
+    Raises
+    ------
+    ModelFileError
+        Naming the first field that does not fit, and what it should be.
+    """
+
+    def bad(field, value, should):
+        raise ModelFileError(f"{where}: its metadata's {field} is {str(value)[:80]!r}; it should be {should}")
+
+    if not isinstance(meta, dict):
+        raise ModelFileError(f"{where} is not a digitnet model file (its metadata is not a JSON object)")
+    _check_depth(meta, where)
+    if complete and meta.get("format") != FORMAT:
+        raise ModelFileError(
+            f"{where} is not a digitnet model file (format {str(meta.get('format'))[:40]!r})"
+        )
+    if complete and meta.get("format_version") != FORMAT_VERSION:
+        raise ModelFileError(
+            f"{where} has model format version {str(meta.get('format_version'))[:20]}; "
+            f"this digitnet reads version {FORMAT_VERSION}: upgrade digitnet"
+        )
+    arch = meta.get("architecture")
+    if arch is None and not complete:
+        arch = {}
+    if not isinstance(arch, dict):
+        bad("architecture", arch, "a dict of sizes, activation and dropout")
+    sizes = arch.get("sizes")
+    if sizes is not None or complete:
+        if not (
+            isinstance(sizes, list)
+            and 2 <= len(sizes) <= MAX_LAYERS + 1
+            and all(type(n) is int and 1 <= n <= MAX_WIDTH for n in sizes)
+        ):
+            bad("architecture.sizes", sizes, f"2-{MAX_LAYERS + 1} layer widths, whole numbers 1-{MAX_WIDTH}")
+        itemsize = 8 if meta.get("dtype") == "float64" else 4
+        nbytes = sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:], strict=True)) * itemsize
+        if nbytes > MAX_ARRAY_BYTES:
+            bad("architecture.sizes", sizes, f"a network whose weights fit in {MAX_ARRAY_BYTES:,} bytes")
+    if arch.get("activation", "relu") not in nn.ACTIVATIONS:
+        bad("architecture.activation", arch.get("activation"), f"one of {', '.join(nn.ACTIVATIONS)}")
+    dropout = arch.get("dropout", 0.0)
+    if type(dropout) not in (int, float) or not 0 <= dropout < 1:
+        bad("architecture.dropout", dropout, "a number from 0 up to (not including) 1")
+    if meta.get("dtype", "float32") not in DTYPES:
+        bad("dtype", meta.get("dtype"), " or ".join(DTYPES))
+    norm = meta.get("normalization")
+    if norm is not None:
+        numbers = [norm.get(k) for k in ("mean", "std")] if isinstance(norm, dict) else []
+        if not (
+            isinstance(norm, dict)
+            and (
+                norm == {"kind": "scale"}
+                or (
+                    norm.get("kind") == "standardize"
+                    and set(norm) == {"kind", "mean", "std"}
+                    and all(type(v) in (int, float) and math.isfinite(v) for v in numbers)
+                    and numbers[1] > 0
+                )
+            )
+        ):
+            bad(
+                "normalization", norm, '{"kind": "scale"} or {"kind": "standardize", "mean": M, "std": S > 0}'
+            )
+    dataset = meta.get("dataset", "")
+    if not isinstance(dataset, str) or len(dataset) > MAX_TEXT:
+        bad("dataset", dataset, f"a dataset's name (text of at most {MAX_TEXT} characters)")
+    names = meta.get("class_names")
+    if names is not None:
+        if not (isinstance(names, list) and all(isinstance(n, str) and len(n) <= MAX_TEXT for n in names)):
+            bad("class_names", names, f"a list of names (text of at most {MAX_TEXT} characters)")
+        if names and sizes is not None and len(names) != sizes[-1]:
+            raise ModelFileError(f"{where}: {len(names)} class names for {sizes[-1]} outputs")
+    for key in ("config", "metrics"):
+        if meta.get(key) is not None and not isinstance(meta[key], dict):
+            bad(key, meta[key], "a dict")
+    seed = (meta.get("config") or {}).get("seed", 0)
+    if type(seed) is not int or seed < 0:
+        bad("config.seed", seed, "a whole number 0 or more")
+    return meta
+
+
+def _check_depth(obj, where) -> None:
+    """Refuse lists and dicts nested deeper than :data:`MAX_JSON_DEPTH` (walked without recursion)."""
+    stack = [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            if depth > MAX_JSON_DEPTH:
+                raise ModelFileError(f"{where}: its metadata nests deeper than {MAX_JSON_DEPTH} levels")
+            stack.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict) else value))

@@ -334,8 +334,19 @@ def _from_path(spec: DatasetSpec, data, cache_file: Path, seed: int) -> Dataset:
     notes = list(found.notes)
     x, y, xt, yt = found.x_train, found.y_train, found.x_test, found.y_test
     held_out = xt is None
+    for split, images in (("training", x), ("test", xt)):
+        if images is not None and len(images) == 0:
+            raise DataError(
+                f"{data} holds no {split} images (its {split} set has shape {images.shape}): "
+                "give data with at least one image in each set"
+            )
     if held_out:
         x, y, xt, yt = train_val_split(x, y, HOLD_OUT, seed)
+        if len(xt) == 0 or len(x) == 0:
+            raise DataError(
+                f"{data} has no labelled test set and too few images ({len(x) + len(xt)}) to hold one "
+                "out: give more images, or a test set"
+            )
         notes.append(
             f"no labelled test set in {data}: held out {len(xt):,} of {len(x) + len(xt):,} "
             f"training images as the test set (stratified, seed {seed})"

@@ -10,12 +10,20 @@ Three formats, each read into plain NumPy arrays and checked on the way in:
   columns, e.g. Kaggle's ``test.csv``), with or without a header row.
   :func:`write_submission` writes the answer Kaggle takes back: ``ImageId,Label``.
 * **NPZ**: Keras's ``mnist.npz`` layout, ``x_train, y_train, x_test, y_test``;
-  loaded with ``allow_pickle=False`` so a file can never run code.
+  read by :class:`NpzReader`, which parses each ``.npy`` header itself and
+  never unpickles, so a file can never run code.
 
 Images come out as ``uint8`` arrays of shape ``(n, 784)`` (rows of 28 x 28
 pixels), labels as ``uint8`` arrays of shape ``(n,)`` with values 0-9.
 Anything else raises :class:`~digitnet.errors.DataError` naming the file, what
 is wrong with it and what to do.
+
+Every reader is bounded before it allocates: what a header declares is checked
+against the bytes present and :data:`MAX_ARRAY_BYTES`; compressed data is
+inflated in chunks (:func:`read_capped`, :func:`read_exactly`) and refused past
+its cap, so a decompression bomb stops there; a CSV's text is measured against
+:data:`MAX_CSV_BYTES` before it is parsed; every error zipfile, zlib, gzip or
+lzma can raise (:data:`ZIP_ERRORS`) becomes one message.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import io
+import lzma
 import math
 import os
 import re
@@ -51,9 +60,31 @@ IDX_DTYPES = {
 }
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
+# Limits checked before anything is allocated (see the README's "Bad input").
+MAX_ARRAY_BYTES = 512 << 20  # all the arrays one IDX, NPZ or model file may hold together, inflated
+MAX_CSV_BYTES = 256 << 20  # the text of one CSV, inflated (MNIST's 60,000 rows take 105 MB)
+MAX_CSV_LINE = 64 << 10  # the first line of a CSV (785 fields of 3 digits take 3 KB)
+MAX_IDX_DIMS = 32
+CHUNK = 1 << 20
+# What zipfile, zlib, gzip and lzma raise for an archive that is damaged, crafted or of a kind
+# Python cannot open (compression method 99, "zip file version 16.5", an encrypted member, a bad CRC).
+ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    NotImplementedError,
+    RuntimeError,
+    EOFError,
+    OSError,
+    ValueError,
+    OverflowError,
+    struct.error,
+    zlib.error,
+    lzma.LZMAError,
+)
+
 
 # --------------------------------------------------------------------------- files
-def read_file(path, *, gunzip: bool = True) -> bytes:
+def read_file(path, *, gunzip: bool = True, limit: int = MAX_ARRAY_BYTES) -> bytes:
     """Return the bytes of ``path``, decompressed if they start with the gzip magic.
 
     Parameters
@@ -61,22 +92,85 @@ def read_file(path, *, gunzip: bool = True) -> bytes:
     path : str or Path
     gunzip : bool, default True
         Decompress gzip data (detected by its magic bytes, not the file name).
+    limit : int, default MAX_ARRAY_BYTES
+        The most bytes the file may hold (once decompressed); checked while inflating.
+
+    Raises
+    ------
+    DataError
+        If the file is missing, unreadable, damaged gzip, or larger than ``limit``.
+    """
+    with open_maybe_gzip(path, gunzip) as fh:
+        return read_capped(fh, limit, str(path))
+
+
+@contextlib.contextmanager
+def open_maybe_gzip(path, gunzip: bool = True):
+    """Open ``path`` for reading bytes, through gzip if it starts with the gzip magic.
+
+    Every error of the file or of its compression becomes one :class:`DataError` naming it.
     """
     path = Path(path)
     if path.is_dir():
         raise DataError(f"{path} is a folder, not a file")
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as raw:
+            if gunzip and raw.read(2) == GZIP_MAGIC:
+                raw.seek(0)
+                with gzip.GzipFile(fileobj=raw, mode="rb") as fh:
+                    yield fh
+            else:
+                raw.seek(0)
+                yield raw
     except FileNotFoundError:
         raise DataError(f"{path} does not exist: check the path") from None
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise DataError(
+            f"{path} is a damaged gzip file ({exc or 'it ends early'}): download it again"
+        ) from None
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if gunzip and data[:2] == GZIP_MAGIC:
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise DataError(f"{path} is a damaged gzip file ({exc}): download it again") from None
+
+
+def read_capped(fh, limit: int, where: str, error=DataError) -> bytes:
+    """Read a stream to its end, refusing (before holding more) once it passes ``limit`` bytes.
+
+    Raises ``error`` (a :class:`~digitnet.errors.DigitnetError` class) naming ``where``.
+    """
+    data = read_upto(fh, limit + 1)
+    if len(data) > limit:
+        raise error(
+            f"{where} holds more than {limit:,} bytes (decompressed), more than digitnet reads "
+            "from one file: it is damaged, or a decompression bomb"
+        )
     return data
+
+
+def read_upto(fh, n: int) -> bytes:
+    """At most ``n`` bytes of a stream, read in chunks (never one allocation of ``n``)."""
+    parts, total = [], 0
+    while total < n and (chunk := fh.read(min(CHUNK, n - total))):
+        parts.append(chunk)
+        total += len(chunk)
+    return b"".join(parts)
+
+
+def read_exactly(fh, nbytes: int, where: str, error=DataError) -> np.ndarray:
+    """Read exactly ``nbytes`` from a stream into a fresh ``uint8`` array of shape ``(nbytes,)``.
+
+    The caller has checked ``nbytes`` against its limit; this reads in chunks, so a stream
+    that holds less raises ``error`` (truncated) and one that holds more raises it too.
+    """
+    out = np.empty(nbytes, np.uint8)
+    view, got = memoryview(out), 0
+    while got < nbytes:
+        n = fh.readinto(view[got : got + CHUNK])
+        if not n:
+            raise error(f"{where} is truncated: it holds {got:,} bytes of the {nbytes:,} it declares")
+        got += n
+    if fh.read(1):
+        raise error(f"{where} holds more than the {nbytes:,} bytes it declares: the file is damaged")
+    return out
 
 
 @contextlib.contextmanager
@@ -219,8 +313,11 @@ def parse_idx(data: bytes, where: str) -> np.ndarray:
         raise DataError(
             f"{where}: unknown IDX type code 0x{code:02x}; known codes are 08, 09, 0B, 0C, 0D, 0E"
         )
-    if ndim == 0:
-        raise DataError(f"{where}: the IDX header says the data has 0 dimensions")
+    if not 1 <= ndim <= MAX_IDX_DIMS:
+        raise DataError(
+            f"{where}: the IDX header says the data has {ndim} dimensions; digitnet reads 1-{MAX_IDX_DIMS} "
+            "(MNIST's images have 3, its labels 1)"
+        )
     start = 4 + 4 * ndim
     if len(data) < start:
         raise DataError(
@@ -229,6 +326,7 @@ def parse_idx(data: bytes, where: str) -> np.ndarray:
     dims = struct.unpack(f">{ndim}I", data[4:start])
     dtype = IDX_DTYPES[code]
     expected = start + math.prod(dims) * dtype.itemsize
+    check_declared(expected, where, DataError)
     if len(data) < expected:
         raise DataError(
             f"{where} is truncated: its header promises {dims} values of {dtype.name} "
@@ -237,7 +335,7 @@ def parse_idx(data: bytes, where: str) -> np.ndarray:
     if len(data) > expected:
         raise DataError(
             f"{where} does not match its header: {dims} values of {dtype.name} take "
-            f"{expected} bytes but the file holds {len(data)}; the file is damaged"
+            f"{expected} bytes but the file holds more; the file is damaged"
         )
     return np.frombuffer(data, dtype, offset=start).reshape(dims).astype(dtype.newbyteorder("="))
 
@@ -255,7 +353,30 @@ def read_idx(path) -> np.ndarray:
         Shape and dtype as the file's header says (e.g. ``(60000, 28, 28)``
         ``uint8`` for MNIST images, ``(60000,)`` for labels), native byte order.
     """
-    return parse_idx(read_file(path), str(path))
+    where = str(path)
+    with open_maybe_gzip(path) as fh:
+        head = fh.read(4)
+        if not (
+            len(head) == 4 and head[:2] == b"\0\0" and head[2] in IDX_DTYPES and 1 <= head[3] <= MAX_IDX_DIMS
+        ):
+            return parse_idx(head, where)  # raises the header's own error
+        head += fh.read(4 * head[3])
+        if len(head) < 4 + 4 * head[3]:
+            return parse_idx(head, where)  # raises: truncated inside the header
+        dims = struct.unpack(f">{head[3]}I", head[4:])
+        expected = math.prod(dims) * IDX_DTYPES[head[2]].itemsize
+        check_declared(len(head) + expected, where, DataError)
+        body = read_upto(fh, expected + 1)  # one byte too many is enough to say so
+    return parse_idx(head + body, where)
+
+
+def check_declared(nbytes: int, where: str, error=DataError, limit: int = MAX_ARRAY_BYTES) -> None:
+    """Raise ``error`` if a header declares more than ``limit`` bytes of data, before any is allocated."""
+    if nbytes > limit:
+        raise error(
+            f"{where} claims {nbytes:,} bytes of data, more than the {limit:,} digitnet reads from one "
+            "file: it is damaged or crafted"
+        )
 
 
 def write_idx(path, array, compress: bool | None = None) -> Path:
@@ -265,15 +386,15 @@ def write_idx(path, array, compress: bool | None = None) -> Path:
     ----------
     path : str or Path
     array : array_like
-        1 to 255 dimensions; dtype uint8, int8, int16, int32, float32 or float64.
+        1 to 32 dimensions; dtype uint8, int8, int16, int32, float32 or float64.
     compress : bool, optional
         Gzip the file; by default, when ``path`` ends in ``.gz``.
     """
     path, array = Path(path), np.asarray(array)
     codes = {dt.newbyteorder("="): code for code, dt in IDX_DTYPES.items()}
-    if array.dtype.newbyteorder("=") not in codes or not 1 <= array.ndim <= 255:
+    if array.dtype.newbyteorder("=") not in codes or not 1 <= array.ndim <= MAX_IDX_DIMS:
         raise DataError(
-            f"cannot write {path}: IDX holds 1-255 dimensions of uint8, int8, int16, "
+            f"cannot write {path}: IDX holds 1-{MAX_IDX_DIMS} dimensions of uint8, int8, int16, "
             f"int32, float32 or float64, not {array.ndim} of {array.dtype}"
         )
     code = codes[array.dtype.newbyteorder("=")]
@@ -305,18 +426,28 @@ def read_csv(path) -> tuple[np.ndarray, np.ndarray | None]:
     path = Path(path)
     if sniff(path) != "csv":
         raise DataError(f"{path} is not a CSV file; pass a .csv with one image per row")
-    with open(path, "rb") as fh:
-        opener = gzip.open if fh.read(2) == GZIP_MAGIC else open
+    with open_maybe_gzip(path) as fh:  # first its size, inflating without keeping: a bomb stops here
+        while fh.read(CHUNK):
+            if fh.tell() > MAX_CSV_BYTES:
+                raise DataError(
+                    f"{path} holds more than {MAX_CSV_BYTES:,} bytes of text (decompressed), more than "
+                    "digitnet reads from one CSV: split it, or save the digits as .npz"
+                )
     try:
-        with opener(path, "rt", encoding="utf-8-sig", newline="") as fh:
-            return parse_csv(fh, str(path))
-    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:
+        with open_maybe_gzip(path) as raw:
+            return parse_csv(io.TextIOWrapper(raw, encoding="utf-8-sig", newline=""), str(path))
+    except UnicodeDecodeError as exc:
         raise DataError(f"cannot read {path}: {exc}") from None
 
 
 def parse_csv(fh, where: str) -> tuple[np.ndarray, np.ndarray | None]:
     """Parse an open, seekable text stream of CSV rows; see :func:`read_csv`."""
-    first = fh.readline()
+    first = fh.readline(MAX_CSV_LINE)
+    if len(first) == MAX_CSV_LINE and not first.endswith("\n"):
+        raise DataError(
+            f"{where}: line 1 is longer than {MAX_CSV_LINE:,} characters; a digit CSV's lines hold "
+            f"{PIXELS} or {PIXELS + 1} numbers"
+        )
     fields = [f.strip() for f in first.split(",")]
     # A header is words ("label,pixel0,..."); a data row with one typo is still mostly numbers.
     words = sum(not re.fullmatch(r"-?\d+(\.\d*)?", f) for f in fields)
@@ -434,41 +565,133 @@ def read_npz(path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 
 
 def read_npz_arrays(path, keys) -> dict[str, np.ndarray]:
-    """Return the arrays ``keys`` of an NPZ file, loaded with ``allow_pickle=False``."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(
-            f"{path} does not exist: check the path"
-            if not path.exists()
-            else f"{path} is a folder, not an .npz file"
-        )
-    try:
-        npz = np.load(path, allow_pickle=False)
-    except Exception as exc:  # np.load raises many kinds for a file that is not an archive
-        raise DataError(f"{path} is not a readable .npz archive ({exc})") from None
-    if not isinstance(npz, np.lib.npyio.NpzFile):
-        raise DataError(f"{path} is a single array, not an .npz archive of {', '.join(keys)}")
-    with npz:
+    """Return the arrays ``keys`` of an NPZ file, reading no other member and never unpickling.
+
+    Raises
+    ------
+    DataError
+        If the file is missing, not an archive, lacks a key, or an array is damaged, pickled,
+        or larger than :data:`MAX_ARRAY_BYTES` (all of them together).
+    """
+    with NpzReader(path) as npz:
         missing = [k for k in keys if k not in npz.files]
         if missing:
             raise DataError(
                 f"{path} lacks {', '.join(missing)} (it holds {', '.join(npz.files) or 'nothing'}); "
                 f"an .npz of digits holds {', '.join(keys)}"
             )
-        arrays = {}
-        for key in keys:
-            try:
-                arrays[key] = npz[key]
-            except ValueError as exc:
-                if "allow_pickle" in str(exc):
-                    raise DataError(
-                        f"{path}:{key} holds pickled Python objects, which digitnet never "
-                        "loads (they can run code); save plain number arrays instead"
-                    ) from None
-                raise DataError(f"{path}:{key} is damaged ({exc})") from None
-            except (OSError, EOFError, zlib.error, zipfile.BadZipFile) as exc:
-                raise DataError(f"{path}:{key} is damaged ({exc})") from None
-    return arrays
+        return {key: npz.read(key) for key in keys}
+
+
+class NpzReader:
+    """An ``.npz`` archive opened to read one array at a time, each bounded before it is allocated.
+
+    Each ``.npy`` member's header is parsed first (``numpy.lib.format``, which evaluates no code);
+    its shape times its item size must equal the bytes the member holds, and all the arrays read
+    together stay within ``budget`` bytes, so a crafted header ((2**62,), (10**9, 784)) or a member
+    that inflates to gigabytes is refused before its memory is. Pickled (object) arrays are refused.
+
+    Parameters
+    ----------
+    path : str or Path
+    error : DigitnetError subclass, default DataError
+        What every problem raises (:class:`~digitnet.errors.ModelFileError` for model files).
+    budget : int, default MAX_ARRAY_BYTES
+    what : str
+        What the file should be, for the error when it is no archive at all.
+
+    Attributes
+    ----------
+    files : list of str
+        The arrays' names (members ending in ``.npy``, without it).
+    """
+
+    def __init__(self, path, error=DataError, budget: int = MAX_ARRAY_BYTES, what="a readable .npz archive"):
+        self.path, self.error, self.budget = Path(path), error, budget
+        if not self.path.is_file():
+            raise error(
+                f"{path} does not exist: check the path"
+                if not self.path.exists()
+                else f"{path} is a folder, not an .npz file"
+            )
+        try:
+            with open(self.path, "rb") as fh:
+                single = fh.read(6) == b"\x93NUMPY"
+            if single:
+                raise error(f"{path} is a single array (.npy), not an .npz archive")
+            self.zip = zipfile.ZipFile(self.path)
+        except ZIP_ERRORS as exc:
+            raise error(f"{path} is not {what} ({first_line(exc)})") from None
+        self.members = {
+            info.filename[: -len(".npy")]: info
+            for info in self.zip.infolist()
+            if info.filename.endswith(".npy")
+        }
+        self.files = list(self.members)
+
+    def read(self, key: str, limit: int | None = None) -> np.ndarray:
+        """The array ``key``: its header's shape and dtype, native byte order, writeable.
+
+        ``limit``, if given, bounds this array's bytes more tightly than the file's budget.
+        """
+        where = f"{self.path}:{key}"
+        cap = self.budget if limit is None else min(limit, self.budget)
+        try:
+            with self.zip.open(self.members[key]) as fh:
+                shape, fortran, dtype = self._header(fh, where)
+                nbytes = math.prod(shape) * dtype.itemsize
+                present = self.members[key].file_size - fh.tell()
+                if nbytes > cap:
+                    raise self.error(
+                        f"{where} claims {nbytes:,} bytes ({shape} of {dtype}) and holds {present:,}; "
+                        f"digitnet reads at most {cap:,} bytes there"
+                    )
+                if nbytes != present:
+                    raise self.error(
+                        f"{where} claims {nbytes:,} bytes ({shape} of {dtype}) and holds {present:,}: "
+                        "the file is damaged or crafted"
+                    )
+                data = read_exactly(fh, nbytes, where, self.error)
+        except ZIP_ERRORS as exc:
+            raise self.error(f"{where} is damaged ({first_line(exc)})") from None
+        self.budget -= nbytes
+        array = data.view(dtype).reshape(shape, order="F" if fortran else "C")
+        return array.astype(dtype.newbyteorder("="), copy=False)
+
+    def _header(self, fh, where):
+        """``(shape, fortran_order, dtype)`` from an ``.npy`` header, each checked."""
+        version = np.lib.format.read_magic(fh)
+        if version not in ((1, 0), (2, 0)):
+            raise self.error(f"{where} is an .npy of format version {version}, which digitnet does not read")
+        read = (
+            np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        )
+        try:
+            shape, fortran, dtype = read(fh)
+        except Exception as exc:  # numpy parses the header as a literal: a crafted one fails in many ways
+            if "allow_pickle" in str(exc) or "object" in str(exc).lower():
+                dtype = np.dtype(object)
+            else:
+                raise self.error(f"{where} has a damaged .npy header ({first_line(exc)})") from None
+        if dtype.hasobject:
+            raise self.error(
+                f"{where} holds pickled Python objects, which digitnet never loads (they can run code); "
+                "save plain number arrays instead"
+            )
+        if dtype.kind not in "biufc" or dtype.names is not None or dtype.subdtype is not None:
+            raise self.error(f"{where} holds {dtype}, not plain numbers")
+        if not all(type(n) is int and n >= 0 for n in shape) or len(shape) > MAX_IDX_DIMS:
+            raise self.error(f"{where} has an impossible shape {str(shape)[:80]}")
+        return shape, fortran, dtype
+
+    def close(self):
+        self.zip.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def write_npz(path, **arrays) -> Path:
@@ -483,9 +706,16 @@ def csv_from_zip(archive, member: str) -> tuple[np.ndarray, np.ndarray | None]:
     """Read a CSV that sits inside a zip archive (e.g. a wheel) without extracting it."""
     where = f"{archive}:{member}"
     try:
-        with zipfile.ZipFile(archive) as zf, zf.open(member) as raw:
-            return parse_csv(io.TextIOWrapper(raw, encoding="utf-8-sig", newline=""), where)
+        with zipfile.ZipFile(archive) as zf:
+            info = zf.getinfo(member)
+            if info.file_size > MAX_CSV_BYTES:  # zipfile never inflates past the size it declares
+                raise DataError(
+                    f"{where} holds {info.file_size:,} bytes of text, more than the {MAX_CSV_BYTES:,} "
+                    "digitnet reads from one CSV"
+                )
+            with zf.open(info) as raw:
+                return parse_csv(io.TextIOWrapper(raw, encoding="utf-8-sig", newline=""), where)
     except KeyError:
         raise DataError(f"{archive} has no {member}") from None
-    except (OSError, EOFError, zlib.error, zipfile.BadZipFile, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read {where}: {exc}") from None
+    except ZIP_ERRORS as exc:
+        raise DataError(f"cannot read {where}: {first_line(exc)}") from None

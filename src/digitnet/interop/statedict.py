@@ -21,10 +21,11 @@ import numpy as np
 
 from digitnet import modelfile, nn
 from digitnet.data.datasets import DATASETS
+from digitnet.data.formats import MAX_ARRAY_BYTES, first_line
 from digitnet.data.loader import Normalizer
 from digitnet.errors import ModelFileError
-from digitnet.interop.torchfile import read_torch_file
-from digitnet.modelfile import Classifier, architecture_of
+from digitnet.interop.torchfile import SHORT, read_torch_file
+from digitnet.modelfile import MAX_LAYERS, Classifier, architecture_of
 
 CHECKPOINT_KEYS = ("model_state_dict", "state_dict", "model")
 METADATA_KEY = "digitnet"  # where digitnet's own .pth checkpoints keep their description
@@ -63,7 +64,7 @@ def _read(path: Path) -> tuple[dict, dict]:
         return _read_safetensors(path)
     obj = read_torch_file(path)
     meta = obj.get(METADATA_KEY) if isinstance(obj, dict) and isinstance(obj.get(METADATA_KEY), dict) else {}
-    return find_state_dict(obj, path), meta
+    return find_state_dict(obj, path), modelfile.check_metadata(meta, path, complete=False)
 
 
 def find_state_dict(obj, where="the file") -> dict[str, np.ndarray]:
@@ -74,7 +75,7 @@ def find_state_dict(obj, where="the file") -> dict[str, np.ndarray]:
         for key in CHECKPOINT_KEYS:
             if _is_state_dict(obj.get(key)):
                 return obj[key]
-        keys = ", ".join(map(str, list(obj)[:12]))
+        keys = ", ".join(SHORT.repr(k) if not isinstance(k, str) else k[:60] for k in list(obj)[:12])
         raise ModelFileError(
             f"{where} holds a dict ({keys}) that is neither a state_dict of tensors nor a "
             f"checkpoint with one under {', '.join(CHECKPOINT_KEYS)}"
@@ -136,31 +137,62 @@ def linear_layers(state: dict[str, np.ndarray], where="the state_dict") -> list[
 def chain_layers(layers: list[LinearLayer], where="the state_dict") -> list[LinearLayer]:
     """Order the layers so each one's outputs feed the next one's inputs.
 
-    The first order found wins, trying layers in their saved order at each position: a state_dict
-    saved in forward order stays as it is, and a Module that registered ``out`` before ``fc1`` is
-    still chained right.
+    The widths are a graph's nodes and each layer an edge ``in -> out``; a chain uses every edge
+    once (an Eulerian trail). At each position the first layer in saved order is taken whose
+    choice still leaves a chain of the rest (:func:`_can_chain`), so a state_dict saved in
+    forward order stays as it is, a Module that registered ``out`` before ``fc1`` is still
+    chained right, and the work is polynomial: at most ``n**3`` steps for ``n`` layers, never
+    a search through orderings.
     """
-    n, chain, used = len(layers), [], [False] * len(layers)
-
-    def extend() -> bool:
-        if len(chain) == n:
-            return True
-        for i, layer in enumerate(layers):
-            if not used[i] and (not chain or chain[-1].shape[1] == layer.shape[0]):
-                used[i] = True
-                chain.append(layer)
-                if extend():
-                    return True
-                chain.pop()
-                used[i] = False
-        return False
-
-    if n > 64 or not extend():
-        shapes = ", ".join(f"{layer.name or '(root)'} {layer.shape[0]}->{layer.shape[1]}" for layer in layers)
+    chain, rest, end = [], list(range(len(layers))), None
+    while len(layers) <= MAX_LAYERS and rest:
+        for i in rest:
+            n_in, n_out = layers[i].shape
+            if (end is None or n_in == end) and _can_chain([layers[j] for j in rest if j != i], n_out):
+                chain.append(layers[i])
+                rest.remove(i)
+                end = n_out
+                break
+        else:
+            break
+    if rest or len(layers) > MAX_LAYERS:
+        shapes = ", ".join(
+            f"{layer.name or '(root)'} {layer.shape[0]}->{layer.shape[1]}" for layer in layers[:MAX_LAYERS]
+        )
+        more = f" and {len(layers) - MAX_LAYERS} more" if len(layers) > MAX_LAYERS else ""
         raise ModelFileError(
-            f"{where}: its Linear layers do not form one chain from input to output ({shapes})"
+            f"{where}: its Linear layers do not form one chain from input to output ({shapes}{more})"
+            + (f"; digitnet reads at most {MAX_LAYERS}" if more else "")
         )
     return chain
+
+
+def _can_chain(layers: list[LinearLayer], start: int) -> bool:
+    """Whether ``layers`` can be chained starting from a layer that takes ``start`` inputs.
+
+    Euler's condition: every width is fed as often as it is read, except that ``start`` may be
+    read once more and the final width fed once more; and the layers are connected with ``start``.
+    """
+    if not layers:
+        return True
+    balance, parent = {}, {}
+
+    def root(node):
+        while parent.setdefault(node, node) != node:
+            node = parent[node]
+        return node
+
+    for layer in layers:
+        a, b = layer.shape
+        balance[a] = balance.get(a, 0) + 1
+        balance[b] = balance.get(b, 0) - 1
+        parent[root(a)] = root(b)
+    odd = {node: v for node, v in balance.items() if v}
+    if odd and (len(odd) != 2 or odd.get(start) != 1):
+        return False
+    if not odd and start not in balance:
+        return False
+    return len({root(node) for node in balance} | {root(start)}) == 1
 
 
 def to_model(chain: list[LinearLayer], activation: str = "relu") -> nn.Sequential:
@@ -208,11 +240,20 @@ def from_state_dict(
     chain = chain_layers(linear_layers(state, where), where)
     model = to_model(chain, activation)
     arch = architecture_of(model)
-    if class_names is None:
+    if not class_names:
         known = DATASETS[dataset].class_names if dataset in DATASETS else ()
         class_names = (
             list(known) if len(known) == arch["sizes"][-1] else [str(i) for i in range(arch["sizes"][-1])]
         )
+    modelfile.check_metadata(
+        {
+            "architecture": arch,
+            "dtype": str(model.layers[0].weight.data.dtype),
+            "class_names": list(class_names),
+        },
+        where,
+        complete=False,
+    )
     names = {str(i): layer.name for i, layer in zip(range(0, 2 * len(chain), 2), chain, strict=True)}
     info = {"dataset": dataset, "torch_layers": names, **(meta or {})}
     return Classifier(model, normalizer or Normalizer("scale"), list(class_names), arch, info)
@@ -305,14 +346,23 @@ def _read_safetensors(path: Path) -> tuple[dict, dict]:
             f"{path} is a .safetensors file: reading it needs the safetensors package "
             "(pip install 'digitnet[export]')"
         ) from None
+    if path.stat().st_size > MAX_ARRAY_BYTES + (100 << 20):  # the tensors, and a header of 100 MB at most
+        raise ModelFileError(
+            f"{path} holds {path.stat().st_size:,} bytes, more than the {MAX_ARRAY_BYTES:,} of tensors "
+            "digitnet reads from one file"
+        )
     try:
         with safe_open(str(path), framework="numpy") as fh:
             state = {key: fh.get_tensor(key) for key in fh.keys()}
             meta = fh.metadata() or {}
     except (SafetensorError, OSError, ValueError, TypeError) as exc:
-        raise ModelFileError(f"{path} cannot be read as a safetensors file ({exc})") from None
+        raise ModelFileError(f"{path} cannot be read as a safetensors file ({first_line(exc)})") from None
     try:
         described = json.loads(meta.get(METADATA_KEY, "{}"))
     except json.JSONDecodeError:
         described = {}
-    return state, described if isinstance(described, dict) else {}
+    except RecursionError:
+        raise ModelFileError(f"{path}: its digitnet metadata nests too deeply to be read") from None
+    return state, modelfile.check_metadata(
+        described if isinstance(described, dict) else {}, path, complete=False
+    )

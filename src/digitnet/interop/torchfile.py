@@ -22,7 +22,14 @@ Both layouts ``torch.save`` has used are read:
   of storage keys, then each storage as an int64 element count and its bytes.
 
 Every tensor's size, stride and offset are checked against its storage
-before a view is taken, so a crafted file cannot read outside it.
+before a view is taken, so a crafted file cannot read outside it. The work is
+bounded before it is done: the pickle is scanned (parsed, not run) for its
+size, its number of opcodes and of memo references; storages are inflated in
+chunks within one budget for the file; nested data deeper than
+:data:`MAX_DEPTH` or holding more than :data:`MAX_ITEMS` elements is refused;
+error messages show the file's values through :mod:`reprlib`, so they never
+expand data that shares references. The names the unpickler accepts cannot be
+changed by the file (no ``BUILD`` on them), so one file cannot affect the next.
 """
 
 from __future__ import annotations
@@ -30,19 +37,32 @@ from __future__ import annotations
 import _compat_pickle
 import collections
 import io
+import math
 import pickle
 import pickletools
+import reprlib
 import struct
+import warnings
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from digitnet.data.formats import MAX_ARRAY_BYTES, ZIP_ERRORS, first_line, read_exactly, read_upto
 from digitnet.errors import ModelFileError
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
-MAX_PICKLE_BYTES = 64 << 20  # a state_dict's pickle is kilobytes; its tensors live beside it
+# A state_dict's pickle is kilobytes (its tensors live beside it); these bound a crafted one.
+MAX_PICKLE_BYTES = 16 << 20
+MAX_PICKLE_OPS = 1_000_000  # opcodes in one pickle
+MAX_MEMO_REFS = 100_000  # references back to an object already built (GET opcodes)
+MAX_DEPTH = 64  # containers inside containers (a state_dict nests 2 or 3)
+MAX_ITEMS = 1_000_000  # elements of all the containers, each counted once
+# Values from the file, shown in messages: a few items, a few levels, a bounded length.
+SHORT = reprlib.Repr()
+SHORT.maxlevel, SHORT.maxstring, SHORT.maxother = 3, 60, 60
+SHORT.maxtuple = SHORT.maxlist = SHORT.maxdict = SHORT.maxset = SHORT.maxfrozenset = 8
 
 # torch storage class -> NumPy dtype of its elements ("bfloat16" is read as uint16, then widened).
 STORAGE_DTYPES = {
@@ -104,14 +124,36 @@ SAVE_STATE_DICT = (
 
 
 class StorageType:
-    """What ``torch.FloatStorage`` and friends resolve to: just an element type."""
+    """What ``torch.FloatStorage`` and friends resolve to: just an element type, unchangeable by a file."""
+
+    __slots__ = ("name", "dtype")
 
     def __init__(self, name: str):
         self.name = name
         self.dtype = np.dtype("uint16" if STORAGE_DTYPES[name] == "bfloat16" else STORAGE_DTYPES[name])
 
+    def __setstate__(self, state):
+        raise ModelFileError(f"the file tries to change torch.{self.name}, which torch.save never does")
+
     def __repr__(self):
         return f"torch.{self.name}"
+
+
+class Allowed:
+    """A function the file may call, wrapped so that the file cannot change it (``BUILD``)."""
+
+    __slots__ = ("function",)
+
+    def __init__(self, function):
+        self.function = function
+
+    def __call__(self, *args, **kwargs):
+        return self.function(*args, **kwargs)
+
+    def __setstate__(self, state):
+        raise ModelFileError(
+            f"the file tries to change {self.function.__name__}, which torch.save never does"
+        )
 
 
 class Storage:
@@ -142,10 +184,10 @@ class Tensor:
             raise ModelFileError(f"a tensor refers to {type(storage).__name__}, not to a storage in the file")
         for name, value in (("offset", offset), ("size", size), ("stride", stride)):
             values = value if isinstance(value, tuple) else (value,)
-            if not all(type(v) is int and v >= 0 for v in values):
-                raise ModelFileError(f"a tensor has an impossible {name} {value!r}")
+            if not all(type(v) is int and v >= 0 for v in values) or len(values) > MAX_DEPTH:
+                raise ModelFileError(f"a tensor has an impossible {name} {SHORT.repr(value)}")
         if len(size) != len(stride):
-            raise ModelFileError(f"a tensor has size {size} but stride {stride}")
+            raise ModelFileError(f"a tensor has size {SHORT.repr(size)} but stride {SHORT.repr(stride)}")
         if int(np.prod(size, dtype=np.float64)) > storage.numel:
             raise ModelFileError(
                 f"a tensor of size {size} has more elements than its storage ({storage.numel}): "
@@ -164,10 +206,19 @@ class Tensor:
         raise ModelFileError("the file tries to change a tensor's state, which a state_dict never needs")
 
     def to_numpy(self) -> np.ndarray:
-        """A fresh C-contiguous array of shape ``size``."""
+        """A C-contiguous array of shape ``size``.
+
+        A view of the storage's array when the tensor lies in it contiguously (as every tensor
+        of a saved state_dict does, so tensors sharing a storage share memory, as in PyTorch);
+        otherwise a copy.
+        """
         data = self.storage.array()
+        numel = math.prod(self.size)
+        contiguous = tuple(math.prod(self.size[i + 1 :]) for i in range(len(self.size)))
         if 0 in self.size:
             out = np.zeros(self.size, data.dtype)
+        elif self.stride == contiguous or numel == 1:
+            out = data[self.offset : self.offset + numel].reshape(self.size)
         else:
             item = data.itemsize
             view = np.lib.stride_tricks.as_strided(
@@ -204,14 +255,15 @@ def _encode(text, encoding="latin1"):
     return text.encode("latin-1")
 
 
+# Classes here are immutable types (BUILD on them fails); functions are wrapped in Allowed.
 ALLOWED = {
     ("collections", "OrderedDict"): collections.OrderedDict,
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
-    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("torch._utils", "_rebuild_tensor_v2"): Allowed(_rebuild_tensor_v2),
+    ("torch._utils", "_rebuild_tensor"): Allowed(_rebuild_tensor),
+    ("torch._utils", "_rebuild_parameter"): Allowed(_rebuild_parameter),
     ("builtins", "set"): set,
     ("builtins", "frozenset"): frozenset,
-    ("_codecs", "encode"): _encode,
+    ("_codecs", "encode"): Allowed(_encode),
     **{("torch", name): StorageType(name) for name in STORAGE_DTYPES},
 }
 
@@ -249,13 +301,13 @@ class _RestrictedUnpickler(pickle.Unpickler):
             and (len(pid) == 5 or pid[5] is None)
         ):
             raise ModelFileError(
-                f"{self.path}: a storage reference in the file is not one torch.save writes: {str(pid)[:120]}"
+                f"{self.path}: a storage reference in the file is not one torch.save writes: {SHORT.repr(pid)}"
             )
         storage_type, key, numel = pid[1], pid[2], pid[4]
         known = self.storages.get(key)
         if known is None:
             known = self.storages[key] = Storage(storage_type, key, numel, self.storage_reader)
-        elif known.type is not storage_type or known.numel != numel:
+        elif known.type.name != storage_type.name or known.numel != numel:
             raise ModelFileError(f"{self.path}: storage {key} is described twice, differently")
         return known
 
@@ -298,8 +350,31 @@ def _pickle_globals(data: bytes) -> list[tuple[str, str]]:
     return found
 
 
+def _scan(data: bytes, path: Path) -> None:
+    """Refuse a pickle too big for a state_dict, before running it: bytes, opcodes, memo references."""
+    if len(data) > MAX_PICKLE_BYTES:
+        raise ModelFileError(f"{path}: its pickle holds {len(data):,} bytes, far more than a state_dict's")
+    ops = refs = 0
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # pickletools on a crafted string escape
+            for op, _, _ in pickletools.genops(data):
+                ops += 1
+                refs += op.name in ("GET", "BINGET", "LONG_BINGET")
+                if ops > MAX_PICKLE_OPS or refs > MAX_MEMO_REFS:
+                    break
+    except Exception:  # a damaged pickle: the unpickler says how, below
+        pass
+    if ops > MAX_PICKLE_OPS or refs > MAX_MEMO_REFS:
+        raise ModelFileError(
+            f"{path}: its pickle has more than {MAX_PICKLE_OPS:,} steps or {MAX_MEMO_REFS:,} "
+            "references to shared objects, far more than a state_dict's; it is damaged or crafted"
+        )
+
+
 def _unpickle(data: bytes, path: Path, storage_reader):
     """Unpickle ``data`` with the restricted unpickler; any failure becomes a :class:`ModelFileError`."""
+    _scan(data, path)
     unpickler = _RestrictedUnpickler(io.BytesIO(data), path, storage_reader, pickle_bytes=data)
     try:
         return unpickler.load(), unpickler.storages
@@ -309,18 +384,21 @@ def _unpickle(data: bytes, path: Path, storage_reader):
         raise ModelFileError(f"{path}: its pickle nests too deeply to be a state_dict") from None
     except Exception as exc:  # UnpicklingError, EOFError, TypeError from a bad call ...
         raise ModelFileError(
-            f"{path}: its pickle cannot be read as a state_dict ({type(exc).__name__}: {str(exc)[:160]})"
+            f"{path}: its pickle cannot be read as a state_dict ({type(exc).__name__}: {first_line(exc)[:160]})"
         ) from None
 
 
-def _materialize(obj, done=None, active=None):
+def _materialize(obj, done=None, active=None, depth=0, items=None):
     """Replace every :class:`Tensor` in a nest of containers by a NumPy array; dicts become plain dicts.
 
     An object met twice is converted once (``done``), so shared references cannot multiply the work;
-    an object that contains itself (``active``) is refused.
+    an object that contains itself (``active``), nesting deeper than :data:`MAX_DEPTH`, more than
+    :data:`MAX_ITEMS` elements in all, and tensors taking more than :data:`MAX_ARRAY_BYTES` together
+    (views of one storage count each time) are refused.
     """
     done = {} if done is None else done
     active = set() if active is None else active
+    items = [0, 0] if items is None else items  # elements and tensor bytes so far, shared by the walk
     if not isinstance(obj, (Tensor, dict, list, tuple, set, frozenset)):
         return obj
     key = id(obj)
@@ -328,15 +406,31 @@ def _materialize(obj, done=None, active=None):
         return done[key]
     if key in active:
         raise ModelFileError("the file's data refers to itself in a loop, which a state_dict never does")
+    if depth > MAX_DEPTH:
+        raise ModelFileError(
+            f"the file's data nests deeper than {MAX_DEPTH} levels, which a state_dict never does"
+        )
+    items[0] += 1 if isinstance(obj, Tensor) else len(obj)
+    if items[0] > MAX_ITEMS:
+        raise ModelFileError(
+            f"the file's data holds more than {MAX_ITEMS:,} items, far more than a state_dict"
+        )
+    if isinstance(obj, Tensor):  # tensors may view one storage many times: count what the copies take
+        items[1] += math.prod(obj.size) * obj.storage.type.dtype.itemsize
+        if items[1] > MAX_ARRAY_BYTES:
+            raise ModelFileError(
+                f"the file's tensors take more than {MAX_ARRAY_BYTES:,} bytes together, more than digitnet "
+                "reads from one file"
+            )
     active.add(key)
     if isinstance(obj, Tensor):
         out = obj.to_numpy()
     elif isinstance(obj, dict):
-        out = {k: _materialize(v, done, active) for k, v in obj.items()}
+        out = {k: _materialize(v, done, active, depth + 1, items) for k, v in obj.items()}
     elif isinstance(obj, list):
-        out = [_materialize(v, done, active) for v in obj]
+        out = [_materialize(v, done, active, depth + 1, items) for v in obj]
     else:
-        out = type(obj)(_materialize(v, done, active) for v in obj)
+        out = type(obj)(_materialize(v, done, active, depth + 1, items) for v in obj)
     active.discard(key)
     done[key] = out
     return out
@@ -366,11 +460,15 @@ def read_torch_file(path):
         raise ModelFileError(f"{path} does not exist or is not a file")
     try:
         return _read_zip(path) if zipfile.is_zipfile(path) else _read_legacy(path)
+    except ModelFileError as exc:  # name the file, once
+        if str(path) in str(exc):
+            raise
+        raise ModelFileError(f"{path}: {exc}") from None
     except RecursionError:
         raise ModelFileError(f"{path}: its data nests too deeply to be a state_dict") from None
-    except (OSError, zipfile.BadZipFile, EOFError, ValueError, struct.error) as exc:
+    except ZIP_ERRORS as exc:
         raise ModelFileError(
-            f"{path} cannot be read as a torch.save file ({type(exc).__name__}: {exc})"
+            f"{path} cannot be read as a torch.save file ({type(exc).__name__}: {first_line(exc)})"
         ) from None
 
 
@@ -390,7 +488,11 @@ def _read_zip(path: Path):
                 )
             raise ModelFileError(f"{path} is a zip file but not one torch.save wrote (it has no data.pkl)")
         prefix = pickles[0][: -len("data.pkl")]
-        big_endian = prefix + "byteorder" in names and archive.read(prefix + "byteorder").strip() == b"big"
+        big_endian = False
+        if prefix + "byteorder" in names:
+            with archive.open(prefix + "byteorder") as fh:
+                big_endian = read_upto(fh, 16).strip() == b"big"
+        budget = [MAX_ARRAY_BYTES]
 
         def read_storage(storage: Storage) -> np.ndarray:
             member = f"{prefix}data/{storage.key}"
@@ -401,18 +503,32 @@ def _read_zip(path: Path):
                 raise ModelFileError(f"{path}: storage {member} is missing from the archive") from None
             if info.file_size != expected:
                 raise ModelFileError(
-                    f"{path}: storage {member} holds {info.file_size} bytes, its tensors need {expected}"
+                    f"{path}: storage {member} holds {info.file_size:,} bytes, its tensors need {expected:,}"
                 )
+            if expected > budget[0]:
+                raise ModelFileError(
+                    f"{path}: storage {member} claims {expected:,} bytes; digitnet reads at most "
+                    f"{MAX_ARRAY_BYTES:,} bytes of tensors from one file"
+                )
+            budget[0] -= expected
+            with archive.open(info) as fh:  # inflated in chunks, never past the size it declares
+                data = read_exactly(fh, expected, f"{path}: storage {member}", ModelFileError)
             dtype = storage.type.dtype.newbyteorder(">" if big_endian else "<")
-            return np.frombuffer(archive.read(member), dtype=dtype).astype(storage.type.dtype)
+            return data.view(dtype).astype(storage.type.dtype)
 
         if archive.getinfo(pickles[0]).file_size > MAX_PICKLE_BYTES:
             raise ModelFileError(f"{path}: its data.pkl is far larger than a state_dict's")
-        obj, _ = _unpickle(archive.read(pickles[0]), path, read_storage)
+        with archive.open(pickles[0]) as fh:
+            pickled = read_upto(fh, MAX_PICKLE_BYTES + 1)
+        obj, _ = _unpickle(pickled, path, read_storage)
         return _materialize(obj)
 
 
 def _read_legacy(path: Path):
+    if path.stat().st_size > MAX_ARRAY_BYTES + MAX_PICKLE_BYTES:
+        raise ModelFileError(
+            f"{path} holds {path.stat().st_size:,} bytes, more than digitnet reads from one torch.save file"
+        )
     raw = path.read_bytes()
     stream = io.BytesIO(raw)
     header = []
@@ -466,7 +582,9 @@ def _pickle_end(raw: bytes, start: int) -> int:
     """Offset just past the pickle that starts at ``start`` (found by parsing, not running, it)."""
     stream = io.BytesIO(raw)
     stream.seek(start)
-    for op, _, pos in pickletools.genops(stream):
-        if op.name == "STOP":
-            return pos + 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # pickletools on a crafted string escape
+        for op, _, pos in pickletools.genops(stream):
+            if op.name == "STOP":
+                return pos + 1
     raise ValueError("no STOP opcode")

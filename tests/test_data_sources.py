@@ -64,12 +64,9 @@ def test_real_datasets_are_the_published_arrays(mnist, fashion):
     assert fashion.class_names[9] == "Ankle boot"
 
 
-def test_cache_hit_is_fast_and_offline(mnist, tmp_path, no_network):
+def test_cache_hit_is_offline_and_identical(mnist, tmp_path, no_network):
     shutil.copy(mnist.cache_path, tmp_path / "mnist.npz")
-    start = time.perf_counter()
     ds = load_dataset("mnist", cache_dir=tmp_path)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 0.8, f"a cache hit took {elapsed:.2f} s"
     assert ds.source == f"cache {tmp_path / 'mnist.npz'}"
     assert_same(ds, mnist)
 

@@ -33,14 +33,16 @@ Everything is NumPy plus Pillow.
 from __future__ import annotations
 
 import io
+import itertools
 import re
 import struct
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
+from scipy import ndimage
 
 from digitnet.data.formats import atomic_path
 from digitnet.errors import DataError
@@ -50,10 +52,29 @@ BOX = 20  # the longer side of the digit's bounding box in the frame
 CENTRE = 14.0  # where the centre of mass goes, in pixel indices (MNIST's mean is 14.0, 14.0)
 WORK_SIDE = 320  # images are shrunk to at most this side before the steps (plenty for 20 pixels)
 MAX_PIXELS = 50_000_000  # larger images are refused before decoding (memory stays bounded)
+MIN_SIDE = 3  # images narrower than this (in pixels, as stored) cannot hold a digit
+MAX_ASPECT = 64  # nor images this many times longer than wide
 FAINT = 0.1  # ink fainter than this fraction of the ink's level is background
-SPECK = 0.03  # connected parts smaller than this fraction of the largest are noise
-MIN_CONTRAST = 24  # ink must differ from the background by this much (of 255) ...
-MIN_SNR = 6.0  # ... and by this many times the background's noise
+SPECK = 0.03  # connected parts smaller than this fraction of the largest are noise ...
+SMUDGE = 0.4  # ... and so are those whose strongest ink is under this fraction of the strongest part's
+MIN_CONTRAST = 10  # ink must differ from the background by this much (of 255) ...
+MIN_SNR = 6.0  # ... and by this many times the noise left after smoothing
+SMOOTH = 1.0  # the Gaussian (in working pixels) that the ink's level and mask are measured through
+SMOOTH_NOISE = 0.282  # the part of white noise's deviation left after that smoothing: 1 / (2 sqrt(pi) SMOOTH)
+FIELD_SIDE = 96  # the background is estimated on the image shrunk to at most this side ...
+FIELD_WINDOW = 0.4  # ... with an opening this fraction of its longer side wide
+RULE_SPAN = 0.6  # a ruled line crosses at least this fraction of the frame ...
+RULE_THICKNESS = 0.03  # ... and is at most this fraction of the frame thick
+FILLED = 0.25  # ink over this much of a frame whose four edges it touches: a tight crop, on one paper level
+CLEAR_BORDER = 0.75  # the paper is the side of the middle grey that this much of the border lies on
+EIGHT = np.ones((3, 3), bool)  # 8-connectivity for ndimage.label
+# Numbers (prepare_number, segment):
+NUMBER_SIDE = 640  # images of numbers are read at up to this side, so that each of 8 digits keeps ~50 pixels
+PIECE_OVERLAP = 0.5  # a short part overlapping this much of the narrower's width belongs to that digit
+PIECE_HEIGHT = 0.6  # (short: under this fraction of the other's height)
+DIGIT_OVERLAP = 0.8  # two tall parts are one digit only if they overlap this much
+MARK_HEIGHT = 0.4  # parts under this fraction of the tallest digit's height are dots, dashes or specks
+SPLIT_ASPECT = 1.05  # a part wider than this many times its height is touching digits
 
 # The raster formats read. Others are refused unopened: EPS, say, would have Pillow run Ghostscript.
 FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM", "TGA")  # JPEG covers phones' MPO
@@ -94,16 +115,29 @@ def prepare(source, *, max_side: int | None = None, name: str | None = None) -> 
     ``max_side`` pixels a side or ``MAX_PIXELS`` in all, or holds no ink.
     """
     name = name or (str(source) if isinstance(source, (str, Path)) else "the image")
-    grey = load_image(source, max_side=max_side, name=name)
-    return to_mnist(grey, name=name)
+    notes: list = []
+    grey = load_image(source, max_side=max_side, name=name, notes=notes)
+    prepared = to_mnist(grey, name=name)
+    prepared.notes = notes
+    return prepared
 
 
 def load_image(
-    source, *, max_side: int | None = None, name: str = "the image", work_side: int = WORK_SIDE
+    source,
+    *,
+    max_side: int | None = None,
+    name: str = "the image",
+    work_side: int = WORK_SIDE,
+    notes: list | None = None,
+    size: list | None = None,
 ) -> np.ndarray:
     """Decode an image to grey, upright, at most ``work_side`` pixels a side.
 
-    Returns a float32 array of shape ``(h, w)`` with values 0-255.
+    Returns a float32 array of shape ``(h, w)`` with values 0-255. What the
+    reading leaves out (an animated image's later frames) is appended to
+    ``notes`` as a sentence, the stored ``(width, height)`` to ``size``. Raises :class:`~digitnet.errors.DataError` for
+    a file that is not an image, damaged, too large, smaller than
+    ``MIN_SIDE`` pixels a side or more than ``MAX_ASPECT`` times longer than wide.
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
         source = io.BytesIO(source)
@@ -122,6 +156,21 @@ def load_image(
                         f"{name} is {w}x{h} pixels ({w * h / 1e6:.0f} megapixels); images up to "
                         f"{MAX_PIXELS // 1_000_000} megapixels are read: scale it down first"
                     )
+                if min(w, h) < MIN_SIDE:
+                    raise DataError(
+                        f"{name} is {w}x{h} pixels: too small to hold a digit "
+                        f"(images of at least {MIN_SIDE} pixels a side are read)"
+                    )
+                if max(w, h) > MAX_ASPECT * min(w, h):
+                    raise DataError(
+                        f"{name} is {w}x{h} pixels: a strip too thin to hold a digit (images up to "
+                        f"{MAX_ASPECT} times longer than wide are read): crop it around the digits"
+                    )
+                if size is not None:
+                    size.extend((w, h))
+                frames = getattr(im, "n_frames", 1)
+                if frames > 1 and notes is not None:
+                    notes.append(f"{name} has {frames} frames: the first was read")
                 turn = _EXIF_TURNS.get(im.getexif().get(0x0112))
                 im.draft(
                     "RGB" if im.mode not in ("L", "1") else "L", (work_side, work_side)
@@ -185,136 +234,184 @@ def _grey(im: Image.Image) -> Image.Image:
 
 
 def to_ink(grey: np.ndarray, *, name: str = "the image") -> tuple[np.ndarray, bool]:
-    """Light ink on a black background, 0-1, with the background and noise removed.
+    """Light ink on a black background, 0-1, with the background, noise and ruled lines removed.
 
     ``grey`` is ``(h, w)`` with values 0-255. Returns ``(ink, inverted)``,
     ``ink`` of the same shape (float32, 0 where there is no ink) and
     ``inverted`` True when the ink was darker than the background.
     Raises :class:`~digitnet.errors.DataError` if there is no ink.
+
+    The background is a grey opening (``scipy.ndimage``) of the lightly
+    smoothed image with a window wider than any stroke: it follows shadows
+    and uneven light, and needs only some paper in every window, so ink may
+    cover most of the frame. The noise comes from the differences of
+    neighbouring pixels, which are the noise's wherever both lie on paper or
+    both on ink, so it too holds however much of the frame is ink.
     """
     grey = np.asarray(grey, dtype=np.float32)
     if grey.ndim != 2 or min(grey.shape) < 1:
         raise DataError(f"{name}: expected a 2-D grey image, got shape {grey.shape}")
-    h, w = grey.shape
-    ring = max(1, round(0.03 * min(h, w)))
-    border = np.concatenate(
-        [grey[:ring].ravel(), grey[-ring:].ravel(), grey[:, :ring].ravel(), grey[:, -ring:].ravel()]
-    )
-    background = _percentiles(border, (50,))[0]
-    darkest, lightest = _percentiles(grey, (0.1, 99.9))
-    inverted = background - darkest > lightest - background
+    inverted = _ink_is_dark(grey)
     ink = 255.0 - grey if inverted else grey.copy()
-    field = _background_field(ink)
+    lo, hi = np.percentile(ink, (1, 99))
+    strong = ink > (lo + hi) / 2
+    if strong.mean() > FILLED and all(
+        edge.any() for edge in (strong[0], strong[-1], strong[:, 0], strong[:, -1])
+    ):
+        # Cropped tight around thick ink: there is no page for light to fall across, only the paper
+        # between strokes, which may be narrower than the ink; its level is the paper's.
+        field = np.full_like(ink, float(np.median(ink[~strong])))
+    else:
+        field = _background_field(ink)
     ink -= field
-    # The noise, from the lower quantiles of what is left (background, unless most of the image is ink):
-    # for Gaussian noise of deviation s, the 25th percentile lies 0.97 s above the 5th.
-    p5, p25 = _percentiles(ink[::2, ::2], (5, 25))  # every fourth pixel is plenty for the bulk
-    noise = max(0.0, p25 - p5) / 0.97
+    noise = _noise(ink)
     # Paper reflects the light that falls on it: where the paper is dimmer, so is the ink's contrast.
     # Dividing by the paper's brightness (255 - field) undoes the uneven light; it scales the noise too.
-    gain = 255.0 / np.maximum(255.0 - field, 16.0) if inverted else np.ones(1, np.float32)
-    ink *= gain
-    level = _percentiles(ink, (99.9,))[0]
-    if level < MIN_CONTRAST or level < MIN_SNR * noise * float(gain.mean()):
+    if inverted:
+        gain = 255.0 / np.maximum(255.0 - field, 16.0)
+        ink *= gain
+        noise *= float(np.median(gain))
+    smooth = ndimage.gaussian_filter(ink, SMOOTH) if min(ink.shape) > 4 else ink
+    level = float(np.percentile(smooth, 99.9))
+    floor = max(MIN_CONTRAST, MIN_SNR * SMOOTH_NOISE * noise)
+    if level < floor:
+        found = f"the strongest marks differ from the background by {max(level, 0):.0f} of 255"
         raise DataError(
-            f"{name} looks blank: no digit stands out from the background "
-            f"(contrast {max(level, 0):.0f} of 255)"
+            f"{name} looks blank: no ink stands out from the background ({found}; ink needs at least "
+            f"{floor:.0f} here, {MIN_CONTRAST} on clean paper): photograph it closer or with more contrast"
         )
-    cut = np.maximum(FAINT * level, 4.0 * noise * gain)
-    ink = np.where(ink > cut, np.minimum(ink / level, 1.0), 0.0)
-    ink *= _keep_mask(ink > 0)
+    mask = (smooth > max(FAINT * level, 4.0 * SMOOTH_NOISE * noise)) & (ink > 0)
+    mask = _remove_rules(mask)
+    mask = _drop_specks(mask, smooth)
+    top = max(float(np.percentile(ink[mask], 99)) if mask.any() else level, 1e-6)
+    ink = np.where(mask, np.clip(ink / top, 0.0, 1.0), 0.0).astype(np.float32)
     if not ink.any():
-        raise DataError(f"{name} looks blank: no digit stands out from the background")
-    return ink.astype(np.float32), bool(inverted)
+        raise DataError(
+            f"{name} looks blank: the only marks are ruled lines or specks, no digit: "
+            "photograph the digit itself, closer"
+        )
+    return ink, bool(inverted)
 
 
-def _percentiles(a: np.ndarray, qs) -> list[float]:
-    """The ``qs`` percentiles of ``a`` (any shape), each the nearest value (no interpolation).
+def _ink_is_dark(grey: np.ndarray) -> bool:
+    """Whether the ink is darker than the paper, from ``grey`` ``(h, w)`` 0-255.
 
-    A high percentile is looked for among the values above the mean, a low
-    one among those below: a fraction of the image, so much faster.
+    Split at the middle grey level, the paper is the side most of the border
+    lies on, when most of it lies on one side (a digit on a page, or cropped
+    with a margin). A tight crop of thick strokes has ink along much of its
+    border: then the ink is the side in fewer connected parts (the paper
+    falls into corners and holes, the ink holds together), and if that ties,
+    the side with fewer pixels.
     """
-    flat = a.ravel()
-    n = flat.size
-    mean = flat.mean()
-    out = []
-    for q in qs:
-        k = min(n - 1, max(0, int(round(q / 100 * (n - 1)))))
-        part = flat[flat >= mean] if q >= 50 else flat[flat <= mean]
-        j = k - (n - part.size) if q >= 50 else k  # k's place among those values, sorted
-        if not 0 <= j < part.size:
-            part, j = flat, k
-        out.append(float(np.partition(part, j)[j]))
+    h, w = grey.shape
+    lo, hi = np.percentile(grey, (1, 99))
+    dark = grey < (lo + hi) / 2
+    ring = max(1, round(0.03 * min(h, w)))
+    border = np.concatenate(
+        [dark[:ring].ravel(), dark[-ring:].ravel(), dark[:, :ring].ravel(), dark[:, -ring:].ravel()]
+    )
+    on_dark = float(border.mean())
+    if on_dark <= 1 - CLEAR_BORDER or on_dark >= CLEAR_BORDER:
+        return on_dark < 0.5
+    least = 0.01 * dark.size
+    parts = []
+    for side in (dark, ~dark):
+        labels, n = ndimage.label(side, structure=EIGHT)
+        parts.append(int((np.bincount(labels.ravel(), minlength=n + 1)[1:] >= least).sum()))
+    if parts[0] != parts[1]:
+        return parts[0] < parts[1]
+    return bool(dark.mean() < 0.5)
+
+
+def _background_field(ink: np.ndarray) -> np.ndarray:
+    """A smooth estimate of the background level under ``ink`` (light ink on dark), shape ``ink.shape``.
+
+    A grey opening (the largest of the local minima) of the image shrunk to
+    at most ``FIELD_SIDE`` pixels a side by block means, with a window of
+    ``FIELD_WINDOW`` of its longer side, smoothed and enlarged back. Ink
+    narrower than the window is not background; the local minima lie a
+    little under the paper's mean, which the noise of the shrunk image says
+    how far.
+    """
+    h, w = ink.shape
+    f = max(1, -(-max(h, w) // FIELD_SIDE))
+    hs, ws = h // f, w // f
+    if min(hs, ws) < 3:
+        return np.full_like(ink, float(np.percentile(ink, 10)))
+    small = ink[: hs * f, : ws * f].reshape(hs, f, ws, f).mean(axis=(1, 3))
+    window = max(3, round(FIELD_WINDOW * max(hs, ws)))
+    # Beyond the edges, light keeps changing as it did (the odd reflection) unless that would make
+    # paper darker than the ink beside the edge (then the even one): an opening reaching out finds
+    # neither a false minimum where the light falls off nor one mirrored from the ink.
+    ext = np.maximum(
+        np.pad(small, window, mode="reflect", reflect_type="odd"), np.pad(small, window, mode="reflect")
+    )
+    opened = ndimage.grey_opening(ext, size=(window, window))
+    opened = ndimage.uniform_filter(opened, size=3)[window:-window, window:-window]
+    # The opening follows the minima: lift it to the paper's middle, from the pixels close to it.
+    lift = small - opened
+    paper = lift[lift <= np.percentile(lift, 30)]
+    opened += float(np.median(paper)) if paper.size else 0.0
+    if f == 1 and (hs, ws) == (h, w):
+        return opened.astype(np.float32)
+    field = ndimage.zoom(opened, (h / hs, w / ws), order=1, mode="nearest", grid_mode=True)
+    return field[:h, :w].astype(np.float32)
+
+
+def _noise(ink: np.ndarray) -> float:
+    """The deviation of the pixel noise in ``ink`` ``(h, w)``: the median absolute difference of
+    horizontal neighbours over 0.954 (its value for Gaussian noise), robust to how much is ink."""
+    if ink.shape[1] < 2:
+        return 0.0
+    return float(np.median(np.abs(np.diff(ink[::2], axis=1)))) / 0.954
+
+
+def _remove_rules(mask: np.ndarray) -> np.ndarray:
+    """``mask`` ``(h, w)`` bool without the lines of ruled or squared paper, mending the ink they crossed.
+
+    A rule is a thin straight run of ink across at least ``RULE_SPAN`` of the
+    frame, found by a binary opening with a line that long; rules are
+    removed only where there are at least two parallel ones (a 7's bar or a
+    1's stem is a single line), and thin ones (a marker's stroke is thicker).
+    Where a digit's stroke crossed a rule, a closing across the gap puts it back.
+    """
+    h, w = mask.shape
+    out = mask
+    for axis, length, across in ((1, w, h), (0, h, w)):
+        if length < 16:
+            continue
+        shape = (1, round(RULE_SPAN * length)) if axis == 1 else (round(RULE_SPAN * length), 1)
+        lines = ndimage.binary_opening(mask, structure=np.ones(shape, bool))
+        if not lines.any():
+            continue
+        rows = lines.any(axis=axis)
+        runs, n = ndimage.label(rows)
+        thin = max(2, round(RULE_THICKNESS * across))
+        sizes = np.bincount(runs, minlength=n + 1)[1:]
+        keep = np.flatnonzero(sizes <= thin) + 1
+        if len(keep) < 2:
+            continue
+        rule_rows = np.isin(runs, keep)
+        rules = lines & (rule_rows[None, :] if axis == 0 else rule_rows[:, None])
+        gap = int(sizes[keep - 1].max()) + 2
+        bridge = np.ones((gap, 1) if axis == 1 else (1, gap), bool)
+        rest = out & ~rules
+        out = rest | (ndimage.binary_closing(rest, structure=bridge) & rules)
     return out
 
 
-def _background_field(ink: np.ndarray, grid: int = 8) -> np.ndarray:
-    """A smooth estimate of the background level under ``ink`` (light ink on dark), shape ``ink.shape``.
-
-    The 20th percentile of each cell of a ``grid`` x ``grid`` split (the
-    background, unless a cell is mostly ink) fitted by a quadratic surface
-    in x and y (light falling off across a page or towards its corners);
-    cells far above the first fit (ink) are left out of the second. Small
-    images get one level.
-    """
-    h, w = ink.shape
-    if min(h, w) < 64:
-        return np.full_like(ink, np.percentile(ink, 20))
-    th, tw = h // grid, w // grid
-    tiles = ink[: th * grid, : tw * grid].reshape(grid, th, grid, tw)[
-        :, ::2, :, ::2
-    ]  # a quarter of each cell
-    tiles = tiles.transpose(0, 2, 1, 3).reshape(grid * grid, -1)
-    k = tiles.shape[1] // 5
-    cells = np.partition(tiles, k, axis=1)[:, k].astype(np.float64)  # each cell's 20th percentile
-    centres = (np.arange(grid) + 0.5) / grid * 2 - 1  # cell centres in [-1, 1]
-    cy, cx = np.repeat(centres, grid), np.tile(centres, grid)
-    design = np.stack([np.ones_like(cx), cx, cy, cx * cx, cx * cy, cy * cy], axis=1)
-    keep = np.ones(len(cells), bool)
-    for _ in range(2):
-        coef = np.linalg.lstsq(design[keep], cells[keep], rcond=None)[0]
-        resid = cells - design @ coef
-        spread = 1.4826 * np.median(np.abs(resid[keep] - np.median(resid[keep])))
-        keep = resid <= np.median(resid[keep]) + 3 * spread + 1.0
-    x = ((np.arange(w) + 0.5) / w * 2 - 1)[None, :].astype(np.float32)
-    y = ((np.arange(h) + 0.5) / h * 2 - 1)[:, None].astype(np.float32)
-    c = coef.astype(np.float32)
-    return (c[0] + c[1] * x + c[3] * x * x) + (c[2] * y + c[5] * y * y) + y * (c[4] * x)
-
-
-def _keep_mask(mask: np.ndarray, side: int = 64) -> np.ndarray:
-    """``mask`` less its small specks: connected parts under ``SPECK`` of the largest part's area.
-
-    Parts are found on a copy shrunk to at most ``side`` pixels (a pixel is
-    set if any pixel it covers is), by spreading labels to 8-neighbours.
-    """
-    h, w = mask.shape
-    f = max(1, -(-max(h, w) // side))
-    hp, wp = -(-h // f) * f, -(-w // f) * f
-    small = np.zeros((hp, wp), bool)
-    small[:h, :w] = mask
-    small = small.reshape(hp // f, f, wp).any(axis=1).reshape(hp // f, wp // f, f).any(axis=2)
-    labels = np.where(small, np.arange(1, small.size + 1).reshape(small.shape), 0)
-    while True:
-        spread = labels.copy()  # the largest label among the 8 neighbours and itself
-        np.maximum(spread[1:], labels[:-1], out=spread[1:])
-        np.maximum(spread[:-1], labels[1:], out=spread[:-1])
-        rows = spread.copy()
-        np.maximum(spread[:, 1:], rows[:, :-1], out=spread[:, 1:])
-        np.maximum(spread[:, :-1], rows[:, 1:], out=spread[:, :-1])
-        spread *= small
-        spread = spread.ravel()[np.maximum(spread - 1, 0)] * small  # jump: take the label's own label
-        if np.array_equal(spread, labels):
-            break
-        labels = spread
-    ids, counts = np.unique(labels[labels > 0], return_counts=True)
-    if len(ids) <= 1:
+def _drop_specks(mask: np.ndarray, ink: np.ndarray) -> np.ndarray:
+    """``mask`` less its specks and smudges: 8-connected parts under ``SPECK`` of the largest part's
+    area, or whose strongest ink ``ink`` ``(h, w)`` is under ``SMUDGE`` of the strongest part's."""
+    labels, n = ndimage.label(mask, structure=EIGHT)
+    if n <= 1:
         return mask
-    # Area in the full image counts, not in the shrunk one: weigh each shrunk pixel by the ink it covers.
-    full = np.repeat(np.repeat(labels, f, axis=0), f, axis=1)[:h, :w]
-    areas = np.bincount(full[mask], minlength=labels.max() + 1)[ids]
-    keep = ids[areas >= SPECK * areas.max()]
-    return mask & np.isin(full, keep)
+    index = np.arange(1, n + 1)
+    areas = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    peaks = ndimage.maximum(ink, labels, index)
+    keep = np.zeros(n + 1, bool)
+    keep[1:] = (areas >= SPECK * areas.max()) & (peaks >= SMUDGE * peaks.max())
+    return keep[labels]
 
 
 def to_mnist(grey: np.ndarray, *, name: str = "the image") -> Prepared:
@@ -322,12 +419,22 @@ def to_mnist(grey: np.ndarray, *, name: str = "the image") -> Prepared:
     ink, inverted = to_ink(grey, name=name)
     rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
     top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    crop = ink[top:bottom, left:right]
+    pixels = centre(ink[top:bottom, left:right])
+    return Prepared(
+        pixels, np.asarray(grey, np.float32), inverted, (int(top), int(left), int(bottom), int(right))
+    )
+
+
+def centre(crop: np.ndarray) -> np.ndarray:
+    """Ink cropped to its box, ``(h, w)`` float 0-1 (light on black) -> MNIST's ``(28, 28)`` uint8 frame.
+
+    The longer side becomes 20 pixels, aspect ratio kept; the centre of mass
+    lands on (14, 14), rounded to whole pixels as MNIST did, in one
+    anti-aliased resampling; the brightest pixel becomes 255.
+    """
     scale = BOX / max(crop.shape)  # output pixels per input pixel
-    mass = crop.sum()
     # Centre of mass in continuous coordinates (pixel i spans [i, i + 1)).
-    cy = float((crop.sum(axis=1) * (np.arange(crop.shape[0]) + 0.5)).sum() / mass)
-    cx = float((crop.sum(axis=0) * (np.arange(crop.shape[1]) + 0.5)).sum() / mass)
+    cy, cx = (float(c) + 0.5 for c in ndimage.center_of_mass(crop))
     span = FRAME / scale  # the frame's side in input pixels
     # Where the box's top-left corner lands in the frame: the centre of mass at the frame's centre,
     # rounded to whole pixels as MNIST did, so the box's edges stay sharp.
@@ -337,17 +444,170 @@ def to_mnist(grey: np.ndarray, *, name: str = "the image") -> Prepared:
     before_y, before_x = max(0, int(np.ceil(-y0)) + 1), max(0, int(np.ceil(-x0)) + 1)
     after_y = max(0, int(np.ceil(y0 + span - crop.shape[0])) + 1)
     after_x = max(0, int(np.ceil(x0 + span - crop.shape[1])) + 1)
-    padded = np.pad(crop, ((before_y, after_y), (before_x, after_x)))
+    padded = np.pad(np.asarray(crop, np.float32), ((before_y, after_y), (before_x, after_x)))
     box = (x0 + before_x, y0 + before_y, x0 + before_x + span, y0 + before_y + span)
     # Shrinking averages the input pixels each output pixel covers (anti-aliasing); enlarging interpolates.
     smooth = Image.Resampling.BOX if scale < 1 else Image.Resampling.BILINEAR
     out = Image.fromarray(padded, "F").resize((FRAME, FRAME), smooth, box=box)
     out = np.clip(np.asarray(out, dtype=np.float32), 0, None)
     out *= 255.0 / max(float(out.max()), 1e-6)
-    pixels = np.round(out).astype(np.uint8)
-    return Prepared(
-        pixels, np.asarray(grey, np.float32), inverted, (int(top), int(left), int(bottom), int(right))
-    )
+    return np.round(out).astype(np.uint8)
+
+
+@dataclass
+class Digit:
+    """One digit of a number: ``pixels`` the ``(28, 28)`` uint8 image the network sees, ``box`` its
+    ink's ``(top, left, bottom, right)`` in the working image's coordinates (bottom, right exclusive)."""
+
+    pixels: np.ndarray
+    box: tuple
+
+
+@dataclass
+class PreparedNumber:
+    """One image after :func:`prepare_number`: its digits, left to right.
+
+    ``grey`` is the ``(h, w)`` float32 input at working size (0-255, for
+    previews); ``inverted`` says the ink was darker than the background;
+    ``scale`` is the input's pixels per working pixel (boxes times ``scale``
+    are in the input's own pixels); ``notes`` as in :class:`Prepared`.
+    """
+
+    digits: list
+    grey: np.ndarray
+    inverted: bool
+    scale: float = 1.0
+    notes: list = field(default_factory=list)
+
+    def boxes(self) -> list[dict]:
+        """Each digit's box in the input's own pixels: ``{"x", "y", "width", "height"}``, left to right."""
+        k = self.scale
+        return [
+            {
+                "x": round(left * k),
+                "y": round(top * k),
+                "width": max(1, round((right - left) * k)),
+                "height": max(1, round((bottom - top) * k)),
+            }
+            for top, left, bottom, right in (d.box for d in self.digits)
+        ]
+
+
+def prepare_number(source, *, max_side: int | None = None, name: str | None = None) -> PreparedNumber:
+    """Read an image file holding a number (path, bytes or binary file object) and find its digits.
+
+    The image is read at up to ``NUMBER_SIDE`` pixels a side (each digit of a
+    long number keeps enough pixels), its ink found by :func:`to_ink` and cut
+    into digits by :func:`segment`, each brought to MNIST's form by :func:`centre`.
+    Raises :class:`~digitnet.errors.DataError` as :func:`prepare` does.
+    """
+    name = name or (str(source) if isinstance(source, (str, Path)) else "the image")
+    notes: list = []
+    size: list = []
+    grey = load_image(source, max_side=max_side, name=name, work_side=NUMBER_SIDE, notes=notes, size=size)
+    ink, inverted = to_ink(grey, name=name)
+    digits = [Digit(centre(crop), box) for box, crop in segment(ink)]
+    scale = max(size) / max(grey.shape) if size else 1.0
+    return PreparedNumber(digits, np.asarray(grey, np.float32), inverted, scale, notes)
+
+
+def segment(ink: np.ndarray) -> list[tuple[tuple, np.ndarray]]:
+    """Cut the ink of a number into its digits, left to right.
+
+    ``ink`` is ``(h, w)`` float 0-1 as :func:`to_ink` gives. Returns
+    ``[(box, crop)]``: each digit's ``(top, left, bottom, right)`` and its ink
+    cropped to that box (only that digit's own ink, ``(bottom - top, right - left)``).
+
+    Connected parts (``scipy.ndimage.label``) that overlap across most of the
+    narrower one's width are one digit (a 5's flag, a broken 4, a 7's bar);
+    what is under ``MARK_HEIGHT`` of the tallest digit's height is a dot, a
+    dash or a speck and is left out; a part wider than ``SPLIT_ASPECT`` times
+    its height is several touching digits, split where the ink's column sums
+    are least near where the digits' widths say the joins are.
+    """
+    labels, n = ndimage.label(ink > 0, structure=EIGHT)
+    if n == 0:
+        return []
+    slices = ndimage.find_objects(labels)
+    boxes = [[s[0].start, s[1].start, s[0].stop, s[1].stop] for s in slices]
+    members = [[k + 1] for k in range(n)]
+    # Join the pieces of a digit: overlapping columns, much of the narrower's width.
+    joined = True
+    while joined and len(boxes) > 1:
+        joined = False
+        order = sorted(range(len(boxes)), key=lambda k: boxes[k][1])
+        for a, b in itertools.pairwise(order):
+            (t1, l1, b1, r1), (t2, l2, b2, r2) = boxes[a], boxes[b]
+            overlap = min(r1, r2) - max(l1, l2)
+            narrow = min(r1 - l1, r2 - l2)
+            short = min(b1 - t1, b2 - t2) < PIECE_HEIGHT * max(b1 - t1, b2 - t2)
+            if overlap >= (PIECE_OVERLAP if short else DIGIT_OVERLAP) * narrow:
+                boxes[a] = [min(t1, t2), min(l1, l2), max(b1, b2), max(r1, r2)]
+                members[a] += members[b]
+                del boxes[b], members[b]
+                joined = True
+                break
+    tallest = max(b - t for t, _, b, _ in boxes)
+    groups = [
+        (box, m) for box, m in zip(boxes, members, strict=True) if box[2] - box[0] >= MARK_HEIGHT * tallest
+    ]
+    widths = [r - left for (_, left, _, r), _ in groups]
+    narrow = [w for w, ((t, _, b, _), _) in zip(widths, groups, strict=True) if w <= SPLIT_ASPECT * (b - t)]
+    out = []
+    for (top, left, bottom, right), m in sorted(groups, key=lambda g: g[0][1]):
+        own = np.where(np.isin(labels[top:bottom, left:right], m), ink[top:bottom, left:right], 0.0)
+        h, w = bottom - top, right - left
+        if w <= SPLIT_ASPECT * h:
+            out.append(((top, left, bottom, right), own))
+            continue
+        unit = float(np.clip(np.median(narrow), 0.5 * h, 0.9 * h)) if narrow else 0.7 * h
+        k = max(2, round(w / unit))
+        columns = ndimage.uniform_filter1d(own.sum(axis=0), size=3)
+        cuts = [0]
+        for i in range(1, k):
+            centre_x, reach = i * w / k, 0.35 * w / k
+            lo, hi = max(cuts[-1] + 1, int(centre_x - reach)), min(w - 1, int(centre_x + reach) + 1)
+            cuts.append(lo + int(np.argmin(columns[lo:hi])) if hi > lo else round(centre_x))
+        cuts.append(w)
+        for c0, c1 in itertools.pairwise(cuts):
+            piece = own[:, c0:c1]
+            rows = np.flatnonzero(piece.any(axis=1))
+            if rows.size == 0:
+                continue
+            cols = np.flatnonzero(piece.any(axis=0))
+            box = (top + rows[0], left + c0 + cols[0], top + rows[-1] + 1, left + c0 + cols[-1] + 1)
+            crop = piece[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+            out.append((tuple(int(v) for v in box), crop))
+    return out
+
+
+def number_preview(
+    number: PreparedNumber, readings: list[str] | None = None, height: int = 280
+) -> Image.Image:
+    """An RGB picture of a number: the input with each digit's box (red) and reading, and below it the
+    28 x 28 images the network saw, in order, each under its reading. ``readings`` is one string a digit."""
+    readings = readings or ["?"] * len(number.digits)
+    grey = Image.fromarray(np.clip(number.grey, 0, 255).astype(np.uint8), "L").convert("RGB")
+    k = height / grey.height
+    top_part = grey.resize((max(1, round(grey.width * k)), height), Image.Resampling.BILINEAR)
+    font = ImageFont.load_default(size=max(12, height // 10))
+    draw = ImageDraw.Draw(top_part)
+    for digit, text in zip(number.digits, readings, strict=True):
+        t, left, b, r = (v * k for v in digit.box)
+        draw.rectangle([left, t, r - 1, b - 1], outline=(220, 40, 40), width=2)
+        draw.text((left + 2, max(0, t - height // 10 - 4)), text, fill=(220, 40, 40), font=font)
+    side = 112
+    gap = 8
+    width = max(top_part.width, len(number.digits) * (side + gap) + gap)
+    canvas = Image.new("RGB", (width, height + side + height // 10 + 3 * gap), (128, 128, 128))
+    canvas.paste(top_part, (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    for i, (digit, text) in enumerate(zip(number.digits, readings, strict=True)):
+        x = gap + i * (side + gap)
+        draw.text((x + side // 2 - 6, height + gap), text, fill=(255, 255, 255), font=font)
+        seen = Image.fromarray(digit.pixels, "L").resize((side, side), Image.Resampling.NEAREST)
+        canvas.paste(seen.convert("RGB"), (x, height + height // 10 + 2 * gap))
+    return canvas
 
 
 def side_by_side(prepared: Prepared, height: int = 280) -> Image.Image:

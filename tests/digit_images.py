@@ -446,3 +446,73 @@ def corpus(per_digit: int = 4, seed: int = 11, groups=None) -> dict[str, list[tu
         rng = np.random.default_rng([seed, gi])
         out[group] = [(d, _group_image(group, d, k + d, rng)) for d in range(10) for k in range(per_digit)]
     return out
+
+
+NUMBER_STYLES = ("dark on light", "light on dark", "ruled paper", "phone photo", "JPEG")
+
+
+def number_ink(digits: str, rng: np.random.Generator, touching: bool = False) -> np.ndarray:
+    """The digits of ``digits`` written side by side: coverage ``(h, w)`` 0-1, with a margin.
+
+    Each digit is one of the fonts or pens (cycling), at 80-120% of a common
+    height and a baseline up to 10% off; the gaps are 5-35% of the height, or
+    with ``touching`` the neighbours overlap by up to 4% so their strokes meet.
+    """
+    base = int(rng.integers(50, 110))
+    inks = []
+    for i, d in enumerate(digits):
+        ink = ink_of(int(d), int(rng.integers(0, 100)) + i, rng)
+        height = max(8, round(base * rng.uniform(0.8, 1.2)))
+        k = height / ink.size[1]
+        inks.append(ink.resize((max(2, round(ink.size[0] * k)), height), Image.Resampling.LANCZOS))
+    margin = base // 2
+    gaps = rng.uniform(-0.04, 0.0, len(inks)) if touching else rng.uniform(0.05, 0.35, len(inks))
+    width = sum(im.size[0] for im in inks) + int(sum(gaps[:-1]) * base) + 2 * margin
+    canvas = np.zeros((int(base * 1.5) + 2 * margin, max(width, 2 * margin + 1)), np.float32)
+    x = margin
+    for im, gap in zip(inks, gaps, strict=True):
+        y = margin + int(base * 1.2) - im.size[1] + int(rng.normal(0, 0.05) * base)
+        y = min(max(0, y), canvas.shape[0] - im.size[1])
+        a = np.asarray(im, np.float32) / 255
+        w = min(a.shape[1], canvas.shape[1] - x)
+        canvas[y : y + a.shape[0], x : x + w] = np.maximum(canvas[y : y + a.shape[0], x : x + w], a[:, :w])
+        x += im.size[0] + int(gap * base)
+    return canvas
+
+
+def number_image(digits: str, style: str, rng: np.random.Generator, touching: bool = False) -> Image.Image:
+    """``digits`` written as a number (see :func:`number_ink`) in one of ``NUMBER_STYLES``."""
+    a = number_ink(digits, rng, touching)
+    if style == "dark on light":
+        return polarity(a, True)
+    if style == "light on dark":
+        return polarity(a, False)
+    if style == "JPEG":
+        return jpeg(polarity(a, True, paper=225.0), int(rng.integers(25, 50)))
+    if style == "ruled paper":
+        lines = ruled(a, rng, squared=False)
+        page = np.asarray(compose(lines, (245, 245, 238), (150, 180, 230)), np.float32)
+        out = page + (np.array([25, 25, 60.0]) - page) * a[..., None]
+        return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8), "RGB")
+    if style == "phone photo":
+        h, w = a.shape
+        yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+        light = 1.0 - rng.uniform(0.1, 0.3) * (xx + yy) / 2
+        paper, pen = rng.uniform([190, 180, 160], [245, 240, 230]), rng.uniform([10, 10, 40], [70, 70, 140])
+        rgb = (paper + (pen - paper) * a[..., None]) * light[..., None] + rng.normal(0, 5, (h, w, 1))
+        return jpeg(Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), "RGB"), int(rng.integers(60, 90)))
+    raise ValueError(style)
+
+
+def number_set(n: int = 100, seed: int = 12) -> list[tuple[str, str, Image.Image]]:
+    """``n`` numbers of 2-8 digits: ``(digits, description, image)``, cycling through the styles,
+    one in five with touching digits, seeded."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        digits = "".join(str(int(d)) for d in rng.integers(0, 10, int(rng.integers(2, 9))))
+        style = NUMBER_STYLES[i % len(NUMBER_STYLES)]
+        touching = i % 5 == 4
+        image = number_image(digits, style, rng, touching)
+        out.append((digits, style + (", touching" if touching else ""), image))
+    return out

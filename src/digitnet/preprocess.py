@@ -74,7 +74,15 @@ PIECE_OVERLAP = 0.5  # a short part overlapping this much of the narrower's widt
 PIECE_HEIGHT = 0.6  # (short: under this fraction of the other's height)
 DIGIT_OVERLAP = 0.8  # two tall parts are one digit only if they overlap this much
 MARK_HEIGHT = 0.4  # parts under this fraction of the tallest digit's height are dots, dashes or specks
-SPLIT_ASPECT = 1.05  # a part wider than this many times its height is touching digits
+SPLIT_ASPECT = 1.05  # a part wider than this many times its height is touching digits ...
+MAYBE_SPLIT = 0.75  # ... and, with a reader to ask, one wider than this may be ...
+WIDEST = 1.6  # ... and one wider than this is
+FAIR_SHARE = 0.35  # each digit cut out holds at least this much of an equal share of the ink
+DIGIT_ASPECT = 0.6  # a digit's usual width over its height, for guessing how many touch
+NARROWEST = 0.2  # no digit cut from touching ones is narrower than this times their height
+SPLIT_COST = 0.3  # each digit more or fewer than the widths suggest costs this much mean log-probability ...
+SPLIT_DOUBT = 0.3  # ... and each cut of a part not wider than tall this much more (and only through a join)
+NECK = 1.5  # of at most this many stroke widths of ink
 
 # The raster formats read. Others are refused unopened: EPS, say, would have Pillow run Ghostscript.
 FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM", "TGA")  # JPEG covers phones' MPO
@@ -493,7 +501,9 @@ class PreparedNumber:
         ]
 
 
-def prepare_number(source, *, max_side: int | None = None, name: str | None = None) -> PreparedNumber:
+def prepare_number(
+    source, *, max_side: int | None = None, name: str | None = None, reader=None
+) -> PreparedNumber:
     """Read an image file holding a number (path, bytes or binary file object) and find its digits.
 
     The image is read at up to ``NUMBER_SIDE`` pixels a side (each digit of a
@@ -506,12 +516,12 @@ def prepare_number(source, *, max_side: int | None = None, name: str | None = No
     size: list = []
     grey = load_image(source, max_side=max_side, name=name, work_side=NUMBER_SIDE, notes=notes, size=size)
     ink, inverted = to_ink(grey, name=name)
-    digits = [Digit(centre(crop), box) for box, crop in segment(ink)]
+    digits = [Digit(centre(crop), box) for box, crop in segment(ink, reader)]
     scale = max(size) / max(grey.shape) if size else 1.0
     return PreparedNumber(digits, np.asarray(grey, np.float32), inverted, scale, notes)
 
 
-def segment(ink: np.ndarray) -> list[tuple[tuple, np.ndarray]]:
+def segment(ink: np.ndarray, reader=None) -> list[tuple[tuple, np.ndarray]]:
     """Cut the ink of a number into its digits, left to right.
 
     ``ink`` is ``(h, w)`` float 0-1 as :func:`to_ink` gives. Returns
@@ -524,6 +534,15 @@ def segment(ink: np.ndarray) -> list[tuple[tuple, np.ndarray]]:
     dash or a speck and is left out; a part wider than ``SPLIT_ASPECT`` times
     its height is several touching digits, split where the ink's column sums
     are least near where the digits' widths say the joins are.
+
+    ``reader``, if given, takes ``(n, 28, 28)`` uint8 digits and returns
+    ``(n, 10)`` probabilities (a model's): a part wider than ``MAYBE_SPLIT``
+    times its height is then cut into the number of digits (one, or up to one
+    more than the widths' guess) that the reader is surest of: the mean
+    log-probability of its readings, less ``SPLIT_COST`` for each digit more
+    or fewer than the widths suggest (and ``SPLIT_DOUBT`` a cut, through a
+    narrow join only, for a part not wider than ``SPLIT_ASPECT`` times its
+    height); every digit cut out must hold a fair share of the ink.
     """
     labels, n = ndimage.label(ink > 0, structure=EIGHT)
     if n == 0:
@@ -551,33 +570,77 @@ def segment(ink: np.ndarray) -> list[tuple[tuple, np.ndarray]]:
     groups = [
         (box, m) for box, m in zip(boxes, members, strict=True) if box[2] - box[0] >= MARK_HEIGHT * tallest
     ]
-    widths = [r - left for (_, left, _, r), _ in groups]
-    narrow = [w for w, ((t, _, b, _), _) in zip(widths, groups, strict=True) if w <= SPLIT_ASPECT * (b - t)]
+    heights = sorted(b - t for (t, _, b, _), _ in groups)
+    typical = heights[len(heights) // 2]
     out = []
     for (top, left, bottom, right), m in sorted(groups, key=lambda g: g[0][1]):
         own = np.where(np.isin(labels[top:bottom, left:right], m), ink[top:bottom, left:right], 0.0)
         h, w = bottom - top, right - left
-        if w <= SPLIT_ASPECT * h:
-            out.append(((top, left, bottom, right), own))
+        expected = w / (DIGIT_ASPECT * max(h, typical))
+        guess = max(1, round(expected))
+        wide = w > SPLIT_ASPECT * h
+        if reader is None or w <= MAYBE_SPLIT * h:
+            ks = [max(2, guess) if wide else 1]
+        else:  # one wide digit, or touching digits: how many?
+            ks = [k for k in range(1, max(2, guess) + 2) if w / k >= NARROWEST * h]
+            ks = [k for k in ks if (k > 1 or w <= WIDEST * h) and (wide or k == 1 or _necks(own, k))]
+        options = [pieces for pieces in (_split(own, top, left, k) for k in ks) if _fair(pieces, own)]
+        if len(options) > 1:
+            scores = []
+            for pieces in options:
+                p = np.asarray(reader(np.stack([centre(crop) for _, crop in pieces])), np.float64)
+                cost = SPLIT_COST * abs(len(pieces) - expected) + (0 if wide else SPLIT_DOUBT) * (
+                    len(pieces) - 1
+                )
+                scores.append(float(np.log(np.maximum(p.max(axis=1), 1e-9)).mean()) - cost)
+            options = [options[int(np.argmax(scores))]]
+        out += options[0]
+    return out
+
+
+def _fair(pieces: list, own: np.ndarray) -> bool:
+    """Whether each of ``pieces`` (from :func:`_split`) holds at least ``FAIR_SHARE`` of an equal share
+    of the ink ``own`` (a digit cut from touching ones is a digit, not a stroke's end)."""
+    total = float((own > 0).sum())
+    return all((crop > 0).sum() >= FAIR_SHARE * total / len(pieces) for _, crop in pieces)
+
+
+def _necks(own: np.ndarray, k: int) -> bool:
+    """Whether the ``k`` - 1 cuts :func:`_split` would make through ``own`` ``(h, w)`` each cross at most
+    ``NECK`` stroke widths of ink (touching digits meet in a narrow join; an 8's middle is three strokes).
+    The stroke width is four times the mean distance of the ink to the paper (exact for a long stroke)."""
+    ink = own > 0
+    stroke = 4.0 * float(ndimage.distance_transform_edt(np.pad(ink, 1))[1:-1, 1:-1][ink].mean())
+    return all(ink[:, c].sum() <= NECK * stroke for c in _cuts(own, k)[1:-1])
+
+
+def _cuts(own: np.ndarray, k: int) -> list[int]:
+    """Where :func:`_split` cuts ``own`` ``(h, w)`` into ``k``: ``[0, ..., w]``, the column of least ink
+    (column sums smoothed over 3) within 35% of a digit's width of where equal widths would put each cut."""
+    w = own.shape[1]
+    columns = ndimage.uniform_filter1d(own.sum(axis=0), size=3)
+    cuts = [0]
+    for i in range(1, k):
+        centre_x, reach = i * w / k, 0.35 * w / k
+        lo, hi = max(cuts[-1] + 1, int(centre_x - reach)), min(w - 1, int(centre_x + reach) + 1)
+        cuts.append(lo + int(np.argmin(columns[lo:hi])) if hi > lo else round(centre_x))
+    return [*cuts, w]
+
+
+def _split(own: np.ndarray, top: int, left: int, k: int) -> list[tuple[tuple, np.ndarray]]:
+    """The ink ``own`` ``(h, w)`` of a part at ``(top, left)`` cut into ``k`` digits: ``[(box, crop)]``.
+
+    The cuts are :func:`_cuts`'.
+    """
+    out = []
+    for c0, c1 in itertools.pairwise(_cuts(own, k)):
+        piece = own[:, c0:c1]
+        rows = np.flatnonzero(piece.any(axis=1))
+        if rows.size == 0:
             continue
-        unit = float(np.clip(np.median(narrow), 0.5 * h, 0.9 * h)) if narrow else 0.7 * h
-        k = max(2, round(w / unit))
-        columns = ndimage.uniform_filter1d(own.sum(axis=0), size=3)
-        cuts = [0]
-        for i in range(1, k):
-            centre_x, reach = i * w / k, 0.35 * w / k
-            lo, hi = max(cuts[-1] + 1, int(centre_x - reach)), min(w - 1, int(centre_x + reach) + 1)
-            cuts.append(lo + int(np.argmin(columns[lo:hi])) if hi > lo else round(centre_x))
-        cuts.append(w)
-        for c0, c1 in itertools.pairwise(cuts):
-            piece = own[:, c0:c1]
-            rows = np.flatnonzero(piece.any(axis=1))
-            if rows.size == 0:
-                continue
-            cols = np.flatnonzero(piece.any(axis=0))
-            box = (top + rows[0], left + c0 + cols[0], top + rows[-1] + 1, left + c0 + cols[-1] + 1)
-            crop = piece[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-            out.append((tuple(int(v) for v in box), crop))
+        cols = np.flatnonzero(piece.any(axis=0))
+        box = (top + rows[0], left + c0 + cols[0], top + rows[-1] + 1, left + c0 + cols[-1] + 1)
+        out.append((tuple(int(v) for v in box), piece[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]))
     return out
 
 

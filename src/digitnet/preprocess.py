@@ -644,6 +644,29 @@ def _split(own: np.ndarray, top: int, left: int, k: int) -> list[tuple[tuple, np
     return out
 
 
+def read_number(number: PreparedNumber, probabilities: np.ndarray, class_names) -> dict:
+    """The JSON answer for a number: ``{"number", "digits": [{"box", "digit", "label", "probabilities",
+    "pixels"}]}``, ``probabilities`` ``(n_digits, n_classes)`` being the model's for ``number.digits``.
+
+    ``number`` is the digits read, left to right, as a string; each box is
+    ``{"x", "y", "width", "height"}`` in the input's own pixels; ``pixels``
+    the 784 values 0-255 of the 28 x 28 the network saw.
+    """
+    probabilities = np.asarray(probabilities, np.float64).reshape(len(number.digits), -1)
+    read = [int(k) for k in probabilities.argmax(axis=1)] if len(number.digits) else []
+    digits = [
+        {
+            "box": box,
+            "digit": k,
+            "label": class_names[k],
+            "probabilities": [float(v) for v in p],
+            "pixels": d.pixels.reshape(-1).astype(int).tolist(),
+        }
+        for d, box, k, p in zip(number.digits, number.boxes(), read, probabilities, strict=True)
+    ]
+    return {"number": "".join(str(k) for k in read), "digits": digits}
+
+
 def number_preview(
     number: PreparedNumber, readings: list[str] | None = None, height: int = 280
 ) -> Image.Image:
@@ -754,19 +777,22 @@ def preview_folder(folder) -> Path:
     return folder
 
 
-def save_preview(prepared: Prepared, folder, name: str) -> Path:
-    """Save :func:`side_by_side` of ``prepared`` as ``folder/<stem of name>.preview.png`` (atomically).
+def save_preview(prepared, folder, name: str, readings: list[str] | None = None) -> Path:
+    """Save :func:`side_by_side` of ``prepared`` as ``folder/<stem of name>.preview.png`` (atomically);
+    of a :class:`PreparedNumber`, :func:`number_preview` with its ``readings`` (one string a digit).
 
     ``test[7]`` becomes ``test-7.preview.png``. A file of that name already there is kept: the
     new one is numbered, ``<stem>-2.preview.png``, ``-3`` ... (up to 999, then the last is replaced).
 
     Parameters
     ----------
-    prepared : Prepared
+    prepared : Prepared or PreparedNumber
     folder : str or Path
         An existing folder (see :func:`preview_folder`).
     name : str
         The input's name, e.g. its file path.
+    readings : list of str, optional
+        For a number: what each digit was read as, drawn by its box.
 
     Returns
     -------
@@ -783,9 +809,12 @@ def save_preview(prepared: Prepared, folder, name: str) -> Path:
     path, k = folder / f"{stem}.preview.png", 2
     while path.exists() and k < 1000:  # two inputs of the same name: number the later ones
         path, k = folder / f"{stem}-{k}.preview.png", k + 1
+    picture = (
+        number_preview(prepared, readings) if isinstance(prepared, PreparedNumber) else side_by_side(prepared)
+    )
     try:
         with atomic_path(path) as tmp:
-            side_by_side(prepared).save(tmp, format="PNG")
+            picture.save(tmp, format="PNG")
     except OSError as exc:
         raise DataError(f"cannot write the preview {path}: {exc.strerror or exc}") from None
     return path

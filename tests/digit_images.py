@@ -360,10 +360,9 @@ def thick_ink(ink: Image.Image, cover: float) -> Image.Image:
     return out
 
 
-def _group_image(group: str, digit: int, k: int, rng: np.random.Generator) -> Image.Image:
-    """One image of ``digit`` for a corpus ``group`` (see CORPUS_GROUPS); the ``k``-th of its kind."""
+def _group_image(group: str, digit: int, k: int, ink: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """One image of ``digit`` written as ``ink`` for a corpus ``group`` (see CORPUS_GROUPS); the ``k``-th."""
     dark = k % 2 == 0
-    ink = ink_of(digit, k, rng)
     if group == "centred":
         return polarity(on_paper(ink, rng), dark)
     if group == "tight crops":
@@ -440,11 +439,19 @@ CORPUS_GROUPS = {
 
 def corpus(per_digit: int = 4, seed: int = 11, groups=None) -> dict[str, list[tuple[int, Image.Image]]]:
     """``{group: [(label, image)]}``: ``per_digit`` images of each digit 0-9 for each corpus group,
-    both polarities (alternating) where the group allows, seeded."""
+    both polarities (alternating) where the group allows, seeded. Every group shows the same written
+    digits (the same font or pen stroke, distorted alike), so groups compare pair by pair."""
+    inks = {
+        (d, k): ink_of(d, k + d, np.random.default_rng([seed, d, k]))
+        for d in range(10)
+        for k in range(per_digit)
+    }
     out = {}
     for gi, group in enumerate(groups or CORPUS_GROUPS):
-        rng = np.random.default_rng([seed, gi])
-        out[group] = [(d, _group_image(group, d, k + d, rng)) for d in range(10) for k in range(per_digit)]
+        rng = np.random.default_rng([seed, 100 + gi])
+        out[group] = [
+            (d, _group_image(group, d, k, inks[d, k], rng)) for d in range(10) for k in range(per_digit)
+        ]
     return out
 
 

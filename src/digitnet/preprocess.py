@@ -65,7 +65,7 @@ FIELD_SIDE = 96  # the background is estimated on the image shrunk to at most th
 FIELD_WINDOW = 0.4  # ... with an opening this fraction of its longer side wide
 RULE_SPAN = 0.6  # a ruled line crosses at least this fraction of the frame ...
 RULE_THICKNESS = 0.03  # ... and is at most this fraction of the frame thick
-FILLED = 0.25  # ink over this much of a frame whose four edges it touches: a tight crop, on one paper level
+POLARITY_WINDOW = 0.25  # the median that evens out the light, as a fraction of the image's longer side
 CLEAR_BORDER = 0.75  # the paper is the side of the middle grey that this much of the border lies on
 EIGHT = np.ones((3, 3), bool)  # 8-connectivity for ndimage.label
 # Numbers (prepare_number, segment):
@@ -262,13 +262,10 @@ def to_ink(grey: np.ndarray, *, name: str = "the image") -> tuple[np.ndarray, bo
     inverted = _ink_is_dark(grey)
     ink = 255.0 - grey if inverted else grey.copy()
     lo, hi = np.percentile(ink, (1, 99))
-    strong = ink > (lo + hi) / 2
-    if strong.mean() > FILLED and all(
-        edge.any() for edge in (strong[0], strong[-1], strong[:, 0], strong[:, -1])
-    ):
-        # Cropped tight around thick ink: there is no page for light to fall across, only the paper
+    if _touches_edges(ink > lo + 0.6 * (hi - lo)):
+        # Cropped tight around the ink: there is no page for light to fall across, only the paper
         # between strokes, which may be narrower than the ink; its level is the paper's.
-        field = np.full_like(ink, float(np.median(ink[~strong])))
+        field = np.full_like(ink, float(np.median(ink[ink < (lo + hi) / 2])))
     else:
         field = _background_field(ink)
     ink -= field
@@ -305,14 +302,27 @@ def _ink_is_dark(grey: np.ndarray) -> bool:
     """Whether the ink is darker than the paper, from ``grey`` ``(h, w)`` 0-255.
 
     Split at the middle grey level, the paper is the side most of the border
-    lies on, when most of it lies on one side (a digit on a page, or cropped
-    with a margin). A tight crop of thick strokes has ink along much of its
-    border: then the ink is the side in fewer connected parts (the paper
-    falls into corners and holes, the ink holds together), and if that ties,
-    the side with fewer pixels.
+    lies on. On a page, the light's unevenness is taken out first (a median
+    over ``POLARITY_WINDOW`` of the side follows a shadow's edge and takes ink
+    for paper only where ink covers most of the window). A tight crop (the
+    darkest or the lightest quarter of the range touching all four edges)
+    is split as it is; if most of its border is ink, the ink is the side in
+    fewer connected parts (the paper falls into corners and holes, the ink
+    holds together), and if that ties, the side with fewer pixels.
     """
     h, w = grey.shape
     lo, hi = np.percentile(grey, (1, 99))
+    quarter = (hi - lo) / 4
+    tight = any(_touches_edges(side) for side in (grey < lo + quarter, grey > hi - quarter))
+    f = max(1, -(-max(h, w) // FIELD_SIDE))
+    if not tight and min(h, w) >= 3 * f:
+        hs, ws = h // f, w // f
+        small = grey[: hs * f, : ws * f].reshape(hs, f, ws, f).mean(axis=(1, 3))
+        light = ndimage.median_filter(
+            small, size=max(3, round(POLARITY_WINDOW * max(hs, ws))), mode="nearest"
+        )
+        grey = grey - ndimage.zoom(light, (h / hs, w / ws), order=1, mode="nearest", grid_mode=True)[:h, :w]
+        lo, hi = np.percentile(grey, (1, 99))
     dark = grey < (lo + hi) / 2
     ring = max(1, round(0.03 * min(h, w)))
     border = np.concatenate(
@@ -329,6 +339,11 @@ def _ink_is_dark(grey: np.ndarray) -> bool:
     if parts[0] != parts[1]:
         return parts[0] < parts[1]
     return bool(dark.mean() < 0.5)
+
+
+def _touches_edges(mask: np.ndarray) -> bool:
+    """Whether ``mask`` ``(h, w)`` has a pixel within two of each of the four edges."""
+    return bool(mask[:2].any() and mask[-2:].any() and mask[:, :2].any() and mask[:, -2:].any())
 
 
 def _background_field(ink: np.ndarray) -> np.ndarray:
@@ -515,10 +530,20 @@ def prepare_number(
     notes: list = []
     size: list = []
     grey = load_image(source, max_side=max_side, name=name, work_side=NUMBER_SIDE, notes=notes, size=size)
+    number = to_number(grey, name=name, reader=reader)
+    number.scale = max(size) / max(grey.shape)
+    number.notes = notes
+    return number
+
+
+def to_number(grey: np.ndarray, *, name: str = "the image", reader=None) -> PreparedNumber:
+    """Grey ``(h, w)`` image, 0-255 -> :class:`PreparedNumber`: :func:`to_ink`, :func:`segment`, :func:`centre`.
+
+    Raises :class:`~digitnet.errors.DataError` if there is no ink.
+    """
     ink, inverted = to_ink(grey, name=name)
     digits = [Digit(centre(crop), box) for box, crop in segment(ink, reader)]
-    scale = max(size) / max(grey.shape) if size else 1.0
-    return PreparedNumber(digits, np.asarray(grey, np.float32), inverted, scale, notes)
+    return PreparedNumber(digits, np.asarray(grey, np.float32), inverted)
 
 
 def segment(ink: np.ndarray, reader=None) -> list[tuple[tuple, np.ndarray]]:

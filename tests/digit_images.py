@@ -513,13 +513,13 @@ def number_image(digits: str, style: str, rng: np.random.Generator, touching: bo
 
 def number_set(n: int = 100, seed: int = 12) -> list[tuple[str, str, Image.Image]]:
     """``n`` numbers of 2-8 digits: ``(digits, description, image)``, cycling through the styles,
-    one in five with touching digits, seeded."""
+    one in four with touching digits, seeded."""
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
         digits = "".join(str(int(d)) for d in rng.integers(0, 10, int(rng.integers(2, 9))))
         style = NUMBER_STYLES[i % len(NUMBER_STYLES)]
-        touching = i % 5 == 4
+        touching = i % 4 == 3
         image = number_image(digits, style, rng, touching)
         out.append((digits, style + (", touching" if touching else ""), image))
     return out

@@ -70,19 +70,16 @@ CLEAR_BORDER = 0.75  # the paper is the side of the middle grey that this much o
 EIGHT = np.ones((3, 3), bool)  # 8-connectivity for ndimage.label
 # Numbers (prepare_number, segment):
 NUMBER_SIDE = 640  # images of numbers are read at up to this side, so that each of 8 digits keeps ~50 pixels
-PIECE_OVERLAP = 0.5  # a short part overlapping this much of the narrower's width belongs to that digit
+PIECE_OVERLAP = 0.3  # a short part overlapping this much of the narrower's width belongs to that digit
 PIECE_HEIGHT = 0.6  # (short: under this fraction of the other's height)
 DIGIT_OVERLAP = 0.8  # two tall parts are one digit only if they overlap this much
 MARK_HEIGHT = 0.4  # parts under this fraction of the tallest digit's height are dots, dashes or specks
-SPLIT_ASPECT = 1.05  # a part wider than this many times its height is touching digits ...
-MAYBE_SPLIT = 0.75  # ... and, with a reader to ask, one wider than this may be ...
+SPLIT_ASPECT = 1.05  # a part wider than this many times its height is touching digits, or a wide one ...
 WIDEST = 1.6  # ... and one wider than this is
 FAIR_SHARE = 0.35  # each digit cut out holds at least this much of an equal share of the ink
 DIGIT_ASPECT = 0.6  # a digit's usual width over its height, for guessing how many touch
 NARROWEST = 0.2  # no digit cut from touching ones is narrower than this times their height
-SPLIT_COST = 0.3  # each digit more or fewer than the widths suggest costs this much mean log-probability ...
-SPLIT_DOUBT = 0.3  # ... and each cut of a part not wider than tall this much more (and only through a join)
-NECK = 1.5  # of at most this many stroke widths of ink
+SPLIT_COST = 0.3  # each digit more or fewer than the widths suggest costs this much mean log-probability
 
 # The raster formats read. Others are refused unopened: EPS, say, would have Pillow run Ghostscript.
 FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM", "TGA")  # JPEG covers phones' MPO
@@ -561,13 +558,12 @@ def segment(ink: np.ndarray, reader=None) -> list[tuple[tuple, np.ndarray]]:
     are least near where the digits' widths say the joins are.
 
     ``reader``, if given, takes ``(n, 28, 28)`` uint8 digits and returns
-    ``(n, 10)`` probabilities (a model's): a part wider than ``MAYBE_SPLIT``
-    times its height is then cut into the number of digits (one, or up to one
+    ``(n, 10)`` probabilities (a model's): such a wide part is then cut into
+    the number of digits (one, if under ``WIDEST`` times its height, up to one
     more than the widths' guess) that the reader is surest of: the mean
     log-probability of its readings, less ``SPLIT_COST`` for each digit more
-    or fewer than the widths suggest (and ``SPLIT_DOUBT`` a cut, through a
-    narrow join only, for a part not wider than ``SPLIT_ASPECT`` times its
-    height); every digit cut out must hold a fair share of the ink.
+    or fewer than the widths suggest; every digit cut out must hold a fair
+    share of the ink.
     """
     labels, n = ndimage.label(ink > 0, structure=EIGHT)
     if n == 0:
@@ -604,19 +600,17 @@ def segment(ink: np.ndarray, reader=None) -> list[tuple[tuple, np.ndarray]]:
         expected = w / (DIGIT_ASPECT * max(h, typical))
         guess = max(1, round(expected))
         wide = w > SPLIT_ASPECT * h
-        if reader is None or w <= MAYBE_SPLIT * h:
+        if reader is None or not wide:
             ks = [max(2, guess) if wide else 1]
-        else:  # one wide digit, or touching digits: how many?
-            ks = [k for k in range(1, max(2, guess) + 2) if w / k >= NARROWEST * h]
-            ks = [k for k in ks if (k > 1 or w <= WIDEST * h) and (wide or k == 1 or _necks(own, k))]
+        else:  # touching digits, or one wide digit: how many?
+            ks = [k for k in range(1, guess + 2) if w / k >= NARROWEST * h and (k > 1 or w <= WIDEST * h)]
         options = [pieces for pieces in (_split(own, top, left, k) for k in ks) if _fair(pieces, own)]
+        options = options or [[((top, left, bottom, right), own)]]
         if len(options) > 1:
             scores = []
             for pieces in options:
                 p = np.asarray(reader(np.stack([centre(crop) for _, crop in pieces])), np.float64)
-                cost = SPLIT_COST * abs(len(pieces) - expected) + (0 if wide else SPLIT_DOUBT) * (
-                    len(pieces) - 1
-                )
+                cost = SPLIT_COST * abs(len(pieces) - expected)
                 scores.append(float(np.log(np.maximum(p.max(axis=1), 1e-9)).mean()) - cost)
             options = [options[int(np.argmax(scores))]]
         out += options[0]
@@ -628,15 +622,6 @@ def _fair(pieces: list, own: np.ndarray) -> bool:
     of the ink ``own`` (a digit cut from touching ones is a digit, not a stroke's end)."""
     total = float((own > 0).sum())
     return all((crop > 0).sum() >= FAIR_SHARE * total / len(pieces) for _, crop in pieces)
-
-
-def _necks(own: np.ndarray, k: int) -> bool:
-    """Whether the ``k`` - 1 cuts :func:`_split` would make through ``own`` ``(h, w)`` each cross at most
-    ``NECK`` stroke widths of ink (touching digits meet in a narrow join; an 8's middle is three strokes).
-    The stroke width is four times the mean distance of the ink to the paper (exact for a long stroke)."""
-    ink = own > 0
-    stroke = 4.0 * float(ndimage.distance_transform_edt(np.pad(ink, 1))[1:-1, 1:-1][ink].mean())
-    return all(ink[:, c].sum() <= NECK * stroke for c in _cuts(own, k)[1:-1])
 
 
 def _cuts(own: np.ndarray, k: int) -> list[int]:

@@ -161,15 +161,15 @@ def load_image(
                         f"{name} is {w}x{h} pixels ({w * h / 1e6:.0f} megapixels); images up to "
                         f"{MAX_PIXELS // 1_000_000} megapixels are read: scale it down first"
                     )
-                if min(w, h) < MIN_SIDE:
-                    raise DataError(
-                        f"{name} is {w}x{h} pixels: too small to hold a digit "
-                        f"(images of at least {MIN_SIDE} pixels a side are read)"
-                    )
                 if max(w, h) > MAX_ASPECT * min(w, h):
                     raise DataError(
                         f"{name} is {w}x{h} pixels: a strip too thin to hold a digit (images up to "
                         f"{MAX_ASPECT} times longer than wide are read): crop it around the digits"
+                    )
+                if min(w, h) < MIN_SIDE:
+                    raise DataError(
+                        f"{name} is {w}x{h} pixels: too small to hold a digit "
+                        f"(images of at least {MIN_SIDE} pixels a side are read)"
                     )
                 if size is not None:
                     size.extend((w, h))

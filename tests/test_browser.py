@@ -3,8 +3,9 @@
 Strokes are drawn on the canvas with a mouse, a finger (touch) and a pen;
 the test checks that the answer, the bars, the 28 x 28 and the network's
 activity appear and change, that clicking a unit shows its weights, that a
-random test digit and an uploaded photo are read, and that a screenshot of
-the page is not blank. Selenium uses /usr/bin/chromedriver: it downloads nothing.
+random test digit and an uploaded photo are read, that a screenshot of
+the page is not blank, and that a number written in "Read a number" mode is
+read digit by digit with its boxes and bars. Selenium uses /usr/bin/chromedriver: it downloads nothing.
 """
 
 from __future__ import annotations

@@ -67,6 +67,7 @@ RULE_SPAN = 0.6  # a ruled line crosses at least this fraction of the frame ...
 RULE_THICKNESS = 0.03  # ... and is at most this fraction of the frame thick
 POLARITY_WINDOW = 0.25  # the median that evens out the light, as a fraction of the image's longer side
 CLEAR_BORDER = 0.75  # the paper is the side of the middle grey that this much of the border lies on
+SAMPLE = 20_000  # percentiles of an image are taken over about this many of its pixels
 EIGHT = np.ones((3, 3), bool)  # 8-connectivity for ndimage.label
 # Numbers (prepare_number, segment):
 NUMBER_SIDE = 640  # images of numbers are read at up to this side, so that each of 8 digits keeps ~50 pixels
@@ -258,7 +259,7 @@ def to_ink(grey: np.ndarray, *, name: str = "the image") -> tuple[np.ndarray, bo
         raise DataError(f"{name}: expected a 2-D grey image, got shape {grey.shape}")
     inverted = _ink_is_dark(grey)
     ink = 255.0 - grey if inverted else grey.copy()
-    lo, hi = np.percentile(ink, (1, 99))
+    lo, hi = np.percentile(_sample(ink), (1, 99))
     if _touches_edges(ink > lo + 0.6 * (hi - lo)):
         # Cropped tight around the ink: there is no page for light to fall across, only the paper
         # between strokes, which may be narrower than the ink; its level is the paper's.
@@ -272,9 +273,9 @@ def to_ink(grey: np.ndarray, *, name: str = "the image") -> tuple[np.ndarray, bo
     if inverted:
         gain = 255.0 / np.maximum(255.0 - field, 16.0)
         ink *= gain
-        noise *= float(np.median(gain))
+        noise *= float(np.median(_sample(gain)))
     smooth = ndimage.gaussian_filter(ink, SMOOTH) if min(ink.shape) > 4 else ink
-    level = float(np.percentile(smooth, 99.9))
+    level = float(np.percentile(_sample(smooth), 99.9))
     floor = max(MIN_CONTRAST, MIN_SNR * SMOOTH_NOISE * noise)
     if level < floor:
         found = f"the strongest marks differ from the background by {max(level, 0):.0f} of 255"
@@ -285,7 +286,7 @@ def to_ink(grey: np.ndarray, *, name: str = "the image") -> tuple[np.ndarray, bo
     mask = (smooth > max(FAINT * level, 4.0 * SMOOTH_NOISE * noise)) & (ink > 0)
     mask = _remove_rules(mask)
     mask = _drop_specks(mask, smooth)
-    top = max(float(np.percentile(ink[mask], 99)) if mask.any() else level, 1e-6)
+    top = max(float(np.percentile(_sample(ink[mask]), 99)) if mask.any() else level, 1e-6)
     ink = np.where(mask, np.clip(ink / top, 0.0, 1.0), 0.0).astype(np.float32)
     if not ink.any():
         raise DataError(
@@ -293,6 +294,12 @@ def to_ink(grey: np.ndarray, *, name: str = "the image") -> tuple[np.ndarray, bo
             "photograph the digit itself, closer"
         )
     return ink, bool(inverted)
+
+
+def _sample(a: np.ndarray, most: int = SAMPLE) -> np.ndarray:
+    """At most about ``most`` of ``a``'s values, evenly strided: enough for a percentile of an image."""
+    flat = a.ravel()
+    return flat[:: max(1, flat.size // most)]
 
 
 def _ink_is_dark(grey: np.ndarray) -> bool:
@@ -308,7 +315,7 @@ def _ink_is_dark(grey: np.ndarray) -> bool:
     holds together), and if that ties, the side with fewer pixels.
     """
     h, w = grey.shape
-    lo, hi = np.percentile(grey, (1, 99))
+    lo, hi = np.percentile(_sample(grey), (1, 99))
     quarter = (hi - lo) / 4
     tight = any(_touches_edges(side) for side in (grey < lo + quarter, grey > hi - quarter))
     f = max(1, -(-max(h, w) // FIELD_SIDE))
@@ -318,8 +325,8 @@ def _ink_is_dark(grey: np.ndarray) -> bool:
         light = ndimage.median_filter(
             small, size=max(3, round(POLARITY_WINDOW * max(hs, ws))), mode="nearest"
         )
-        grey = grey - ndimage.zoom(light, (h / hs, w / ws), order=1, mode="nearest", grid_mode=True)[:h, :w]
-        lo, hi = np.percentile(grey, (1, 99))
+        grey = grey - _enlarge(light, (h, w))
+        lo, hi = np.percentile(_sample(grey), (1, 99))
     dark = grey < (lo + hi) / 2
     ring = max(1, round(0.03 * min(h, w)))
     border = np.concatenate(
@@ -374,8 +381,13 @@ def _background_field(ink: np.ndarray) -> np.ndarray:
     opened += float(np.median(paper)) if paper.size else 0.0
     if f == 1 and (hs, ws) == (h, w):
         return opened.astype(np.float32)
-    field = ndimage.zoom(opened, (h / hs, w / ws), order=1, mode="nearest", grid_mode=True)
-    return field[:h, :w].astype(np.float32)
+    return _enlarge(opened, (h, w))
+
+
+def _enlarge(small: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``small`` ``(hs, ws)`` enlarged to ``shape`` ``(h, w)`` by bilinear interpolation (float32)."""
+    im = Image.fromarray(np.asarray(small, np.float32), "F")
+    return np.asarray(im.resize((shape[1], shape[0]), Image.Resampling.BILINEAR), np.float32)
 
 
 def _noise(ink: np.ndarray) -> float:
@@ -383,14 +395,14 @@ def _noise(ink: np.ndarray) -> float:
     horizontal neighbours over 0.954 (its value for Gaussian noise), robust to how much is ink."""
     if ink.shape[1] < 2:
         return 0.0
-    return float(np.median(np.abs(np.diff(ink[::2], axis=1)))) / 0.954
+    return float(np.median(_sample(np.abs(np.diff(ink[::2], axis=1))))) / 0.954
 
 
 def _remove_rules(mask: np.ndarray) -> np.ndarray:
     """``mask`` ``(h, w)`` bool without the lines of ruled or squared paper, mending the ink they crossed.
 
     A rule is a thin straight run of ink across at least ``RULE_SPAN`` of the
-    frame, found by a binary opening with a line that long; rules are
+    frame, found by a binary opening with a line that long (:func:`_long_runs`); rules are
     removed only where there are at least two parallel ones (a 7's bar or a
     1's stem is a single line), and thin ones (a marker's stroke is thicker).
     Where a digit's stroke crossed a rule, a closing across the gap puts it back.
@@ -400,8 +412,7 @@ def _remove_rules(mask: np.ndarray) -> np.ndarray:
     for axis, length, across in ((1, w, h), (0, h, w)):
         if length < 16:
             continue
-        shape = (1, round(RULE_SPAN * length)) if axis == 1 else (round(RULE_SPAN * length), 1)
-        lines = ndimage.binary_opening(mask, structure=np.ones(shape, bool))
+        lines = _long_runs(mask, round(RULE_SPAN * length) | 1, axis)
         if not lines.any():
             continue
         rows = lines.any(axis=axis)
@@ -418,6 +429,14 @@ def _remove_rules(mask: np.ndarray) -> np.ndarray:
         rest = out & ~rules
         out = rest | (ndimage.binary_closing(rest, structure=bridge) & rules)
     return out
+
+
+def _long_runs(mask: np.ndarray, length: int, axis: int) -> np.ndarray:
+    """The binary opening of ``mask`` by a line of odd ``length`` along ``axis``: the pixels in runs at
+    least that long. Two running means (``uniform_filter1d``) take the same time whatever the length."""
+    inside = ndimage.uniform_filter1d(mask.astype(np.float32), length, axis=axis, mode="constant")
+    full = (inside > 1 - 0.5 / length).astype(np.float32)  # the whole line fits around this pixel
+    return ndimage.uniform_filter1d(full, length, axis=axis, mode="constant") > 0.5 / length
 
 
 def _drop_specks(mask: np.ndarray, ink: np.ndarray) -> np.ndarray:

@@ -178,9 +178,9 @@ def load_image(
                 if frames > 1 and notes is not None:
                     notes.append(f"{name} has {frames} frames: the first was read")
                 turn = _EXIF_TURNS.get(im.getexif().get(0x0112))
-                im.draft(
-                    "RGB" if im.mode not in ("L", "1") else "L", (work_side, work_side)
-                )  # JPEG: decode small
+                # JPEG: decode at a half, a quarter or an eighth of the size, down to half the working
+                # side (a digit keeps plenty of pixels for its 20; decoding is most of the time).
+                im.draft("RGB" if im.mode not in ("L", "1") else "L", (work_side // 2, work_side // 2))
                 factor = max(im.size) // (2 * work_side)
                 if factor > 1 and im.mode in ("1", "L", "LA", "RGB", "RGBA", "I", "F"):
                     im = im.reduce(factor)  # cheap first shrink of huge images
@@ -410,9 +410,10 @@ def _remove_rules(mask: np.ndarray) -> np.ndarray:
     h, w = mask.shape
     out = mask
     for axis, length, across in ((1, w, h), (0, h, w)):
-        if length < 16:
+        span = round(RULE_SPAN * length) | 1
+        if length < 16 or (mask.sum(axis=axis) >= span).sum() < 2:  # no two rows (columns) could hold one
             continue
-        lines = _long_runs(mask, round(RULE_SPAN * length) | 1, axis)
+        lines = _long_runs(mask, span, axis)
         if not lines.any():
             continue
         rows = lines.any(axis=axis)
@@ -445,9 +446,10 @@ def _drop_specks(mask: np.ndarray, ink: np.ndarray) -> np.ndarray:
     labels, n = ndimage.label(mask, structure=EIGHT)
     if n <= 1:
         return mask
-    index = np.arange(1, n + 1)
     areas = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-    peaks = ndimage.maximum(ink, labels, index)
+    peaks = np.array(
+        [ink[box][labels[box] == k].max() for k, box in enumerate(ndimage.find_objects(labels), 1)]
+    )
     keep = np.zeros(n + 1, bool)
     keep[1:] = (areas >= SPECK * areas.max()) & (peaks >= SMUDGE * peaks.max())
     return keep[labels]

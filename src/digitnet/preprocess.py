@@ -1,4 +1,4 @@
-"""Turn a photo, scan or drawing of one digit into a 28 x 28 image made the way MNIST's were.
+"""Turn a photo, scan or drawing of a digit, or of a number, into 28 x 28 images made the way MNIST's were.
 
 MNIST's digits are light ink on a black background, their bounding box
 scaled so that its longer side is 20 pixels (anti-aliased, aspect ratio
@@ -10,24 +10,29 @@ other digits well only if they are brought to the same form. The steps:
    turn the way the camera's EXIF tag says, make it grey (transparent
    pixels become the colour that contrasts with the ink) and shrink it so
    its longer side is at most ``WORK_SIDE`` pixels.
-2. :func:`to_ink`: decide the polarity (is the ink darker or lighter than
-   the background at the border?) and make the ink light on a dark
-   background; subtract a smooth estimate of the background and, for
-   paper, divide by its brightness (uneven light); drop what is fainter than ``FAINT`` of the ink's level or
-   within the noise; scale so the ink's level is 1; drop specks far
-   smaller than the digit (connected parts under ``SPECK`` of the largest).
-3. :func:`to_mnist`: crop to the ink's bounding box, scale its longer side
-   to 20 pixels and place it in the 28 x 28 frame so that its centre of
-   mass falls on (14, 14), rounded to whole pixels as MNIST did, in one
-   anti-aliased resampling; scale so the brightest pixel is 255.
+2. :func:`to_ink`: decide the polarity (the paper is what most of the
+   border is, once the light is evened out; a tight crop is told apart by
+   which side holds together) and make the ink light on a dark background;
+   subtract the background (a grey opening wider than any stroke, which
+   follows shadows) and, for paper, divide by its brightness (uneven
+   light); keep what stands out of the noise (measured from neighbouring
+   pixels) and above ``FAINT`` of the ink's level; remove ruled and
+   squared paper's lines; drop specks and smudges; scale the ink to 0-1.
+3. :func:`to_mnist`: crop to the ink's bounding box and :func:`centre` it:
+   scale its longer side to 20 pixels and place it in the 28 x 28 frame so
+   that its centre of mass falls on (14, 14), rounded to whole pixels as
+   MNIST did, in one anti-aliased resampling; scale so the brightest pixel is 255.
 
 Given an MNIST digit, the steps give it back within a grey level
 on average: they are MNIST's own.
 
 :func:`prepare` runs all three; it is what ``digitnet predict IMAGE`` and
-the web page use. :func:`from_mnist` takes a digit already in MNIST's form
-as it is; :func:`save_preview` saves the input beside what the network saw.
-Everything is NumPy plus Pillow.
+the web page use. :func:`prepare_number` reads an image holding several
+digits: :func:`segment` cuts its ink into digits, left to right, and
+:func:`read_number` gives the JSON answer. :func:`from_mnist` takes a digit
+already in MNIST's form as it is; :func:`save_preview` saves the input
+beside what the network saw (for a number, with each digit's box and reading).
+The image work is NumPy, Pillow and ``scipy.ndimage``.
 """
 
 from __future__ import annotations

@@ -252,10 +252,10 @@ def to_ink(grey: np.ndarray, *, name: str = "the image") -> tuple[np.ndarray, bo
     ``inverted`` True when the ink was darker than the background.
     Raises :class:`~digitnet.errors.DataError` if there is no ink.
 
-    The background is a grey opening (``scipy.ndimage``) of the lightly
-    smoothed image with a window wider than any stroke: it follows shadows
-    and uneven light, and needs only some paper in every window, so ink may
-    cover most of the frame. The noise comes from the differences of
+    The background is a grey opening (``scipy.ndimage``) with a window wider
+    than any stroke: it follows shadows and uneven light, and needs only some
+    paper in every window, so ink may cover most of the frame; a tight crop
+    (the ink touching all four edges) has one paper level instead. The noise comes from the differences of
     neighbouring pixels, which are the noise's wherever both lie on paper or
     both on ink, so it too holds however much of the frame is ink.
     """
@@ -284,9 +284,12 @@ def to_ink(grey: np.ndarray, *, name: str = "the image") -> tuple[np.ndarray, bo
     floor = max(MIN_CONTRAST, MIN_SNR * SMOOTH_NOISE * noise)
     if level < floor:
         found = f"the strongest marks differ from the background by {max(level, 0):.0f} of 255"
+        need = (
+            f"{floor:.0f}, {MIN_SNR:.0f} times this image's noise" if floor > MIN_CONTRAST else f"{floor:.0f}"
+        )
         raise DataError(
             f"{name} looks blank: no ink stands out from the background ({found}; ink needs at least "
-            f"{floor:.0f} here, {MIN_CONTRAST} on clean paper): photograph it closer or with more contrast"
+            f"{need}): photograph it closer or with more contrast"
         )
     mask = (smooth > max(FAINT * level, 4.0 * SMOOTH_NOISE * noise)) & (ink > 0)
     mask = _remove_rules(mask)

@@ -170,11 +170,10 @@ def _number_art(number, digits: list[dict], columns: int = 96) -> list[str]:
     h, w = grey.shape
     cols = min(columns, w)
     rows = max(1, round(h / w * cols / 2))  # characters are about twice as tall as wide
-    small = np.asarray(
-        preprocess.Image.fromarray(grey.astype(np.uint8), "L").resize(
-            (cols, rows), preprocess.Image.Resampling.BOX
-        )
-    ).astype(int)
+    # Each character shows the mean of the pixels it covers.
+    ys, xs = np.linspace(0, h, rows + 1).astype(int), np.linspace(0, w, cols + 1).astype(int)
+    small = np.add.reduceat(np.add.reduceat(grey, ys[:-1], axis=0), xs[:-1], axis=1)
+    small = (small / np.outer(np.diff(ys), np.diff(xs))).astype(int)
     ink = 255 - small if number.inverted else small
     art = [[SHADES[min(len(SHADES) - 1, v * len(SHADES) // 256)] for v in row] for row in ink]
     for digit, d in zip(number.digits, digits, strict=True):

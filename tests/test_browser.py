@@ -3,8 +3,9 @@
 Strokes are drawn on the canvas with a mouse, a finger (touch) and a pen;
 the test checks that the answer, the bars, the 28 x 28 and the network's
 activity appear and change, that clicking a unit shows its weights, that a
-random test digit and an uploaded photo are read, and that a screenshot of
-the page is not blank. Selenium uses /usr/bin/chromedriver: it downloads nothing.
+random test digit and an uploaded photo are read, that a screenshot of
+the page is not blank, and that a number written in "Read a number" mode is
+read digit by digit with its boxes and bars. Selenium uses /usr/bin/chromedriver: it downloads nothing.
 """
 
 from __future__ import annotations
@@ -233,3 +234,49 @@ def test_random_test_digit_and_upload(page, tmp_path):
     assert driver.find_element(By.ID, "prediction").text == "4"
     assert driver.find_element(By.ID, "status").text == "Read from four.jpg."
     assert json.loads(json.dumps(driver.execute_script("return state.last.inverted"))) is True
+
+
+def test_a_drawn_number_is_read_digit_by_digit(page):
+    """With "Read a number" on, the pad widens; 1, 7 and 0 written side by side are read as 170, each
+    digit's box is drawn over the pad around its own strokes, and each digit has its 28x28 and ten bars;
+    clicking a digit shows its probabilities in the big bars."""
+    driver, url, clf = page
+    driver.find_element(By.ID, "number-mode").click()
+    pad = driver.find_element(By.ID, "pad")
+    wait(driver, lambda d: int(pad.get_attribute("width")) == 560)
+    k = pad.size["width"] / 560
+    strokes = [
+        [(90, 40), (80, 250)],  # 1
+        [(180, 50), (300, 50), (225, 245)],  # 7
+        [(440 + 55 * np.sin(t), 140 - 100 * np.cos(t)) for t in np.linspace(0, 2 * np.pi, 40)],  # 0
+    ]
+    for points in strokes:
+        before = predictions(driver)
+        chain = ActionChains(driver, duration=10)
+        offsets = [(int((x - 280) * k), int((y - 140) * k)) for x, y in points]
+        chain.move_to_element_with_offset(pad, *offsets[0]).click_and_hold()
+        for (ax, ay), (bx, by) in pairwise(offsets):
+            chain.move_by_offset(bx - ax, by - ay)
+        chain.release().perform()
+        settled(driver, before)
+    wait(driver, lambda d: d.find_element(By.ID, "prediction").text == "170")
+    cards = driver.find_elements(By.CSS_SELECTOR, "#digits li")
+    assert [c.get_attribute("data-digit") for c in cards] == ["1", "7", "0"]
+    boxes = [list(map(int, c.get_attribute("data-box").split(","))) for c in cards]
+    for (x, y, w, h), points in zip(boxes, strokes, strict=True):
+        xs, ys = [p[0] for p in points], [p[1] for p in points]
+        assert x - 15 <= min(xs) and max(xs) <= x + w + 15 and y - 15 <= min(ys) and max(ys) <= y + h + 15
+    assert all(len(c.find_elements(By.CSS_SELECTOR, ".mini span")) == 10 for c in cards)
+    overlay = canvas_pixels(driver, "boxes")
+    amber = (overlay[..., 0] > 200) & (overlay[..., 1] > 130) & (overlay[..., 3] > 0)
+    x, y, w, h = boxes[1]
+    assert amber[y, x : x + w].mean() > 0.8  # the 7's box, along its top edge
+    server = driver.execute_script("return state.last")
+    assert server["number"] == "170" and len(server["digits"]) == 3
+    cards[2].click()
+    zero = server["digits"][2]["probabilities"]
+    assert answer(driver)["p"] == pytest.approx(zero, abs=1e-5) and answer(driver)["top"] == ["0"]
+    seen = canvas_pixels(driver, "seen")[..., 0]
+    assert np.array_equal(seen.ravel(), np.array(server["digits"][2]["pixels"], np.uint8))
+    driver.find_element(By.ID, "number-mode").click()  # back to one digit for the other tests
+    wait(driver, lambda d: int(pad.get_attribute("width")) == 280)

@@ -1,4 +1,4 @@
-"""Turn a photo, scan or drawing of one digit into a 28 x 28 image made the way MNIST's were.
+"""Turn a photo, scan or drawing of a digit, or of a number, into 28 x 28 images made the way MNIST's were.
 
 MNIST's digits are light ink on a black background, their bounding box
 scaled so that its longer side is 20 pixels (anti-aliased, aspect ratio
@@ -10,37 +10,44 @@ other digits well only if they are brought to the same form. The steps:
    turn the way the camera's EXIF tag says, make it grey (transparent
    pixels become the colour that contrasts with the ink) and shrink it so
    its longer side is at most ``WORK_SIDE`` pixels.
-2. :func:`to_ink`: decide the polarity (is the ink darker or lighter than
-   the background at the border?) and make the ink light on a dark
-   background; subtract a smooth estimate of the background and, for
-   paper, divide by its brightness (uneven light); drop what is fainter than ``FAINT`` of the ink's level or
-   within the noise; scale so the ink's level is 1; drop specks far
-   smaller than the digit (connected parts under ``SPECK`` of the largest).
-3. :func:`to_mnist`: crop to the ink's bounding box, scale its longer side
-   to 20 pixels and place it in the 28 x 28 frame so that its centre of
-   mass falls on (14, 14), rounded to whole pixels as MNIST did, in one
-   anti-aliased resampling; scale so the brightest pixel is 255.
+2. :func:`to_ink`: decide the polarity (the paper is what most of the
+   border is, once the light is evened out; a tight crop is told apart by
+   which side holds together) and make the ink light on a dark background;
+   subtract the background (a grey opening wider than any stroke, which
+   follows shadows) and, for paper, divide by its brightness (uneven
+   light); keep what stands out of the noise (measured from neighbouring
+   pixels) and above ``FAINT`` of the ink's level; remove ruled and
+   squared paper's lines; drop specks and smudges; scale the ink to 0-1.
+3. :func:`to_mnist`: crop to the ink's bounding box and :func:`centre` it:
+   scale its longer side to 20 pixels and place it in the 28 x 28 frame so
+   that its centre of mass falls on (14, 14), rounded to whole pixels as
+   MNIST did, in one anti-aliased resampling; scale so the brightest pixel is 255.
 
 Given an MNIST digit, the steps give it back within a grey level
 on average: they are MNIST's own.
 
 :func:`prepare` runs all three; it is what ``digitnet predict IMAGE`` and
-the web page use. :func:`from_mnist` takes a digit already in MNIST's form
-as it is; :func:`save_preview` saves the input beside what the network saw.
-Everything is NumPy plus Pillow.
+the web page use. :func:`prepare_number` reads an image holding several
+digits: :func:`segment` cuts its ink into digits, left to right, and
+:func:`read_number` gives the JSON answer. :func:`from_mnist` takes a digit
+already in MNIST's form as it is; :func:`save_preview` saves the input
+beside what the network saw (for a number, with each digit's box and reading).
+The image work is NumPy, Pillow and ``scipy.ndimage``.
 """
 
 from __future__ import annotations
 
 import io
+import itertools
 import re
 import struct
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
+from scipy import ndimage
 
 from digitnet.data.formats import atomic_path
 from digitnet.errors import DataError
@@ -50,10 +57,35 @@ BOX = 20  # the longer side of the digit's bounding box in the frame
 CENTRE = 14.0  # where the centre of mass goes, in pixel indices (MNIST's mean is 14.0, 14.0)
 WORK_SIDE = 320  # images are shrunk to at most this side before the steps (plenty for 20 pixels)
 MAX_PIXELS = 50_000_000  # larger images are refused before decoding (memory stays bounded)
+MIN_SIDE = 3  # images narrower than this (in pixels, as stored) cannot hold a digit
+MAX_ASPECT = 64  # nor images this many times longer than wide
 FAINT = 0.1  # ink fainter than this fraction of the ink's level is background
-SPECK = 0.03  # connected parts smaller than this fraction of the largest are noise
-MIN_CONTRAST = 24  # ink must differ from the background by this much (of 255) ...
-MIN_SNR = 6.0  # ... and by this many times the background's noise
+SPECK = 0.03  # connected parts smaller than this fraction of the largest are noise ...
+SMUDGE = 0.4  # ... and so are those whose strongest ink is under this fraction of the strongest part's
+MIN_CONTRAST = 10  # ink must differ from the background by this much (of 255) ...
+MIN_SNR = 6.0  # ... and by this many times the noise left after smoothing
+SMOOTH = 1.0  # the Gaussian (in working pixels) that the ink's level and mask are measured through
+SMOOTH_NOISE = 0.282  # the part of white noise's deviation left after that smoothing: 1 / (2 sqrt(pi) SMOOTH)
+FIELD_SIDE = 96  # the background is estimated on the image shrunk to at most this side ...
+FIELD_WINDOW = 0.4  # ... with an opening this fraction of its longer side wide
+RULE_SPAN = 0.6  # a ruled line crosses at least this fraction of the frame ...
+RULE_THICKNESS = 0.03  # ... and is at most this fraction of the frame thick
+POLARITY_WINDOW = 0.25  # the median that evens out the light, as a fraction of the image's longer side
+CLEAR_BORDER = 0.75  # the paper is the side of the middle grey that this much of the border lies on
+SAMPLE = 20_000  # percentiles of an image are taken over about this many of its pixels
+EIGHT = np.ones((3, 3), bool)  # 8-connectivity for ndimage.label
+# Numbers (prepare_number, segment):
+NUMBER_SIDE = 640  # images of numbers are read at up to this side, so that each of 8 digits keeps ~50 pixels
+PIECE_OVERLAP = 0.3  # a short part overlapping this much of the narrower's width belongs to that digit
+PIECE_HEIGHT = 0.6  # (short: under this fraction of the other's height)
+DIGIT_OVERLAP = 0.8  # two tall parts are one digit only if they overlap this much
+MARK_HEIGHT = 0.4  # parts under this fraction of the tallest digit's height are dots, dashes or specks
+SPLIT_ASPECT = 1.05  # a part wider than this many times its height is touching digits, or a wide one ...
+WIDEST = 1.6  # ... and one wider than this is
+FAIR_SHARE = 0.35  # each digit cut out holds at least this much of an equal share of the ink
+DIGIT_ASPECT = 0.6  # a digit's usual width over its height, for guessing how many touch
+NARROWEST = 0.2  # no digit cut from touching ones is narrower than this times their height
+SPLIT_COST = 0.3  # each digit more or fewer than the widths suggest costs this much mean log-probability
 
 # The raster formats read. Others are refused unopened: EPS, say, would have Pillow run Ghostscript.
 FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM", "TGA")  # JPEG covers phones' MPO
@@ -94,16 +126,29 @@ def prepare(source, *, max_side: int | None = None, name: str | None = None) -> 
     ``max_side`` pixels a side or ``MAX_PIXELS`` in all, or holds no ink.
     """
     name = name or (str(source) if isinstance(source, (str, Path)) else "the image")
-    grey = load_image(source, max_side=max_side, name=name)
-    return to_mnist(grey, name=name)
+    notes: list = []
+    grey = load_image(source, max_side=max_side, name=name, notes=notes)
+    prepared = to_mnist(grey, name=name)
+    prepared.notes = notes
+    return prepared
 
 
 def load_image(
-    source, *, max_side: int | None = None, name: str = "the image", work_side: int = WORK_SIDE
+    source,
+    *,
+    max_side: int | None = None,
+    name: str = "the image",
+    work_side: int = WORK_SIDE,
+    notes: list | None = None,
+    size: list | None = None,
 ) -> np.ndarray:
     """Decode an image to grey, upright, at most ``work_side`` pixels a side.
 
-    Returns a float32 array of shape ``(h, w)`` with values 0-255.
+    Returns a float32 array of shape ``(h, w)`` with values 0-255. What the
+    reading leaves out (an animated image's later frames) is appended to
+    ``notes`` as a sentence, the stored ``(width, height)`` to ``size``. Raises :class:`~digitnet.errors.DataError` for
+    a file that is not an image, damaged, too large, smaller than
+    ``MIN_SIDE`` pixels a side or more than ``MAX_ASPECT`` times longer than wide.
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
         source = io.BytesIO(source)
@@ -122,10 +167,25 @@ def load_image(
                         f"{name} is {w}x{h} pixels ({w * h / 1e6:.0f} megapixels); images up to "
                         f"{MAX_PIXELS // 1_000_000} megapixels are read: scale it down first"
                     )
+                if max(w, h) > MAX_ASPECT * min(w, h):
+                    raise DataError(
+                        f"{name} is {w}x{h} pixels: a strip too thin to hold a digit (images up to "
+                        f"{MAX_ASPECT} times longer than wide are read): crop it around the digits"
+                    )
+                if min(w, h) < MIN_SIDE:
+                    raise DataError(
+                        f"{name} is {w}x{h} pixels: too small to hold a digit "
+                        f"(images of at least {MIN_SIDE} pixels a side are read)"
+                    )
+                if size is not None:
+                    size.extend((w, h))
+                frames = getattr(im, "n_frames", 1)
+                if frames > 1 and notes is not None:
+                    notes.append(f"{name} has {frames} frames: the first was read")
                 turn = _EXIF_TURNS.get(im.getexif().get(0x0112))
-                im.draft(
-                    "RGB" if im.mode not in ("L", "1") else "L", (work_side, work_side)
-                )  # JPEG: decode small
+                # JPEG: decode at a half, a quarter or an eighth of the size, down to half the working
+                # side (a digit keeps plenty of pixels for its 20; decoding is most of the time).
+                im.draft("RGB" if im.mode not in ("L", "1") else "L", (work_side // 2, work_side // 2))
                 factor = max(im.size) // (2 * work_side)
                 if factor > 1 and im.mode in ("1", "L", "LA", "RGB", "RGBA", "I", "F"):
                     im = im.reduce(factor)  # cheap first shrink of huge images
@@ -185,136 +245,222 @@ def _grey(im: Image.Image) -> Image.Image:
 
 
 def to_ink(grey: np.ndarray, *, name: str = "the image") -> tuple[np.ndarray, bool]:
-    """Light ink on a black background, 0-1, with the background and noise removed.
+    """Light ink on a black background, 0-1, with the background, noise and ruled lines removed.
 
     ``grey`` is ``(h, w)`` with values 0-255. Returns ``(ink, inverted)``,
     ``ink`` of the same shape (float32, 0 where there is no ink) and
     ``inverted`` True when the ink was darker than the background.
     Raises :class:`~digitnet.errors.DataError` if there is no ink.
+
+    The background is a grey opening (``scipy.ndimage``) with a window wider
+    than any stroke: it follows shadows and uneven light, and needs only some
+    paper in every window, so ink may cover most of the frame; a tight crop
+    (the ink touching all four edges) has one paper level instead. The noise comes from the differences of
+    neighbouring pixels, which are the noise's wherever both lie on paper or
+    both on ink, so it too holds however much of the frame is ink.
     """
     grey = np.asarray(grey, dtype=np.float32)
     if grey.ndim != 2 or min(grey.shape) < 1:
         raise DataError(f"{name}: expected a 2-D grey image, got shape {grey.shape}")
-    h, w = grey.shape
-    ring = max(1, round(0.03 * min(h, w)))
-    border = np.concatenate(
-        [grey[:ring].ravel(), grey[-ring:].ravel(), grey[:, :ring].ravel(), grey[:, -ring:].ravel()]
-    )
-    background = _percentiles(border, (50,))[0]
-    darkest, lightest = _percentiles(grey, (0.1, 99.9))
-    inverted = background - darkest > lightest - background
+    inverted = _ink_is_dark(grey)
     ink = 255.0 - grey if inverted else grey.copy()
-    field = _background_field(ink)
+    lo, hi = np.percentile(_sample(ink), (1, 99))
+    if _touches_edges(ink > lo + 0.6 * (hi - lo)):
+        # Cropped tight around the ink: there is no page for light to fall across, only the paper
+        # between strokes, which may be narrower than the ink; its level is the paper's.
+        field = np.full_like(ink, float(np.median(ink[ink < (lo + hi) / 2])))
+    else:
+        field = _background_field(ink)
     ink -= field
-    # The noise, from the lower quantiles of what is left (background, unless most of the image is ink):
-    # for Gaussian noise of deviation s, the 25th percentile lies 0.97 s above the 5th.
-    p5, p25 = _percentiles(ink[::2, ::2], (5, 25))  # every fourth pixel is plenty for the bulk
-    noise = max(0.0, p25 - p5) / 0.97
+    noise = _noise(ink)
     # Paper reflects the light that falls on it: where the paper is dimmer, so is the ink's contrast.
     # Dividing by the paper's brightness (255 - field) undoes the uneven light; it scales the noise too.
-    gain = 255.0 / np.maximum(255.0 - field, 16.0) if inverted else np.ones(1, np.float32)
-    ink *= gain
-    level = _percentiles(ink, (99.9,))[0]
-    if level < MIN_CONTRAST or level < MIN_SNR * noise * float(gain.mean()):
-        raise DataError(
-            f"{name} looks blank: no digit stands out from the background "
-            f"(contrast {max(level, 0):.0f} of 255)"
+    if inverted:
+        gain = 255.0 / np.maximum(255.0 - field, 16.0)
+        ink *= gain
+        noise *= float(np.median(_sample(gain)))
+    smooth = ndimage.gaussian_filter(ink, SMOOTH) if min(ink.shape) > 4 else ink
+    level = float(np.percentile(_sample(smooth), 99.9))
+    floor = max(MIN_CONTRAST, MIN_SNR * SMOOTH_NOISE * noise)
+    if level < floor:
+        found = f"the strongest marks differ from the background by {max(level, 0):.0f} of 255"
+        need = (
+            f"{floor:.0f}, {MIN_SNR:.0f} times this image's noise" if floor > MIN_CONTRAST else f"{floor:.0f}"
         )
-    cut = np.maximum(FAINT * level, 4.0 * noise * gain)
-    ink = np.where(ink > cut, np.minimum(ink / level, 1.0), 0.0)
-    ink *= _keep_mask(ink > 0)
+        raise DataError(
+            f"{name} looks blank: no ink stands out from the background ({found}; ink needs at least "
+            f"{need}): photograph it closer or with more contrast"
+        )
+    mask = (smooth > max(FAINT * level, 4.0 * SMOOTH_NOISE * noise)) & (ink > 0)
+    mask = _remove_rules(mask)
+    mask = _drop_specks(mask, smooth)
+    top = max(float(np.percentile(_sample(ink[mask]), 99)) if mask.any() else level, 1e-6)
+    ink = np.where(mask, np.clip(ink / top, 0.0, 1.0), 0.0).astype(np.float32)
     if not ink.any():
-        raise DataError(f"{name} looks blank: no digit stands out from the background")
-    return ink.astype(np.float32), bool(inverted)
+        raise DataError(
+            f"{name} looks blank: the only marks are ruled lines or specks, no digit: "
+            "photograph the digit itself, closer"
+        )
+    return ink, bool(inverted)
 
 
-def _percentiles(a: np.ndarray, qs) -> list[float]:
-    """The ``qs`` percentiles of ``a`` (any shape), each the nearest value (no interpolation).
-
-    A high percentile is looked for among the values above the mean, a low
-    one among those below: a fraction of the image, so much faster.
-    """
+def _sample(a: np.ndarray, most: int = SAMPLE) -> np.ndarray:
+    """At most about ``most`` of ``a``'s values, evenly strided: enough for a percentile of an image."""
     flat = a.ravel()
-    n = flat.size
-    mean = flat.mean()
-    out = []
-    for q in qs:
-        k = min(n - 1, max(0, int(round(q / 100 * (n - 1)))))
-        part = flat[flat >= mean] if q >= 50 else flat[flat <= mean]
-        j = k - (n - part.size) if q >= 50 else k  # k's place among those values, sorted
-        if not 0 <= j < part.size:
-            part, j = flat, k
-        out.append(float(np.partition(part, j)[j]))
+    return flat[:: max(1, flat.size // most)]
+
+
+def _ink_is_dark(grey: np.ndarray) -> bool:
+    """Whether the ink is darker than the paper, from ``grey`` ``(h, w)`` 0-255.
+
+    Split at the middle grey level, the paper is the side most of the border
+    lies on. On a page, the light's unevenness is taken out first (a median
+    over ``POLARITY_WINDOW`` of the side follows a shadow's edge and takes ink
+    for paper only where ink covers most of the window). A tight crop (the
+    darkest or the lightest quarter of the range touching all four edges)
+    is split as it is; if most of its border is ink, the ink is the side in
+    fewer connected parts (the paper falls into corners and holes, the ink
+    holds together), and if that ties, the side with fewer pixels.
+    """
+    h, w = grey.shape
+    lo, hi = np.percentile(_sample(grey), (1, 99))
+    quarter = (hi - lo) / 4
+    tight = any(_touches_edges(side) for side in (grey < lo + quarter, grey > hi - quarter))
+    f = max(1, -(-max(h, w) // FIELD_SIDE))
+    if not tight and min(h, w) >= 3 * f:
+        hs, ws = h // f, w // f
+        small = grey[: hs * f, : ws * f].reshape(hs, f, ws, f).mean(axis=(1, 3))
+        light = ndimage.median_filter(
+            small, size=max(3, round(POLARITY_WINDOW * max(hs, ws))), mode="nearest"
+        )
+        grey = grey - _enlarge(light, (h, w))
+        lo, hi = np.percentile(_sample(grey), (1, 99))
+    dark = grey < (lo + hi) / 2
+    ring = max(1, round(0.03 * min(h, w)))
+    border = np.concatenate(
+        [dark[:ring].ravel(), dark[-ring:].ravel(), dark[:, :ring].ravel(), dark[:, -ring:].ravel()]
+    )
+    on_dark = float(border.mean())
+    if on_dark <= 1 - CLEAR_BORDER or on_dark >= CLEAR_BORDER:
+        return on_dark < 0.5
+    least = 0.01 * dark.size
+    parts = []
+    for side in (dark, ~dark):
+        labels, n = ndimage.label(side, structure=EIGHT)
+        parts.append(int((np.bincount(labels.ravel(), minlength=n + 1)[1:] >= least).sum()))
+    if parts[0] != parts[1]:
+        return parts[0] < parts[1]
+    return bool(dark.mean() < 0.5)
+
+
+def _touches_edges(mask: np.ndarray) -> bool:
+    """Whether ``mask`` ``(h, w)`` has a pixel within two of each of the four edges."""
+    return bool(mask[:2].any() and mask[-2:].any() and mask[:, :2].any() and mask[:, -2:].any())
+
+
+def _background_field(ink: np.ndarray) -> np.ndarray:
+    """A smooth estimate of the background level under ``ink`` (light ink on dark), shape ``ink.shape``.
+
+    A grey opening (the largest of the local minima) of the image shrunk to
+    at most ``FIELD_SIDE`` pixels a side by block means, with a window of
+    ``FIELD_WINDOW`` of its longer side, smoothed and enlarged back. Ink
+    narrower than the window is not background; the local minima lie a
+    little under the paper's mean, which the noise of the shrunk image says
+    how far.
+    """
+    h, w = ink.shape
+    f = max(1, -(-max(h, w) // FIELD_SIDE))
+    hs, ws = h // f, w // f
+    if min(hs, ws) < 3:
+        return np.full_like(ink, float(np.percentile(ink, 10)))
+    small = ink[: hs * f, : ws * f].reshape(hs, f, ws, f).mean(axis=(1, 3))
+    window = max(3, round(FIELD_WINDOW * max(hs, ws)))
+    # Beyond the edges, light keeps changing as it did (the odd reflection) unless that would make
+    # paper darker than the ink beside the edge (then the even one): an opening reaching out finds
+    # neither a false minimum where the light falls off nor one mirrored from the ink.
+    ext = np.maximum(
+        np.pad(small, window, mode="reflect", reflect_type="odd"), np.pad(small, window, mode="reflect")
+    )
+    opened = ndimage.grey_opening(ext, size=(window, window))
+    opened = ndimage.uniform_filter(opened, size=3)[window:-window, window:-window]
+    # The opening follows the minima: lift it to the paper's middle, from the pixels close to it.
+    lift = small - opened
+    paper = lift[lift <= np.percentile(lift, 30)]
+    opened += float(np.median(paper)) if paper.size else 0.0
+    if f == 1 and (hs, ws) == (h, w):
+        return opened.astype(np.float32)
+    return _enlarge(opened, (h, w))
+
+
+def _enlarge(small: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``small`` ``(hs, ws)`` enlarged to ``shape`` ``(h, w)`` by bilinear interpolation (float32)."""
+    im = Image.fromarray(np.asarray(small, np.float32), "F")
+    return np.asarray(im.resize((shape[1], shape[0]), Image.Resampling.BILINEAR), np.float32)
+
+
+def _noise(ink: np.ndarray) -> float:
+    """The deviation of the pixel noise in ``ink`` ``(h, w)``: the median absolute difference of
+    horizontal neighbours over 0.954 (its value for Gaussian noise), robust to how much is ink."""
+    if ink.shape[1] < 2:
+        return 0.0
+    return float(np.median(_sample(np.abs(np.diff(ink[::2], axis=1))))) / 0.954
+
+
+def _remove_rules(mask: np.ndarray) -> np.ndarray:
+    """``mask`` ``(h, w)`` bool without the lines of ruled or squared paper, mending the ink they crossed.
+
+    A rule is a thin straight run of ink across at least ``RULE_SPAN`` of the
+    frame, found by a binary opening with a line that long (:func:`_long_runs`); rules are
+    removed only where there are at least two parallel ones (a 7's bar or a
+    1's stem is a single line), and thin ones (a marker's stroke is thicker).
+    Where a digit's stroke crossed a rule, a closing across the gap puts it back.
+    """
+    h, w = mask.shape
+    out = mask
+    for axis, length, across in ((1, w, h), (0, h, w)):
+        span = round(RULE_SPAN * length) | 1
+        if length < 16 or (mask.sum(axis=axis) >= span).sum() < 2:  # no two rows (columns) could hold one
+            continue
+        lines = _long_runs(mask, span, axis)
+        if not lines.any():
+            continue
+        rows = lines.any(axis=axis)
+        runs, n = ndimage.label(rows)
+        thin = max(2, round(RULE_THICKNESS * across))
+        sizes = np.bincount(runs, minlength=n + 1)[1:]
+        keep = np.flatnonzero(sizes <= thin) + 1
+        if len(keep) < 2:
+            continue
+        rule_rows = np.isin(runs, keep)
+        rules = lines & (rule_rows[None, :] if axis == 0 else rule_rows[:, None])
+        gap = int(sizes[keep - 1].max()) + 2
+        bridge = np.ones((gap, 1) if axis == 1 else (1, gap), bool)
+        rest = out & ~rules
+        out = rest | (ndimage.binary_closing(rest, structure=bridge) & rules)
     return out
 
 
-def _background_field(ink: np.ndarray, grid: int = 8) -> np.ndarray:
-    """A smooth estimate of the background level under ``ink`` (light ink on dark), shape ``ink.shape``.
-
-    The 20th percentile of each cell of a ``grid`` x ``grid`` split (the
-    background, unless a cell is mostly ink) fitted by a quadratic surface
-    in x and y (light falling off across a page or towards its corners);
-    cells far above the first fit (ink) are left out of the second. Small
-    images get one level.
-    """
-    h, w = ink.shape
-    if min(h, w) < 64:
-        return np.full_like(ink, np.percentile(ink, 20))
-    th, tw = h // grid, w // grid
-    tiles = ink[: th * grid, : tw * grid].reshape(grid, th, grid, tw)[
-        :, ::2, :, ::2
-    ]  # a quarter of each cell
-    tiles = tiles.transpose(0, 2, 1, 3).reshape(grid * grid, -1)
-    k = tiles.shape[1] // 5
-    cells = np.partition(tiles, k, axis=1)[:, k].astype(np.float64)  # each cell's 20th percentile
-    centres = (np.arange(grid) + 0.5) / grid * 2 - 1  # cell centres in [-1, 1]
-    cy, cx = np.repeat(centres, grid), np.tile(centres, grid)
-    design = np.stack([np.ones_like(cx), cx, cy, cx * cx, cx * cy, cy * cy], axis=1)
-    keep = np.ones(len(cells), bool)
-    for _ in range(2):
-        coef = np.linalg.lstsq(design[keep], cells[keep], rcond=None)[0]
-        resid = cells - design @ coef
-        spread = 1.4826 * np.median(np.abs(resid[keep] - np.median(resid[keep])))
-        keep = resid <= np.median(resid[keep]) + 3 * spread + 1.0
-    x = ((np.arange(w) + 0.5) / w * 2 - 1)[None, :].astype(np.float32)
-    y = ((np.arange(h) + 0.5) / h * 2 - 1)[:, None].astype(np.float32)
-    c = coef.astype(np.float32)
-    return (c[0] + c[1] * x + c[3] * x * x) + (c[2] * y + c[5] * y * y) + y * (c[4] * x)
+def _long_runs(mask: np.ndarray, length: int, axis: int) -> np.ndarray:
+    """The binary opening of ``mask`` by a line of odd ``length`` along ``axis``: the pixels in runs at
+    least that long. Two running means (``uniform_filter1d``) take the same time whatever the length."""
+    inside = ndimage.uniform_filter1d(mask.astype(np.float32), length, axis=axis, mode="constant")
+    full = (inside > 1 - 0.5 / length).astype(np.float32)  # the whole line fits around this pixel
+    return ndimage.uniform_filter1d(full, length, axis=axis, mode="constant") > 0.5 / length
 
 
-def _keep_mask(mask: np.ndarray, side: int = 64) -> np.ndarray:
-    """``mask`` less its small specks: connected parts under ``SPECK`` of the largest part's area.
-
-    Parts are found on a copy shrunk to at most ``side`` pixels (a pixel is
-    set if any pixel it covers is), by spreading labels to 8-neighbours.
-    """
-    h, w = mask.shape
-    f = max(1, -(-max(h, w) // side))
-    hp, wp = -(-h // f) * f, -(-w // f) * f
-    small = np.zeros((hp, wp), bool)
-    small[:h, :w] = mask
-    small = small.reshape(hp // f, f, wp).any(axis=1).reshape(hp // f, wp // f, f).any(axis=2)
-    labels = np.where(small, np.arange(1, small.size + 1).reshape(small.shape), 0)
-    while True:
-        spread = labels.copy()  # the largest label among the 8 neighbours and itself
-        np.maximum(spread[1:], labels[:-1], out=spread[1:])
-        np.maximum(spread[:-1], labels[1:], out=spread[:-1])
-        rows = spread.copy()
-        np.maximum(spread[:, 1:], rows[:, :-1], out=spread[:, 1:])
-        np.maximum(spread[:, :-1], rows[:, 1:], out=spread[:, :-1])
-        spread *= small
-        spread = spread.ravel()[np.maximum(spread - 1, 0)] * small  # jump: take the label's own label
-        if np.array_equal(spread, labels):
-            break
-        labels = spread
-    ids, counts = np.unique(labels[labels > 0], return_counts=True)
-    if len(ids) <= 1:
+def _drop_specks(mask: np.ndarray, ink: np.ndarray) -> np.ndarray:
+    """``mask`` less its specks and smudges: 8-connected parts under ``SPECK`` of the largest part's
+    area, or whose strongest ink ``ink`` ``(h, w)`` is under ``SMUDGE`` of the strongest part's."""
+    labels, n = ndimage.label(mask, structure=EIGHT)
+    if n <= 1:
         return mask
-    # Area in the full image counts, not in the shrunk one: weigh each shrunk pixel by the ink it covers.
-    full = np.repeat(np.repeat(labels, f, axis=0), f, axis=1)[:h, :w]
-    areas = np.bincount(full[mask], minlength=labels.max() + 1)[ids]
-    keep = ids[areas >= SPECK * areas.max()]
-    return mask & np.isin(full, keep)
+    areas = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    peaks = np.array(
+        [ink[box][labels[box] == k].max() for k, box in enumerate(ndimage.find_objects(labels), 1)]
+    )
+    keep = np.zeros(n + 1, bool)
+    keep[1:] = (areas >= SPECK * areas.max()) & (peaks >= SMUDGE * peaks.max())
+    return keep[labels]
 
 
 def to_mnist(grey: np.ndarray, *, name: str = "the image") -> Prepared:
@@ -322,12 +468,22 @@ def to_mnist(grey: np.ndarray, *, name: str = "the image") -> Prepared:
     ink, inverted = to_ink(grey, name=name)
     rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
     top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    crop = ink[top:bottom, left:right]
+    pixels = centre(ink[top:bottom, left:right])
+    return Prepared(
+        pixels, np.asarray(grey, np.float32), inverted, (int(top), int(left), int(bottom), int(right))
+    )
+
+
+def centre(crop: np.ndarray) -> np.ndarray:
+    """Ink cropped to its box, ``(h, w)`` float 0-1 (light on black) -> MNIST's ``(28, 28)`` uint8 frame.
+
+    The longer side becomes 20 pixels, aspect ratio kept; the centre of mass
+    lands on (14, 14), rounded to whole pixels as MNIST did, in one
+    anti-aliased resampling; the brightest pixel becomes 255.
+    """
     scale = BOX / max(crop.shape)  # output pixels per input pixel
-    mass = crop.sum()
     # Centre of mass in continuous coordinates (pixel i spans [i, i + 1)).
-    cy = float((crop.sum(axis=1) * (np.arange(crop.shape[0]) + 0.5)).sum() / mass)
-    cx = float((crop.sum(axis=0) * (np.arange(crop.shape[1]) + 0.5)).sum() / mass)
+    cy, cx = (float(c) + 0.5 for c in ndimage.center_of_mass(crop))
     span = FRAME / scale  # the frame's side in input pixels
     # Where the box's top-left corner lands in the frame: the centre of mass at the frame's centre,
     # rounded to whole pixels as MNIST did, so the box's edges stay sharp.
@@ -337,17 +493,246 @@ def to_mnist(grey: np.ndarray, *, name: str = "the image") -> Prepared:
     before_y, before_x = max(0, int(np.ceil(-y0)) + 1), max(0, int(np.ceil(-x0)) + 1)
     after_y = max(0, int(np.ceil(y0 + span - crop.shape[0])) + 1)
     after_x = max(0, int(np.ceil(x0 + span - crop.shape[1])) + 1)
-    padded = np.pad(crop, ((before_y, after_y), (before_x, after_x)))
+    padded = np.pad(np.asarray(crop, np.float32), ((before_y, after_y), (before_x, after_x)))
     box = (x0 + before_x, y0 + before_y, x0 + before_x + span, y0 + before_y + span)
     # Shrinking averages the input pixels each output pixel covers (anti-aliasing); enlarging interpolates.
     smooth = Image.Resampling.BOX if scale < 1 else Image.Resampling.BILINEAR
     out = Image.fromarray(padded, "F").resize((FRAME, FRAME), smooth, box=box)
     out = np.clip(np.asarray(out, dtype=np.float32), 0, None)
     out *= 255.0 / max(float(out.max()), 1e-6)
-    pixels = np.round(out).astype(np.uint8)
-    return Prepared(
-        pixels, np.asarray(grey, np.float32), inverted, (int(top), int(left), int(bottom), int(right))
-    )
+    return np.round(out).astype(np.uint8)
+
+
+@dataclass
+class Digit:
+    """One digit of a number: ``pixels`` the ``(28, 28)`` uint8 image the network sees, ``box`` its
+    ink's ``(top, left, bottom, right)`` in the working image's coordinates (bottom, right exclusive)."""
+
+    pixels: np.ndarray
+    box: tuple
+
+
+@dataclass
+class PreparedNumber:
+    """One image after :func:`prepare_number`: its digits, left to right.
+
+    ``grey`` is the ``(h, w)`` float32 input at working size (0-255, for
+    previews); ``inverted`` says the ink was darker than the background;
+    ``scale`` is the input's pixels per working pixel (boxes times ``scale``
+    are in the input's own pixels); ``notes`` as in :class:`Prepared`.
+    """
+
+    digits: list
+    grey: np.ndarray
+    inverted: bool
+    scale: float = 1.0
+    notes: list = field(default_factory=list)
+
+    def boxes(self) -> list[dict]:
+        """Each digit's box in the input's own pixels: ``{"x", "y", "width", "height"}``, left to right."""
+        k = self.scale
+        return [
+            {
+                "x": round(left * k),
+                "y": round(top * k),
+                "width": max(1, round((right - left) * k)),
+                "height": max(1, round((bottom - top) * k)),
+            }
+            for top, left, bottom, right in (d.box for d in self.digits)
+        ]
+
+
+def prepare_number(
+    source, *, max_side: int | None = None, name: str | None = None, reader=None
+) -> PreparedNumber:
+    """Read an image file holding a number (path, bytes or binary file object) and find its digits.
+
+    The image is read at up to ``NUMBER_SIDE`` pixels a side (each digit of a
+    long number keeps enough pixels), its ink found by :func:`to_ink` and cut
+    into digits by :func:`segment`, each brought to MNIST's form by :func:`centre`.
+    Raises :class:`~digitnet.errors.DataError` as :func:`prepare` does.
+    """
+    name = name or (str(source) if isinstance(source, (str, Path)) else "the image")
+    notes: list = []
+    size: list = []
+    grey = load_image(source, max_side=max_side, name=name, work_side=NUMBER_SIDE, notes=notes, size=size)
+    number = to_number(grey, name=name, reader=reader)
+    number.scale = max(size) / max(grey.shape)
+    number.notes = notes
+    return number
+
+
+def to_number(grey: np.ndarray, *, name: str = "the image", reader=None) -> PreparedNumber:
+    """Grey ``(h, w)`` image, 0-255 -> :class:`PreparedNumber`: :func:`to_ink`, :func:`segment`, :func:`centre`.
+
+    Raises :class:`~digitnet.errors.DataError` if there is no ink.
+    """
+    ink, inverted = to_ink(grey, name=name)
+    digits = [Digit(centre(crop), box) for box, crop in segment(ink, reader)]
+    return PreparedNumber(digits, np.asarray(grey, np.float32), inverted)
+
+
+def segment(ink: np.ndarray, reader=None) -> list[tuple[tuple, np.ndarray]]:
+    """Cut the ink of a number into its digits, left to right.
+
+    ``ink`` is ``(h, w)`` float 0-1 as :func:`to_ink` gives. Returns
+    ``[(box, crop)]``: each digit's ``(top, left, bottom, right)`` and its ink
+    cropped to that box (only that digit's own ink, ``(bottom - top, right - left)``).
+
+    Connected parts (``scipy.ndimage.label``) that overlap across most of the
+    narrower one's width are one digit (a 5's flag, a broken 4, a 7's bar);
+    what is under ``MARK_HEIGHT`` of the tallest digit's height is a dot, a
+    dash or a speck and is left out; a part wider than ``SPLIT_ASPECT`` times
+    its height is several touching digits, split where the ink's column sums
+    are least near where the digits' widths say the joins are.
+
+    ``reader``, if given, takes ``(n, 28, 28)`` uint8 digits and returns
+    ``(n, 10)`` probabilities (a model's): such a wide part is then cut into
+    the number of digits (one, if under ``WIDEST`` times its height, up to one
+    more than the widths' guess) that the reader is surest of: the mean
+    log-probability of its readings, less ``SPLIT_COST`` for each digit more
+    or fewer than the widths suggest; every digit cut out must hold a fair
+    share of the ink.
+    """
+    labels, n = ndimage.label(ink > 0, structure=EIGHT)
+    if n == 0:
+        return []
+    slices = ndimage.find_objects(labels)
+    boxes = [[s[0].start, s[1].start, s[0].stop, s[1].stop] for s in slices]
+    members = [[k + 1] for k in range(n)]
+    # Join the pieces of a digit: overlapping columns, much of the narrower's width.
+    joined = True
+    while joined and len(boxes) > 1:
+        joined = False
+        order = sorted(range(len(boxes)), key=lambda k: boxes[k][1])
+        for a, b in itertools.pairwise(order):
+            (t1, l1, b1, r1), (t2, l2, b2, r2) = boxes[a], boxes[b]
+            overlap = min(r1, r2) - max(l1, l2)
+            narrow = min(r1 - l1, r2 - l2)
+            short = min(b1 - t1, b2 - t2) < PIECE_HEIGHT * max(b1 - t1, b2 - t2)
+            if overlap >= (PIECE_OVERLAP if short else DIGIT_OVERLAP) * narrow:
+                boxes[a] = [min(t1, t2), min(l1, l2), max(b1, b2), max(r1, r2)]
+                members[a] += members[b]
+                del boxes[b], members[b]
+                joined = True
+                break
+    tallest = max(b - t for t, _, b, _ in boxes)
+    groups = [
+        (box, m) for box, m in zip(boxes, members, strict=True) if box[2] - box[0] >= MARK_HEIGHT * tallest
+    ]
+    heights = sorted(b - t for (t, _, b, _), _ in groups)
+    typical = heights[len(heights) // 2]
+    out = []
+    for (top, left, bottom, right), m in sorted(groups, key=lambda g: g[0][1]):
+        own = np.where(np.isin(labels[top:bottom, left:right], m), ink[top:bottom, left:right], 0.0)
+        h, w = bottom - top, right - left
+        expected = w / (DIGIT_ASPECT * max(h, typical))
+        guess = max(1, round(expected))
+        wide = w > SPLIT_ASPECT * h
+        if reader is None or not wide:
+            ks = [max(2, guess) if wide else 1]
+        else:  # touching digits, or one wide digit: how many?
+            ks = [k for k in range(1, guess + 2) if w / k >= NARROWEST * h and (k > 1 or w <= WIDEST * h)]
+        options = [pieces for pieces in (_split(own, top, left, k) for k in ks) if _fair(pieces, own)]
+        options = options or [[((top, left, bottom, right), own)]]
+        if len(options) > 1:
+            scores = []
+            for pieces in options:
+                p = np.asarray(reader(np.stack([centre(crop) for _, crop in pieces])), np.float64)
+                cost = SPLIT_COST * abs(len(pieces) - expected)
+                scores.append(float(np.log(np.maximum(p.max(axis=1), 1e-9)).mean()) - cost)
+            options = [options[int(np.argmax(scores))]]
+        out += options[0]
+    return out
+
+
+def _fair(pieces: list, own: np.ndarray) -> bool:
+    """Whether each of ``pieces`` (from :func:`_split`) holds at least ``FAIR_SHARE`` of an equal share
+    of the ink ``own`` (a digit cut from touching ones is a digit, not a stroke's end)."""
+    total = float((own > 0).sum())
+    return all((crop > 0).sum() >= FAIR_SHARE * total / len(pieces) for _, crop in pieces)
+
+
+def _cuts(own: np.ndarray, k: int) -> list[int]:
+    """Where :func:`_split` cuts ``own`` ``(h, w)`` into ``k``: ``[0, ..., w]``, the column of least ink
+    (column sums smoothed over 3) within 35% of a digit's width of where equal widths would put each cut."""
+    w = own.shape[1]
+    columns = ndimage.uniform_filter1d(own.sum(axis=0), size=3)
+    cuts = [0]
+    for i in range(1, k):
+        centre_x, reach = i * w / k, 0.35 * w / k
+        lo, hi = max(cuts[-1] + 1, int(centre_x - reach)), min(w - 1, int(centre_x + reach) + 1)
+        cuts.append(lo + int(np.argmin(columns[lo:hi])) if hi > lo else round(centre_x))
+    return [*cuts, w]
+
+
+def _split(own: np.ndarray, top: int, left: int, k: int) -> list[tuple[tuple, np.ndarray]]:
+    """The ink ``own`` ``(h, w)`` of a part at ``(top, left)`` cut into ``k`` digits: ``[(box, crop)]``.
+
+    The cuts are :func:`_cuts`'.
+    """
+    out = []
+    for c0, c1 in itertools.pairwise(_cuts(own, k)):
+        piece = own[:, c0:c1]
+        rows = np.flatnonzero(piece.any(axis=1))
+        if rows.size == 0:
+            continue
+        cols = np.flatnonzero(piece.any(axis=0))
+        box = (top + rows[0], left + c0 + cols[0], top + rows[-1] + 1, left + c0 + cols[-1] + 1)
+        out.append((tuple(int(v) for v in box), piece[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]))
+    return out
+
+
+def read_number(number: PreparedNumber, probabilities: np.ndarray, class_names) -> dict:
+    """The JSON answer for a number: ``{"number", "digits": [{"box", "digit", "label", "probabilities",
+    "pixels"}]}``, ``probabilities`` ``(n_digits, n_classes)`` being the model's for ``number.digits``.
+
+    ``number`` is the digits read, left to right, as a string; each box is
+    ``{"x", "y", "width", "height"}`` in the input's own pixels; ``pixels``
+    the 784 values 0-255 of the 28 x 28 the network saw.
+    """
+    probabilities = np.asarray(probabilities, np.float64).reshape(len(number.digits), -1)
+    read = [int(k) for k in probabilities.argmax(axis=1)] if len(number.digits) else []
+    digits = [
+        {
+            "box": box,
+            "digit": k,
+            "label": class_names[k],
+            "probabilities": [float(v) for v in p],
+            "pixels": d.pixels.reshape(-1).astype(int).tolist(),
+        }
+        for d, box, k, p in zip(number.digits, number.boxes(), read, probabilities, strict=True)
+    ]
+    return {"number": "".join(str(k) for k in read), "digits": digits}
+
+
+def number_preview(
+    number: PreparedNumber, readings: list[str] | None = None, height: int = 280
+) -> Image.Image:
+    """An RGB picture of a number: the input with each digit's box (red) and reading, and below it the
+    28 x 28 images the network saw, in order, each under its reading. ``readings`` is one string a digit."""
+    readings = readings or ["?"] * len(number.digits)
+    grey = Image.fromarray(np.clip(number.grey, 0, 255).astype(np.uint8), "L").convert("RGB")
+    k = height / grey.height
+    top_part = grey.resize((max(1, round(grey.width * k)), height), Image.Resampling.BILINEAR)
+    font = ImageFont.load_default(size=max(12, height // 10))
+    draw = ImageDraw.Draw(top_part)
+    for digit, text in zip(number.digits, readings, strict=True):
+        t, left, b, r = (v * k for v in digit.box)
+        draw.rectangle([left, t, r - 1, b - 1], outline=(220, 40, 40), width=2)
+        draw.text((left + 2, max(0, t - height // 10 - 4)), text, fill=(220, 40, 40), font=font)
+    side = 112
+    gap = 8
+    width = max(top_part.width, len(number.digits) * (side + gap) + gap)
+    canvas = Image.new("RGB", (width, height + side + height // 10 + 3 * gap), (128, 128, 128))
+    canvas.paste(top_part, (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    for i, (digit, text) in enumerate(zip(number.digits, readings, strict=True)):
+        x = gap + i * (side + gap)
+        draw.text((x + side // 2 - 6, height + gap), text, fill=(255, 255, 255), font=font)
+        seen = Image.fromarray(digit.pixels, "L").resize((side, side), Image.Resampling.NEAREST)
+        canvas.paste(seen.convert("RGB"), (x, height + height // 10 + 2 * gap))
+    return canvas
 
 
 def side_by_side(prepared: Prepared, height: int = 280) -> Image.Image:
@@ -431,19 +816,22 @@ def preview_folder(folder) -> Path:
     return folder
 
 
-def save_preview(prepared: Prepared, folder, name: str) -> Path:
-    """Save :func:`side_by_side` of ``prepared`` as ``folder/<stem of name>.preview.png`` (atomically).
+def save_preview(prepared, folder, name: str, readings: list[str] | None = None) -> Path:
+    """Save :func:`side_by_side` of ``prepared`` as ``folder/<stem of name>.preview.png`` (atomically);
+    of a :class:`PreparedNumber`, :func:`number_preview` with its ``readings`` (one string a digit).
 
     ``test[7]`` becomes ``test-7.preview.png``. A file of that name already there is kept: the
     new one is numbered, ``<stem>-2.preview.png``, ``-3`` ... (up to 999, then the last is replaced).
 
     Parameters
     ----------
-    prepared : Prepared
+    prepared : Prepared or PreparedNumber
     folder : str or Path
         An existing folder (see :func:`preview_folder`).
     name : str
         The input's name, e.g. its file path.
+    readings : list of str, optional
+        For a number: what each digit was read as, drawn by its box.
 
     Returns
     -------
@@ -460,9 +848,12 @@ def save_preview(prepared: Prepared, folder, name: str) -> Path:
     path, k = folder / f"{stem}.preview.png", 2
     while path.exists() and k < 1000:  # two inputs of the same name: number the later ones
         path, k = folder / f"{stem}-{k}.preview.png", k + 1
+    picture = (
+        number_preview(prepared, readings) if isinstance(prepared, PreparedNumber) else side_by_side(prepared)
+    )
     try:
         with atomic_path(path) as tmp:
-            side_by_side(prepared).save(tmp, format="PNG")
+            picture.save(tmp, format="PNG")
     except OSError as exc:
         raise DataError(f"cannot write the preview {path}: {exc.strerror or exc}") from None
     return path

@@ -7,6 +7,8 @@ Routes::
     POST /api/predict          a PNG/JPEG/... body (Content-Type image/*), or JSON {"pixels": [784 values
                                0-255]}; returns the digit, the ten probabilities, the 28 x 28 the network
                                saw, each hidden layer's activity and the strongest paths
+    POST /api/predict?number=1 the same bodies; returns the number read, left to right, and each digit's
+                               box, reading, probabilities and 28 x 28, as ``digitnet predict --number``
     GET  /api/unit/L/U         the weights into unit U of layer L (1 = first hidden layer)
     GET  /api/random           a random test image: {"index", "label", "pixels"}
 
@@ -98,9 +100,40 @@ def create_app(classifier, test_set=None) -> Flask:
             }
         )
 
+    def read_number(kind: str):
+        """``POST /api/predict?number=1``: every digit of the image (or 784-pixel drawing), left to right."""
+
+        def reader(x):  # the model's probabilities for (n, 28, 28) digits, to split touching ones
+            return classifier.predict_proba(x.reshape(len(x), -1))
+
+        try:
+            if kind == "application/json":
+                pixels = _pixels_from_json(_body(), n_inputs)
+                number = preprocess.to_number(pixels.reshape(28, 28), name="the drawing", reader=reader)
+            else:
+                body = _body()
+                if not body:
+                    raise ApiError(400, "the request has no image in its body")
+                number = preprocess.prepare_number(
+                    body, max_side=MAX_SIDE, name="the uploaded file", reader=reader
+                )
+        except DigitnetError as exc:
+            status = 413 if "pixels a side" in str(exc) or "megapixels" in str(exc) else 422
+            raise ApiError(status, str(exc)) from None
+        p = classifier.predict_proba(np.stack([d.pixels.reshape(-1) for d in number.digits]))
+        result = preprocess.read_number(number, p, classifier.class_names)
+        result["inverted"] = number.inverted
+        if number.notes:
+            result["notes"] = number.notes
+        return jsonify(result)
+
     @app.post("/api/predict")
     def predict():
         kind = (request.mimetype or "").lower()
+        if request.args.get("number", "0").lower() in ("1", "true", "yes") and (
+            kind == "application/json" or kind.startswith("image/") or kind == "application/octet-stream"
+        ):
+            return read_number(kind)
         if kind == "application/json":
             pixels, prepared = _pixels_from_json(_body(), n_inputs), None
         elif kind.startswith("image/") or kind == "application/octet-stream":

@@ -1,12 +1,16 @@
 // The draw-a-digit page: draw (mouse, touch or pen), ask /api/predict while drawing, show the answer,
-// the 28x28 the network saw, the probabilities and the network's activity. No build step, no libraries.
+// the 28x28 the network saw, the probabilities and the network's activity. With "Read a number" on, the
+// pad widens and /api/predict?number=1 reads every digit: the number, each digit's box over the pad, and
+// each digit's 28x28 and bars. No build step, no libraries.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const pad = $("pad"), padCtx = pad.getContext("2d");
 const seen = $("seen"), seenCtx = seen.getContext("2d");
 const net = $("network"), netCtx = net.getContext("2d");
-const state = { model: null, busy: false, dirty: false, last: null, units: [], inked: false };
+const boxes = $("boxes"), boxCtx = boxes.getContext("2d");
+const state = { model: null, busy: false, dirty: false, last: null, units: [], inked: false,
+                number: false, fit: { k: 1, x: 0, y: 0 } };
 
 // ---------------------------------------------------------------- drawing
 const BRUSH = 19;   // pixels on the 280-pixel pad: MNIST's strokes are about a tenth of the digit's height
@@ -14,7 +18,9 @@ const BRUSH = 19;   // pixels on the 280-pixel pad: MNIST's strokes are about a 
 function clearPad() {
   padCtx.fillStyle = "#000";
   padCtx.fillRect(0, 0, pad.width, pad.height);
+  boxCtx.clearRect(0, 0, boxes.width, boxes.height);
   state.inked = false;
+  state.fit = { k: 1, x: 0, y: 0 };   // where the image the server reads sits on the pad
 }
 
 function padPoint(event) {
@@ -75,6 +81,7 @@ function requestPrediction() {
   if (state.busy) { state.dirty = true; return; }
   setBusy(true);
   state.dirty = false;
+  state.fit = { k: 1, x: 0, y: 0 };
   pad.toBlob((blob) => send(blob, "image/png").finally(afterRequest), "image/png");
 }
 
@@ -85,7 +92,8 @@ function afterRequest() {
 
 async function send(body, type) {
   try {
-    const response = await fetch("/api/predict", { method: "POST", headers: { "Content-Type": type }, body });
+    const url = state.number ? "/api/predict?number=1" : "/api/predict";
+    const response = await fetch(url, { method: "POST", headers: { "Content-Type": type }, body });
     const data = await response.json();
     if (!response.ok) { showError(data.error || `the server answered ${response.status}`); return; }
     show(data);
@@ -108,6 +116,7 @@ function showError(message) {
 
 // ---------------------------------------------------------------- showing the answer
 function show(data) {
+  if (data.digits) { showNumber(data); return; }
   state.last = data;
   const p = data.probabilities[data.digit];
   $("prediction").textContent = data.label;
@@ -118,6 +127,82 @@ function show(data) {
   renderNetwork(data);
   document.body.dataset.predictions = String(Number(document.body.dataset.predictions) + 1);
 }
+
+// ---------------------------------------------------------------- a number
+function showNumber(data) {
+  state.last = data;
+  $("prediction").textContent = data.number;
+  const least = Math.min(...data.digits.map((d) => d.probabilities[d.digit]));
+  $("confidence").textContent = `${data.digits.length} digit${data.digits.length === 1 ? "" : "s"}, ` +
+    `the least sure ${(100 * least).toFixed(1)}%`;
+  setStatus("Keep writing, or clear and try another.");
+  renderBoxes(data.digits);
+  renderDigits(data.digits);
+  selectDigit(0);
+  document.body.dataset.predictions = String(Number(document.body.dataset.predictions) + 1);
+}
+
+function renderBoxes(digits) {
+  // Each digit's box (in the pixels of the image read) drawn over the pad, with its reading.
+  boxCtx.clearRect(0, 0, boxes.width, boxes.height);
+  const { k, x, y } = state.fit;
+  boxCtx.lineWidth = 2;
+  boxCtx.font = "bold 18px system-ui, sans-serif";
+  digits.forEach((d) => {
+    const bx = x + d.box.x * k, by = y + d.box.y * k;
+    boxCtx.strokeStyle = "#ffb020";
+    boxCtx.strokeRect(bx, by, d.box.width * k, d.box.height * k);
+    boxCtx.fillStyle = "#ffb020";
+    boxCtx.fillText(d.label, bx + 3, Math.max(16, by - 4));
+  });
+}
+
+function renderDigits(digits) {
+  // One card a digit: its reading, the 28x28 the network saw, ten small bars.
+  $("digits").replaceChildren(...digits.map((d, i) => {
+    const li = document.createElement("li");
+    li.dataset.digit = String(d.digit);
+    li.dataset.box = [d.box.x, d.box.y, d.box.width, d.box.height].join(",");
+    li.innerHTML = '<span class="reading"></span><canvas width="28" height="28"></canvas><span class="mini"></span>';
+    li.querySelector(".reading").textContent = d.label;
+    const ctx = li.querySelector("canvas").getContext("2d"), img = ctx.createImageData(28, 28);
+    d.pixels.forEach((v, j) => { img.data.set([v, v, v, 255], 4 * j); });
+    ctx.putImageData(img, 0, 0);
+    li.querySelector(".mini").replaceChildren(...d.probabilities.map((p, c) => {
+      const bar = document.createElement("span");
+      bar.style.height = `${Math.max(1, 100 * p).toFixed(1)}%`;
+      bar.dataset.p = p.toFixed(6);
+      bar.title = `${state.model ? state.model.class_names[c] : c}: ${(100 * p).toFixed(1)}%`;
+      bar.classList.toggle("top", c === d.digit);
+      return bar;
+    }));
+    li.addEventListener("click", () => selectDigit(i));
+    return li;
+  }));
+  $("digits").hidden = false;
+}
+
+function selectDigit(i) {
+  // The big bars and the 28x28 show one digit of the number: the first, or the one clicked.
+  const d = state.last && state.last.digits && state.last.digits[i];
+  if (!d) return;
+  [...$("digits").children].forEach((li, j) => li.classList.toggle("selected", j === i));
+  renderSeen(d.pixels);
+  renderBars(d.probabilities, d.digit);
+}
+
+function setNumberMode(on) {
+  state.number = on;
+  $("number-mode").checked = on;
+  document.body.classList.toggle("number", on);
+  pad.width = on ? 560 : 280;
+  boxes.width = pad.width;
+  $("digits").replaceChildren();
+  $("digits").hidden = true;
+  $("clear").click();
+  setStatus(on ? "Write a number: several digits side by side." : "Draw a digit with the mouse, a finger or a pen.");
+}
+$("number-mode").addEventListener("change", (e) => setNumberMode(e.target.checked));
 
 function renderSeen(pixels) {
   const img = seenCtx.createImageData(28, 28);
@@ -295,6 +380,7 @@ async function showUnit(layer, unit) {
 // ---------------------------------------------------------------- buttons
 $("clear").addEventListener("click", () => {
   clearPad();
+  $("digits").replaceChildren();
   state.dirty = false;
   $("prediction").textContent = "–";
   $("confidence").textContent = "";
@@ -305,6 +391,7 @@ $("clear").addEventListener("click", () => {
 });
 
 $("random").addEventListener("click", async () => {
+  if (state.number) setNumberMode(false);   // a test image holds one digit
   const response = await fetch("/api/random");
   const data = await response.json();
   if (!response.ok) { setStatus(data.error, true); return; }
@@ -338,8 +425,9 @@ $("upload").addEventListener("change", async (e) => {
     const bitmap = await createImageBitmap(file);
     const k = Math.min(pad.width / bitmap.width, pad.height / bitmap.height);
     clearPad();
-    padCtx.drawImage(bitmap, (pad.width - bitmap.width * k) / 2, (pad.height - bitmap.height * k) / 2,
-                     bitmap.width * k, bitmap.height * k);
+    const x = (pad.width - bitmap.width * k) / 2, y = (pad.height - bitmap.height * k) / 2;
+    padCtx.drawImage(bitmap, x, y, bitmap.width * k, bitmap.height * k);
+    state.fit = { k, x, y };
     state.inked = true;
   } catch (err) { /* the server says what is wrong with it */ }
   setBusy(true);

@@ -2,7 +2,7 @@
 
 The study (``study.db`` in the folder, or ``--storage``) is where every trial
 is kept, with its parameters, state, per-epoch validation accuracy and the
-rest of its record as user attributes; :class:`Results` reads its records
+rest of its record as the user attribute ``record``; :class:`Results` reads its records
 from there. Both plain files are rewritten from the study after every
 finished trial, under a temporary name then renamed, so a crash or a Ctrl-C
 never leaves half a file. ``results.json`` also holds the
@@ -137,8 +137,9 @@ class Results:
         for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             if studies.owner_gone(t.user_attrs.get("owner")):
                 trial = optuna.Trial(self.study, t._trial_id)
-                trial.set_user_attr("status", INTERRUPTED)
-                trial.set_user_attr("reason", "was running when its search stopped")
+                trial.set_user_attr(
+                    "record", {"status": INTERRUPTED, "reason": "was running when its search stopped"}
+                )
                 self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 lost.append(t.number)
         return lost
@@ -203,9 +204,7 @@ class Results:
         import optuna
 
         state = optuna.trial.TrialState
-        for name, value in record.items():
-            if name not in ("trial", "params"):
-                trial.set_user_attr(name, value)
+        trial.set_user_attr("record", {k: v for k, v in record.items() if k not in ("trial", "params")})
         values, status = None, record["status"]
         if status == OK:
             values = [record["val_accuracy"], record["seconds"]][: len(self.spec.objectives)]
@@ -221,8 +220,7 @@ class Results:
         state = optuna.trial.TrialState
         out = {}
         for t in self.study.get_trials(deepcopy=False, states=(state.COMPLETE, state.PRUNED, state.FAIL)):
-            attrs = dict(t.user_attrs)
-            attrs.pop("owner", None)
+            attrs = dict(t.user_attrs.get("record", {}))
             default = {state.COMPLETE: OK, state.PRUNED: PRUNED}.get(t.state, FAILED)
             record = {
                 "trial": t.number,

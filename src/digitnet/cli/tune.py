@@ -150,6 +150,7 @@ def register(subparsers, help_line: str) -> None:
 def run(args) -> int:
     started = time.perf_counter()
     _rich()
+    _optuna()
     spec, out, resumed = _check(args)
     dataset = load_data(args, spec.dataset, seed=spec.seed)
     data, refit_data = search_data(dataset, spec.subset, spec.seed)
@@ -321,6 +322,15 @@ def _params(record, dims) -> str:
 
 
 # --------------------------------------------------------------------------- display
+def _optuna():
+    """Optuna runs the search; its own log lines would repeat what the table shows."""
+    try:
+        import optuna
+    except ImportError:
+        raise ConfigError("digitnet tune searches with Optuna: pip install 'digitnet[tune]'") from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
 def _rich():
     try:
         import rich  # noqa: F401

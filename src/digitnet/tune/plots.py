@@ -109,7 +109,7 @@ def plot_history(records: list[dict]):
 def plot_importance(importances: dict[str, float]):
     """A bar per hyperparameter: its share of the validation accuracy's variation, largest on top."""
     names = sorted(importances, key=importances.get)
-    fig, ax = _figure(1, 1, width=6, height=1.2 + 0.5 * len(names))
+    fig, ax = _figure(1, 1, width=6, height=max(3.2, 1.2 + 0.5 * len(names)))
     ax.barh([_label(n) for n in names], [importances[n] for n in names], color="C0")
     for i, n in enumerate(names):
         ax.text(importances[n], i, f" {importances[n]:.2f}", va="center", fontsize=9)

@@ -17,6 +17,9 @@ import csv
 import io
 import json
 import math
+import signal
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 from digitnet import runs
@@ -148,10 +151,10 @@ class Results:
         """A new Optuna trial (a queued one first), marked with this process: see :meth:`fail_abandoned`."""
         import warnings
 
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), ctrl_c_after():
             warnings.simplefilter("ignore")  # e.g. the grid sampler on a queued trial
             trial = self.study.ask(self.spec.distributions())
-        trial.set_user_attr("owner", studies.owner())
+            trial.set_user_attr("owner", studies.owner())
         return trial
 
     def queue(self, order=None, enqueue: bool = True) -> int:
@@ -204,12 +207,13 @@ class Results:
         import optuna
 
         state = optuna.trial.TrialState
-        trial.set_user_attr("record", {k: v for k, v in record.items() if k not in ("trial", "params")})
         values, status = None, record["status"]
         if status == OK:
             values = [record["val_accuracy"], record["seconds"]][: len(self.spec.objectives)]
         with_state = {OK: state.COMPLETE, PRUNED: state.PRUNED}.get(status, state.FAIL)
-        self.study.tell(trial, values, state=with_state)
+        with ctrl_c_after():
+            trial.set_user_attr("record", {k: v for k, v in record.items() if k not in ("trial", "params")})
+            self.study.tell(trial, values, state=with_state)
         self.write()
 
     @property
@@ -322,3 +326,22 @@ class Results:
                 ]
             )
         return out.getvalue()
+
+
+@contextmanager
+def ctrl_c_after():
+    """Hold a Ctrl-C back until the block ends, so that a trial is never half asked for or half told.
+
+    Outside the main thread (where signals cannot be handled) the block just runs.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda *a: caught.append(a))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt

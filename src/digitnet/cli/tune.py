@@ -150,8 +150,8 @@ def register(subparsers, help_line: str) -> None:
 def run(args) -> int:
     started = time.perf_counter()
     _rich()
-    _optuna()
     spec, out, resumed = _check(args)
+    _optuna()
     dataset = load_data(args, spec.dataset, seed=spec.seed)
     data, refit_data = search_data(dataset, spec.subset, spec.seed)
     results = (  # only now is anything written

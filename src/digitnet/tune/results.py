@@ -152,7 +152,7 @@ class Results:
         import warnings
 
         with warnings.catch_warnings(), ctrl_c_after():
-            warnings.simplefilter("ignore")  # e.g. the grid sampler on a queued trial
+            warnings.simplefilter("ignore")  # e.g. TPE's constant liar, an experimental option
             trial = self.study.ask(self.spec.distributions())
             trial.set_user_attr("owner", studies.owner())
         return trial

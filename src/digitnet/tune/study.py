@@ -56,6 +56,11 @@ def open_storage(url: str, create: bool = True):
             f"cannot open the study's storage {hide_password(url)}: no driver ({exc})"
         ) from None
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy's and Optuna's many errors all mean the same here
+        if not create and not url.startswith(JOURNAL) and _reachable(url):
+            raise DigitnetError(
+                f"cannot read the studies in {hide_password(url)}: is it an Optuna database? "
+                f"({_first_line(exc)})"
+            ) from None
         raise DigitnetError(
             f"cannot open the study's storage {hide_password(url)}: {_first_line(exc)}"
         ) from None
@@ -125,6 +130,20 @@ def check_storage(url: str, study_name: str, spec: SearchSpec) -> str:
     if study_name in studies:
         check_spec(storage, studies[study_name]._study_id, study_name, url, spec)
     return url
+
+
+def _reachable(url: str) -> bool:
+    """Whether the database at ``url`` answers at all."""
+    import sqlalchemy
+
+    try:
+        engine = sqlalchemy.create_engine(url, connect_args=_connect_args(url))
+        with engine.connect():
+            pass
+        engine.dispose()
+        return True
+    except Exception:  # noqa: BLE001 - any failure: not reachable
+        return False
 
 
 def _is_empty_database(url: str) -> bool:
@@ -200,6 +219,11 @@ def load_study(url: str, study_name: str, spec: SearchSpec, sampler=None):
 def make_sampler(spec: SearchSpec):
     """Optuna's sampler for ``spec.method``, seeded with ``spec.seed``.
 
+    A grid is queued in the study whole (``enqueue_trial``, in the order the
+    search wants: longest first on several workers), so that any command
+    working on the study takes the next combination from there; Optuna's
+    ``GridSampler`` draws in its own order and cannot take queued trials.
+
     TPE draws its first trials at random, a third of the budget (3 to 10,
     Optuna's default), then models the rest; it treats running trials as if
     they had scored badly (its "constant liar"), so parallel workers do not
@@ -208,12 +232,7 @@ def make_sampler(spec: SearchSpec):
     import optuna
 
     seed = spec.seed
-    if spec.method == "grid":
-        from digitnet.tune.space import encode
-
-        space = {n: [encode(n, v) for v in d.values] for n, d in spec.dimensions().items()}
-        return optuna.samplers.GridSampler(space, seed=seed)
-    if spec.method == "random":
+    if spec.method in ("grid", "random"):  # a grid's trials all wait in the study's queue: none is sampled
         return optuna.samplers.RandomSampler(seed=seed)
     if spec.method == "tpe":
         startup = max(3, min(10, spec.trials // 3))

@@ -171,20 +171,31 @@ def test_a_killed_search_loses_no_finished_trial_and_reruns_the_running_one(tmp_
 def test_several_commands_work_on_one_study_in_a_journal_file(tmp_path):
     storage = f"journal:{tmp_path / 'shared.log'}"
     grid = ["--hidden", "16,32,48", "--l2", "0,1", "--epochs", "2", "--subset", "1000", "--storage", storage]
-    procs = [
-        subprocess.Popen(
+    from optuna.storages.journal import JournalFileBackend
+
+    def start(name):
+        return subprocess.Popen(
             command("tune", *grid, "--out", tmp_path / name, "--json", "--quiet"),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
-        for name in ("a", "b")
-    ]
+
+    def queued():
+        if not (tmp_path / "shared.log").exists():
+            return 0
+        journal = optuna.storages.JournalStorage(JournalFileBackend(str(tmp_path / "shared.log")))
+        studies = journal.get_all_studies()
+        return len(optuna.load_study(study_name="digitnet-tune", storage=journal).trials) if studies else 0
+
+    procs = [start("a")]
+    deadline = time.monotonic() + 120
+    while not queued() and time.monotonic() < deadline:  # the second joins a search under way
+        time.sleep(0.1)
+    procs.append(start("b"))
     for proc in procs:
         stdout, stderr = proc.communicate(timeout=300)
         assert proc.returncode == 0, stderr
-    from optuna.storages.journal import JournalFileBackend
-
     journal = optuna.storages.JournalStorage(JournalFileBackend(str(tmp_path / "shared.log")))
     study = optuna.load_study(study_name="digitnet-tune", storage=journal)
     trials = study.get_trials()

@@ -55,9 +55,11 @@ class Results:
     the folder); ``final`` describes the refitted winner once there is one.
     """
 
-    def __init__(self, folder, spec: SearchSpec, study, storage=None, final: dict | None = None):
+    def __init__(
+        self, folder, spec: SearchSpec, study, storage=None, final: dict | None = None, joined: bool = False
+    ):
         self.folder, self.spec, self.study = Path(folder), spec, study
-        self.storage, self.final = storage, final
+        self.storage, self.final, self.joined = storage, final, joined
 
     @property
     def url(self) -> str:
@@ -86,8 +88,8 @@ class Results:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise DigitnetError(f"cannot create {folder}: {exc.strerror or exc}") from None
-        study = studies.create_study(storage or studies.default_url(folder), name, spec)
-        results = cls(folder, spec, study, storage)
+        study, created = studies.create_study(storage or studies.default_url(folder), name, spec)
+        results = cls(folder, spec, study, storage, joined=not created)
         results.fail_abandoned()
         results.write()
         return results
@@ -148,21 +150,47 @@ class Results:
         return lost
 
     def ask(self):
-        """A new Optuna trial (a queued one first), marked with this process: see :meth:`fail_abandoned`."""
+        """A new Optuna trial (a queued one first), marked with this process: see :meth:`fail_abandoned`.
+
+        A grid takes only queued trials, and returns None when another command
+        working on the study took the last one first.
+        """
         import warnings
 
         with warnings.catch_warnings(), ctrl_c_after():
             warnings.simplefilter("ignore")  # e.g. TPE's constant liar, an experimental option
-            trial = self.study.ask(self.spec.distributions())
+            if self.spec.method == "grid":
+                trial = self._take_queued()
+                if trial is None:
+                    return None
+                for name, distribution in self.spec.distributions().items():
+                    trial.suggest_categorical(name, distribution.choices)  # the queued values
+            else:
+                trial = self.study.ask(self.spec.distributions())
             trial.set_user_attr("owner", studies.owner())
         return trial
+
+    def _take_queued(self):
+        """Start the first queued trial no other command started first (as ``Study.ask`` does); None if none."""
+        import optuna
+
+        state = optuna.trial.TrialState
+        storage = studies.open_storage(self.url)
+        for t in self.study.get_trials(deepcopy=False, states=(state.WAITING,)):
+            try:
+                if storage.set_trial_state_values(t._trial_id, state=state.RUNNING):
+                    return optuna.Trial(self.study, t._trial_id)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue
+        return None
 
     def queue(self, order=None, enqueue: bool = True) -> int:
         """Queue in the study the trials this search must still run; return how many it must still run.
 
         A grid queues every combination not done, queued or running, in
         ``order`` (a function from a list of params to the same, reordered)
-        or the grid's own. A sampled search queues its failed and interrupted
+        or the grid's own; a command that joined another's study leaves that
+        to it, and takes trials from its queue. A sampled search queues its failed and interrupted
         trials' values again, then leaves the rest to the sampler.
         """
         import optuna
@@ -178,6 +206,8 @@ class Results:
         if self.spec.method == "grid":
             missing = [p for p in self.spec.grid() if key(p) not in done | busy]
             waiting = sum(t.state == state.WAITING for t in trials)
+            if self.joined:
+                return waiting
             for params in (order(missing) if order else missing) if enqueue else []:
                 self.study.enqueue_trial({n: encode(n, v) for n, v in params.items()})
             return len(missing) + waiting

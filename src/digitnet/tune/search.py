@@ -149,6 +149,8 @@ def run_search(
                 else:
                     while len(running) < backend.slots() and asked < total and results.more():
                         trial = results.ask()
+                        if trial is None:  # another command took the last queued trial
+                            break
                         asked += 1
                         submit(trial, decode_params(trial.params), isolated=backend.slots() == 1)
             if not running and not suspects:

@@ -176,24 +176,27 @@ def check_spec(storage, study_id: int, study_name: str, url: str, spec: SearchSp
 
 
 def create_study(url: str, study_name: str, spec: SearchSpec):
-    """Create the study for ``spec`` at ``url``, or join the one there made for the same spec."""
+    """Create the study for ``spec`` at ``url``, or join the one there made for the same spec.
+
+    Returns the study and whether this call created it.
+    """
     import optuna
 
     storage = open_storage(url)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study = optuna.create_study(
-            storage=storage,
-            study_name=study_name,
-            sampler=make_sampler(spec),
-            pruner=make_pruner(spec),
-            directions=spec.directions(),
-            load_if_exists=True,
-        )
-    if SPEC_ATTR not in study.user_attrs:
-        study.set_user_attr(SPEC_ATTR, spec.to_dict())
-    check_spec(storage, study._study_id, study_name, url, spec)
-    return study
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study = optuna.create_study(
+                storage=storage,
+                study_name=study_name,
+                sampler=make_sampler(spec),
+                pruner=make_pruner(spec),
+                directions=spec.directions(),
+            )
+    except optuna.exceptions.DuplicatedStudyError:
+        return load_study(url, study_name, spec), False
+    study.set_user_attr(SPEC_ATTR, spec.to_dict())
+    return study, True
 
 
 def load_study(url: str, study_name: str, spec: SearchSpec, sampler=None):

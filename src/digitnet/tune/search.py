@@ -162,14 +162,7 @@ def run_search(
                     suspects = deque(sorted([*suspects, (trial, params)], key=lambda t: t[0].number))
                     continue
                 if isinstance(outcome, BaseException):
-                    outcome = {
-                        "trial": trial.number,
-                        "params": params,
-                        "status": FAILED,
-                        "reason": str(outcome),
-                        "epochs": 0,
-                        "curve": {"val_accuracy": [], "val_loss": [], "train_loss": []},
-                    }
+                    outcome = _unfinished(trial.number, params, FAILED, str(outcome))
                 if outcome["status"] == INTERRUPTED:  # the worker saw Ctrl-C too: it is not done
                     outcome["reason"] = "interrupted: --resume runs it again"
                     results.tell(trial, outcome)
@@ -186,16 +179,19 @@ def run_search(
     finally:
         backend.close(kill=interrupted or bool(running))
         for trial, params in [(t, p) for t, p, _ in running.values()] + list(suspects):
-            results.tell(trial, _interrupted(trial.number, params))
+            results.tell(
+                trial, _unfinished(trial.number, params, INTERRUPTED, "interrupted: --resume runs it again")
+            )
     return SearchOutcome(ran, total, interrupted, time.perf_counter() - started, backend.name)
 
 
-def _interrupted(number: int, params: dict) -> dict:
+def _unfinished(number: int, params: dict, status: str, reason: str) -> dict:
+    """The record of a trial that came back without one of its own."""
     return {
         "trial": number,
         "params": params,
-        "status": INTERRUPTED,
-        "reason": "interrupted: --resume runs it again",
+        "status": status,
+        "reason": reason,
         "epochs": 0,
         "curve": {"val_accuracy": [], "val_loss": [], "train_loss": []},
     }

@@ -286,3 +286,20 @@ def test_two_objectives_give_a_pareto_front_of_accuracy_against_time(tmp_path):
     # the refitted winner is the most accurate trial
     assert info["best"]["val_accuracy"] == max(r["val_accuracy"] for r in found.values())
     assert "pareto" in info["plots"] and (out / "pareto.png").stat().st_size > 10_000
+
+
+def test_cma_es_samples_the_ranges(mnist, tmp_path):
+    from digitnet.tune import Results, SearchSpec, run_search, search_data
+
+    spec = SearchSpec(
+        space={"hidden": "16:64", "lr": "1e-3:1e-2"}, method="cmaes", trials=5, epochs=1, subset=500
+    ).validate()
+    results = Results.create(tmp_path / "search", spec)
+    assert type(results.study.sampler).__name__ == "CmaEsSampler"
+    run_search(results, search_data(mnist, spec.subset, spec.seed)[0])
+    found = list(results.records.values())
+    assert len(found) == 5 and all(r["status"] == "ok" for r in found)
+    assert all(16 <= r["params"]["hidden"][0] <= 64 and 1e-3 <= r["params"]["lr"] <= 1e-2 for r in found)
+    # after its first (independent) draw, every trial came from the adapted normal of a CMA-ES generation
+    drawn = [t for t in results.study.trials if any(k.startswith("cma:") for k in t.system_attrs)]
+    assert len(drawn) >= 4

@@ -56,7 +56,7 @@ def open_storage(url: str, create: bool = True):
             f"cannot open the study's storage {hide_password(url)}: no driver ({exc})"
         ) from None
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy's and Optuna's many errors all mean the same here
-        if not create and not url.startswith(JOURNAL) and _reachable(url):
+        if not create and not url.startswith(JOURNAL):  # check_storage has reached it: not Optuna's
             raise DigitnetError(
                 f"cannot read the studies in {hide_password(url)}: is it an Optuna database? "
                 f"({_first_line(exc)})"
@@ -70,11 +70,11 @@ def open_storage(url: str, create: bool = True):
 
 
 def _connect_args(url: str) -> dict:
-    """Wait for a busy SQLite file rather than fail; give up on an unreachable server within 10 s."""
+    """Wait for a busy SQLite file rather than fail; give up on an unreachable server within 5 s."""
     if url.startswith("sqlite"):
         return {"timeout": 60}
     if url.startswith(("postgresql", "mysql")):
-        return {"connect_timeout": 10}
+        return {"connect_timeout": 5}
     return {}
 
 
@@ -120,6 +120,9 @@ def check_storage(url: str, study_name: str, spec: SearchSpec) -> str:
                 )
             if not path.exists():
                 return url
+        why = _unreachable(url)
+        if why is not None:
+            raise DigitnetError(f"cannot open the study's storage {hide_password(url)}: {why}")
     storage = open_storage(url, create=False)
     try:
         studies = {s.study_name: s for s in storage.get_all_studies()}
@@ -132,8 +135,8 @@ def check_storage(url: str, study_name: str, spec: SearchSpec) -> str:
     return url
 
 
-def _reachable(url: str) -> bool:
-    """Whether the database at ``url`` answers at all."""
+def _unreachable(url: str) -> str | None:
+    """Why the database at ``url`` cannot be reached (no driver, nothing answering...); None if it answers."""
     import sqlalchemy
 
     try:
@@ -141,9 +144,11 @@ def _reachable(url: str) -> bool:
         with engine.connect():
             pass
         engine.dispose()
-        return True
-    except Exception:  # noqa: BLE001 - any failure: not reachable
-        return False
+        return None
+    except (ImportError, ModuleNotFoundError) as exc:
+        return f"no driver ({exc})"
+    except Exception as exc:  # noqa: BLE001 - SQLAlchemy's many errors: say the first line
+        return _first_line(exc)
 
 
 def _is_empty_database(url: str) -> bool:

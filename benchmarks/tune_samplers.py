@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import platform
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import optuna
 
 from digitnet.data.datasets import load_dataset
 from digitnet.tune import Results, SearchSpec, run_search, search_data
@@ -82,7 +83,7 @@ def main() -> int:
     parser.add_argument("--epochs-b", type=int, default=6)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    logging.getLogger("optuna").setLevel(logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     dataset = load_dataset("mnist")
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:

@@ -94,6 +94,8 @@ def test_a_grid_has_every_combination_once_and_sampled_draws_are_seeded():
         a = draws(3)
         assert a == draws(3) and len({json.dumps(t) for t in a}) == 12
         assert draws(4) != a
+    # a sampled search over lists runs no more trials than there are combinations
+    assert SearchSpec(space={"hidden": "16,32"}, method="random", trials=5).validate().total() == 2
     # with only lists given, the search defaults to a grid; with a range, to TPE
     assert SearchSpec(space={"hidden": "16,32"}).validate().method == "grid"
     assert SearchSpec(space={"hidden": "16,32", "lr": "1e-3:1e-2"}).validate().method == "tpe"

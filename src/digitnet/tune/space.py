@@ -328,8 +328,13 @@ class SearchSpec:
         ]
 
     def total(self) -> int:
-        """How many trials the search runs: the grid's size, or ``trials``."""
-        return self.grid_size() if self.method == "grid" else self.trials
+        """How many trials the search runs: the grid's size, or ``trials`` (no more than the
+        combinations when every hyperparameter is a list)."""
+        if self.method == "grid":
+            return self.grid_size()
+        if any(d.is_range for d in self.dimensions().values()):
+            return self.trials
+        return min(self.trials, self.grid_size())
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -1,5 +1,6 @@
-"""Hyperparameter search on real MNIST: values, a whole search through the CLI, parallel workers that agree
-with one process, Ctrl-C and --resume, pruning, divergence, a worker killed mid-trial, and every bad input.
+"""Hyperparameter search on real MNIST: values, a whole grid search through the CLI, parallel workers that
+agree with one process, Ctrl-C and --resume, median pruning, divergence, a worker killed mid-trial, and every
+bad input. The Optuna study itself (TPE, Hyperband, storages, a killed search): test_tune_optuna.py.
 
 Trials train on a stratified subset of 2,000-3,000 images for 2-4 epochs, a fraction of a second each.
 """
@@ -23,6 +24,8 @@ from digitnet.errors import ConfigError
 from digitnet.training import train
 from digitnet.tune import Results, SearchSpec, parse_dimension, run_search, search_data
 from digitnet.tune.plots import heatmap_table
+from digitnet.tune.space import decode_params, key
+from digitnet.tune.study import make_sampler
 
 GRID = ["--hidden", "16,64", "--l2", "0,5", "--epochs", "2", "--subset", "2000"]
 
@@ -47,31 +50,55 @@ def records(folder) -> dict[int, dict]:
 
 # --------------------------------------------------------------------------- values and trials
 def test_lists_ranges_and_layers_parse_and_sample_as_written():
+    import optuna
+
     assert parse_dimension("hidden", "64,110,256-128,64").values == [[64], [110], [256, 128]]
     assert parse_dimension("optimizer", "adam, sgd").values == ["adam", "sgd"]
-    rng = np.random.default_rng(1)
-    lr = parse_dimension("lr", "1e-4:1e-1")
-    draws = np.array([lr.sample(rng) for _ in range(4000)])
-    assert draws.min() >= 1e-4 and draws.max() <= 1e-1
+    spec = SearchSpec(
+        space={"lr": "1e-4:1e-1", "dropout": "0:0.5", "hidden": "32:512", "l2": "0,1"},
+        method="random",
+        trials=3,
+    ).validate()
+    study = optuna.create_study(sampler=make_sampler(spec))
+    draws = [decode_params(study.ask(spec.distributions()).params) for _ in range(3000)]
+    lr = np.array([d["lr"] for d in draws])
+    assert lr.min() >= 1e-4 and lr.max() <= 1e-1
     # log-uniform: half the draws lie below the geometric middle 10^-2.5 (uniform would put 3% there)
-    assert abs(np.mean(draws < 10**-2.5) - 0.5) < 0.04
-    dropout = parse_dimension("dropout", "0:0.5")
-    assert abs(np.mean([dropout.sample(rng) for _ in range(4000)]) - 0.25) < 0.02
-    hidden = parse_dimension("hidden", "32:512")
-    sizes = [hidden.sample(rng) for _ in range(200)]
-    assert all(len(s) == 1 and 32 <= s[0] <= 512 and isinstance(s[0], int) for s in sizes)
+    assert abs(np.mean(lr < 10**-2.5) - 0.5) < 0.04
+    assert abs(np.mean([d["dropout"] for d in draws]) - 0.25) < 0.02
+    assert all(len(d["hidden"]) == 1 and 32 <= d["hidden"][0] <= 512 for d in draws)
+    assert all(isinstance(d["hidden"][0], int) for d in draws)
+    assert abs(np.mean([d["hidden"][0] < (32 * 512) ** 0.5 for d in draws]) - 0.5) < 0.04
+    assert {d["l2"] for d in draws} == {0.0, 1.0}
 
 
-def test_a_grid_has_every_combination_once_and_random_draws_are_seeded_and_distinct():
-    grid = SearchSpec(space={"hidden": "64,110,128", "l2": "0,1,5"}).validate().trial_params()
+def test_a_grid_has_every_combination_once_and_sampled_draws_are_seeded():
+    import optuna
+
+    grid = SearchSpec(space={"hidden": "64,110,128", "l2": "0,1,5"}).validate().grid()
     assert len(grid) == 9 and len({json.dumps(t) for t in grid}) == 9
     assert {(t["hidden"][0], t["l2"]) for t in grid} == {(h, l2) for h in (64, 110, 128) for l2 in (0, 1, 5)}
-    spec = dict(space={"lr": "1e-4:1e-1", "hidden": "32,64"}, method="random", trials=12)
-    a, b = (SearchSpec(**spec, seed=3).validate().trial_params() for _ in range(2))
-    assert a == b and len(a) == 12 and len({json.dumps(t) for t in a}) == 12
-    assert SearchSpec(**spec, seed=4).trial_params() != a
-    # a random search over two choices cannot draw more than two distinct trials
-    assert len(SearchSpec(space={"hidden": "16,32"}, method="random", trials=5).trial_params()) == 2
+    for method in ("random", "tpe"):
+        spec = dict(space={"lr": "1e-4:1e-1", "hidden": "32,64"}, method=method, trials=12)
+
+        def draws(seed, spec=spec):
+            s = SearchSpec(**spec, seed=seed).validate()
+            study = optuna.create_study(sampler=make_sampler(s), direction="maximize")
+            out = []
+            for _ in range(12):
+                trial = study.ask(s.distributions())
+                out.append(decode_params(trial.params))
+                study.tell(trial, trial.params["lr"])  # a score, for TPE to model after its random start
+            return out
+
+        a = draws(3)
+        assert a == draws(3) and len({json.dumps(t) for t in a}) == 12
+        assert draws(4) != a
+    # a sampled search over lists runs no more trials than there are combinations
+    assert SearchSpec(space={"hidden": "16,32"}, method="random", trials=5).validate().total() == 2
+    # with only lists given, the search defaults to a grid; with a range, to TPE
+    assert SearchSpec(space={"hidden": "16,32"}).validate().method == "grid"
+    assert SearchSpec(space={"hidden": "16,32", "lr": "1e-3:1e-2"}).validate().method == "tpe"
 
 
 # --------------------------------------------------------------------------- a whole search
@@ -108,7 +135,7 @@ def test_a_grid_search_ranks_refits_saves_and_plots(searched, mnist):
     assert info["model"] == str(out / "model.npz")
     # the two workers started on the larger networks, and the small ones filled in after them
     first = sorted(found.values(), key=lambda r: r["started"])[:2]
-    assert [r["params"]["hidden"] for r in first] == [[64], [64]] and {r["trial"] for r in first} == {3, 4}
+    assert [r["params"]["hidden"] for r in first] == [[64], [64]] and {r["trial"] for r in first} == {0, 1}
     # each worker was held to its share of the BLAS threads, in its own process
     assert {r["blas_threads"] for r in found.values()} == {max(1, len(os.sched_getaffinity(0)) // 2)}
     assert result.stdout.count("trial ") >= 4 and "Trials by validation accuracy" in result.stdout
@@ -120,7 +147,7 @@ def test_the_plots_show_the_search(searched):
 
     out, result = searched
     plots = last_json(result.stdout)["plots"]
-    assert set(plots) == {"heatmap", "hyperparams", "curves"}
+    assert set(plots) == {"heatmap", "hyperparams", "curves", "history", "importance"}
     for path in plots.values():
         image = imread(path)
         assert image.shape[0] > 300 and image.shape[1] > 400 and image[..., :3].std() > 0.05
@@ -142,9 +169,11 @@ def test_trials_in_workers_score_as_one_process_and_as_train_does(searched, mnis
     assert {r["pid"] for r in results.records.values()} == {os.getpid()}
     assert os.getpid() not in {r["pid"] for r in parallel.values()}
     # one BLAS thread in each worker, all of them here: float32 products round a little differently
-    for n, r in results.records.items():
-        assert abs(r["val_accuracy"] - parallel[n]["val_accuracy"]) <= 1 / 200 + 1e-12
-        assert r["val_loss"] == pytest.approx(parallel[n]["val_loss"], rel=1e-5)
+    parallel = {key(r["params"]): r for r in parallel.values()}
+    assert len(parallel) == 4
+    for r in results.records.values():
+        assert abs(r["val_accuracy"] - parallel[key(r["params"])]["val_accuracy"]) <= 1 / 200 + 1e-12
+        assert r["val_loss"] == pytest.approx(parallel[key(r["params"])]["val_loss"], rel=1e-5)
     # a trial is exactly what `train` gives for its configuration on the same images
     best = results.best()
     config = spec.base_config()
@@ -192,17 +221,20 @@ def test_ctrl_c_keeps_finished_trials_and_resume_runs_only_the_rest(tmp_path):
     assert f"digitnet tune --resume {out}" in stdout and "Traceback" not in stderr
     assert last_json(stdout)["interrupted"] is True
     assert not _session_alive(proc.pid), "processes outlived the search"
-    before = records(out)
-    assert 2 <= len(before) < 8 and all(r["status"] == "ok" for r in before.values())
+    found = records(out)
+    before = {n: r for n, r in found.items() if r["status"] == "ok"}
+    # the trials that were running are recorded as interrupted, and run again by --resume
+    assert 2 <= len(before) < 8 and {r["status"] for r in found.values()} <= {"ok", "interrupted"}
 
     t0 = time.perf_counter()
     result = digitnet("tune", "--resume", out, "--workers", "2", "--json")
     print("resume", time.perf_counter() - t0)
     assert result.returncode == 0, result.stderr
     assert f"{len(before)} of 8 trials already done" in result.stdout
-    assert last_json(result.stdout)["trials"] == 8
     after = records(out)
-    assert sorted(after) == list(range(1, 9))
+    ok = [r for r in after.values() if r["status"] == "ok"]
+    assert len(ok) == 8 and len({key(r["params"]) for r in ok}) == 8
+    assert last_json(result.stdout)["counts"]["ok"] == 8
     for n, r in before.items():  # not run again
         assert after[n]["started"] == r["started"] and after[n]["pid"] == r["pid"]
     assert (out / "model.npz").exists()
@@ -239,7 +271,7 @@ def test_hopeless_trials_are_pruned_and_diverging_ones_recorded(mnist, tmp_path)
     assert [by_lr[lr]["status"] for lr in (0.1, 0.05, 0.08)] == ["ok"] * 3
     assert all(by_lr[lr]["epochs"] == 4 for lr in (0.1, 0.05, 0.08))
     slow = by_lr[1e-6]
-    assert slow["status"] == "pruned" and slow["epochs"] == 1 and "median" in slow["reason"]
+    assert slow["status"] == "pruned" and slow["epochs"] == 1 and "median rule" in slow["reason"]
     assert by_lr[1e10]["status"] == "diverged" and "diverged" in by_lr[1e10]["reason"]
     assert results.best()["params"]["lr"] in (0.1, 0.05, 0.08)
     csv_rows = (tmp_path / "search" / "results.csv").read_text().splitlines()
@@ -254,7 +286,8 @@ def test_a_trial_whose_worker_dies_is_failed_and_the_others_finish(mnist, tmp_pa
 
     def on_submit(number, params):
         submits.append(number)
-        if number == 1:  # first with trial 2 beside it, then alone
+        # trial 0 is killed first with trial 1 beside it (once both are handed out), then alone
+        if (number, submits.count(number)) in ((1, 1), (0, 2)):
             killers.append(threading.Thread(target=_kill_new_workers, daemon=True))
             killers[-1].start()
 
@@ -262,12 +295,12 @@ def test_a_trial_whose_worker_dies_is_failed_and_the_others_finish(mnist, tmp_pa
     for k in killers:
         k.join(10)
     found = results.records
-    assert outcome.ran == 4 and sorted(found) == [1, 2, 3, 4]
-    assert found[1]["status"] == "failed" and "worker process died" in found[1]["reason"]
-    assert "SIGKILL" in found[1]["reason"]
-    assert [found[n]["status"] for n in (2, 3, 4)] == ["ok"] * 3
-    assert sorted(submits[:4]) == [1, 1, 2, 2]  # both were tried again
-    assert key_set(results.done()) == {2, 3, 4}, "a failed trial is run again by --resume"
+    assert outcome.ran == 4 and sorted(found) == [0, 1, 2, 3]
+    assert found[0]["status"] == "failed" and "worker process died" in found[0]["reason"]
+    assert "SIGKILL" in found[0]["reason"]
+    assert [found[n]["status"] for n in (1, 2, 3)] == ["ok"] * 3
+    assert sorted(submits[:4]) == [0, 0, 1, 1]  # both were tried again
+    assert key_set(results.done()) == {1, 2, 3}, "a failed trial is run again by --resume"
     assert json.loads((tmp_path / "search" / "results.json").read_text())["counts"] == {"failed": 1, "ok": 3}
 
 
@@ -296,8 +329,8 @@ def _kill_new_workers():
 
 
 def key_set(keys) -> set[int]:
-    """The trial numbers of done keys (trial n has l2 = n - 1)."""
-    return {int(json.loads(k)["l2"]) + 1 for k in keys}
+    """The trial numbers of done keys (trial n has l2 = n)."""
+    return {int(json.loads(k)["l2"]) for k in keys}
 
 
 # --------------------------------------------------------------------------- bad input
@@ -310,7 +343,7 @@ def key_set(keys) -> set[int]:
         (["--hidden", "64,abc"], "'abc' is not a whole number"),
         (["--l2", "0,x"], "'x' is not a finite number"),
         (["--lr", "1e-1:1e-4", "--search", "random"], "low end 0.1 is above its high end 0.0001"),
-        (["--lr", "1e-4:1e-1"], "ranges need --search random"),
+        (["--lr", "1e-4:1e-1", "--search", "grid"], "ranges need --search random or tpe"),
         (["--l2", "0:1", "--search", "random"], "needs a low end above 0"),
         (["--optimizer", "adam,nope"], "unknown optimizer 'nope'"),
         (["--dropout", "0,1.5"], "--dropout 1.5: dropout must be in [0, 1)"),
@@ -318,7 +351,18 @@ def key_set(keys) -> set[int]:
             ["--hidden", ",".join(map(str, range(1, 102))), "--l2", ",".join(map(str, range(100)))],
             "the grid has 10,100 trials, more than 10,000: pass --yes",
         ),
-        (["--hidden", "64", "--trials", "5"], "--trials is for --search random"),
+        (["--hidden", "64", "--trials", "5"], "--trials is for --search random or tpe"),
+        (["--hidden", "64", "--objectives", "accuracy,speed"], "unknown objective 'speed'"),
+        (["--hidden", "64", "--objectives", "seconds"], "give accuracy once"),
+        (
+            ["--hidden", "64", "--objectives", "accuracy,seconds", "--prune", "hyperband"],
+            "needs one objective",
+        ),
+        (["--hidden", "64,128", "--lr", "1e-3:1e-2", "--search", "cmaes"], "--hidden is a list"),
+        (["--hidden", "64", "--storage", "not a url"], "is not a database URL"),
+        (["--hidden", "64", "--storage", "sqlite:////nowhere/at/all/s.db"], "/nowhere/at/all does not exist"),
+        (["--hidden", "64", "--storage", "postgresql://u@127.0.0.1:1/db"], "cannot open the study's storage"),
+        (["--hidden", "64", "--storage", "sqlite://"], "in-memory SQLite database"),
         (["--hidden", "64", "--workers", "0"], "--workers must be at least 1"),
         (["--hidden", "64", "--workers", "2", "--scheduler", "tcp://127.0.0.1:1"], "exclude each other"),
         (["--hidden", "64", "--scheduler", "not an address"], "expected tcp://HOST:PORT"),

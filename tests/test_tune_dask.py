@@ -16,6 +16,7 @@ distributed = pytest.importorskip("distributed", reason="needs digitnet[cluster]
 
 from digitnet.tune import Results, SearchSpec, run_search, search_data  # noqa: E402
 from digitnet.tune.search import DaskCluster  # noqa: E402
+from digitnet.tune.space import key  # noqa: E402
 
 GRID = ["--hidden", "16,64", "--l2", "0,5", "--epochs", "2", "--subset", "2000"]
 
@@ -58,9 +59,34 @@ def test_the_same_search_on_a_cluster_scores_as_here(cluster, mnist, tmp_path):
     spec = Results.open(out).spec
     here = Results.create(tmp_path / "here", spec)
     run_search(here, search_data(mnist, spec.subset, spec.seed)[0])
-    for n, r in here.records.items():  # one BLAS thread there, two here: see docs/tuning.md
-        assert abs(remote[n]["val_accuracy"] - r["val_accuracy"]) <= 1 / 200 + 1e-12
-        assert remote[n]["val_loss"] == pytest.approx(r["val_loss"], rel=1e-5)
+    remote = {key(r["params"]): r for r in remote.values()}
+    for r in here.records.values():  # one BLAS thread there, two here: see docs/tuning.md
+        assert abs(remote[key(r["params"])]["val_accuracy"] - r["val_accuracy"]) <= 1 / 200 + 1e-12
+        assert remote[key(r["params"])]["val_loss"] == pytest.approx(r["val_loss"], rel=1e-5)
+
+
+def test_a_tpe_search_with_hyperband_runs_on_the_cluster(cluster, tmp_path):
+    """The workers report each epoch to the study's SQLite file and are pruned there, as local ones are."""
+    import optuna
+
+    address, client = cluster
+    out = tmp_path / "search"
+    result = digitnet(
+        "tune", "--hidden", "16:128", "--lr", "1e-4:1e-2", "--trials", "8", "--prune", "hyperband",
+        "--epochs", "4", "--subset", "2000", "--scheduler", address, "--out", out, "--json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout.strip().splitlines()[-1])
+    assert info["trials"] == 8 and address in info["backend"]
+    study = optuna.load_study(study_name=info["study"], storage=info["storage"])
+    trials = study.get_trials()
+    assert len(trials) == 8 and {t.state.name for t in trials} <= {"COMPLETE", "PRUNED"}
+    worker_pids = set(client.run(os.getpid).values())
+    for t in trials:  # reported by the worker that trained it, one value an epoch
+        assert t.user_attrs["record"]["pid"] in worker_pids
+        assert sorted(t.intermediate_values) == list(range(1, t.user_attrs["record"]["epochs"] + 1))
+    pruned = [t for t in trials if t.state.name == "PRUNED"]
+    assert pruned and all(len(t.intermediate_values) < 4 for t in pruned)
 
 
 def _batch_faults(reused: bool) -> int:

@@ -14,17 +14,22 @@ from digitnet.errors import ConfigError, DigitnetError
 from digitnet.nn import OPTIMIZERS
 from digitnet.presets import PRESETS
 from digitnet.tune import MAX_GRID, PARAMS, Results, SearchSpec, refit, run_search, save_winner, search_data
-from digitnet.tune.space import flag, show, trial_config
+from digitnet.tune.space import METHODS, PRUNERS, flag, show, trial_config
+from digitnet.tune.study import DEFAULT_NAME, check_storage, hide_password
 
 EPILOG = """examples:
   digitnet tune --hidden 64,110,128 --l2 0,1,5                   the classic hidden size x lambda grid
-  digitnet tune --hidden 32:512 --lr 1e-4:1e-2 --search random --trials 30 --workers 2
+  digitnet tune --hidden 32:1024 --lr 1e-4:1e-2 --trials 30 --prune hyperband --workers 2    TPE
+  digitnet tune --hidden 32:1024 --lr 1e-4:1e-2 --objectives accuracy,seconds    a Pareto front
   digitnet tune --hidden 64,128 --l2 0,1 --scheduler tcp://10.0.0.5:8786    on a Dask cluster
+  digitnet tune --hidden 64:512 --trials 40 --storage postgresql://db/tune   one study, many machines
   digitnet tune --resume runs/20250101-120000-tune                 carry on after Ctrl-C
+  optuna-dashboard sqlite:///runs/20250101-120000-tune/study.db     the study in a browser
 
 Lists are comma-separated; a hidden entry 256-128 is two layers. Ranges LOW:HIGH
-(random search) are log-uniform, except dropout's, which is uniform. L2's lambda
-is divided by the number of training images, as in 'digitnet train'."""
+are log-uniform, except dropout's, which is uniform; with a range the search is
+TPE unless --search says otherwise. L2's lambda is divided by the number of
+training images, as in 'digitnet train'."""
 
 SEARCH_FLAGS = [
     "preset",
@@ -36,6 +41,9 @@ SEARCH_FLAGS = [
     "search",
     "trials",
     "prune",
+    "objectives",
+    "storage",
+    "study_name",
     *PARAMS,
 ]
 LIVE_ROWS = 12
@@ -51,7 +59,7 @@ def register(subparsers, help_line: str) -> None:
         "seed and split), show each trial as it finishes, then refit the best\n"
         "on training + validation data and measure it once on the test set.",
     )
-    g = p.add_argument_group("what to try (a list a,b,c or, with --search random, a range LOW:HIGH)")
+    g = p.add_argument_group("what to try (a list a,b,c or a range LOW:HIGH)")
     g.add_argument("--hidden", metavar="LIST", help="hidden layer sizes, e.g. 64,110,128 or 256-128,512")
     g.add_argument("--l2", metavar="LIST", help="L2 penalty lambda, e.g. 0,1,5")
     g.add_argument("--lr", metavar="LIST", help="learning rates, e.g. 1e-3,3e-3 or 1e-4:1e-1")
@@ -66,9 +74,12 @@ def register(subparsers, help_line: str) -> None:
     )
     g.add_argument("--epochs", type=int, help="epochs per trial (default: the preset's)")
     g.add_argument(
-        "--search", choices=["grid", "random"], help="every combination (default), or random draws"
+        "--search",
+        choices=list(METHODS),
+        help="every combination (the default for lists), random draws, TPE (the default with a range) "
+        "or CMA-ES (ranges only)",
     )
-    g.add_argument("--trials", type=int, metavar="N", help="random draws (default: 20)")
+    g.add_argument("--trials", type=int, metavar="N", help="trials the sampler draws (default: 20)")
     g.add_argument(
         "--val-fraction", type=float, metavar="F", help="share held out for validation (default: 0.1)"
     )
@@ -78,8 +89,14 @@ def register(subparsers, help_line: str) -> None:
     g.add_argument("--seed", type=int, help="the seed of every trial and of random draws (default: 0)")
     g.add_argument(
         "--prune",
-        choices=["none", "median"],
-        help="median: stop a trial whose validation accuracy trails the median of earlier ones",
+        choices=list(PRUNERS),
+        help="stop hopeless trials between epochs: median (below the median of earlier trials), "
+        "halving (asynchronous successive halving) or hyperband (default: none)",
+    )
+    g.add_argument(
+        "--objectives",
+        metavar="LIST",
+        help="accuracy (default), or accuracy,seconds for a Pareto front of accuracy against training time",
     )
     g.add_argument("--yes", action="store_true", help=f"allow a grid of more than {MAX_GRID:,} trials")
     g.add_argument("--dataset", choices=list(DATASETS), help="which dataset (default: mnist)")
@@ -105,6 +122,15 @@ def register(subparsers, help_line: str) -> None:
         metavar="SECONDS",
         help="how long to wait for the scheduler to answer (default: 5)",
     )
+    g.add_argument(
+        "--storage",
+        metavar="URL",
+        help="the study's database: any SQLAlchemy URL (postgresql://..., sqlite:///FILE) or "
+        "journal:FILE; the same search on several machines shares it (default: study.db in --out)",
+    )
+    g.add_argument(
+        "--study-name", metavar="NAME", help=f"the study's name in --storage (default: {DEFAULT_NAME})"
+    )
     g = p.add_argument_group("output")
     g.add_argument("--out", metavar="DIR", help="output folder (default: runs/<date-time>-tune)")
     g.add_argument(
@@ -125,12 +151,15 @@ def run(args) -> int:
     started = time.perf_counter()
     _rich()
     spec, out, resumed = _check(args)
+    _optuna()
     dataset = load_data(args, spec.dataset, seed=spec.seed)
     data, refit_data = search_data(dataset, spec.subset, spec.seed)
-    results = Results.open(out) if resumed else Results.create(out, spec)  # only now is anything written
+    results = (  # only now is anything written
+        Results.open(out) if resumed else Results.create(out, spec, args.storage, args.study_name)
+    )
     dims = [d for d in PARAMS if d in spec.space]
     done_before = len(results.done())
-    total = len(spec.trial_params())
+    total = spec.total()
     base = spec.base_config()
     n_val = round(base.val_fraction * len(data.x))
     say = (lambda *a: None) if args.quiet else print
@@ -138,10 +167,12 @@ def run(args) -> int:
         f"{spec.method} search of {total} trials over {' x '.join(dims)} on {dataset.name}: "
         f"{len(data.x) - n_val:,} training and {n_val:,} validation images, base preset {spec.preset} "
         f"({count(base.epochs, 'epoch')}), seed {spec.seed}"
-        + (", median pruning" if spec.prune == "median" else "")
+        + ("" if spec.prune == "none" else f", {spec.prune} pruning")
+        + ("" if len(spec.objectives) == 1 else f", objectives {' and '.join(spec.objectives)}")
     )
+    say(f"the study: {results.study.study_name} in {hide_password(results.url)}")
     if done_before:
-        say(f"resuming {results.folder}: {done_before} of {total} trials already done")
+        say(f"{'resuming' if resumed else 'joining'} the study: {done_before} of {total} trials already done")
 
     live = Live(dims, total, done_before, enabled=not args.quiet)
     with live:
@@ -202,6 +233,9 @@ def run(args) -> int:
                 "out": str(results.folder),
                 "counts": counts,
                 "backend": outcome.backend,
+                "study": results.study.study_name,
+                "storage": results.url,
+                "pareto": results.pareto(),
                 "plots": {k: str(v) for k, v in plots.items()},
             }
         )
@@ -228,11 +262,11 @@ def _check(args) -> tuple[SearchSpec, Path, bool]:
             )
         if args.out:
             raise ConfigError("--resume writes into the folder it resumes; leave out --out")
-        spec = Results.open(args.resume).spec
+        spec = SearchSpec.from_dict(Results.read(args.resume)["search"])
         return spec.validate(confirm=True), Path(args.resume), True
     spec = SearchSpec(
         space={d: getattr(args, d) for d in PARAMS if getattr(args, d) is not None},
-        method=args.search or "grid",
+        method=args.search or "auto",
         trials=20 if args.trials is None else args.trials,
         preset=args.preset or "wide-512",
         epochs=args.epochs,
@@ -241,14 +275,24 @@ def _check(args) -> tuple[SearchSpec, Path, bool]:
         dataset=args.dataset or "mnist",
         subset=args.subset,
         prune=args.prune or "none",
+        objectives=["accuracy"]
+        if args.objectives is None
+        else [o.strip() for o in args.objectives.split(",")],
     )
-    if args.trials is not None and spec.method == "grid":
-        raise ConfigError("--trials is for --search random; a grid runs every combination")
     spec.validate(confirm=args.yes)
+    if args.trials is not None and spec.method == "grid":
+        raise ConfigError("--trials is for --search random or tpe; a grid runs every combination")
     heat = args.heatmap.split(",")
     if len(heat) != 2 or not all(h in PARAMS for h in heat):
         raise ConfigError(f"--heatmap takes two of {', '.join(PARAMS)}, e.g. hidden,l2; got '{args.heatmap}'")
-    return spec, Results.check_new(args.out) if args.out else runs.new_folder("tune"), False
+    if args.study_name is not None and not args.study_name.strip():
+        raise ConfigError("--study-name must not be empty")
+    out = Results.check_new(args.out) if args.out else runs.new_folder("tune")
+    if (
+        args.storage is not None
+    ):  # before anything is written: a storage that cannot be opened, another search
+        args.storage = check_storage(args.storage, args.study_name or DEFAULT_NAME, spec)
+    return spec, out, False
 
 
 def _check_scheduler(address: str, timeout: float) -> None:
@@ -278,6 +322,15 @@ def _params(record, dims) -> str:
 
 
 # --------------------------------------------------------------------------- display
+def _optuna():
+    """Optuna runs the search; its own log lines would repeat what the table shows."""
+    try:
+        import optuna
+    except ImportError:
+        raise ConfigError("digitnet tune searches with Optuna: pip install 'digitnet[tune]'") from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
 def _rich():
     try:
         import rich  # noqa: F401

@@ -2,16 +2,19 @@
 
 Read in this order:
 
-- ``space``   what to try: values parsed from flags, grid or random trials, the :class:`SearchSpec`
-- ``trial``   one trial: train on the training split, score on the validation split, prune the hopeless
-- ``results`` results.json / results.csv, rewritten as each trial finishes (what ``--resume`` reads)
-- ``search``  running trials here, in local processes or on a Dask cluster; refitting the winner
-- ``plots``   heatmap, per-hyperparameter and curve plots (matplotlib, imported only there)
+- ``space``   what to try: values parsed from flags, as Optuna distributions; the :class:`SearchSpec`
+- ``study``   the Optuna study: its storage, the sampler and pruner the spec names
+- ``trial``   one trial: train on the training split, score on the validation split, report each
+              epoch to the study, stop when its pruner says so
+- ``results`` the study's trials as records; results.json / results.csv, rewritten after each trial
+- ``search``  asking the study for trials, running them here, in local processes or on a Dask
+              cluster, telling it how they went; refitting the winner
+- ``plots``   heatmap, per-hyperparameter, curve, importance, history and Pareto plots
 
 Example::
 
     spec = SearchSpec(space={"hidden": "64,128", "l2": "0,1"}, epochs=5).validate()
-    results = Results.create("runs/tune", spec)
+    results = Results.create("runs/tune", spec)       # and its study, runs/tune/study.db
     data, refit_data = search_data(load_dataset("mnist"), subset=10_000)
     run_search(results, data, workers=2)
     best, result = refit(results, refit_data)     # the only use of the test set

@@ -1,4 +1,6 @@
-"""The search's pictures: a heatmap over two hyperparameters, one panel per hyperparameter, the best curves.
+"""The search's pictures: a heatmap over two hyperparameters, one panel per hyperparameter, the best curves,
+the optimisation history, each hyperparameter's importance (Optuna's PED-ANOVA) and, with two
+objectives, the Pareto front of accuracy against training time.
 
 matplotlib is imported only here, and only when a plot is drawn, so the rest of
 ``digitnet.tune`` works without it. Figures are drawn on matplotlib's
@@ -25,8 +27,12 @@ def save_plots(
 
     ``heatmap.png`` (validation accuracy over two hyperparameters, ``heatmap``
     when both were searched), ``hyperparams.png`` (validation accuracy against
-    each searched hyperparameter) and ``curves.png`` (the ``top`` best trials'
-    validation accuracy and training loss per epoch).
+    each searched hyperparameter), ``curves.png`` (the ``top`` best trials'
+    validation accuracy and training loss per epoch), ``history.png`` (each
+    trial's accuracy in the order they finished, and the best so far),
+    ``importance.png`` (how much each hyperparameter's value explains the
+    accuracy, from 3 finished trials) and, with the objectives accuracy and
+    seconds, ``pareto.png``.
     """
     scored = [
         r for r in results.records.values() if r["status"] in (OK, PRUNED) and r["val_accuracy"] is not None
@@ -43,7 +49,112 @@ def save_plots(
     best = [r for r in results.ranked() if r["status"] == OK][:top]
     if best:
         paths["curves"] = _save(plot_curves(best, dims), folder / "curves.png")
+    paths["history"] = _save(plot_history(scored), folder / "history.png")
+    importances = param_importances(results.study)
+    if importances:
+        paths["importance"] = _save(plot_importance(importances), folder / "importance.png")
+    if "seconds" in results.spec.objectives:
+        ok = [r for r in scored if r["status"] == OK]
+        front = set(results.pareto())
+        paths["pareto"] = _save(plot_pareto(ok, front, dims), folder / "pareto.png")
     return paths
+
+
+def param_importances(study) -> dict[str, float]:
+    """``{hyperparameter: importance}`` for the validation accuracy, summing to 1 (Optuna's PED-ANOVA).
+
+    Empty with fewer than 3 finished trials, or when no value changed the
+    accuracy enough to tell.
+    """
+    import warnings
+
+    import optuna
+
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if len(complete) < 3:
+        return {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            found = optuna.importance.get_param_importances(study, target=lambda t: t.values[0])
+        except (RuntimeError, ValueError, ZeroDivisionError):
+            return {}
+    return found if found and math.isfinite(sum(found.values())) and sum(found.values()) > 0 else {}
+
+
+def plot_history(records: list[dict]):
+    """Each trial's validation accuracy by trial number (pruned ones hollow), and the best so far."""
+    fig, ax = _figure(1, 1, width=7, height=4.5)
+    records = sorted(records, key=lambda r: r["trial"])
+    for status, style in ((OK, dict(color="C0")), (PRUNED, dict(facecolors="none", edgecolors="0.5"))):
+        chosen = [r for r in records if r["status"] == status]
+        if chosen:
+            ax.scatter(
+                [r["trial"] for r in chosen],
+                [100 * r["val_accuracy"] for r in chosen],
+                s=22,
+                label=status,
+                **style,
+            )
+    done = [r for r in records if r["status"] == OK]
+    if done:
+        best = np.maximum.accumulate([100 * r["val_accuracy"] for r in done])
+        ax.step([r["trial"] for r in done], best, where="post", color="C1", lw=1.5, label="best so far")
+    ax.set(xlabel="trial", ylabel="validation accuracy (%)", title="Optimisation history")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_importance(importances: dict[str, float]):
+    """A bar per hyperparameter: its share of the validation accuracy's variation, largest on top."""
+    names = sorted(importances, key=importances.get)
+    fig, ax = _figure(1, 1, width=6, height=max(3.2, 1.2 + 0.5 * len(names)))
+    ax.barh([_label(n) for n in names], [importances[n] for n in names], color="C0")
+    for i, n in enumerate(names):
+        ax.text(importances[n], i, f" {importances[n]:.2f}", va="center", fontsize=9)
+    ax.set(xlabel="importance (PED-ANOVA, sums to 1)", xlim=(0, 1.1), title="Hyperparameter importance")
+    return fig
+
+
+def plot_pareto(records: list[dict], front: set[int], dims: list[str]):
+    """Validation accuracy against training seconds; the Pareto-optimal trials joined and labelled."""
+    fig, ax = _figure(1, 1, width=7, height=5)
+    inner = [r for r in records if r["trial"] not in front]
+    if inner:
+        ax.scatter(
+            [r["seconds"] for r in inner],
+            [100 * r["val_accuracy"] for r in inner],
+            s=22,
+            color="0.6",
+            label="dominated",
+        )
+    best = sorted((r for r in records if r["trial"] in front), key=lambda r: r["seconds"])
+    if best:
+        ax.plot(
+            [r["seconds"] for r in best],
+            [100 * r["val_accuracy"] for r in best],
+            "o-",
+            color="C3",
+            ms=6,
+            label="Pareto front",
+        )
+        for r in best:
+            ax.annotate(
+                ", ".join(show(d, r["params"][d]) for d in dims),
+                (r["seconds"], 100 * r["val_accuracy"]),
+                textcoords="offset points",
+                xytext=(4, -10),
+                fontsize=7,
+            )
+    ax.set(
+        xlabel="training time (s)",
+        ylabel="validation accuracy (%)",
+        title="Accuracy against training time: the Pareto front",
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
 
 
 def heatmap_axes(dims: list[str], records: list[dict], wanted: tuple[str, str]) -> tuple[str, str] | None:

@@ -1,10 +1,14 @@
-"""A search's folder: results.json and results.csv, rewritten after every finished trial.
+"""A search's folder and study: the Optuna study, and results.json / results.csv written from it after every trial.
 
-Both files are written under a temporary name and renamed, so a crash or a
-Ctrl-C never leaves half a file, and every trial that finished is on disk.
-``results.json`` also holds the :class:`~digitnet.tune.space.SearchSpec`, which
-is all ``--resume`` needs to carry on: the trials whose records say ``ok``,
-``pruned`` or ``diverged`` are done; failed ones are tried again.
+The study (``study.db`` in the folder, or ``--storage``) is where every trial
+is kept, with its parameters, state, per-epoch validation accuracy and the
+rest of its record as the user attribute ``record``; :class:`Results` reads its records
+from there. Both plain files are rewritten from the study after every
+finished trial, under a temporary name then renamed, so a crash or a Ctrl-C
+never leaves half a file. ``results.json`` also holds the
+:class:`~digitnet.tune.space.SearchSpec` and where the study is, which is
+all ``--resume`` needs: trials whose records say ``ok``, ``pruned`` or
+``diverged`` are done; failed and interrupted ones are tried again.
 """
 
 from __future__ import annotations
@@ -13,15 +17,19 @@ import csv
 import io
 import json
 import math
+import signal
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 from digitnet import runs
 from digitnet.data.formats import atomic_path
 from digitnet.errors import DigitnetError
-from digitnet.tune.space import PARAMS, SearchSpec, key, show
-from digitnet.tune.trial import DIVERGED, OK, PRUNED
+from digitnet.tune import study as studies
+from digitnet.tune.space import PARAMS, SearchSpec, decode_params, encode, key, show
+from digitnet.tune.trial import DIVERGED, FAILED, INTERRUPTED, OK, PRUNED
 
-FORMAT, FORMAT_VERSION = "digitnet-tune", 1
+FORMAT, FORMAT_VERSION = "digitnet-tune", 2
 DONE = (OK, PRUNED, DIVERGED)
 CSV_COLUMNS = [
     "val_accuracy",
@@ -39,17 +47,23 @@ CSV_COLUMNS = [
 
 
 class Results:
-    """The records of a search's trials, kept in ``folder``.
+    """A search's records, kept in its Optuna ``study`` and written to ``folder``.
 
     ``records`` maps trial number to record (see
-    :func:`~digitnet.tune.trial.run_trial`); ``final`` describes the refitted
-    winner once there is one.
+    :func:`~digitnet.tune.trial.run_trial`), for every finished trial of the
+    study; ``storage`` is the ``--storage`` URL given (None: ``study.db`` in
+    the folder); ``final`` describes the refitted winner once there is one.
     """
 
-    def __init__(self, folder, spec: SearchSpec, records: dict | None = None, final: dict | None = None):
-        self.folder, self.spec = Path(folder), spec
-        self.records = dict(records or {})
-        self.final = final
+    def __init__(
+        self, folder, spec: SearchSpec, study, storage=None, final: dict | None = None, joined: bool = False
+    ):
+        self.folder, self.spec, self.study = Path(folder), spec, study
+        self.storage, self.final, self.joined = storage, final, joined
+
+    @property
+    def url(self) -> str:
+        return self.storage or studies.default_url(self.folder)
 
     @staticmethod
     def check_new(folder) -> Path:
@@ -59,20 +73,46 @@ class Results:
         )
 
     @classmethod
-    def create(cls, folder, spec: SearchSpec) -> Results:
-        """Start a new search in ``folder``, which must be absent or empty."""
+    def create(cls, folder, spec: SearchSpec, storage: str | None = None, study_name: str | None = None):
+        """Start a new search in ``folder`` (absent or empty), its study new or, at ``storage``, joined.
+
+        A study of the same name at ``storage`` made for the same spec is
+        joined (several machines work on one study); one made for another
+        spec is refused with :class:`DigitnetError`.
+        """
         folder = cls.check_new(folder)
+        name = study_name or studies.DEFAULT_NAME
+        if storage is not None:
+            storage = studies.check_storage(storage, name, spec)
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise DigitnetError(f"cannot create {folder}: {exc.strerror or exc}") from None
-        results = cls(folder, spec)
+        study, created = studies.create_study(storage or studies.default_url(folder), name, spec)
+        results = cls(folder, spec, study, storage, joined=not created)
+        results.fail_abandoned()
         results.write()
         return results
 
     @classmethod
     def open(cls, folder) -> Results:
-        """Read the search saved in ``folder`` (for ``--resume``)."""
+        """Read the search saved in ``folder`` and open its study (for ``--resume``)."""
+        data = cls.read(folder)
+        spec = SearchSpec.from_dict(data["search"])
+        storage = data.get("storage")
+        url = storage or studies.default_url(folder)
+        if storage is None and not (Path(folder) / studies.STUDY_FILE).exists():
+            raise DigitnetError(
+                f"{Path(folder) / studies.STUDY_FILE} does not exist: the study of that search is gone"
+            )
+        study = studies.load_study(url, data.get("study") or studies.DEFAULT_NAME, spec)
+        results = cls(folder, spec, study, storage, data.get("final"))
+        results.fail_abandoned()
+        return results
+
+    @staticmethod
+    def read(folder) -> dict:
+        """results.json of an earlier search, checked: raise :class:`DigitnetError` if it is not one."""
         path = Path(folder) / runs.RESULTS
         try:
             data = json.loads(path.read_text())
@@ -86,15 +126,162 @@ class Results:
             raise DigitnetError(f"{path} is not the results of 'digitnet tune'")
         if data.get("format_version", 0) > FORMAT_VERSION:
             raise DigitnetError(f"{path} was written by a newer digitnet: upgrade to resume it")
-        spec = SearchSpec.from_dict(data["search"])
-        return cls(folder, spec, {r["trial"]: r for r in data.get("trials", [])}, data.get("final"))
+        if data.get("format_version", 0) < FORMAT_VERSION:
+            raise DigitnetError(
+                f"{path} was written before searches kept an Optuna study: it cannot be resumed; "
+                "start the search again"
+            )
+        return data
+
+    # ------------------------------------------------------------------ the study's trials
+    def fail_abandoned(self) -> list[int]:
+        """Mark failed the trials left running by a search on this host that has ended; return their numbers."""
+        import optuna
+
+        lost = []
+        for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            if studies.owner_gone(t.user_attrs.get("owner")):
+                trial = optuna.Trial(self.study, t._trial_id)
+                trial.set_user_attr(
+                    "record", {"status": INTERRUPTED, "reason": "was running when its search stopped"}
+                )
+                self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                lost.append(t.number)
+        return lost
+
+    def ask(self):
+        """A new Optuna trial (a queued one first), marked with this process: see :meth:`fail_abandoned`.
+
+        A grid takes only queued trials, and returns None when another command
+        working on the study took the last one first.
+        """
+        import warnings
+
+        with warnings.catch_warnings(), ctrl_c_after():
+            warnings.simplefilter("ignore")  # e.g. TPE's constant liar, an experimental option
+            if self.spec.method == "grid":
+                trial = self._take_queued()
+                if trial is None:
+                    return None
+                for name, distribution in self.spec.distributions().items():
+                    trial.suggest_categorical(name, distribution.choices)  # the queued values
+            else:
+                trial = self.study.ask(self.spec.distributions())
+            trial.set_user_attr("owner", studies.owner())
+        return trial
+
+    def _take_queued(self):
+        """Start the first queued trial no other command started first (as ``Study.ask`` does); None if none."""
+        import optuna
+
+        state = optuna.trial.TrialState
+        storage = studies.open_storage(self.url)
+        for t in self.study.get_trials(deepcopy=False, states=(state.WAITING,)):
+            try:
+                if storage.set_trial_state_values(t._trial_id, state=state.RUNNING):
+                    return optuna.Trial(self.study, t._trial_id)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue
+        return None
+
+    def queue(self, order=None, enqueue: bool = True) -> int:
+        """Queue in the study the trials this search must still run; return how many it must still run.
+
+        A grid queues every combination not done, queued or running, in
+        ``order`` (a function from a list of params to the same, reordered)
+        or the grid's own; a command that joined another's study leaves that
+        to it, and takes trials from its queue. A sampled search queues its failed and interrupted
+        trials' values again, then leaves the rest to the sampler.
+        """
+        import optuna
+
+        state = optuna.trial.TrialState
+        trials = self.study.get_trials(deepcopy=False)
+        busy = {
+            key(decode_params(t.params or t.system_attrs.get("fixed_params", {})))
+            for t in trials
+            if t.state in (state.WAITING, state.RUNNING)
+        }
+        done = self.done()
+        if self.spec.method == "grid":
+            missing = [p for p in self.spec.grid() if key(p) not in done | busy]
+            waiting = sum(t.state == state.WAITING for t in trials)
+            if self.joined:
+                return waiting
+            for params in (order(missing) if order else missing) if enqueue else []:
+                self.study.enqueue_trial({n: encode(n, v) for n, v in params.items()})
+            return len(missing) + waiting
+        left = max(0, self.spec.total() - len(done) - len(busy))
+        again = []
+        for r in self.records.values():
+            if r["status"] in (FAILED, INTERRUPTED) and key(r["params"]) not in done | busy | set(again):
+                again.append(key(r["params"]))
+        for k in again[:left] if enqueue else []:
+            self.study.enqueue_trial({n: encode(n, v) for n, v in json.loads(k).items()})
+        return left
+
+    def more(self) -> bool:
+        """Whether the study wants another trial: a queued one, or fewer than ``trials`` done or running."""
+        import optuna
+
+        state = optuna.trial.TrialState
+        trials = self.study.get_trials(deepcopy=False)
+        if any(t.state == state.WAITING for t in trials):
+            return True
+        if self.spec.method == "grid":
+            return False
+        return len(self.done()) + sum(t.state == state.RUNNING for t in trials) < self.spec.total()
+
+    def tell(self, trial, record: dict) -> None:
+        """Finish the Optuna ``trial`` with ``record`` (its scores, or how it failed); rewrite both files."""
+        import optuna
+
+        state = optuna.trial.TrialState
+        values, status = None, record["status"]
+        if status == OK:
+            values = [record["val_accuracy"], record["seconds"]][: len(self.spec.objectives)]
+        with_state = {OK: state.COMPLETE, PRUNED: state.PRUNED}.get(status, state.FAIL)
+        with ctrl_c_after():
+            trial.set_user_attr("record", {k: v for k, v in record.items() if k not in ("trial", "params")})
+            self.study.tell(trial, values, state=with_state)
+        self.write()
+
+    @property
+    def records(self) -> dict[int, dict]:
+        """``{number: record}`` of the study's finished trials."""
+        import optuna
+
+        state = optuna.trial.TrialState
+        out = {}
+        for t in self.study.get_trials(deepcopy=False, states=(state.COMPLETE, state.PRUNED, state.FAIL)):
+            attrs = dict(t.user_attrs.get("record", {}))
+            default = {state.COMPLETE: OK, state.PRUNED: PRUNED}.get(t.state, FAILED)
+            record = {
+                "trial": t.number,
+                "params": decode_params(t.params),
+                "status": attrs.pop("status", default),
+                "reason": None,
+                "val_accuracy": None,
+                "val_loss": None,
+                "epochs": 0,
+                "curve": {"val_accuracy": [], "val_loss": [], "train_loss": []},
+            }
+            record.update(attrs)
+            out[t.number] = record
+        return out
 
     # ------------------------------------------------------------------ reading
     def done(self) -> set[str]:
         """Keys of the trials that need not run again."""
         return {key(r["params"]) for r in self.records.values() if r["status"] in DONE}
 
-    def ranked(self) -> list[dict]:
+    def pareto(self) -> list[int]:
+        """With two objectives, the numbers of the trials on the Pareto front (accuracy against seconds)."""
+        if len(self.spec.objectives) < 2:
+            return []
+        return sorted(t.number for t in self.study.best_trials)
+
+    def ranked(self, found: dict | None = None) -> list[dict]:
         """Records best first: finished trials by validation accuracy, then pruned, diverged, failed."""
         order = {OK: 0, PRUNED: 1, DIVERGED: 2}
 
@@ -107,64 +294,59 @@ class Results:
                 r["trial"],
             )
 
-        return sorted(self.records.values(), key=rank)
+        return sorted((self.records if found is None else found).values(), key=rank)
 
-    def best(self) -> dict | None:
+    def best(self, found: dict | None = None) -> dict | None:
         """The finished trial with the highest validation accuracy (ties: lower loss, then earlier)."""
-        ranked = self.ranked()
+        ranked = self.ranked(found)
         return ranked[0] if ranked and ranked[0]["status"] == OK else None
 
-    def curves(self) -> list[list[float]]:
-        """Per-epoch validation accuracies of the finished and pruned trials (what pruning compares to)."""
-        return [r["curve"]["val_accuracy"] for r in self.records.values() if r["status"] in (OK, PRUNED)]
-
-    def counts(self) -> dict:
+    def counts(self, found: dict | None = None) -> dict:
         out = {}
-        for r in self.records.values():
+        for r in (self.records if found is None else found).values():
             out[r["status"]] = out.get(r["status"], 0) + 1
         return out
 
     # ------------------------------------------------------------------ writing
-    def add(self, record: dict) -> None:
-        """Keep ``record`` (replacing an earlier one of the same trial) and rewrite both files."""
-        record = dict(record, key=key(record["params"]))
-        self.records[record["trial"]] = record
-        self.write()
-
     def finish(self, final: dict) -> None:
         self.final = final
         self.write()
 
     def write(self) -> None:
-        records = [self.records[n] for n in sorted(self.records)]
-        best = self.best()
+        found = self.records
+        records = [found[n] for n in sorted(found)]
+        best = self.best(found)
         data = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "search": self.spec.to_dict(),
+            "storage": self.storage,
+            "study": self.study.study_name,
+            "pareto": self.pareto(),
             "best": None
             if best is None
             else {"trial": best["trial"], **best["params"], "val_accuracy": best["val_accuracy"]},
             "final": self.final,
-            "counts": self.counts(),
+            "counts": self.counts(found),
             "trials": records,
         }
         try:
             with atomic_path(self.folder / runs.RESULTS) as tmp:
                 tmp.write_text(json.dumps(data, indent=1) + "\n")
             with atomic_path(self.folder / runs.RESULTS_CSV) as tmp:
-                tmp.write_text(self.csv())
+                tmp.write_text(self.csv(found))
         except OSError as exc:
             raise DigitnetError(f"cannot write the results in {self.folder}: {exc.strerror or exc}") from None
 
-    def csv(self) -> str:
+    def csv(self, found: dict | None = None) -> str:
         """One row per trial, in trial order: number, status, the searched values, the scores."""
+        found = self.records if found is None else found
         dims = [name for name in PARAMS if name in self.spec.space]
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(["trial", "status", *dims, *CSV_COLUMNS])
-        for n in sorted(self.records):
-            r = self.records[n]
+        for n in sorted(found):
+            r = found[n]
             writer.writerow(
                 [
                     n,
@@ -174,3 +356,22 @@ class Results:
                 ]
             )
         return out.getvalue()
+
+
+@contextmanager
+def ctrl_c_after():
+    """Hold a Ctrl-C back until the block ends, so that a trial is never half asked for or half told.
+
+    Outside the main thread (where signals cannot be handled) the block just runs.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda *a: caught.append(a))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt

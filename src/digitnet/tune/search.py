@@ -1,8 +1,11 @@
 """Run a search's trials here, in local worker processes, or on a Dask cluster; refit the winner.
 
-:func:`run_search` hands trials to a backend as slots free up and records each
-one as it finishes (:class:`~digitnet.tune.results.Results` rewrites
-results.json and results.csv every time):
+:func:`run_search` asks the search's Optuna study for a trial as a slot frees
+up (ask-and-tell: the study's sampler picks its values, a grid's come from its
+queue), hands it to a backend, and tells the study how it went as it
+finishes (:class:`~digitnet.tune.results.Results` rewrites results.json and
+results.csv every time). The trial itself reports each epoch to the study
+and is pruned there (:class:`~digitnet.tune.trial.Report`):
 
 - :class:`Serial` runs them one after another in this process;
 - :class:`LocalProcesses` runs them in ``workers`` processes (loky), each
@@ -42,8 +45,8 @@ from digitnet.data.datasets import Dataset, train_val_split
 from digitnet.errors import ConfigError, DigitnetError
 from digitnet.training import TrainResult, train
 from digitnet.tune.results import Results
-from digitnet.tune.space import key, trial_config
-from digitnet.tune.trial import FAILED, INTERRUPTED, TrialData, run_trial, trial_cost
+from digitnet.tune.space import decode_params, trial_config
+from digitnet.tune.trial import FAILED, INTERRUPTED, StudyTrial, TrialData, run_trial, trial_cost
 
 
 def search_data(dataset: Dataset, subset: int | None = None, seed: int = 0) -> tuple[TrialData, Dataset]:
@@ -106,32 +109,37 @@ def run_search(
     on_result : callable ``(record)``, called after a trial's record is saved
     """
     spec = results.spec
-    base = spec.base_config().to_dict()
-    done = results.done()
-    todo = deque((n, p) for n, p in enumerate(spec.trial_params(), 1) if key(p) not in done)
-    total, started = len(todo), time.perf_counter()
-    if not todo:
+    config = spec.base_config()
+    base = config.to_dict()
+    started = time.perf_counter()
+    left = results.queue(enqueue=False)
+    if not left:
         return SearchOutcome(0, 0, False, 0.0, "none")
     if scheduler:
         backend = DaskCluster(scheduler, data, connect_timeout)
     elif workers > 1:
-        backend = LocalProcesses(data, min(workers, total))
+        backend = LocalProcesses(data, min(workers, left))
     else:
         backend = Serial(data)
-    if backend.slots() > 1 and spec.prune != "median":
-        todo = deque(longest_first(todo, spec.base_config(), data))
-    running: dict = {}  # handle -> (number, params, isolated)
+    longest = backend.slots() > 1 and spec.prune == "none"
+    total = results.queue(lambda trials: longest_first(trials, config, data) if longest else trials)
+    running: dict = {}  # handle -> (optuna trial, params, isolated)
     suspects: deque = deque()  # trials whose worker died while others ran beside them
-    interrupted, ran = False, 0
+    interrupted, ran, asked = False, 0, 0
+    report = len(spec.objectives) == 1  # Optuna takes no per-epoch reports in a multi-objective study
 
-    def submit(number, params, isolated):
-        curves = results.curves() if spec.prune == "median" else None
-        running[backend.submit(number, params, base, curves)] = (number, params, isolated)
+    def submit(trial, params, isolated):
+        where = StudyTrial(results.url, results.study.study_name, spec.to_dict(), trial._trial_id)
+        running[backend.submit(trial.number, params, base, where if report else None)] = (
+            trial,
+            params,
+            isolated,
+        )
         if on_submit:
-            on_submit(number, params)
+            on_submit(trial.number, params)
 
     try:
-        while todo or suspects or running:
+        while True:
             if backend.broken and not running:
                 backend.restart()
             if not backend.broken:
@@ -139,41 +147,58 @@ def run_search(
                     if not running:
                         submit(*suspects.popleft(), isolated=True)
                 else:
-                    while todo and len(running) < backend.slots():
-                        submit(*todo.popleft(), isolated=backend.slots() == 1)
+                    while len(running) < backend.slots() and asked < total and results.more():
+                        trial = results.ask()
+                        if trial is None:  # another command took the last queued trial
+                            break
+                        asked += 1
+                        submit(trial, decode_params(trial.params), isolated=backend.slots() == 1)
+            if not running and not suspects:
+                break
             stop = False
             for handle, outcome in backend.wait(list(running)):
-                number, params, isolated = running.pop(handle)
+                trial, params, isolated = running.pop(handle)
                 if isinstance(outcome, WorkerLost) and not isolated:
-                    suspects = deque(sorted([*suspects, (number, params)], key=lambda t: t[0]))
+                    suspects = deque(sorted([*suspects, (trial, params)], key=lambda t: t[0].number))
                     continue
                 if isinstance(outcome, BaseException):
-                    outcome = {
-                        "trial": number,
-                        "params": params,
-                        "status": FAILED,
-                        "reason": str(outcome),
-                        "epochs": 0,
-                        "curve": {"val_accuracy": [], "val_loss": [], "train_loss": []},
-                    }
+                    outcome = _unfinished(trial.number, params, FAILED, str(outcome))
                 if outcome["status"] == INTERRUPTED:  # the worker saw Ctrl-C too: it is not done
+                    outcome["reason"] = "interrupted: --resume runs it again"
+                    results.tell(trial, outcome)
                     stop = True
                     continue
-                results.add(outcome)
+                results.tell(trial, outcome)
                 ran += 1
                 if on_result:
-                    on_result(results.records[number])
+                    on_result(results.records[trial.number])
             if stop:
                 raise KeyboardInterrupt
     except KeyboardInterrupt:
         interrupted = True
     finally:
         backend.close(kill=interrupted or bool(running))
+        for trial, params in [(t, p) for t, p, _ in running.values()] + list(suspects):
+            results.tell(
+                trial, _unfinished(trial.number, params, INTERRUPTED, "interrupted: --resume runs it again")
+            )
     return SearchOutcome(ran, total, interrupted, time.perf_counter() - started, backend.name)
 
 
+def _unfinished(number: int, params: dict, status: str, reason: str) -> dict:
+    """The record of a trial that came back without one of its own."""
+    return {
+        "trial": number,
+        "params": params,
+        "status": status,
+        "reason": reason,
+        "epochs": 0,
+        "curve": {"val_accuracy": [], "val_loss": [], "train_loss": []},
+    }
+
+
 def longest_first(trials, base, data: TrialData) -> list:
-    """``(number, params)`` trials in order of their expected running time, longest first.
+    """Trials' overrides in order of their expected running time, longest first.
 
     Several workers finish a search soonest when the long trials start first
     and the short ones fill the gaps at the end (longest-processing-time
@@ -186,7 +211,7 @@ def longest_first(trials, base, data: TrialData) -> list:
 
     def cost(trial):
         try:
-            return trial_cost(trial_config(base, trial[1]), n_inputs, n_classes, len(data.x))
+            return trial_cost(trial_config(base, trial), n_inputs, n_classes, len(data.x))
         except (DigitnetError, TypeError, ValueError):  # a bad combination fails fast in its worker
             return 0.0
 
@@ -205,9 +230,9 @@ class Serial:
     def slots(self) -> int:
         return 1
 
-    def submit(self, number, params, base, curves):
+    def submit(self, number, params, base, study):
         handle = object()
-        self.queue[handle] = (number, params, base, self.data, curves)
+        self.queue[handle] = (number, params, base, self.data, study)
         return handle
 
     def wait(self, handles):
@@ -232,8 +257,8 @@ def _start_worker(name: str, class_names: list, folder: str, threads: int) -> No
     threadpool_limits(threads)
 
 
-def _local_trial(number, params, base, curves):
-    return run_trial(number, params, base, _DATA, curves)
+def _local_trial(number, params, base, study):
+    return run_trial(number, params, base, _DATA, study)
 
 
 class LocalProcesses:
@@ -287,12 +312,12 @@ class LocalProcesses:
     def slots(self) -> int:
         return self.workers
 
-    def submit(self, number, params, base, curves):
+    def submit(self, number, params, base, study):
         try:
-            return self.executor.submit(_local_trial, number, params, base, curves)
+            return self.executor.submit(_local_trial, number, params, base, study)
         except BrokenExecutor:  # a worker died while idle: start afresh
             self.restart()
-            return self.executor.submit(_local_trial, number, params, base, curves)
+            return self.executor.submit(_local_trial, number, params, base, study)
 
     def wait(self, handles):
         done, _ = wait(handles, return_when=FIRST_COMPLETED)
@@ -324,7 +349,7 @@ class LocalProcesses:
             shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def _dask_trial(number, params, base, data, curves, host_threads):
+def _dask_trial(number, params, base, data, study, host_threads):
     """Runs on a Dask worker: the trials running on one machine share its cores' BLAS threads.
 
     ``host_threads`` maps each host to the number of worker threads on it.
@@ -335,7 +360,7 @@ def _dask_trial(number, params, base, data, curves, host_threads):
     worker = get_worker()
     sharing = host_threads.get(_host(worker.address), worker.state.nthreads)
     with threadpool_limits(max(1, len(os.sched_getaffinity(0)) // max(1, sharing))), freed_memory_reused():
-        return run_trial(number, params, base, data, curves)
+        return run_trial(number, params, base, data, study)
 
 
 # glibc's mallopt parameters
@@ -420,14 +445,14 @@ class DaskCluster:
             self.host_threads[_host(address)] = self.host_threads.get(_host(address), 0) + n
         return max(1, sum(nthreads.values()))
 
-    def submit(self, number, params, base, curves):
+    def submit(self, number, params, base, study):
         future = self.client.submit(
             _dask_trial,
             number,
             params,
             base,
             self.data,
-            curves,
+            study,
             self.host_threads,
             pure=False,
             key=f"digitnet-trial-{number}-{os.urandom(4).hex()}",

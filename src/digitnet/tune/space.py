@@ -1,13 +1,14 @@
 """What a search tries: hyperparameter values parsed from flags, and the trials they make.
 
 Each searchable hyperparameter is a :class:`Dimension` written as a list
-(``"64,110,128"``; a hidden entry ``"256-128"`` is two layers) or, for random
-search, a range ``"LOW:HIGH"``: log-uniform for ``lr``, ``l2``, ``hidden`` and
-``batch_size``, uniform for ``dropout``. A trial is a plain dict such as
-``{"hidden": [128], "l2": 0.1}``, the overrides it applies to the base
-configuration. :class:`SearchSpec` holds everything that defines a search, so
-that the same spec always gives the same trials (saved in results.json, it is
-what ``--resume`` continues).
+(``"64,110,128"``; a hidden entry ``"256-128"`` is two layers) or, for the
+samplers, a range ``"LOW:HIGH"``: log-uniform for ``lr``, ``l2``, ``hidden``
+and ``batch_size``, uniform for ``dropout``. Each becomes an Optuna
+distribution (:meth:`Dimension.distribution`); Optuna's samplers draw from
+them. A trial is a plain dict such as ``{"hidden": [128], "l2": 0.1}``, the
+overrides it applies to the base configuration (:func:`decode` turns Optuna's
+parameters into one). :class:`SearchSpec` holds everything that defines a
+search; it is saved with the study, and a study of another spec is refused.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ import itertools
 import json
 import math
 from dataclasses import dataclass, field
-
-import numpy as np
 
 from digitnet.errors import ConfigError
 from digitnet.presets import preset
@@ -73,25 +72,48 @@ class Dimension:
 
     def examples(self) -> list:
         """The listed values, or a range's two ends: what validation checks."""
-        return self.values if not self.is_range else [self._round(self.low), self._round(self.high)]
-
-    def sample(self, rng: np.random.Generator):
-        """One value: uniform over the list, or from the range (rounded to 3 significant digits)."""
         if not self.is_range:
-            return self.values[int(rng.integers(len(self.values)))]
-        if PARAMS[self.name].range == "log":
-            x = math.exp(rng.uniform(math.log(self.low), math.log(self.high)))
-        else:
-            x = rng.uniform(self.low, self.high)
-        return self._round(x)
+            return self.values
+        return [decode(self.name, v) for v in (self.low, self.high)]
 
-    def _round(self, x: float):
-        kind = PARAMS[self.name].kind
-        if kind == "sizes":
-            return [int(round(x))]
-        if kind == "int":
-            return int(round(x))
-        return float(f"{x:.3g}")
+    def distribution(self):
+        """The Optuna distribution to draw from: categorical over the list, or the range.
+
+        A list's values are encoded for Optuna (:func:`encode`); a range is
+        log-scaled for ``hidden``, ``l2``, ``lr`` and ``batch_size``, linear for
+        ``dropout``, whole numbers for ``hidden`` and ``batch_size``.
+        """
+        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+        if not self.is_range:
+            return CategoricalDistribution([encode(self.name, v) for v in self.values])
+        param = PARAMS[self.name]
+        log = param.range == "log"
+        if param.kind in ("sizes", "int"):
+            return IntDistribution(math.ceil(self.low), math.floor(self.high), log=log)
+        return FloatDistribution(self.low, self.high, log=log)
+
+
+def encode(name: str, value):
+    """A trial's value as Optuna stores it: a layer list ``[256, 128]`` -> ``"256-128"``, others as they are."""
+    return "-".join(map(str, value)) if name == "hidden" else value
+
+
+def decode(name: str, value):
+    """The inverse of :func:`encode`, and a range's number as a trial uses it (``hidden`` 300.0 -> ``[300]``)."""
+    kind = PARAMS[name].kind
+    if kind == "sizes":
+        return [int(h) for h in value.split("-")] if isinstance(value, str) else [int(round(value))]
+    if kind == "int":
+        return int(round(value))
+    if kind == "float":
+        return float(value)
+    return value
+
+
+def decode_params(params: dict) -> dict:
+    """Optuna's ``trial.params`` as a trial's overrides, in :data:`PARAMS` order."""
+    return {name: decode(name, params[name]) for name in PARAMS if name in params}
 
 
 def parse_dimension(name: str, text: str) -> Dimension:
@@ -163,21 +185,30 @@ def _number(name: str, s: str, where: str):
         raise ConfigError(f"{where}: '{s}' is not {what}") from None
 
 
+METHODS = ("grid", "random", "tpe", "cmaes")
+PRUNERS = ("none", "median", "halving", "hyperband")
+OBJECTIVES = {"accuracy": "maximize", "seconds": "minimize"}  # validation accuracy, training time
+
+
 @dataclass
 class SearchSpec:
-    """Everything that defines a search; the same spec always gives the same trials.
+    """Everything that defines a search; saved with its study, which refuses a different one.
 
     ``space`` maps hyperparameter names (keys of :data:`PARAMS`) to the text
     given for them, e.g. ``{"hidden": "64,128", "l2": "0,1"}``. ``method`` is
-    ``"grid"`` (every combination) or ``"random"`` (``trials`` draws, seeded by
-    ``seed``). Every trial trains with ``seed`` on the same training split and
-    is scored on the same validation split. ``subset`` keeps that many
-    training images (a stratified sample); ``prune="median"`` stops trials
-    that fall below the median of earlier ones.
+    ``"grid"`` (every combination), ``"random"``, ``"tpe"`` or ``"cmaes"``
+    (``trials`` draws by Optuna's sampler of that name, seeded by ``seed``);
+    ``"auto"`` becomes grid for lists and TPE when any value is a range. Every
+    trial trains with ``seed`` on the same training split and is scored on the
+    same validation split. ``subset`` keeps that many training images (a
+    stratified sample). ``prune`` names Optuna's pruner that stops hopeless
+    trials between epochs: ``median``, ``halving`` (asynchronous successive
+    halving) or ``hyperband``. ``objectives`` are what the study optimises:
+    ``["accuracy"]``, or ``["accuracy", "seconds"]`` for a Pareto front.
     """
 
     space: dict = field(default_factory=dict)
-    method: str = "grid"
+    method: str = "auto"
     trials: int = 20
     preset: str = "wide-512"
     epochs: int | None = None
@@ -186,27 +217,35 @@ class SearchSpec:
     dataset: str = "mnist"
     subset: int | None = None
     prune: str = "none"
+    objectives: list = field(default_factory=lambda: ["accuracy"])
 
     def validate(self, confirm: bool = False) -> SearchSpec:
-        """Check every value now, before any data is loaded; raise :class:`ConfigError`."""
+        """Check every value now, before any data is loaded; raise :class:`ConfigError`.
+
+        Resolves ``method="auto"``.
+        """
         if not self.space:
             raise ConfigError("nothing to search: give at least one of " + ", ".join(map(flag, PARAMS)))
         unknown = sorted(set(self.space) - set(PARAMS))
         if unknown:
             raise ConfigError(f"cannot search {', '.join(unknown)}; searchable: {', '.join(PARAMS)}")
-        if self.method not in ("grid", "random"):
-            raise ConfigError(f"unknown search '{self.method}'; choose grid or random")
-        if self.prune not in ("none", "median"):
-            raise ConfigError(f"unknown pruning rule '{self.prune}'; choose none or median")
+        dimensions = self.dimensions()
+        if self.method == "auto":
+            self.method = "tpe" if any(d.is_range for d in dimensions.values()) else "grid"
+        if self.method not in METHODS:
+            raise ConfigError(f"unknown search '{self.method}'; choose {', '.join(METHODS)}")
+        if self.prune not in PRUNERS:
+            raise ConfigError(f"unknown pruning rule '{self.prune}'; choose {', '.join(PRUNERS)}")
+        self._check_objectives()
         if self.trials < 1:
             raise ConfigError(f"--trials must be at least 1, got {self.trials}")
         if self.subset is not None and self.subset < 20:
             raise ConfigError(f"--subset must be at least 20 images, got {self.subset}")
         base = self.base_config()
-        for name, dim in self.dimensions().items():
+        for name, dim in dimensions.items():
             if dim.is_range and self.method == "grid":
                 raise ConfigError(
-                    f"{flag(name)} {self.space[name]} is a range: ranges need --search random "
+                    f"{flag(name)} {self.space[name]} is a range: ranges need --search random or tpe "
                     f"(a grid takes lists, e.g. {flag(name)} {_EXAMPLES[name]})"
                 )
             for value in dim.examples():
@@ -214,12 +253,48 @@ class SearchSpec:
                     TrainConfig.from_dict({**base.to_dict(), **{name: value}}).validate()
                 except ConfigError as exc:
                     raise ConfigError(f"{flag(name)} {show(name, value)}: {exc}") from None
+        if self.method == "cmaes":
+            lists = [flag(n) for n, d in dimensions.items() if not d.is_range]
+            if lists or len(self.objectives) > 1:
+                raise ConfigError(
+                    "--search cmaes samples ranges for one objective: "
+                    + (
+                        f"{', '.join(lists)} {'is a list' if len(lists) == 1 else 'are lists'}"
+                        if lists
+                        else ""
+                    )
+                    + ("; " if lists and len(self.objectives) > 1 else "")
+                    + ("--objectives has two" if len(self.objectives) > 1 else "")
+                    + "; use --search tpe"
+                )
         if self.method == "grid" and self.grid_size() > MAX_GRID and not confirm:
             raise ConfigError(
                 f"the grid has {self.grid_size():,} trials, more than {MAX_GRID:,}: pass --yes "
-                "to run it anyway, or use --search random --trials N"
+                "to run it anyway, or use --search tpe --trials N"
             )
         return self
+
+    def _check_objectives(self) -> None:
+        objectives = list(self.objectives)
+        unknown = [o for o in objectives if o not in OBJECTIVES]
+        if unknown or not objectives:
+            raise ConfigError(
+                f"unknown objective '{(unknown or [''])[0]}': --objectives takes accuracy, or accuracy,seconds"
+            )
+        if "accuracy" not in objectives or len(set(objectives)) != len(objectives):
+            raise ConfigError(
+                f"--objectives {','.join(objectives)}: give accuracy once, and seconds beside it for a "
+                "Pareto front (accuracy,seconds)"
+            )
+        if len(objectives) > 1 and self.prune != "none":
+            raise ConfigError(
+                f"--prune {self.prune} needs one objective: Optuna prunes only single-objective studies; "
+                "leave out --prune or seconds"
+            )
+
+    def directions(self) -> list[str]:
+        """Optuna's direction of each objective, in order."""
+        return [OBJECTIVES[o] for o in self.objectives]
 
     def base_config(self) -> TrainConfig:
         """The configuration every trial starts from (the preset, then the fixed flags)."""
@@ -237,27 +312,29 @@ class SearchSpec:
     def dimensions(self) -> dict[str, Dimension]:
         return {name: parse_dimension(name, self.space[name]) for name in PARAMS if name in self.space}
 
+    def distributions(self) -> dict:
+        """``{name: optuna distribution}`` of every searched hyperparameter."""
+        return {name: d.distribution() for name, d in self.dimensions().items()}
+
     def grid_size(self) -> int:
         return math.prod(len(d.values) for d in self.dimensions().values() if not d.is_range)
 
-    def trial_params(self) -> list[dict]:
-        """Every trial's overrides, in a fixed order: the grid, or ``trials`` distinct random draws."""
+    def grid(self) -> list[dict]:
+        """Every combination of a grid's lists, as trial overrides, in the order of the flags' values."""
         dims = self.dimensions()
+        return [
+            dict(zip(dims, combo, strict=True))
+            for combo in itertools.product(*(d.values for d in dims.values()))
+        ]
+
+    def total(self) -> int:
+        """How many trials the search runs: the grid's size, or ``trials`` (no more than the
+        combinations when every hyperparameter is a list)."""
         if self.method == "grid":
-            return [
-                dict(zip(dims, combo, strict=True))
-                for combo in itertools.product(*(d.values for d in dims.values()))
-            ]
-        rng = np.random.default_rng(self.seed)
-        trials, seen = [], set()
-        for _ in range(50 * self.trials):
-            params = {name: d.sample(rng) for name, d in dims.items()}
-            if key(params) not in seen:
-                seen.add(key(params))
-                trials.append(params)
-                if len(trials) == self.trials:
-                    break
-        return trials
+            return self.grid_size()
+        if any(d.is_range for d in self.dimensions().values()):
+            return self.trials
+        return min(self.trials, self.grid_size())
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -4,9 +4,11 @@
 worker process or on a Dask worker. It never sees the test set: its
 :class:`TrialData` holds only the search's training images, and
 :func:`~digitnet.training.train` splits the validation set off them with the
-trial's seed, the same for every trial. Whatever happens (divergence, a bad
-combination, running out of memory) comes back as a record, never as an
-exception, so one trial cannot stop the search.
+trial's seed, the same for every trial. After each epoch it reports the
+validation accuracy to its Optuna trial in the study's storage, which the
+worker opens itself, and stops when the study's pruner says so. Whatever
+happens (divergence, a bad combination, running out of memory) comes back as
+a record, never as an exception, so one trial cannot stop the search.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from __future__ import annotations
 import math
 import os
 import socket
-import statistics
 import time
 from dataclasses import dataclass
 from itertools import pairwise
@@ -46,30 +47,45 @@ class TrialData:
         )
 
 
-class MedianStop(Callback):
-    """The median stopping rule: stop a trial that trails the trials before it.
+@dataclass
+class StudyTrial:
+    """Where a trial reports: its ``trial_id`` in the study ``study_name`` at ``url``, made for ``spec``."""
 
-    After epoch ``e`` (from ``warmup`` on, before the last), the trial stops
-    when its best validation accuracy so far is below the median of the best
-    validation accuracy by epoch ``e`` of the earlier trials that reached it,
-    once there are at least ``min_trials`` of them. ``curves`` holds those
-    trials' per-epoch validation accuracies.
+    url: str
+    study_name: str
+    spec: dict
+    trial_id: int
+
+
+class Report(Callback):
+    """Report each epoch's validation accuracy to the Optuna trial; stop the trial when the pruner says so.
+
+    The pruner is asked after every epoch but the last (a finished trial has
+    nothing left to save); a single-objective study only, as Optuna prunes no other.
     """
 
-    def __init__(self, curves: list[list[float]], warmup: int = 1, min_trials: int = 3):
-        self.curves, self.warmup, self.min_trials = curves, warmup, min_trials
-        self.stopped_at = None
+    def __init__(self, where: StudyTrial):
+        import optuna
+
+        from digitnet.tune.space import SearchSpec
+        from digitnet.tune.study import load_study
+
+        spec = SearchSpec.from_dict(where.spec)
+        study = load_study(where.url, where.study_name, spec, sampler=optuna.samplers.RandomSampler())
+        self.trial = optuna.Trial(study, where.trial_id)
+        self.rule, self.pruned_at = spec.prune, None
 
     def on_epoch_end(self, state):
-        e = state.epoch
-        if e < self.warmup or e >= state.epochs:
+        record = state.history.epochs[-1]
+        if state.interrupted or record.get("val_accuracy") is None:
             return
-        others = [max(c[:e]) for c in self.curves if len(c) >= e]
-        if len(others) < self.min_trials:
-            return
-        mine = max(r["val_accuracy"] for r in state.history.epochs)
-        if mine < statistics.median(others):
-            self.stopped_at = e
+        import warnings
+
+        with warnings.catch_warnings():  # a trial run again after its worker died reports its epochs again
+            warnings.simplefilter("ignore")
+            self.trial.report(record["val_accuracy"], state.epoch)
+        if self.rule != "none" and state.epoch < state.epochs and self.trial.should_prune():
+            self.pruned_at = state.epoch
             state.stop = True
 
 
@@ -92,7 +108,9 @@ def trial_cost(config: TrainConfig, n_inputs: int, n_classes: int, n_images: int
     return config.epochs * n_images * (weights + BATCH_OVERHEAD / batch)
 
 
-def run_trial(number: int, params: dict, base: dict, data: TrialData, curves: list | None = None) -> dict:
+def run_trial(
+    number: int, params: dict, base: dict, data: TrialData, study: StudyTrial | None = None
+) -> dict:
     """Train ``base`` with ``params`` applied; return the trial's record (a JSON-ready dict).
 
     Parameters
@@ -101,8 +119,8 @@ def run_trial(number: int, params: dict, base: dict, data: TrialData, curves: li
     params : the trial's overrides, e.g. ``{"hidden": [128], "l2": 0.1}``
     base : the base :class:`~digitnet.training.TrainConfig` as a dict
     data : the search's :class:`TrialData`
-    curves : per-epoch validation accuracies of finished trials, to prune against
-        with :class:`MedianStop`; None turns pruning off.
+    study : the Optuna trial to report each epoch to (:class:`Report`), and be
+        pruned by; None for neither.
 
     The record holds ``trial, params, status, reason, val_accuracy, val_loss,
     train_accuracy, train_loss, epochs, best_epoch, seconds, started, curve``
@@ -129,9 +147,7 @@ def run_trial(number: int, params: dict, base: dict, data: TrialData, curves: li
     }
     try:
         config = trial_config(TrainConfig.from_dict(base), params)
-        stopper = None
-        if curves is not None:
-            stopper = MedianStop(curves, warmup=max(1, config.epochs // 4))
+        stopper = Report(study) if study is not None else None
         result = train(config, data.dataset(), callbacks=[stopper] if stopper else [])
     except TrainingDiverged as exc:
         record.update(status=DIVERGED, reason=str(exc))
@@ -146,9 +162,9 @@ def run_trial(number: int, params: dict, base: dict, data: TrialData, curves: li
         epochs = history.epochs
         final = history.final_epoch()  # the epoch whose weights the trial ends with
         record.update(
-            status=INTERRUPTED if history.interrupted else PRUNED if stopper and stopper.stopped_at else OK,
-            reason=f"below the earlier trials' median after epoch {stopper.stopped_at}"
-            if stopper and stopper.stopped_at
+            status=INTERRUPTED if history.interrupted else PRUNED if stopper and stopper.pruned_at else OK,
+            reason=f"pruned after epoch {stopper.pruned_at} by the {stopper.rule} rule"
+            if stopper and stopper.pruned_at
             else None,
             val_accuracy=final["val_accuracy"],
             val_loss=final["val_loss"],

@@ -319,7 +319,7 @@ def key_set(keys) -> set[int]:
             "the grid has 10,100 trials, more than 10,000: pass --yes",
         ),
         (["--hidden", "64", "--trials", "5"], "--trials is for --search random"),
-        (["--hidden", "64", "--workers", "0"], "--workers must be at least 1"),
+        (["--hidden", "64", "--workers", "0"], "--workers must be 1 to"),
         (["--hidden", "64", "--workers", "2", "--scheduler", "tcp://127.0.0.1:1"], "exclude each other"),
         (["--hidden", "64", "--scheduler", "not an address"], "expected tcp://HOST:PORT"),
         (["--hidden", "64", "--val-fraction", "0"], "--val-fraction must be above 0"),

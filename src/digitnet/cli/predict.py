@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from digitnet import modelfile, preprocess
-from digitnet.cli.common import add_data_args, load_model_data, print_json
+from digitnet.cli.common import add_data_args, check_output, load_model_data, path_arg, print_json
 from digitnet.data.formats import write_submission
 from digitnet.errors import DigitnetError
 
@@ -29,21 +29,30 @@ def register(subparsers, help_line: str) -> None:
         "           digitnet predict runs/latest --csv test.csv --submission submission.csv",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("model", metavar="MODEL", help="a model file (runs/<run>/model.npz) or its run folder")
-    p.add_argument("images", metavar="IMAGE", nargs="*", help="image files, each holding one digit")
+    p.add_argument(
+        "model", metavar="MODEL", type=path_arg, help="a model file (runs/<run>/model.npz) or its run folder"
+    )
+    p.add_argument(
+        "images", metavar="IMAGE", type=path_arg, nargs="*", help="image files, each holding one digit"
+    )
     p.add_argument("--index", type=int, nargs="+", metavar="I", help="indices of test-set images (0-based)")
     p.add_argument(
-        "--csv", metavar="FILE", help="a CSV of images, one a row (Kaggle's test.csv: 784 pixel columns)"
+        "--csv",
+        metavar="FILE",
+        type=path_arg,
+        help="a CSV of images, one a row (Kaggle's test.csv: 784 pixel columns)",
     )
     p.add_argument(
         "--submission",
         metavar="FILE",
+        type=path_arg,
         help="with --csv: write Kaggle's submission file (ImageId,Label; ids from 1)",
     )
     p.add_argument("--show", action="store_true", help="print each image beside the 28x28 the network saw")
     p.add_argument(
         "--save-preview",
         metavar="DIR",
+        type=path_arg,
         help="save each image beside the 28x28 the network saw as DIR/<name>.preview.png",
     )
     add_data_args(p, dataset_default=None)
@@ -58,6 +67,10 @@ def run(args) -> int:
         raise DigitnetError("--submission needs --csv FILE: the images to predict")
     if not (args.images or args.index or args.csv):
         raise DigitnetError("nothing to predict: give image files, --index I..., or --csv test.csv")
+    if args.submission:
+        check_output(args.submission, "--submission")
+    if args.save_preview:
+        check_output(args.save_preview, "--save-preview", folder=True)
     clf = modelfile.load(args.model)
     preview_dir = preprocess.preview_folder(args.save_preview) if args.save_preview else None
     output: dict = {"predictions": []}

@@ -8,7 +8,7 @@ import threading
 import webbrowser
 
 from digitnet import modelfile
-from digitnet.cli.common import add_data_args, load_model_data
+from digitnet.cli.common import add_data_args, load_model_data, path_arg
 from digitnet.errors import DigitnetError
 
 MAX_WORKERS = 64  # processes, each holding its own copy of the model
@@ -24,7 +24,9 @@ def register(subparsers, help_line: str) -> None:
         "layer's activity and the strongest paths to its answer. Also a JSON API: "
         'POST /api/predict (an image, or {"pixels": [784 values]}), GET /api/model.',
     )
-    p.add_argument("model", metavar="MODEL", help="a model file (runs/<run>/model.npz) or its run folder")
+    p.add_argument(
+        "model", metavar="MODEL", type=path_arg, help="a model file (runs/<run>/model.npz) or its run folder"
+    )
     p.add_argument(
         "--host",
         default="127.0.0.1",

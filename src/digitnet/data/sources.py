@@ -96,8 +96,15 @@ def read_path(data) -> Found:
         Keras's layout; a labelled CSV; or ``"train.csv,test.csv"``.
     """
     text = str(data)
+    if not text.strip():
+        raise DataError(
+            "--data is empty: pass a folder of the four IDX files, an .npz, or train.csv[,test.csv]"
+        )
     if "," in text and not Path(text).exists():
-        return read_csvs(*[Path(p.strip()).expanduser() for p in text.split(",") if p.strip()])
+        parts = [Path(p.strip()).expanduser() for p in text.split(",") if p.strip()]
+        if not parts:
+            raise DataError(f"--data '{text}' names no file: pass train.csv[,test.csv]")
+        return read_csvs(*parts)
     path = Path(text).expanduser()
     if not path.exists():
         raise DataError(

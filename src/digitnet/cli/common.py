@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 from digitnet.data.datasets import DATASETS, load_dataset
+from digitnet.data.sources import remove_litter
 from digitnet.errors import DigitnetError
 
 
@@ -127,12 +128,14 @@ def path_arg(text: str) -> str:
     return text
 
 
-def check_output(path, flag: str = "--out", folder: bool = False) -> Path:
+def prepare_output(path, flag: str = "--out", folder: bool = False) -> Path:
     """Return ``path`` as a Path once it is sure it can be written, before any work starts.
 
     Its names must fit the file system, the nearest folder that exists on the way
     to it must be a folder we can write in, and it must not be a folder (for a
-    file) or a file (for a ``folder``). Raises :class:`DigitnetError` saying which.
+    file) or a file (for a ``folder``); raises :class:`DigitnetError` saying
+    which. What a killed command left half-written beside it is removed
+    (:func:`digitnet.data.sources.remove_litter`).
     """
     try:
         path = Path(path_arg(str(path))).expanduser()
@@ -154,6 +157,7 @@ def check_output(path, flag: str = "--out", folder: bool = False) -> Path:
         raise DigitnetError(
             f"{flag} {path} cannot be written: {parent} is not writable ({exc.strerror or exc})"
         ) from None
+    remove_litter(path.parent)
     return path
 
 

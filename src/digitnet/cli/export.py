@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from digitnet.cli.common import check_output, path_arg, print_json
+from digitnet.cli.common import path_arg, prepare_output, print_json
 from digitnet.errors import DigitnetError
 from digitnet.interop import FORMATS, export, load_any, torch_sequential_code
 from digitnet.interop.export import SUFFIXES
@@ -42,7 +42,7 @@ def run(args) -> int:
         raise DigitnetError(f"cannot tell the format from '{out.name}': give --format {'|'.join(FORMATS)}")
     if out.exists() and not args.force:
         raise DigitnetError(f"{out} already exists: choose another --out, or add --force to replace it")
-    check_output(out)
+    prepare_output(out)
     if args.state_dict_only and fmt != "pth":
         raise DigitnetError("--state-dict-only is for --format pth")
     clf = load_any(args.model)

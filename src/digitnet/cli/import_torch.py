@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from digitnet import modelfile
-from digitnet.cli.common import check_output, finite, path_arg, print_json
+from digitnet.cli.common import finite, path_arg, prepare_output, print_json
 from digitnet.data.datasets import DATASETS
 from digitnet.data.loader import Normalizer
 from digitnet.errors import DigitnetError
@@ -64,7 +64,7 @@ def run(args) -> int:
     out = Path(args.out)
     if out.exists() and not args.force:
         raise DigitnetError(f"{out} already exists: choose another --out, or add --force to replace it")
-    check_output(out)
+    prepare_output(out)
     if (args.mean is None) != (args.std is None):
         raise DigitnetError("--mean and --std go together (as in transforms.Normalize((MEAN,), (STD,)))")
     if args.std is not None and not args.std > 0:

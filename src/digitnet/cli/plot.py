@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from digitnet.cli.common import add_data_args, check_output, load_model_data, path_arg, print_json
+from digitnet.cli.common import add_data_args, load_model_data, path_arg, prepare_output, print_json
 from digitnet.viz.catalog import NEEDS_DATA, PLOTS, require
 
 
@@ -49,7 +49,7 @@ def run(args) -> int:
 
     started = time.perf_counter()
     if args.out:
-        check_output(args.out, folder=True)
+        prepare_output(args.out, folder=True)
     run_ = load_run(args.run, load_data=False)
     wanted = args.which or list(PLOTS)
     if NEEDS_DATA & set(wanted):

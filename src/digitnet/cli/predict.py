@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from digitnet import modelfile, preprocess
-from digitnet.cli.common import add_data_args, check_output, load_model_data, path_arg, print_json
+from digitnet.cli.common import add_data_args, load_model_data, path_arg, prepare_output, print_json
 from digitnet.data.formats import write_submission
 from digitnet.errors import DigitnetError
 
@@ -68,9 +68,9 @@ def run(args) -> int:
     if not (args.images or args.index or args.csv):
         raise DigitnetError("nothing to predict: give image files, --index I..., or --csv test.csv")
     if args.submission:
-        check_output(args.submission, "--submission")
+        prepare_output(args.submission, "--submission")
     if args.save_preview:
-        check_output(args.save_preview, "--save-preview", folder=True)
+        prepare_output(args.save_preview, "--save-preview", folder=True)
     clf = modelfile.load(args.model)
     preview_dir = preprocess.preview_folder(args.save_preview) if args.save_preview else None
     output: dict = {"predictions": []}

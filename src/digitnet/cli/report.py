@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from digitnet.cli.common import add_data_args, check_output, load_model_data, path_arg, print_json
+from digitnet.cli.common import add_data_args, load_model_data, path_arg, prepare_output, print_json
 from digitnet.errors import DigitnetError
 from digitnet.viz.catalog import require
 
@@ -38,7 +38,7 @@ def run(args) -> int:
         raise DigitnetError(f"{out} is a folder: give the report a file name, e.g. {out / 'report.html'}")
     if out.parent.exists() and not out.parent.is_dir():
         raise DigitnetError(f"cannot write {out}: {out.parent} is not a folder")
-    check_output(out)
+    prepare_output(out)
     run_.dataset = check_dataset(load_model_data(args, run_.classifier), run_.classifier)
     for note in run_.notes:
         print(f"note: {note}: the plots that need it are left out")

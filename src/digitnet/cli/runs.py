@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from digitnet import runs
-from digitnet.cli.common import check_output, path_arg, percent, print_json
+from digitnet.cli.common import path_arg, percent, prepare_output, print_json
 from digitnet.errors import DigitnetError
 
 PLOT_DEFAULT = "runs-compare.png"
@@ -210,7 +210,7 @@ def _plot_path(text: str) -> Path:
         )
     if not path.parent.is_dir():
         raise DigitnetError(f"--plot {text}: the folder {path.parent} does not exist")
-    check_output(path, "--plot")
+    prepare_output(path, "--plot")
     return path.with_suffix(path.suffix.lower())
 
 

@@ -8,11 +8,11 @@ import sys
 from digitnet.cli.common import (
     add_data_args,
     add_setting_flags,
-    check_output,
     count,
     load_data,
     path_arg,
     percent,
+    prepare_output,
     print_json,
 )
 from digitnet.cli.progress import Progress
@@ -56,7 +56,7 @@ def run(args) -> int:
     require("torch", "torch", "torch-train")  # before any work: say at once if PyTorch is missing
     overrides = {f.name: getattr(args, f.name) for f in settings()}
     config = preset(args.preset, dataset=args.dataset, **overrides).validate()
-    out = check_output(args.out or f"{config.dataset}_model.pth")
+    out = prepare_output(args.out or f"{config.dataset}_model.pth")
     if out.exists() and not args.force:
         raise DigitnetError(f"{out} already exists: choose another --out, or add --force to replace it")
     dataset = load_data(args, config.dataset, seed=config.seed)

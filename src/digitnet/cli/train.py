@@ -9,11 +9,11 @@ from digitnet import runs
 from digitnet.cli.common import (
     add_data_args,
     add_setting_flags,
-    check_output,
     count,
     load_data,
     path_arg,
     percent,
+    prepare_output,
     print_json,
 )
 from digitnet.cli.progress import Progress
@@ -77,12 +77,12 @@ def run(args) -> int:
     if not 1 <= args.frames <= MAX_FRAMES:
         raise DigitnetError(f"--frames must be 1 to {MAX_FRAMES:,}, got {args.frames}")
     if args.save:
-        check_output(args.save, "--save")
+        prepare_output(args.save, "--save")
     if args.resume:
         run_, config = _resumable(args)
     else:
         config = preset(args.preset or "default", **{k: getattr(args, k) for k in OVERRIDES}).validate()
-        out = runs.check_new(check_output(args.out or runs.new_folder(config.preset), folder=True))
+        out = runs.check_new(prepare_output(args.out or runs.new_folder(config.preset), folder=True))
     dataset = load_data(args, config.dataset, seed=config.seed)
     say = (lambda *a: None) if args.quiet else print
     sizes = "-".join(map(str, [dataset.x_train.shape[1], *config.hidden, len(dataset.class_names)]))

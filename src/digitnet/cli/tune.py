@@ -8,8 +8,9 @@ import time
 from pathlib import Path
 
 from digitnet import runs
-from digitnet.cli.common import check_output, count, finite, load_data, path_arg, percent, print_json
+from digitnet.cli.common import count, finite, load_data, path_arg, percent, prepare_output, print_json
 from digitnet.data.datasets import DATASETS
+from digitnet.data.sources import remove_litter
 from digitnet.errors import ConfigError, DigitnetError
 from digitnet.nn import OPTIMIZERS
 from digitnet.presets import PRESETS
@@ -245,6 +246,7 @@ def _check(args) -> tuple[SearchSpec, Path, bool]:
         if args.out:
             raise ConfigError("--resume writes into the folder it resumes; leave out --out")
         spec = Results.open(args.resume).spec
+        remove_litter(args.resume)  # a file half-written when the search was killed
         return spec.validate(confirm=True), Path(args.resume), True
     spec = SearchSpec(
         space={d: getattr(args, d) for d in PARAMS if getattr(args, d) is not None},
@@ -264,7 +266,7 @@ def _check(args) -> tuple[SearchSpec, Path, bool]:
     heat = args.heatmap.split(",")
     if len(heat) != 2 or not all(h in PARAMS for h in heat):
         raise ConfigError(f"--heatmap takes two of {', '.join(PARAMS)}, e.g. hidden,l2; got '{args.heatmap}'")
-    out = check_output(args.out or runs.new_folder("tune"), folder=True)
+    out = prepare_output(args.out or runs.new_folder("tune"), folder=True)
     return spec, Results.check_new(out) if args.out else out, False
 
 

@@ -87,7 +87,7 @@ def test_an_out_under_a_file_fails_before_training(a_file, small_npz, tmp_path):
     assert_user_error(r, f"{a_file} is a file, not a folder")
     assert r.stdout == "" and a_file.read_text() == "a file, not a folder\n"
     r = digitnet("train", "--data", small_npz, "--out", a_file, cwd=tmp_path)
-    assert_user_error(r, "is a file: give a folder")
+    assert_user_error(r, "is a file: give an output folder")
 
 
 def test_a_300_character_out_name_fails_before_training(small_npz, tmp_path):
@@ -151,9 +151,12 @@ def test_other_commands_refuse_impossible_flags(args, fragment, tmp_path):
         (lambda run, f: ["import-torch", f, "--out", f / "model.npz"], "is a file, not a folder"),
         (lambda run, f: ["report", run, "--out", f / "report.html"], "is not a folder"),
         (lambda run, f: ["plot", run, "--out", f / "plots"], "is a file, not a folder"),
-        (lambda run, f: ["plot", run, "--out", f], "is a file: give a folder"),
+        (lambda run, f: ["plot", run, "--out", f], "is a file: give an output folder"),
         (lambda run, f: ["predict", run, "--csv", f, "--submission", f / "s.csv"], "is a file, not a folder"),
-        (lambda run, f: ["predict", run, "--index", "0", "--save-preview", f], "is a file: give a folder"),
+        (
+            lambda run, f: ["predict", run, "--index", "0", "--save-preview", f],
+            "is a file: give an output folder",
+        ),
         (lambda run, f: ["dashboard", run, "--interval", "1000000000"], "--interval must be 1 to 60,000 ms"),
         (lambda run, f: ["dashboard", run, "--save", "x.gif", "--frames", "99999"], "--frames must be 1"),
         (lambda run, f: ["torch-train", "--out", f / "model.pth"], "is a file, not a folder"),

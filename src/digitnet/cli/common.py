@@ -144,7 +144,7 @@ def prepare_output(path, flag: str = "--out", folder: bool = False) -> Path:
     if path.is_dir() and not folder:
         raise DigitnetError(f"{flag} {path} is a folder: give a file name")
     if path.exists() and not path.is_dir() and folder:
-        raise DigitnetError(f"{flag} {path} is a file: give a folder")
+        raise DigitnetError(f"{flag} {path} is a file: give an output folder")
     parent = path.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent

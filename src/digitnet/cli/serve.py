@@ -82,7 +82,7 @@ def run(args) -> int:
             threading.Timer(0.5, webbrowser.open, args=(url,)).start()
 
     server = Server(
-        create_app(clf, test_set=test_set),
+        lambda: create_app(clf, test_set=test_set),
         host=args.host,
         port=args.port,
         workers=args.workers,

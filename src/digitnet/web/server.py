@@ -76,31 +76,33 @@ def write_error(sock, status_int: int, reason: str, mesg: str) -> None:
 
 
 class Server(BaseApplication):
-    """A Gunicorn server for a WSGI app: ``workers`` processes of :class:`Worker`, ``connections`` each.
+    """A Gunicorn server: ``workers`` processes of :class:`Worker`, ``connections`` each, serving ``make_app()``.
 
-    Gunicorn hands request bodies to the app as they arrive (nothing is
-    buffered ahead), so Flask refuses a body over ``MAX_BODY`` by its
-    Content-Length with a JSON error. ``on_ready(url)`` is called once the
-    socket is bound (``port=0`` picks a free port).
+    Each worker process calls ``make_app()`` (a function returning the WSGI
+    app) once gevent has patched it, so the app's locks are gevent's and a
+    greenlet waiting for one lets the others run. Gunicorn hands request
+    bodies to the app as they arrive (nothing is buffered ahead), so Flask
+    refuses a body over ``MAX_BODY`` by its Content-Length with a JSON error.
+    ``on_ready(url)`` is called once the socket is bound (``port=0`` picks a
+    free port).
     """
 
     def __init__(
         self,
-        app,
+        make_app,
         host: str = "127.0.0.1",
         port: int = 8000,
         workers: int = 2,
         connections: int = 1000,
         on_ready=None,
     ):
-        self.app, self.on_ready = app, on_ready
+        self.make_app, self.on_ready = make_app, on_ready
         self.options = {
             "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
             "workers": workers,
             "worker_class": f"{__name__}.Worker",
             "worker_connections": connections,
             "keepalive": HEADER_SECONDS,
-            "preload_app": True,
             "loglevel": "warning",
             "accesslog": None,
             "timeout": 30,
@@ -116,7 +118,7 @@ class Server(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self):
-        return self.app
+        return self.make_app()
 
     def _ready(self, arbiter):
         host, port = arbiter.LISTENERS[0].sock.getsockname()[:2]

@@ -81,9 +81,12 @@ def send(server, raw: bytes, *, shut: bool = False, timeout: float = 10) -> tupl
     ``shut`` closes our sending side after the bytes (a body cut short). Status 0: no answer.
     """
     with socket.create_connection(server, timeout=timeout) as sock:
-        sock.sendall(raw)
-        if shut:
-            sock.shutdown(socket.SHUT_WR)
+        try:
+            sock.sendall(raw)
+            if shut:
+                sock.shutdown(socket.SHUT_WR)
+        except OSError:  # the server answered and closed before it took every byte
+            pass
         data = b""
         while b"\r\n\r\n" not in data:
             piece = sock.recv(65536)
@@ -243,7 +246,7 @@ def test_a_broken_chunked_body_is_a_4xx(server, what, raw, status):
         ("a request line of garbage", b"GARBAGE\r\n\r\n", 400),
         ("a bad HTTP version", b"GET / HTTP/7.5\r\n\r\n", 400),
         ("a header without a colon", b"GET / HTTP/1.1\r\nHost x\r\n\r\n", 400),
-        ("a 10 KB request line", b"GET /" + b"a" * 10_000 + b" HTTP/1.1\r\n\r\n", 414),
+        ("a 6 KB request line", b"GET /" + b"a" * 6000 + b" HTTP/1.1\r\n\r\n", 414),
         ("an unknown transfer coding", b"POST / HTTP/1.1\r\nTransfer-Encoding: zip\r\n\r\n", 501),
         (
             "a Content-Length that is not a number",

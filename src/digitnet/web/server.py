@@ -29,7 +29,9 @@ from gunicorn.workers.ggevent import GeventWorker
 
 from digitnet.web.app import SECURITY_HEADERS
 
-HEADER_SECONDS = 5  # from the first byte of a request to the end of its headers
+HEADER_SECONDS = (
+    5  # to wait for a request's line and headers (on a kept-alive connection, from its last answer)
+)
 REQUEST_SECONDS = 5  # from the end of the headers to the end of the answer
 
 

@@ -1,7 +1,7 @@
 """How many predictions a second ``digitnet serve`` answers on this machine, over loopback.
 
-Starts the real command (``digitnet serve MODEL --port 0``: Gunicorn, 2 worker
-processes of 4 threads), then sends a bounded number of requests from a few
+Starts the real command (``digitnet serve MODEL --port 0``: Gunicorn, 2 gevent
+worker processes), then sends a bounded number of requests from a few
 client threads on keep-alive connections, and prints requests a second and
 latency percentiles for the two kinds of request the page makes:
 
@@ -60,7 +60,7 @@ def canvas_png() -> bytes:
     return buf.getvalue()
 
 
-def start_server(model, workers: int = 2, threads: int = 4):
+def start_server(model, workers: int = 2):
     """``(process, "127.0.0.1", port)`` of a ``digitnet serve`` started on a free port."""
     proc = subprocess.Popen(
         [
@@ -73,8 +73,6 @@ def start_server(model, workers: int = 2, threads: int = 4):
             "0",
             "--workers",
             str(workers),
-            "--threads",
-            str(threads),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -172,7 +170,6 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=4)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model or small_model(Path(tmp))
@@ -181,11 +178,11 @@ def main() -> int:
 
         pixels = preprocess.prepare(png).pixels.reshape(-1).tolist()
         reference = in_process_rate(model, png, pixels)
-        proc, host, port = start_server(model, args.workers, args.threads)
+        proc, host, port = start_server(model, args.workers)
         try:
             load(host, port, png, "image/png", 50, 2)  # warm up
             print(
-                f"digitnet serve, {args.workers} processes x {args.threads} threads, "
+                f"digitnet serve, {args.workers} gevent worker processes, "
                 f"{args.clients} clients on 127.0.0.1, {os.cpu_count()} cores:"
             )
             for kind, body, ctype in [

@@ -103,11 +103,11 @@ def test_version_and_help():
         (["--hidden", "128,0"], "hidden sizes must be at least 1"),
         (["--hidden", "12a"], "hidden sizes must be whole numbers"),
         (["--dropout", "1"], "dropout must be in [0, 1)"),
-        (["--epochs", "0"], "epochs must be at least 1"),
+        (["--epochs", "0"], "epochs must be a whole number from 1 to"),
         (["--preset", "nope"], "unknown preset 'nope'"),
         (["--dataset", "cifar"], "invalid choice: 'cifar'"),
         (["--init", "magic"], "unknown initialiser 'magic'"),
-        (["--lr", "fast"], "invalid float value"),
+        (["--lr", "fast"], "expected a number, got 'fast'"),
     ],
 )
 def test_impossible_training_settings(flags, fragment, tmp_path):

@@ -363,7 +363,7 @@ def key_set(keys) -> set[int]:
         (["--hidden", "64", "--storage", "sqlite:////nowhere/at/all/s.db"], "/nowhere/at/all does not exist"),
         (["--hidden", "64", "--storage", "postgresql://u@127.0.0.1:1/db"], "cannot open the study's storage"),
         (["--hidden", "64", "--storage", "sqlite://"], "in-memory SQLite database"),
-        (["--hidden", "64", "--workers", "0"], "--workers must be at least 1"),
+        (["--hidden", "64", "--workers", "0"], "--workers must be 1 to"),
         (["--hidden", "64", "--workers", "2", "--scheduler", "tcp://127.0.0.1:1"], "exclude each other"),
         (["--hidden", "64", "--scheduler", "not an address"], "expected tcp://HOST:PORT"),
         (["--hidden", "64", "--val-fraction", "0"], "--val-fraction must be above 0"),

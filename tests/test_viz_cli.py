@@ -182,7 +182,8 @@ def test_bad_inputs_are_one_clear_line(run_dir, small_npz, tmp_path, capsys, mon
         in_process(capsys, "plot", run_dir, "--which", "weights", "--out", a_file), "output folder"
     )
     assert_error_line(
-        in_process(capsys, "plot", run_dir, "--which", "weights", "--out", a_file / "sub"), "cannot use"
+        in_process(capsys, "plot", run_dir, "--which", "weights", "--out", a_file / "sub"),
+        "is a file, not a folder",
     )
     assert_error_line(in_process(capsys, "report", run_dir, "--out", tmp_path), "is a folder")
     assert_error_line(in_process(capsys, "report", run_dir, "--out", a_file / "r.html"), "not a folder")

@@ -332,7 +332,7 @@ def test_port_in_use_and_bad_flags_are_one_error_line(model, server):
     for args, fragment in [
         (["--port", str(server[1])], "choose another --port"),
         (["--port", "70000"], "0 to 65535"),
-        (["--workers", "0"], "at least 1"),
+        (["--workers", "0"], "must be 1 to 64"),
     ]:
         r = subprocess.run(
             [sys.executable, "-m", "digitnet", "serve", str(model), *args],

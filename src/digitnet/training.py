@@ -22,7 +22,9 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import itertools
 import math
+import numbers
 import signal
 import threading
 import time
@@ -77,26 +79,45 @@ def setting(
     )
 
 
+# The largest networks and runs a setting allows: far beyond what MNIST needs, and small enough that
+# the network, its gradients and the optimiser's averages fit in memory (20 M weights: 80 MB each in
+# float32), and that a run ends within days rather than never.
+MAX_LAYERS = 100
+MAX_UNITS = 16_384
+MAX_WEIGHTS = 20_000_000
+MAX_EPOCHS = 100_000
+MAX_BATCH = 1_000_000
+MAX_SEED = 2**32 - 1
+INPUTS, CLASSES = 784, 10  # every dataset digitnet reads: 28 x 28 pixels, ten classes
+
+
 def _hidden(sizes) -> None:
-    if not sizes or not all(h >= 1 for h in sizes):
-        raise ConfigError(f"hidden sizes must be at least 1, got {list(sizes)}")
+    if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__len__") or not sizes:
+        raise ConfigError(f"hidden sizes must be a list of at least one whole number, got {sizes!r}")
+    if len(sizes) > MAX_LAYERS:
+        raise ConfigError(f"at most {MAX_LAYERS} hidden layers are allowed, got {len(sizes)}")
+    if not all(
+        isinstance(h, numbers.Integral) and not isinstance(h, bool) and 1 <= h <= MAX_UNITS for h in sizes
+    ):
+        raise ConfigError(
+            f"hidden sizes must be at least 1 and at most {MAX_UNITS:,} units, got {','.join(map(str, sizes))}"
+        )
+    widths = [INPUTS, *map(int, sizes), CLASSES]
+    weights = sum((a + 1) * b for a, b in itertools.pairwise(widths))
+    if weights > MAX_WEIGHTS:
+        raise ConfigError(
+            f"hidden sizes {','.join(map(str, sizes))} make {weights:,} weights and biases; "
+            f"at most {MAX_WEIGHTS:,} are allowed: use fewer or narrower layers"
+        )
 
 
-def _at_least_one(what: str):
-    def rule(value):
-        if not value >= 1:
-            raise ConfigError(f"{what} must be at least 1, got {value}")
-
-    return rule
-
-
-def _shift(value) -> None:
-    if not 0 <= value <= 8:
-        raise ConfigError(f"the augmentation shift must be 0 to 8 pixels, got {value}")
+def _whole(what: str, low: int, high: int):
+    return partial(rules.whole, what=what, low=low, high=high)
 
 
 def _between(what: str, low: float, high: float, unit: str = "", *, open_high: bool = False):
     def rule(value):
+        rules.number(value, what)
         if not (low <= value < high if open_high else low <= value <= high):
             top = f"below {high:g}" if open_high else f"{high:g}"
             raise ConfigError(f"{what} must be {low:g} to {top}{unit}, got {value}")
@@ -105,6 +126,7 @@ def _between(what: str, low: float, high: float, unit: str = "", *, open_high: b
 
 
 def _elastic_sigma(value) -> None:
+    rules.number(value, "the elastic sigma")
     if not 0 < value <= 28:
         raise ConfigError(f"the elastic sigma must be greater than 0 and at most 28 pixels, got {value}")
 
@@ -151,8 +173,13 @@ class TrainConfig:
         0.0, "momentum of sgd and rmsprop, 0 <= M < 1", partial(rules.fraction, what="momentum"), metavar="M"
     )
     nesterov: bool = setting(False, "Nesterov momentum (sgd)")
-    batch_size: int = setting(64, "0 means the whole training set (with --optimizer gd)", metavar="N")
-    epochs: int = setting(25, "passes over the training set", _at_least_one("epochs"), metavar="N")
+    batch_size: int = setting(
+        64,
+        "0 means the whole training set (with --optimizer gd)",
+        _whole("the batch size", 0, MAX_BATCH),
+        metavar="N",
+    )
+    epochs: int = setting(25, "passes over the training set", _whole("epochs", 1, MAX_EPOCHS), metavar="N")
     l2: float = setting(
         0.0,
         "L2 penalty λ/(2m)·ΣW², m = training examples",
@@ -189,11 +216,14 @@ class TrainConfig:
     early_stopping: int = setting(
         0,
         "stop after this many epochs without a better validation loss (0: off)",
-        partial(rules.non_negative, what="early-stopping patience"),
+        _whole("early-stopping patience", 0, MAX_EPOCHS),
         metavar="PATIENCE",
     )
     augment_shift: int = setting(
-        0, "move each training digit by up to this many pixels (0: off)", _shift, metavar="PIXELS"
+        0,
+        "move each training digit by up to this many pixels (0: off)",
+        _whole("the augmentation shift (pixels)", 0, 8),
+        metavar="PIXELS",
     )
     augment_rotate: float = setting(
         0.0,
@@ -223,12 +253,16 @@ class TrainConfig:
         4.0, "smoothness σ of the elastic distortion in pixels", _elastic_sigma, metavar="SIGMA"
     )
     seed: int = setting(
-        0, "one seed for the weights, the split, the shuffles and the dropout masks", metavar="N"
+        0,
+        "one seed for the weights, the split, the shuffles and the dropout masks",
+        _whole("the seed", 0, MAX_SEED),
+        metavar="N",
     )
     dtype: str = setting("float32", "the network's floating-point type", group="network", choices=DTYPES)
 
     def validate(self) -> TrainConfig:
         """Raise :class:`ConfigError` naming the first impossible value."""
+        _hidden(self.hidden)
         self.hidden = tuple(int(h) for h in self.hidden)
         for f in dataclasses.fields(self):
             value, meta = getattr(self, f.name), f.metadata
@@ -245,6 +279,11 @@ class TrainConfig:
             (
                 self.early_stopping == 0 or self.val_fraction > 0,
                 "early stopping needs a validation split (--val-fraction > 0)",
+            ),
+            (
+                self.warmup_epochs <= self.epochs,
+                f"the warm-up ({self.warmup_epochs:g}) cannot be longer than the run: at most "
+                f"--epochs ({self.epochs})",
             ),
         ]
         for ok, message in relations:

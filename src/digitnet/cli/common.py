@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
+import tempfile
+from pathlib import Path
 
 from digitnet.data.datasets import DATASETS, load_dataset
+from digitnet.data.sources import remove_litter
+from digitnet.errors import DigitnetError
 
 
 def add_data_args(parser, dataset_default: str | None = "mnist", dataset_help: str | None = None) -> None:
@@ -19,10 +25,14 @@ def add_data_args(parser, dataset_default: str | None = "mnist", dataset_help: s
     parser.add_argument(
         "--data",
         metavar="PATH",
+        type=path_arg,
         help="your own copy: a folder of IDX files, an .npz, or train.csv[,test.csv]",
     )
     parser.add_argument(
-        "--cache-dir", metavar="DIR", help="cache folder (default: $DIGITNET_CACHE or ~/.cache/digitnet)"
+        "--cache-dir",
+        metavar="DIR",
+        type=path_arg,
+        help="cache folder (default: $DIGITNET_CACHE or ~/.cache/digitnet)",
     )
 
 
@@ -30,7 +40,8 @@ def add_setting_flags(parser, title: str | None = None) -> list[str]:
     """One flag per :class:`~digitnet.training.TrainConfig` setting, made from the setting itself.
 
     Help, metavar, choices and the group come from :func:`digitnet.training.setting`;
-    the type from the default (a tuple: ``--hidden 256,128``; a bool: a switch).
+    the type from the default (a tuple: ``--hidden 256,128``; a float: a finite number;
+    a bool: a switch).
     Every flag defaults to None, meaning "the preset's value". Returns the
     settings' names, to pick the given ones from the parsed arguments.
     """
@@ -48,7 +59,7 @@ def add_setting_flags(parser, title: str | None = None) -> list[str]:
         elif meta["choices"] is not None:
             kw["choices"] = list(meta["choices"])
         else:
-            kw["type"] = layer_sizes if isinstance(f.default, tuple) else type(f.default)
+            kw["type"] = {tuple: layer_sizes, float: finite}.get(type(f.default), type(f.default))
             kw["metavar"] = meta["metavar"]
         groups[group].add_argument("--" + f.name.replace("_", "-"), **kw)
     return [f.name for f in settings()]
@@ -85,6 +96,69 @@ def layer_sizes(text: str) -> tuple:
     if not sizes:
         raise argparse.ArgumentTypeError("give at least one hidden size")
     return sizes
+
+
+def finite(text: str) -> float:
+    """argparse type for a real-valued flag: a finite number (not nan or inf)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got '{text}'")
+    return value
+
+
+# What Linux and macOS allow: a name in a folder, and a whole path.
+NAME_MAX, PATH_MAX = 255, 4096
+
+
+def path_arg(text: str) -> str:
+    """argparse type for a path: every name in it short enough for the file system."""
+    if len(os.fsencode(text)) > PATH_MAX:
+        raise argparse.ArgumentTypeError(
+            f"the path is {len(os.fsencode(text)):,} bytes long; at most {PATH_MAX:,} are allowed"
+        )
+    for name in Path(text).parts:
+        if len(os.fsencode(name)) > NAME_MAX:
+            raise argparse.ArgumentTypeError(
+                f"the name '{name[:40]}...' is {len(os.fsencode(name))} bytes long; a file or folder name "
+                f"can have at most {NAME_MAX}"
+            )
+    return text
+
+
+def prepare_output(path, flag: str = "--out", folder: bool = False) -> Path:
+    """Return ``path`` as a Path once it is sure it can be written, before any work starts.
+
+    Its names must fit the file system, the nearest folder that exists on the way
+    to it must be a folder we can write in, and it must not be a folder (for a
+    file) or a file (for a ``folder``); raises :class:`DigitnetError` saying
+    which. What a killed command left half-written beside it is removed
+    (:func:`digitnet.data.sources.remove_litter`).
+    """
+    try:
+        path = Path(path_arg(str(path))).expanduser()
+    except argparse.ArgumentTypeError as exc:
+        raise DigitnetError(f"{flag}: {exc}") from None
+    if path.is_dir() and not folder:
+        raise DigitnetError(f"{flag} {path} is a folder: give a file name")
+    if path.exists() and not path.is_dir() and folder:
+        raise DigitnetError(f"{flag} {path} is a file: give an output folder")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise DigitnetError(f"{flag} {path} cannot be made: {parent} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as exc:
+        raise DigitnetError(
+            f"{flag} {path} cannot be written: {parent} is not writable ({exc.strerror or exc})"
+        ) from None
+    remove_litter(path.parent)
+    return path
 
 
 def print_json(obj) -> None:

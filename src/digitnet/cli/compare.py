@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from digitnet import metrics, modelfile
-from digitnet.cli.common import add_data_args, load_data, percent, print_json
+from digitnet.cli.common import add_data_args, load_data, path_arg, percent, print_json
 from digitnet.interop import load_any
 from digitnet.nn import ACTIVATIONS
 
@@ -16,9 +16,12 @@ def register(subparsers, help_line: str) -> None:
         "they agree, and the images on which they disagree.",
     )
     p.add_argument(
-        "model_a", metavar="MODEL_A", help="a digitnet model (.npz or run folder) or a .pth / .safetensors"
+        "model_a",
+        metavar="MODEL_A",
+        type=path_arg,
+        help="a digitnet model (.npz or run folder) or a .pth / .safetensors",
     )
-    p.add_argument("model_b", metavar="MODEL_B", help="the other one")
+    p.add_argument("model_b", metavar="MODEL_B", type=path_arg, help="the other one")
     add_data_args(p, dataset_default=None)
     p.add_argument(
         "--activation",

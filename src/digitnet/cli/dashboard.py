@@ -7,9 +7,12 @@ from pathlib import Path
 import numpy as np
 
 from digitnet import modelfile
-from digitnet.cli.common import add_data_args, load_model_data, percent, print_json
+from digitnet.cli.common import add_data_args, load_model_data, path_arg, percent, print_json
 from digitnet.errors import DigitnetError
 from digitnet.viz.catalog import require
+
+MAX_INTERVAL_MS = 60_000  # a minute a digit
+MAX_FRAMES = 10_000  # of a recording
 
 
 def register(subparsers, help_line: str) -> None:
@@ -22,13 +25,16 @@ def register(subparsers, help_line: str) -> None:
         "output and the recent confidence. Keys: space pauses, → steps, q quits. "
         "Without a display, record it with --save.",
     )
-    p.add_argument("model", metavar="MODEL", help="a model file (runs/<run>/model.npz) or its run folder")
+    p.add_argument(
+        "model", metavar="MODEL", type=path_arg, help="a model file (runs/<run>/model.npz) or its run folder"
+    )
     p.add_argument("--interval", type=int, default=100, metavar="MS", help="time per digit (default: 100 ms)")
     p.add_argument("--start", type=int, default=0, metavar="INDEX", help="first test image (default: 0)")
     p.add_argument("--only-mistakes", action="store_true", help="show only the digits the model gets wrong")
     p.add_argument(
         "--save",
         metavar="FILE",
+        type=path_arg,
         help="record instead of opening a window: .gif, .mp4 (needs ffmpeg "
         "or digitnet[video]), or .png for one frame",
     )
@@ -49,12 +55,12 @@ def run(args) -> int:
     from digitnet.viz.live import check_output, play, record, window_figure
     from digitnet.viz.run import check_dataset
 
-    if args.interval < 1:
-        raise DigitnetError(f"--interval must be at least 1 ms, got {args.interval}")
+    if not 1 <= args.interval <= MAX_INTERVAL_MS:
+        raise DigitnetError(f"--interval must be 1 to {MAX_INTERVAL_MS:,} ms, got {args.interval}")
     if args.frames is None:
         args.frames = 1 if args.save and args.save.lower().endswith(".png") else 100
-    if args.frames < 1:
-        raise DigitnetError(f"--frames must be at least 1, got {args.frames}")
+    if not 1 <= args.frames <= MAX_FRAMES:
+        raise DigitnetError(f"--frames must be 1 to {MAX_FRAMES:,}, got {args.frames}")
     if args.save:
         check_output(Path(args.save))
     clf = modelfile.load(args.model)

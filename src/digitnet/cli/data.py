@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from digitnet.cli.common import path_arg
 from digitnet.data.datasets import DATASETS, describe, get_spec, load_dataset
 from digitnet.errors import DataError
 
@@ -31,10 +32,16 @@ def register(subparsers, help_line: str) -> None:
         "--dataset", default="mnist", choices=list(DATASETS), help="which dataset (default: mnist)"
     )
     common.add_argument(
-        "--data", metavar="PATH", help="your own copy: IDX folder, .npz, or train.csv[,test.csv]"
+        "--data",
+        metavar="PATH",
+        type=path_arg,
+        help="your own copy: IDX folder, .npz, or train.csv[,test.csv]",
     )
     common.add_argument(
-        "--cache-dir", metavar="DIR", help="cache folder (default: $DIGITNET_CACHE or ~/.cache/digitnet)"
+        "--cache-dir",
+        metavar="DIR",
+        type=path_arg,
+        help="cache folder (default: $DIGITNET_CACHE or ~/.cache/digitnet)",
     )
     common.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     actions.add_parser(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from digitnet import metrics, modelfile
-from digitnet.cli.common import add_data_args, load_model_data, percent, print_json
+from digitnet.cli.common import add_data_args, load_model_data, path_arg, percent, print_json
 
 
 def register(subparsers, help_line: str) -> None:
@@ -14,7 +14,9 @@ def register(subparsers, help_line: str) -> None:
         help=help_line,
         description="Measure a saved model on the test set of its dataset (or another).",
     )
-    p.add_argument("model", metavar="MODEL", help="a model file (runs/<run>/model.npz) or its run folder")
+    p.add_argument(
+        "model", metavar="MODEL", type=path_arg, help="a model file (runs/<run>/model.npz) or its run folder"
+    )
     add_data_args(p, dataset_default=None)
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     p.set_defaults(func=run)

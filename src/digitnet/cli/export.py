@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from digitnet.cli.common import print_json
+from digitnet.cli.common import path_arg, prepare_output, print_json
 from digitnet.errors import DigitnetError
 from digitnet.interop import FORMATS, export, load_any, torch_sequential_code
 from digitnet.interop.export import SUFFIXES
@@ -18,10 +18,13 @@ def register(subparsers, help_line: str) -> None:
         "safetensors, a .pth for torch.load(weights_only=True), or ONNX.",
     )
     p.add_argument(
-        "model", metavar="MODEL", help="a model file (runs/<run>/model.npz), its run folder, or a .pth"
+        "model",
+        metavar="MODEL",
+        type=path_arg,
+        help="a model file (runs/<run>/model.npz), its run folder, or a .pth",
     )
     p.add_argument("--format", choices=FORMATS, help="default: from the suffix of --out")
-    p.add_argument("--out", required=True, metavar="FILE", help="the file to write")
+    p.add_argument("--out", required=True, metavar="FILE", type=path_arg, help="the file to write")
     p.add_argument(
         "--state-dict-only",
         action="store_true",
@@ -39,6 +42,7 @@ def run(args) -> int:
         raise DigitnetError(f"cannot tell the format from '{out.name}': give --format {'|'.join(FORMATS)}")
     if out.exists() and not args.force:
         raise DigitnetError(f"{out} already exists: choose another --out, or add --force to replace it")
+    prepare_output(out)
     if args.state_dict_only and fmt != "pth":
         raise DigitnetError("--state-dict-only is for --format pth")
     clf = load_any(args.model)

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from digitnet import modelfile
-from digitnet.cli.common import print_json
+from digitnet.cli.common import finite, path_arg, prepare_output, print_json
 from digitnet.data.datasets import DATASETS
 from digitnet.data.loader import Normalizer
 from digitnet.errors import DigitnetError
@@ -29,8 +29,15 @@ def register(subparsers, help_line: str) -> None:
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("file", metavar="FILE", help="a .pth / .pt file from torch.save (or a .safetensors file)")
-    p.add_argument("--out", required=True, metavar="MODEL.npz", help="the digitnet model file to write")
+    p.add_argument(
+        "file",
+        metavar="FILE",
+        type=path_arg,
+        help="a .pth / .pt file from torch.save (or a .safetensors file)",
+    )
+    p.add_argument(
+        "--out", required=True, metavar="MODEL.npz", type=path_arg, help="the digitnet model file to write"
+    )
     p.add_argument(
         "--activation",
         choices=list(ACTIVATIONS),
@@ -38,11 +45,11 @@ def register(subparsers, help_line: str) -> None:
     )
     p.add_argument(
         "--mean",
-        type=float,
+        type=finite,
         help="with --std: the network was trained on (x/255 - MEAN) / STD, "
         "as transforms.Normalize((MEAN,), (STD,)) does (default: x/255)",
     )
-    p.add_argument("--std", type=float)
+    p.add_argument("--std", type=finite)
     p.add_argument(
         "--dataset",
         choices=list(DATASETS),
@@ -57,8 +64,11 @@ def run(args) -> int:
     out = Path(args.out)
     if out.exists() and not args.force:
         raise DigitnetError(f"{out} already exists: choose another --out, or add --force to replace it")
+    prepare_output(out)
     if (args.mean is None) != (args.std is None):
         raise DigitnetError("--mean and --std go together (as in transforms.Normalize((MEAN,), (STD,)))")
+    if args.std is not None and not args.std > 0:
+        raise DigitnetError(f"--std must be above 0, got {args.std:g}")
     normalizer = None if args.mean is None else Normalizer("standardize", args.mean, args.std)
     clf = import_torch(args.file, activation=args.activation, normalizer=normalizer, dataset=args.dataset)
     arch, names = clf.architecture, clf.meta["torch_layers"]

@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from digitnet.cli.common import add_data_args, load_model_data, print_json
+from digitnet.cli.common import add_data_args, load_model_data, path_arg, prepare_output, print_json
 from digitnet.viz.catalog import NEEDS_DATA, PLOTS, require
 
 
@@ -21,9 +21,14 @@ def register(subparsers, help_line: str) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
-        "run", metavar="RUN_DIR_OR_MODEL", help="a run folder (runs/<run>) or a model file (model.npz)"
+        "run",
+        metavar="RUN_DIR_OR_MODEL",
+        type=path_arg,
+        help="a run folder (runs/<run>) or a model file (model.npz)",
     )
-    p.add_argument("--out", metavar="DIR", help="folder for the images (default: the run folder)")
+    p.add_argument(
+        "--out", metavar="DIR", type=path_arg, help="folder for the images (default: the run folder)"
+    )
     p.add_argument(
         "--which",
         nargs="+",
@@ -43,6 +48,8 @@ def run(args) -> int:
     from digitnet.viz.run import check_dataset, load_run
 
     started = time.perf_counter()
+    if args.out:
+        prepare_output(args.out, folder=True)
     run_ = load_run(args.run, load_data=False)
     wanted = args.which or list(PLOTS)
     if NEEDS_DATA & set(wanted):

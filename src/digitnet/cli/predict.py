@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from digitnet import modelfile, preprocess
-from digitnet.cli.common import add_data_args, load_model_data, print_json
+from digitnet.cli.common import add_data_args, load_model_data, path_arg, prepare_output, print_json
 from digitnet.data.formats import write_submission
 from digitnet.errors import DigitnetError
 
@@ -31,10 +31,13 @@ def register(subparsers, help_line: str) -> None:
         "           digitnet predict runs/latest --csv test.csv --submission submission.csv",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("model", metavar="MODEL", help="a model file (runs/<run>/model.npz) or its run folder")
+    p.add_argument(
+        "model", metavar="MODEL", type=path_arg, help="a model file (runs/<run>/model.npz) or its run folder"
+    )
     p.add_argument(
         "images",
         metavar="IMAGE",
+        type=path_arg,
         nargs="*",
         help="image files, each holding one digit (or, with --number, a number)",
     )
@@ -46,11 +49,15 @@ def register(subparsers, help_line: str) -> None:
     )
     p.add_argument("--index", type=int, nargs="+", metavar="I", help="indices of test-set images (0-based)")
     p.add_argument(
-        "--csv", metavar="FILE", help="a CSV of images, one a row (Kaggle's test.csv: 784 pixel columns)"
+        "--csv",
+        metavar="FILE",
+        type=path_arg,
+        help="a CSV of images, one a row (Kaggle's test.csv: 784 pixel columns)",
     )
     p.add_argument(
         "--submission",
         metavar="FILE",
+        type=path_arg,
         help="with --csv: write Kaggle's submission file (ImageId,Label; ids from 1)",
     )
     p.add_argument(
@@ -61,6 +68,7 @@ def register(subparsers, help_line: str) -> None:
     p.add_argument(
         "--save-preview",
         metavar="DIR",
+        type=path_arg,
         help="save each image beside the 28x28 the network saw as DIR/<name>.preview.png",
     )
     add_data_args(p, dataset_default=None)
@@ -75,6 +83,10 @@ def run(args) -> int:
         raise DigitnetError("--submission needs --csv FILE: the images to predict")
     if not (args.images or args.index or args.csv):
         raise DigitnetError("nothing to predict: give image files, --index I..., or --csv test.csv")
+    if args.submission:
+        prepare_output(args.submission, "--submission")
+    if args.save_preview:
+        prepare_output(args.save_preview, "--save-preview", folder=True)
     clf = modelfile.load(args.model)
     preview_dir = preprocess.preview_folder(args.save_preview) if args.save_preview else None
     output: dict = {"predictions": []}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from digitnet.cli.common import add_data_args, load_model_data, print_json
+from digitnet.cli.common import add_data_args, load_model_data, path_arg, prepare_output, print_json
 from digitnet.errors import DigitnetError
 from digitnet.viz.catalog import require
 
@@ -17,8 +17,10 @@ def register(subparsers, help_line: str) -> None:
         description="Write one HTML page (images embedded, no server needed) with the "
         "run's settings, metrics, per-class scores and every plot.",
     )
-    p.add_argument("run", metavar="RUN_DIR", help="a run folder (runs/<run>), or a model file")
-    p.add_argument("--out", metavar="FILE", help="the HTML file (default: RUN_DIR/report.html)")
+    p.add_argument("run", metavar="RUN_DIR", type=path_arg, help="a run folder (runs/<run>), or a model file")
+    p.add_argument(
+        "--out", metavar="FILE", type=path_arg, help="the HTML file (default: RUN_DIR/report.html)"
+    )
     add_data_args(p, dataset_default=None)
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     p.set_defaults(func=run)
@@ -36,6 +38,7 @@ def run(args) -> int:
         raise DigitnetError(f"{out} is a folder: give the report a file name, e.g. {out / 'report.html'}")
     if out.parent.exists() and not out.parent.is_dir():
         raise DigitnetError(f"cannot write {out}: {out.parent} is not a folder")
+    prepare_output(out)
     run_.dataset = check_dataset(load_model_data(args, run_.classifier), run_.classifier)
     for note in run_.notes:
         print(f"note: {note}: the plots that need it are left out")

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from digitnet import runs
-from digitnet.cli.common import percent, print_json
+from digitnet.cli.common import path_arg, percent, prepare_output, print_json
 from digitnet.errors import DigitnetError
 
 PLOT_DEFAULT = "runs-compare.png"
@@ -26,6 +26,7 @@ def register(subparsers, help_line: str) -> None:
     p.add_argument(
         "dir",
         metavar="DIR",
+        type=path_arg,
         nargs="?",
         default=str(runs.ROOT),
         help=f"the folder holding the runs (default: {runs.ROOT})",
@@ -34,11 +35,13 @@ def register(subparsers, help_line: str) -> None:
         "--compare",
         nargs="+",
         metavar="RUN",
+        type=path_arg,
         help="two or more run folders (paths, or names of runs under DIR) to compare",
     )
     p.add_argument(
         "--plot",
         metavar="FILE.png",
+        type=path_arg,
         help=f"with --compare: where to draw their curves (default: {PLOT_DEFAULT}; .svg or .pdf also work)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
@@ -207,6 +210,7 @@ def _plot_path(text: str) -> Path:
         )
     if not path.parent.is_dir():
         raise DigitnetError(f"--plot {text}: the folder {path.parent} does not exist")
+    prepare_output(path, "--plot")
     return path.with_suffix(path.suffix.lower())
 
 

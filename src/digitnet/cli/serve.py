@@ -8,8 +8,11 @@ import threading
 import webbrowser
 
 from digitnet import modelfile
-from digitnet.cli.common import add_data_args, load_model_data
+from digitnet.cli.common import add_data_args, load_model_data, path_arg
 from digitnet.errors import DigitnetError
+
+MAX_WORKERS = 64  # processes, each holding its own copy of the model
+MAX_CONNECTIONS = 10_000  # per process: each open connection holds a file descriptor
 
 
 def register(subparsers, help_line: str) -> None:
@@ -21,15 +24,24 @@ def register(subparsers, help_line: str) -> None:
         "layer's activity and the strongest paths to its answer. Also a JSON API: "
         'POST /api/predict (an image, or {"pixels": [784 values]}), GET /api/model.',
     )
-    p.add_argument("model", metavar="MODEL", help="a model file (runs/<run>/model.npz) or its run folder")
+    p.add_argument(
+        "model", metavar="MODEL", type=path_arg, help="a model file (runs/<run>/model.npz) or its run folder"
+    )
     p.add_argument(
         "--host",
         default="127.0.0.1",
         help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0: every network)",
     )
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0: any free port)")
-    p.add_argument("--workers", type=int, default=2, help="server processes (default: 2)")
-    p.add_argument("--threads", type=int, default=4, help="threads in each process (default: 4)")
+    p.add_argument(
+        "--workers", type=int, default=2, help=f"server processes, 1 to {MAX_WORKERS} (default: 2)"
+    )
+    p.add_argument(
+        "--connections",
+        type=int,
+        default=1000,
+        help=f"open connections each process serves at once, 1 to {MAX_CONNECTIONS:,} (default: 1000)",
+    )
     p.add_argument("--open", action="store_true", help="open the page in the web browser")
     add_data_args(p, dataset_default=None)
     p.set_defaults(func=run)
@@ -40,12 +52,14 @@ def run(args) -> int:
         from digitnet.web import Server, check_address, create_app
     except ImportError as exc:
         raise DigitnetError(
-            f"digitnet serve needs Flask and Gunicorn ({exc}): pip install 'digitnet[web]'"
+            f"digitnet serve needs Flask, Gunicorn and gevent ({exc}): pip install 'digitnet[web]'"
         ) from None
     if not 0 <= args.port <= 65535:
         raise DigitnetError(f"--port must be 0 to 65535, not {args.port}")
-    if args.workers < 1 or args.threads < 1:
-        raise DigitnetError("--workers and --threads must be at least 1")
+    if not 1 <= args.workers <= MAX_WORKERS:
+        raise DigitnetError(f"--workers must be 1 to {MAX_WORKERS}, not {args.workers}")
+    if not 1 <= args.connections <= MAX_CONNECTIONS:
+        raise DigitnetError(f"--connections must be 1 to {MAX_CONNECTIONS:,}, not {args.connections}")
     clf = modelfile.load(args.model)
 
     def test_set():  # for "random test digit", loaded on first use
@@ -68,11 +82,11 @@ def run(args) -> int:
             threading.Timer(0.5, webbrowser.open, args=(url,)).start()
 
     server = Server(
-        create_app(clf, test_set=test_set),
+        lambda: create_app(clf, test_set=test_set),
         host=args.host,
         port=args.port,
         workers=args.workers,
-        threads=args.threads,
+        connections=args.connections,
         on_ready=ready,
     )
     master = os.getpid()

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from digitnet.cli.common import add_data_args, add_setting_flags, count, load_data, percent, print_json
+from digitnet.cli.common import (
+    add_data_args,
+    add_setting_flags,
+    count,
+    load_data,
+    path_arg,
+    percent,
+    prepare_output,
+    print_json,
+)
 from digitnet.cli.progress import Progress
 from digitnet.errors import DigitnetError
 from digitnet.presets import DESCRIPTIONS, preset
@@ -32,7 +40,9 @@ def register(subparsers, help_line: str) -> None:
     add_data_args(p)
     add_setting_flags(p, title="overrides (as in digitnet train)")
     g = p.add_argument_group("output")
-    g.add_argument("--out", metavar="FILE.pth", help="where to save (default: <dataset>_model.pth)")
+    g.add_argument(
+        "--out", metavar="FILE.pth", type=path_arg, help="where to save (default: <dataset>_model.pth)"
+    )
     g.add_argument("--force", action="store_true", help="replace --out if it exists")
     g.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     g.add_argument("--json", action="store_true", help="print one JSON object as the last line")
@@ -46,7 +56,7 @@ def run(args) -> int:
     require("torch", "torch", "torch-train")  # before any work: say at once if PyTorch is missing
     overrides = {f.name: getattr(args, f.name) for f in settings()}
     config = preset(args.preset, dataset=args.dataset, **overrides).validate()
-    out = Path(args.out or f"{config.dataset}_model.pth")
+    out = prepare_output(args.out or f"{config.dataset}_model.pth")
     if out.exists() and not args.force:
         raise DigitnetError(f"{out} already exists: choose another --out, or add --force to replace it")
     dataset = load_data(args, config.dataset, seed=config.seed)

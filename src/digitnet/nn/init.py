@@ -85,8 +85,8 @@ def parse_initialiser(name: str, std: float = 0.01) -> tuple[str, float]:
             std = float(arg)
         except ValueError:
             raise ConfigError(f"initialiser '{name}': the standard deviation must be a number") from None
-    if base == "normal" and not std > 0:
-        raise ConfigError(f"initialiser '{name}': the standard deviation must be > 0")
+    if base == "normal" and not (std > 0 and math.isfinite(std)):
+        raise ConfigError(f"initialiser '{name}': the standard deviation must be > 0 and finite")
     return base, std
 
 

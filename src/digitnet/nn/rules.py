@@ -10,26 +10,42 @@ the allowed range and the value given.
 from __future__ import annotations
 
 import math
+import numbers
 
 from digitnet.errors import ConfigError
 
 
+def number(value, what: str) -> None:
+    """A real number (an int or a float; not a bool, a string or None)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigError(f"{what} must be a number, got {value!r}")
+
+
 def fraction(value, what: str) -> None:
     """``0 <= value < 1`` (dropout, momentum, label smoothing, ...)."""
+    number(value, what)
     if not 0 <= value < 1:
         raise ConfigError(f"{what} must be in [0, 1), got {value}")
 
 
 def positive(value, what: str) -> None:
     """A finite number above 0 (the learning rate, eps)."""
+    number(value, what)
     if not (value > 0 and math.isfinite(value)):
-        raise ConfigError(f"{what} must be > 0, got {value}")
+        raise ConfigError(f"{what} must be > 0 and finite, got {value}")
 
 
 def non_negative(value, what: str) -> None:
-    """A number at or above 0 (L2, weight decay, warm-up)."""
-    if not value >= 0:
-        raise ConfigError(f"{what} must be >= 0, got {value}")
+    """A finite number at or above 0 (L2, weight decay, warm-up)."""
+    number(value, what)
+    if not (value >= 0 and math.isfinite(value)):
+        raise ConfigError(f"{what} must be >= 0 and finite, got {value}")
+
+
+def whole(value, what: str, low: int, high: int) -> None:
+    """A whole number from ``low`` to ``high`` (epochs, a seed, a layer's size, a count)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not low <= value <= high:
+        raise ConfigError(f"{what} must be a whole number from {low:,} to {high:,}, got {value!r}")
 
 
 def one_of(value, names, what: str) -> None:

@@ -22,14 +22,13 @@ Flask serves only files inside ``static/``.
 from __future__ import annotations
 
 import json
-import socket
 import threading
 from pathlib import Path
 
 import numpy as np
 from flask import Flask, jsonify, request, send_from_directory
-from gunicorn.app.base import BaseApplication
-from werkzeug.exceptions import HTTPException
+from gunicorn.http.errors import ParseException
+from werkzeug.exceptions import ClientDisconnected, HTTPException
 
 from digitnet import preprocess
 from digitnet.errors import DigitnetError
@@ -38,6 +37,12 @@ from digitnet.web import explain
 STATIC = Path(__file__).parent / "static"
 MAX_BODY = 1 << 20  # 1 MB
 MAX_SIDE = 4096  # pixels a side
+# On every answer, the app's and the server's own (digitnet.web.server).
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:",
+    "Cache-Control": "no-store",
+}
 
 
 class ApiError(Exception):
@@ -188,22 +193,31 @@ def create_app(classifier, test_set=None) -> Flask:
 
     @app.after_request
     def headers(response):
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Content-Security-Policy"] = "default-src 'self'; img-src 'self' data: blob:"
-        response.headers["Cache-Control"] = "no-store"
+        response.headers.update(SECURITY_HEADERS)
         return response
 
     return app
 
 
 def _body() -> bytes:
-    """The request's body, at most ``MAX_BODY`` bytes, whether it has a Content-Length or comes in chunks."""
+    """The request's body, at most ``MAX_BODY`` bytes, whether it has a Content-Length or comes in chunks.
+
+    Raises ApiError 413 for a larger body, 400 for one cut short or badly chunked.
+    """
     too_big = ApiError(413, f"the request body is larger than {MAX_BODY // 1024} KB")
-    if request.content_length is not None:
-        if request.content_length > MAX_BODY:
-            raise too_big
-        return request.get_data(cache=False)
-    data = request.environ["wsgi.input"].read(MAX_BODY + 1)  # chunked: one byte past the limit tells
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise too_big
+    try:
+        if request.content_length is not None:
+            data = request.get_data(cache=False)
+        else:
+            data = request.environ["wsgi.input"].read(MAX_BODY + 1)  # chunked: a byte past the limit tells
+    except (OSError, ValueError, ParseException, ClientDisconnected) as exc:
+        raise ApiError(
+            400, f"the request body was cut short or badly chunked ({type(exc).__name__})"
+        ) from None
+    if request.content_length is not None and len(data) < request.content_length:
+        raise ApiError(400, f"the request body was cut short: {len(data)} of {request.content_length} bytes")
     if len(data) > MAX_BODY:
         raise too_big
     return data
@@ -215,72 +229,16 @@ def _pixels_from_json(body: bytes, n_inputs: int) -> np.ndarray:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"the body is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ApiError(400, "the body is not valid JSON (nested too deep)") from None
     if not isinstance(data, dict) or "pixels" not in data:
         raise ApiError(422, 'send {"pixels": [784 numbers 0-255]}')
     try:
         pixels = np.asarray(data["pixels"], dtype=np.float64).reshape(-1)
-    except (ValueError, TypeError):
-        raise ApiError(422, "pixels must be a list of numbers") from None
+    except (ValueError, TypeError, OverflowError, RecursionError):
+        raise ApiError(422, "pixels must be a list of numbers from 0 to 255") from None
     if pixels.size != n_inputs:
         raise ApiError(422, f"pixels must hold {n_inputs} numbers (28 x 28), not {pixels.size}")
     if not np.all(np.isfinite(pixels)) or pixels.min() < 0 or pixels.max() > 255:
         raise ApiError(422, "pixels must be numbers from 0 to 255")
     return pixels.astype(np.float32)
-
-
-class Server(BaseApplication):
-    """A Gunicorn server for a WSGI app: ``workers`` processes of ``threads`` threads each.
-
-    Gunicorn hands request bodies to the app as they arrive (nothing is
-    buffered ahead), so Flask refuses a body over ``MAX_BODY`` by its
-    Content-Length with a JSON error. ``on_ready(url)`` is called once the
-    socket is bound (``port=0`` picks a free port).
-    """
-
-    def __init__(
-        self,
-        app,
-        host: str = "127.0.0.1",
-        port: int = 8000,
-        workers: int = 2,
-        threads: int = 4,
-        on_ready=None,
-    ):
-        self.app, self.on_ready = app, on_ready
-        self.options = {
-            "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
-            "workers": workers,
-            "worker_class": "gthread",
-            "threads": threads,
-            "preload_app": True,
-            "loglevel": "warning",
-            "accesslog": None,
-            "timeout": 30,
-            "graceful_timeout": 3,
-            "control_socket_disable": True,
-            "when_ready": self._ready,
-            "proc_name": "digitnet-serve",
-        }
-        super().__init__()
-
-    def load_config(self):
-        for key, value in self.options.items():
-            self.cfg.set(key, value)
-
-    def load(self):
-        return self.app
-
-    def _ready(self, arbiter):
-        host, port = arbiter.LISTENERS[0].sock.getsockname()[:2]
-        if self.on_ready:
-            self.on_ready(f"http://{'[' + host + ']' if ':' in host else host}:{port}/")
-
-
-def check_address(host: str, port: int) -> None:
-    """Raise OSError now if ``host:port`` cannot be bound (the server would retry for seconds)."""
-    if port == 0:
-        return
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        probe.bind((host, port))

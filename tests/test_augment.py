@@ -9,7 +9,7 @@ import pytest
 from clitools import assert_user_error, digitnet
 from scipy import ndimage
 
-from digitnet.data.augment import Compose, ElasticDistortion, RandomAffine, RandomShift
+from digitnet.data.augment import Compose, ElasticDistortion, RandomAffine, RandomFlip, RandomShift
 from digitnet.errors import ConfigError
 from digitnet.presets import preset
 from digitnet.training import Callback, TrainConfig, train
@@ -301,3 +301,46 @@ def test_composed_warps_read_the_image_once(mnist):
     assert twice.shape == fused.shape and not np.array_equal(twice, fused)
     assert fused.max(axis=1).mean() > twice.max(axis=1).mean()
     assert abs(fused.sum() / twice.sum() - 1) < 0.02  # the same ink, moved alike
+
+
+def test_flips_mirror_about_half_the_images_exactly(fashion):
+    x = fashion.x_train[:400].astype(np.float32) / 255
+    out = RandomFlip()(x, np.random.default_rng(0)).reshape(-1, 28, 28)
+    images = x.reshape(-1, 28, 28)
+    mirrored = [np.array_equal(o, img[:, ::-1]) for o, img in zip(out, images, strict=True)]
+    kept = [np.array_equal(o, img) for o, img in zip(out, images, strict=True)]
+    assert all(m or k for m, k in zip(mirrored, kept, strict=True))
+    assert 150 < sum(m and not k for m, k in zip(mirrored, kept, strict=True)) < 250
+
+
+def test_a_flip_is_refused_on_digits_and_nothing_is_written(tmp_path, small_npz):
+    out = tmp_path / "run"
+    assert_user_error(
+        digitnet("train", "--data", small_npz, "--epochs", "1", "--augment-flip", "--out", out),
+        "mirrored digit",
+    )
+    assert_user_error(
+        digitnet("train", "--preset", "fashion", "--dataset", "mnist", "--out", out), "fashion-mnist"
+    )
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_image_transforms_refuse_images_that_are_not_square(mnist):
+    data = dataclasses.replace(
+        mnist,
+        x_train=mnist.x_train[:600, :700],
+        y_train=mnist.y_train[:600],
+        x_test=mnist.x_test[:100, :700],
+        y_test=mnist.y_test[:100],
+    )
+    with pytest.raises(ConfigError, match="square images"):
+        train(preset("default", epochs=1), data)
+    assert train(preset("default", epochs=1, augment_shift=0, hidden=(16,)), data).metrics["epochs"] == 1
+
+
+@pytest.mark.parametrize("name", ["best", "fashion"])
+def test_the_new_presets_are_valid_and_their_transforms_recorded(name):
+    config = preset(name).validate()
+    recorded = TrainConfig.from_dict(config.to_dict())
+    assert recorded == config and recorded.augment_shift >= 1
+    assert (recorded.dataset == "fashion-mnist") == recorded.augment_flip

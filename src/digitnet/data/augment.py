@@ -151,6 +151,31 @@ class RandomShift(_Warp):
         return f"RandomShift(max_shift={self.max_shift})"
 
 
+class RandomFlip(_Warp):
+    """Mirror each image left to right with probability 1/2 (for clothes; a mirrored digit is another sign).
+
+    Parameters
+    ----------
+    side : int, default 28
+    fill : float, default 0.0
+
+    ``__call__(xb, rng)`` takes ``(B, side*side)`` and returns a new array of the
+    same shape: whole pixels moved, none interpolated.
+    """
+
+    def __init__(self, side: int = 28, fill: float = 0.0):
+        super().__init__(side, fill)
+
+    def points(self, pts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Mirror the columns of the (2, B, side*side) sample points of a random half of the images."""
+        flip = rng.random(pts.shape[1]) < 0.5
+        pts[1, flip] *= -1
+        return pts
+
+    def __repr__(self):
+        return "RandomFlip()"
+
+
 class RandomAffine(_Warp):
     """Turn, scale, shear and move every image by its own random affine map about its centre.
 

@@ -54,21 +54,21 @@ def _grid(side: int) -> np.ndarray:
 def _sample(xb: np.ndarray, pts: np.ndarray, side: int, fill: float, scratch: _Scratch) -> np.ndarray:
     """Bilinear samples of each image at its own points: ``pts`` (2, B, side*side), centred (row, col).
 
-    The batch is padded with one pixel of ``fill`` and read with four gathers
-    from its flat buffer: a point outside an image reads ``fill``, one within a
-    pixel of the border blends with it (as ``map_coordinates``'s
-    ``"grid-constant"`` mode does), and integer points read their pixel exactly.
-    Returns a new (B, side*side) array of ``xb``'s dtype; ``pts`` is used up.
+    The batch is padded with ``fill`` (one pixel before, two after) and read
+    with four gathers from its flat buffer: a point outside an image reads
+    ``fill``, one within a pixel of the border blends with it (as
+    ``map_coordinates``'s ``"grid-constant"`` mode does), and integer points
+    read their pixel exactly. Returns a new (B, side*side) array of ``xb``'s
+    dtype; ``pts`` is used up.
     """
-    b, p, n = len(xb), side + 2, side * side
+    b, p, n = len(xb), side + 3, side * side
     padded = scratch("padded", (b, p, p), xb.dtype)
-    padded[:, [0, -1]] = fill
-    padded[:, :, [0, -1]] = fill
-    padded[:, 1:-1, 1:-1] = xb.reshape(b, side, side)
+    padded[:, [0, -2, -1]] = fill
+    padded[:, :, [0, -2, -1]] = fill
+    padded[:, 1:-2, 1:-2] = xb.reshape(b, side, side)
     pts += np.float32((side - 1) / 2 + 1)  # in padded pixels from here on
-    np.clip(pts, 0, p - 1, out=pts)  # the border reads fill
-    whole = np.floor(pts, out=scratch("whole", pts.shape))
-    np.minimum(whole, p - 2, out=whole)
+    np.clip(pts, 0, side + 1, out=pts)  # rows and columns 0 and side + 1 are fill, and so is side + 2
+    whole = np.floor(pts, out=scratch("whole", pts.shape))  # the pixel before each point
     pts -= whole  # the fraction of the way to the next pixel
     (r, q), (r0, q0) = pts, whole
     r0 *= p

@@ -34,7 +34,7 @@ from functools import partial
 import numpy as np
 
 from digitnet import nn
-from digitnet.data.augment import Compose, ElasticDistortion, RandomAffine, RandomShift
+from digitnet.data.augment import Compose, ElasticDistortion, RandomAffine, RandomFlip, RandomShift
 from digitnet.data.datasets import Dataset, train_val_split
 from digitnet.data.loader import DataLoader, Normalizer
 from digitnet.errors import ConfigError, DigitnetError
@@ -252,6 +252,7 @@ class TrainConfig:
     augment_elastic_sigma: float = setting(
         4.0, "smoothness σ of the elastic distortion in pixels", _elastic_sigma, metavar="SIGMA"
     )
+    augment_flip: bool = setting(False, "mirror each training image left to right half the time (clothes)")
     seed: int = setting(
         0,
         "one seed for the weights, the split, the shuffles and the dropout masks",
@@ -284,6 +285,11 @@ class TrainConfig:
                 self.warmup_epochs <= self.epochs,
                 f"the warm-up ({self.warmup_epochs:g}) cannot be longer than the run: at most "
                 f"--epochs ({self.epochs})",
+            ),
+            (
+                not (self.augment_flip and self.dataset == "mnist"),
+                "a mirrored digit is not the digit it was (a mirrored 2 is no 2): --augment-flip is for "
+                "pictures that mean the same either way round, such as --dataset fashion-mnist",
             ),
         ]
         for ok, message in relations:
@@ -497,31 +503,35 @@ def prepare(config: TrainConfig, dataset: Dataset) -> Setup:
 
 
 def _augmentation(config: TrainConfig, normalizer: Normalizer, n_pixels: int):
-    """The loader's per-batch transform: shift, then affine, then elastic, whichever are on (or None)."""
+    """The loader's per-batch transform: shift, flip, affine, elastic, whichever are on (or None).
+
+    Raises :class:`ConfigError` when one is on and the images are not square.
+    """
     c = config
+    fill = float(normalizer(np.zeros(1))[0])
     wanted = [
-        c.augment_shift,
-        c.augment_rotate or c.augment_scale or c.augment_shear,
-        c.augment_elastic_alpha,
+        (c.augment_shift, lambda side: RandomShift(c.augment_shift, side, fill=fill)),
+        (c.augment_flip, lambda side: RandomFlip(side, fill=fill)),
+        (
+            c.augment_rotate or c.augment_scale or c.augment_shear,
+            lambda side: RandomAffine(
+                c.augment_rotate, c.augment_scale, c.augment_shear, side=side, fill=fill
+            ),
+        ),
+        (
+            c.augment_elastic_alpha,
+            lambda side: ElasticDistortion(c.augment_elastic_alpha, c.augment_elastic_sigma, side, fill=fill),
+        ),
     ]
-    if not any(wanted):
+    if not any(on for on, _ in wanted):
         return None
     side = int(round(math.sqrt(n_pixels)))
     if side * side != n_pixels:
         raise ConfigError(
-            f"shifts, affine maps and elastic distortion need square images; these have {n_pixels} pixels"
+            f"shifts, flips, affine maps and elastic distortion need square images; these have {n_pixels} "
+            "pixels: leave the --augment-* settings at 0 (a preset's too) for this data"
         )
-    fill = float(normalizer(np.zeros(1))[0])
-    transforms = [
-        RandomShift(c.augment_shift, side, fill=fill) if wanted[0] else None,
-        RandomAffine(c.augment_rotate, c.augment_scale, c.augment_shear, side=side, fill=fill)
-        if wanted[1]
-        else None,
-        ElasticDistortion(c.augment_elastic_alpha, c.augment_elastic_sigma, side, fill=fill)
-        if wanted[2]
-        else None,
-    ]
-    transforms = [t for t in transforms if t is not None]
+    transforms = [make(side) for on, make in wanted if on]
     return transforms[0] if len(transforms) == 1 else Compose(*transforms)
 
 

@@ -56,7 +56,7 @@ class Linear(Module):
 
     def backward(self, grad, input_grad=True):
         np.matmul(self._x.T, grad, out=self.weight.grad)  # dL/dW = x^T g      (in, out)
-        np.sum(grad, axis=0, out=self.bias.grad)  # dL/db = sum_n g_n  (out,)
+        np.add.reduce(grad, axis=0, out=self.bias.grad)  # dL/db = sum_n g_n  (out,)
         return grad @ self.weight.data.T if input_grad else None  # dL/dx = g W^T
 
     def extra_repr(self):
@@ -64,17 +64,23 @@ class Linear(Module):
 
 
 class ReLU(Module):
-    """``max(0, x)``; its derivative is 1 where ``x > 0`` and 0 elsewhere."""
+    """``max(0, x)``; its derivative is 1 where ``x > 0`` and 0 elsewhere.
 
-    def forward(self, x):
-        self._out = self.predict(x)
+    ``forward``, ``predict`` and ``backward`` take ``out=``, an array of their
+    result's shape to write it into (their input, when :class:`Sequential` owns it).
+    """
+
+    in_place = True
+
+    def forward(self, x, out=None):
+        self._out = self.predict(x, out)
         return self._out
 
-    def predict(self, x):
-        return np.maximum(x, 0)
+    def predict(self, x, out=None):
+        return np.maximum(x, 0, out=out)
 
-    def backward(self, grad, input_grad=True):
-        return grad * (self._out > 0)
+    def backward(self, grad, input_grad=True, out=None):
+        return np.multiply(grad, self._out > 0, out=out)
 
 
 class LeakyReLU(Module):
@@ -147,20 +153,27 @@ class Dropout(Module):
         self.rng = rng if rng is not None else np.random.default_rng()
         self._mask = None
 
-    def forward(self, x):
+    in_place = True  # forward, predict and backward take out=, as ReLU's do
+
+    def forward(self, x, out=None):
         if not self.training or self.p == 0:
             self._mask = None
-            return x
+            return self.predict(x, out)
         keep = self.rng.random(x.shape, dtype=np.float32) >= self.p
         self._mask = keep.astype(x.dtype)
         self._mask *= 1.0 / (1.0 - self.p)
-        return x * self._mask
+        return np.multiply(x, self._mask, out=out)
 
-    def predict(self, x):
+    def predict(self, x, out=None):
+        if out is not None and out is not x:
+            out[...] = x
+            return out
         return x
 
-    def backward(self, grad, input_grad=True):
-        return grad if self._mask is None else grad * self._mask
+    def backward(self, grad, input_grad=True, out=None):
+        if self._mask is None:
+            return self.predict(grad, out)
+        return np.multiply(grad, self._mask, out=out)
 
     def extra_repr(self):
         return f"p={self.p}"

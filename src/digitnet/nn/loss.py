@@ -51,15 +51,16 @@ class SoftmaxCrossEntropy:
         shifted = z - z.max(axis=1, keepdims=True)
         p = np.exp(shifted)
         total = p.sum(axis=1, keepdims=True)
-        lse = np.log(total)[:, 0]  # logsumexp of the shifted logits
         eps = self.label_smoothing
+        target_term = shifted[rows, y]
         if eps:
-            target_term = (1 - eps) * shifted[rows, y] + (eps / k) * shifted.sum(axis=1)
-        else:
-            target_term = shifted[rows, y]
+            target_term *= 1 - eps
+            target_term += (eps / k) * shifted.sum(axis=1)
+        # mean of logsumexp(shifted) - target: one sum of logs, one of targets
+        loss = (float(np.log(total).sum()) - float(target_term.sum())) / n
         p /= total
         self._p, self._y, self._rows = p, y, rows
-        return float(np.mean(lse - target_term))
+        return loss
 
     def backward(self) -> np.ndarray:
         p, y, rows = self._p, self._y, self._rows

@@ -162,9 +162,15 @@ class Sequential(Module):
     def __len__(self):
         return len(self.layers)
 
+    # A layer with ``in_place = True`` (ReLU, Dropout) is given ``out=`` its input when that input
+    # is an array this Sequential made (the output, or the gradient, of the layer next to it): one
+    # buffer fewer to allocate and fill per layer and batch. Whatever a layer keeps for backward is
+    # its own (Linear keeps its input, ReLU its output, Dropout its mask), so nothing needed is lost;
+    # a ReLU's output overwritten by the Dropout after it keeps its sign wherever the gradient is not 0.
+
     def forward(self, x: np.ndarray) -> np.ndarray:
-        for layer in self.layers:
-            x = layer.forward(x)
+        for i, layer in enumerate(self.layers):
+            x = layer.forward(x, out=x) if i and getattr(layer, "in_place", False) else layer.forward(x)
         return x
 
     def predict(self, x: np.ndarray, return_all: bool = False):
@@ -182,15 +188,21 @@ class Sequential(Module):
         holding each layer's output in order (the last one is the network's).
         """
         outputs = []
-        for layer in self.layers:
-            x = layer.predict(x)
+        for i, layer in enumerate(self.layers):
+            own = i and not return_all and getattr(layer, "in_place", False)
+            x = layer.predict(x, out=x) if own else layer.predict(x)
             if return_all:
                 outputs.append(x)
         return outputs if return_all else x
 
     def backward(self, grad: np.ndarray, input_grad: bool = True) -> np.ndarray | None:
-        for i in range(len(self.layers) - 1, -1, -1):
-            grad = self.layers[i].backward(grad, input_grad=input_grad or i > 0)
+        last = len(self.layers) - 1
+        for i in range(last, -1, -1):
+            layer, wanted = self.layers[i], input_grad or i > 0
+            if i < last and getattr(layer, "in_place", False):  # grad came from the layer after: ours
+                grad = layer.backward(grad, input_grad=wanted, out=grad)
+            else:
+                grad = layer.backward(grad, input_grad=wanted)
         return grad
 
 

@@ -46,7 +46,7 @@ def trained(small_npz, tmp_path_factory) -> Path:
     [
         (["--hidden", "1000000000"], "at most 16,384 units, got 1000000000"),
         (["--hidden", "4096,4096,4096"], "36,818,954 weights and biases; at most 20,000,000"),
-        (["--hidden", ",".join(["8"] * 101)], "at most 100 hidden layers"),
+        (["--hidden", ",".join(["8"] * 64)], "at most 63 hidden layers"),
         (["--hidden", ","], "give at least one hidden size"),
         (["--hidden", "0"], "hidden sizes must be at least 1"),
         (["--warmup-epochs", "inf"], "expected a finite number, got 'inf'"),

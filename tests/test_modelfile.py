@@ -10,9 +10,9 @@ import zipfile
 import numpy as np
 import pytest
 
-from digitnet import modelfile, nn
+from digitnet import modelfile, nn, training
 from digitnet.data.loader import Normalizer
-from digitnet.errors import ModelFileError
+from digitnet.errors import ConfigError, ModelFileError
 
 
 @pytest.fixture
@@ -168,3 +168,16 @@ def test_a_failed_save_keeps_the_old_file(saved, tmp_path):
         np.savez = real
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npz"]
+
+
+@pytest.mark.parametrize("hidden", [[8] * training.MAX_LAYERS, [training.MAX_UNITS]])
+def test_the_largest_network_the_settings_allow_is_one_a_model_file_holds(tmp_path, hidden):
+    """The flags' limits and the model file's schema agree: nothing trains that then cannot be saved."""
+    config = training.TrainConfig(hidden=tuple(hidden)).validate()
+    model = nn.mlp([784, *config.hidden, 10], rng=0)
+    path = modelfile.save(tmp_path / "model.npz", model, Normalizer("scale"), list("0123456789"))
+    assert modelfile.load(path).architecture["sizes"] == [784, *hidden, 10]
+    with pytest.raises(ConfigError):
+        training.TrainConfig(
+            hidden=tuple(hidden) + (8,) if len(hidden) > 1 else (training.MAX_UNITS + 1,)
+        ).validate()

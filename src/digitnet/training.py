@@ -82,7 +82,7 @@ def setting(
 # The largest networks and runs a setting allows: far beyond what MNIST needs, and small enough that
 # the network, its gradients and the optimiser's averages fit in memory (20 M weights: 80 MB each in
 # float32), and that a run ends within days rather than never.
-MAX_LAYERS = 100
+MAX_LAYERS = 63  # hidden layers: with the output layer, the 64 a model file holds (modelfile.MAX_LAYERS)
 MAX_UNITS = 16_384
 MAX_WEIGHTS = 20_000_000
 MAX_EPOCHS = 100_000

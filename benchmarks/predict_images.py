@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -31,68 +32,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 TARGETS = {"digit": 100.0, "number": 20.0}
-# Pen strokes of each digit on a 0-1 square (x right, y down).
-STROKES = {
-    0: [[(0.5 + 0.32 * np.sin(t), 0.5 - 0.45 * np.cos(t)) for t in np.linspace(0, 2 * np.pi, 30)]],
-    1: [[(0.35, 0.2), (0.55, 0.05), (0.55, 0.95)]],
-    2: [[(0.2, 0.25), (0.35, 0.08), (0.6, 0.05), (0.78, 0.2), (0.75, 0.42), (0.2, 0.93), (0.85, 0.93)]],
-    3: [
-        [
-            (0.2, 0.12),
-            (0.5, 0.03),
-            (0.78, 0.18),
-            (0.7, 0.4),
-            (0.42, 0.48),
-            (0.75, 0.58),
-            (0.8, 0.82),
-            (0.5, 0.97),
-            (0.2, 0.88),
-        ]
-    ],
-    4: [[(0.6, 0.05), (0.15, 0.65), (0.85, 0.65)], [(0.62, 0.3), (0.62, 0.97)]],
-    5: [
-        [
-            (0.8, 0.05),
-            (0.3, 0.05),
-            (0.25, 0.45),
-            (0.55, 0.4),
-            (0.8, 0.55),
-            (0.78, 0.82),
-            (0.5, 0.97),
-            (0.2, 0.88),
-        ]
-    ],
-    6: [
-        [
-            (0.72, 0.05),
-            (0.4, 0.3),
-            (0.22, 0.65),
-            (0.3, 0.92),
-            (0.55, 0.97),
-            (0.75, 0.8),
-            (0.7, 0.6),
-            (0.45, 0.55),
-            (0.25, 0.68),
-        ]
-    ],
-    7: [[(0.15, 0.07), (0.85, 0.07), (0.4, 0.97)]],
-    8: [
-        [(0.5 + 0.22 * np.sin(t), 0.27 - 0.22 * np.cos(t)) for t in np.linspace(0, 2 * np.pi, 20)],
-        [(0.5 + 0.28 * np.sin(t), 0.72 - 0.25 * np.cos(t)) for t in np.linspace(np.pi, 3 * np.pi, 20)],
-    ],
-    9: [
-        [
-            (0.75, 0.3),
-            (0.6, 0.08),
-            (0.35, 0.08),
-            (0.25, 0.3),
-            (0.4, 0.48),
-            (0.72, 0.38),
-            (0.75, 0.3),
-            (0.7, 0.97),
-        ]
-    ],
-}
+# The pen strokes of each digit, shared with the tests that draw digits not from MNIST.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from digit_images import STROKES  # noqa: E402
 
 
 def photo(digits: str, size: tuple[int, int], rng: np.random.Generator) -> bytes:

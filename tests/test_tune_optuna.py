@@ -130,7 +130,9 @@ def test_optuna_dashboard_opens_the_study(tmp_path):
 
 def test_a_killed_search_loses_no_finished_trial_and_reruns_the_running_one(tmp_path):
     out = tmp_path / "search"
-    args = ["--hidden", "16:128", "--lr", "1e-3:1e-2", "--trials", "6", "--epochs", "3", "--subset", "2000"]
+    # Trials of a second or more, so the kill 0.3 s after the second one lands inside the third on a
+    # quiet machine as on a loaded one.
+    args = ["--hidden", "16:128", "--lr", "1e-3:1e-2", "--trials", "6", "--epochs", "5", "--subset", "12000"]
     proc = subprocess.Popen(
         command("tune", *args, "--out", out, "--quiet"),
         stdout=subprocess.DEVNULL,

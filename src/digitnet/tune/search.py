@@ -12,7 +12,9 @@ and is pruned there (:class:`~digitnet.tune.trial.Report`):
   limited to its share of the BLAS threads (threadpoolctl), the data written
   once to a file that every process maps;
 - :class:`DaskCluster` sends them to a Dask distributed scheduler, the data
-  scattered once to every worker, results streamed back with ``as_completed``.
+  scattered once (broadcast to every worker; Dask's memory manager may later
+  keep fewer copies, fetched again where a trial needs one), every trial
+  depending on that one copy, results streamed back with ``as_completed``.
 
 A local worker that dies takes every trial it was running with it, and the
 process pool with it: the trials that were running are then tried again one at
@@ -404,7 +406,7 @@ def _host(address: str) -> str:
 
 
 class DaskCluster:
-    """A Dask distributed scheduler at ``address``; the data is scattered to every worker once."""
+    """A Dask distributed scheduler at ``address``; the data is scattered once, and every trial reads that copy."""
 
     broken = False
 

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from digitnet import __version__, nn
+from digitnet.data.augment import MAX_TEST_TIME_SHIFT, shifted_views
 from digitnet.data.formats import MAX_ARRAY_BYTES, NpzReader, atomic_path, first_line, json_default, read_csv
 from digitnet.data.loader import Normalizer
 from digitnet.errors import DataError, DigitnetError, ModelFileError
@@ -54,6 +55,12 @@ class Classifier:
 
     ``predict_proba(x)`` takes pixel values 0-255 (uint8 or float), shape
     ``(n, 784)`` or ``(n, 28, 28)``, and returns ``(n, K)`` probabilities.
+
+    A model saved with test-time shifts (``meta["test_time_shift"]`` = m >= 1, from
+    ``train --test-time-shift``) answers for every image with the mean of the network's
+    probabilities over the image and its copies moved by up to m pixels each way
+    ((2 m + 1)² views): :meth:`logits`, and so everything that predicts with the model
+    (``evaluate``, ``predict``, ``serve``), use them. :meth:`single_logits` is the network alone.
     """
 
     model: nn.Sequential
@@ -78,16 +85,33 @@ class Classifier:
             )
         return self.normalizer(pixels, self.dtype)
 
+    @property
+    def test_time_shift(self) -> int:
+        """The largest shift, in pixels, of the views the model averages over (0: the image alone)."""
+        return int(self.meta.get("test_time_shift", 0))
+
     def logits(self, pixels, batch_size: int = 8192) -> np.ndarray:
-        """The network's outputs ``(n, K)`` for raw pixels, by :meth:`~digitnet.nn.Sequential.predict`.
+        """The model's outputs ``(n, K)`` for raw pixels: the network's logits, or with test-time shifts
+        the logarithm of its probabilities averaged over the views (so ``softmax`` of them is that mean).
 
         Side-effect free: a network in the middle of training keeps its mode and its caches.
         """
+        return self._outputs(pixels, batch_size, self.test_time_shift)
+
+    def single_logits(self, pixels, batch_size: int = 8192) -> np.ndarray:
+        """The network's own logits ``(n, K)``, one view of each image, whatever the model's test-time shifts."""
+        return self._outputs(pixels, batch_size, 0)
+
+    def _outputs(self, pixels, batch_size: int, shift: int) -> np.ndarray:
         x = self.prepare(pixels)
-        return (
-            np.concatenate([self.model.predict(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
-            if len(x)
-            else np.zeros((0, self.architecture["sizes"][-1]), self.dtype)
+        if not len(x):
+            return np.zeros((0, self.architecture["sizes"][-1]), self.dtype)
+        fill = float(self.normalizer(np.zeros(1), self.dtype)[0])
+        return np.concatenate(
+            [
+                test_time_logits(self.model.predict, x[i : i + batch_size], shift, fill)
+                for i in range(0, len(x), batch_size)
+            ]
         )
 
     def predict_proba(self, pixels, batch_size: int = 8192) -> np.ndarray:
@@ -181,6 +205,26 @@ def check_dataset(ds, *classifiers: Classifier):
     return ds
 
 
+def test_time_logits(predict, x: np.ndarray, shift: int, fill: float) -> np.ndarray:
+    """``predict(x)`` (a network's logits) for ``shift`` 0; else the log of its softmax averaged over the
+    (2 shift + 1)² shifted views of ``x`` (:func:`~digitnet.data.augment.shifted_views`).
+
+    ``x`` is normalised rows (N, side*side) of square images; ``fill`` is a black pixel's value
+    after normalisation (what moves in at the border).
+    """
+    if not shift:
+        return predict(x)
+    side = math.isqrt(x.shape[1])
+    if side * side != x.shape[1]:
+        raise DigitnetError(f"test-time shifts need square images; these have {x.shape[1]} pixels")
+    total = None
+    for view in shifted_views(x, shift, side, fill):
+        p = nn.softmax(predict(view))
+        total = p if total is None else np.add(total, p, out=total)
+    total /= (2 * shift + 1) ** 2
+    return np.log(np.maximum(total, np.finfo(total.dtype).tiny, out=total), out=total)
+
+
 def architecture_of(model: nn.Sequential) -> dict:
     """Describe an :func:`~digitnet.nn.mlp`-built network as ``{"sizes", "activation", "dropout"}``."""
     linears = nn.linear_layers(model)
@@ -201,8 +245,13 @@ def save(
     config: dict | None = None,
     metrics: dict | None = None,
     extra: dict | None = None,
+    test_time_shift: int = 0,
 ) -> Path:
-    """Write a model file atomically and return its path."""
+    """Write a model file atomically and return its path.
+
+    ``test_time_shift`` m >= 1 makes the model answer with the mean over the (2 m + 1)² views of every
+    image moved by up to m pixels (see :class:`Classifier`); 0 (the default) leaves it out.
+    """
     path = Path(path)
     params = {f"param/{name}": p.data for name, p in model.named_parameters()}
     meta = {
@@ -218,6 +267,8 @@ def save(
         "digitnet_version": __version__,
         **(extra or {}),
     }
+    if test_time_shift:
+        meta["test_time_shift"] = test_time_shift
     text = json.dumps(meta, default=json_default)
     try:
         check_metadata(json.loads(text), path)  # exactly what a later load will check
@@ -316,8 +367,9 @@ def check_metadata(meta, where, complete: bool = True) -> dict:
     :data:`digitnet.nn.ACTIVATIONS`) and ``dropout`` (a number in [0, 1)); ``dtype`` one of
     :data:`DTYPES`; ``normalization`` ``{"kind": "scale"}`` or ``{"kind": "standardize", "mean",
     "std"}`` with finite numbers, std > 0; ``dataset`` a name; ``class_names`` one name per
-    output; ``config`` and ``metrics`` dicts (``config["seed"]`` a whole number >= 0); no list
-    or dict nested deeper than ``MAX_JSON_DEPTH``.
+    output; ``config`` and ``metrics`` dicts (``config["seed"]`` a whole number >= 0);
+    ``test_time_shift`` a whole number 0-``MAX_TEST_TIME_SHIFT``, only for a network of square
+    images; no list or dict nested deeper than ``MAX_JSON_DEPTH``.
 
     Parameters
     ----------
@@ -408,6 +460,11 @@ def check_metadata(meta, where, complete: bool = True) -> dict:
     seed = (meta.get("config") or {}).get("seed", 0)
     if type(seed) is not int or seed < 0:
         bad("config.seed", seed, "a whole number 0 or more")
+    shift = meta.get("test_time_shift", 0)
+    if type(shift) is not int or not 0 <= shift <= MAX_TEST_TIME_SHIFT:
+        bad("test_time_shift", shift, f"a whole number of pixels from 0 to {MAX_TEST_TIME_SHIFT}")
+    if shift and sizes is not None and math.isqrt(sizes[0]) ** 2 != sizes[0]:
+        bad("test_time_shift", shift, f"0: the network's {sizes[0]} inputs are not a square image")
     return meta
 
 

@@ -427,6 +427,7 @@ class Run:
                 config=result.config.to_dict(),
                 metrics=result.metrics,
                 extra={"data_source": d.source, "official_data": d.official},
+                test_time_shift=result.config.test_time_shift,
             )
             self._write_json(HISTORY, result.history.to_dict(), indent=None)
             with atomic_path(self.path / HISTORY_CSV) as tmp:

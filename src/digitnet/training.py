@@ -34,7 +34,14 @@ from functools import partial
 import numpy as np
 
 from digitnet import nn
-from digitnet.data.augment import Compose, ElasticDistortion, RandomAffine, RandomFlip, RandomShift
+from digitnet.data.augment import (
+    MAX_TEST_TIME_SHIFT,
+    Compose,
+    ElasticDistortion,
+    RandomAffine,
+    RandomFlip,
+    RandomShift,
+)
 from digitnet.data.datasets import Dataset, train_val_split
 from digitnet.data.loader import DataLoader, Normalizer
 from digitnet.errors import ConfigError, DigitnetError
@@ -253,6 +260,13 @@ class TrainConfig:
         4.0, "smoothness σ of the elastic distortion in pixels", _elastic_sigma, metavar="SIGMA"
     )
     augment_flip: bool = setting(False, "mirror each training image left to right half the time (clothes)")
+    test_time_shift: int = setting(
+        0,
+        "the saved model answers with its mean over each image and the image moved by up to this many "
+        "pixels each way, (2N+1)^2 views (0: the image alone)",
+        _whole("the test-time shift (pixels)", 0, MAX_TEST_TIME_SHIFT),
+        metavar="PIXELS",
+    )
     seed: int = setting(
         0,
         "one seed for the weights, the split, the shuffles and the dropout masks",
@@ -438,13 +452,34 @@ class Setup:
         d = self.dataset
         return self.normalizer(d.x_test, DTYPES[self.config.dtype]), d.y_test.astype(np.int64)
 
-    def metrics(self, history: History, test: tuple[float, float]) -> dict:
-        """The run's figures; validation and training scores are those of the epoch the network ends with."""
+    def test(self, step) -> tuple[tuple[float, float], tuple[float, float] | None]:
+        """The test set's (loss, accuracy) as the saved model answers, and the network's alone when that differs.
+
+        With ``test_time_shift`` the model answers with its mean over the shifted views, so the first
+        pair is that and the second the single network's; without, the second is None.
+        """
+        x, y = self.test_set()
+        shift = self.config.test_time_shift
+        if not shift:
+            return step.evaluate(x, y), None
+        return step.evaluate(x, y, test_time_shift=shift, fill=self.fill()), step.evaluate(x, y)
+
+    def fill(self) -> float:
+        """A black pixel's value after normalisation."""
+        return float(self.normalizer(np.zeros(1), DTYPES[self.config.dtype])[0])
+
+    def metrics(self, history: History, test: tuple, single: tuple | None = None) -> dict:
+        """The run's figures; validation and training scores are those of the epoch the network ends with.
+
+        ``test`` is the saved model's (loss, accuracy) on the test set; ``single``, with test-time
+        shifts, the network's alone (``test_accuracy_single``).
+        """
         final = history.final_epoch()
         seconds = [e["seconds"] for e in history.epochs]
         return {
             "test_accuracy": test[1],
             "test_loss": test[0],
+            **({"test_accuracy_single": single[1], "test_loss_single": single[0]} if single else {}),
             "val_accuracy": final.get("val_accuracy"),
             "val_loss": final.get("val_loss"),
             "train_accuracy": final.get("train_accuracy"),
@@ -468,6 +503,12 @@ def prepare(config: TrainConfig, dataset: Dataset) -> Setup:
     Same config, same dataset, same machine: the same setup.
     """
     config.validate()
+    n_pixels = dataset.x_train.reshape(len(dataset.x_train), -1).shape[1]
+    if config.test_time_shift and math.isqrt(n_pixels) ** 2 != n_pixels:
+        raise ConfigError(
+            f"test-time shifts need square images; these have {n_pixels} pixels: leave --test-time-shift "
+            "at 0 (a preset's too) for this data"
+        )
     seeds = np.random.SeedSequence(config.seed).spawn(3)  # weights, split, shuffles
     dtype = DTYPES[config.dtype]
     x_tr, y_tr, x_val, y_val = train_val_split(
@@ -558,16 +599,26 @@ def build_optimizer(config: TrainConfig, params, n_train: int) -> nn.Optimizer:
 
 # --------------------------------------------------------------------------- one step
 def evaluate_arrays(
-    model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 8192, loss_fn=None
+    model: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    batch_size: int = 8192,
+    loss_fn=None,
+    test_time_shift: int = 0,
+    fill: float = 0.0,
 ) -> tuple[float, float]:
     """Mean loss and accuracy of ``model`` on float inputs ``x`` ``(n, inputs)``, labels ``y`` ``(n,)``.
 
     Uses :meth:`~digitnet.nn.Module.predict`, so the network's training caches and mode are untouched.
+    With ``test_time_shift`` the outputs are the mean over the shifted views
+    (:func:`digitnet.modelfile.test_time_logits`; ``fill`` is a black pixel's normalised value).
     """
+    from digitnet.modelfile import test_time_logits
+
     loss_fn = loss_fn or nn.SoftmaxCrossEntropy()
     total_loss = correct = 0.0
     for i in range(0, len(x), batch_size):
-        logits = model.predict(x[i : i + batch_size])
+        logits = test_time_logits(model.predict, x[i : i + batch_size], test_time_shift, fill)
         yb = y[i : i + batch_size]
         total_loss += loss_fn.forward(logits, yb) * len(yb)
         correct += np.count_nonzero(logits.argmax(axis=1) == yb)
@@ -609,8 +660,9 @@ class NumpyStep:
         self.model.backward(self.loss_fn.backward(), input_grad=False)
         self.optimizer.step()
 
-    def evaluate(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-        return evaluate_arrays(self.model, x, y)
+    def evaluate(self, x: np.ndarray, y: np.ndarray, test_time_shift: int = 0, fill: float = 0.0):
+        """(loss, accuracy) on ``x``, ``y``; with ``test_time_shift``, of the mean over the shifted views."""
+        return evaluate_arrays(self.model, x, y, test_time_shift=test_time_shift, fill=fill)
 
     def weights(self) -> dict:
         return self.model.state_dict()
@@ -945,5 +997,5 @@ def train(
     if resume is not None:
         loop.load_state_dict(resume)
     history = loop.run()
-    metrics = setup.metrics(history, step.evaluate(*setup.test_set()))
+    metrics = setup.metrics(history, *setup.test(step))
     return TrainResult(setup.model, setup.normalizer, history, config, metrics, dataset)

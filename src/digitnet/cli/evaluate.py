@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
+
 from digitnet import metrics, modelfile
 from digitnet.cli.common import add_data_args, load_model_data, path_arg, percent, print_json
 
@@ -32,9 +34,15 @@ def run(args) -> int:
     n, acc, top2 = scores["n"], scores["accuracy"], scores["top2_accuracy"]
     cm, per_class = scores["confusion_matrix"], scores["per_class"]
 
+    shift = clf.test_time_shift
     print(
         f"model: {clf.meta.get('path')}  ({'-'.join(map(str, clf.architecture['sizes']))} "
-        f"{clf.architecture['activation']})"
+        f"{clf.architecture['activation']}"
+        + (
+            f"; each image answered as the mean of {(2 * shift + 1) ** 2} views shifted by up to {shift} px"
+            * bool(shift)
+        )
+        + ")"
     )
     print(
         f"data: {ds.name} test set, {n:,} images, from {ds.source}"
@@ -44,6 +52,10 @@ def run(args) -> int:
         f"test accuracy: {percent(acc)}   top-2 accuracy: {percent(top2)}   "
         f"inference: {seconds:.3f} s ({n / max(seconds, 1e-9):,.0f} images/s)"
     )
+    single = None
+    if shift:
+        single = float(np.mean(clf.single_logits(ds.x_test).argmax(axis=1) == ds.y_test))
+        print(f"the network alone, one view of each image: {percent(single)}")
     print()
     width = max(5, *(len(c["name"]) for c in per_class))
     print(f"{'class':<{width}}  precision  recall     f1  support")
@@ -61,6 +73,8 @@ def run(args) -> int:
         print_json(
             {
                 "test_accuracy": acc,
+                "test_accuracy_single": acc if single is None else single,
+                "test_time_shift": shift,
                 "n": n,
                 "confusion_matrix": cm.tolist(),
                 "per_class": per_class,

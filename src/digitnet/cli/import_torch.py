@@ -94,6 +94,7 @@ def run(args) -> int:
         config=clf.meta.get("config"),
         metrics=clf.meta.get("metrics"),
         extra={"imported_from": str(args.file), "torch_layers": names},
+        test_time_shift=clf.test_time_shift,
     )
     print(f"saved {out}")
     if args.json:

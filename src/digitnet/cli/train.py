@@ -138,8 +138,15 @@ def run(args) -> int:
 
     model_path = runs.model_file(run_.path)
     per_epoch = metrics["train_seconds"] / max(1, metrics["epochs"])
+    views = (2 * config.test_time_shift + 1) ** 2
+    single = (
+        f"; the network alone, one view: {percent(metrics['test_accuracy_single'])}"
+        if config.test_time_shift
+        else ""
+    )
     print(
-        f"test accuracy: {percent(metrics['test_accuracy'])} (validation {percent(metrics['val_accuracy'])}; "
+        f"test accuracy: {percent(metrics['test_accuracy'])}{f' (mean of {views} shifted views)' * (views > 1)} "
+        f"(validation {percent(metrics['val_accuracy'])}{single}; "
         f"{metrics['train_seconds']:.1f} s of training, {per_epoch:.2f} s an epoch)"
     )
     print(f"saved {model_path}")
@@ -150,6 +157,8 @@ def run(args) -> int:
         print_json(
             {
                 "test_accuracy": metrics["test_accuracy"],
+                "test_accuracy_single": metrics.get("test_accuracy_single", metrics["test_accuracy"]),
+                "test_time_shift": config.test_time_shift,
                 "val_accuracy": metrics["val_accuracy"],
                 "train_seconds": metrics["train_seconds"],
                 "epoch_seconds": metrics["epoch_seconds"],

@@ -94,6 +94,26 @@ def _sample(xb: np.ndarray, pts: np.ndarray, side: int, fill: float, scratch: _S
     return out
 
 
+MAX_TEST_TIME_SHIFT = 3  # test-time views are (2 m + 1)^2 copies of every image: 49 at most
+
+
+def shifted_views(x: np.ndarray, shift: int, side: int, fill: float = 0.0):
+    """Every copy of the images ``x`` (N, side*side) moved by whole pixels, at most ``shift`` each way.
+
+    Yields the (2 shift + 1)² views as new (N, side*side) arrays, the unmoved one first, then
+    row by row; pixels moved in from outside are ``fill``. What test-time shifts average over
+    (:meth:`digitnet.modelfile.Classifier.logits`).
+    """
+    m, n = int(shift), len(x)
+    padded = np.pad(x.reshape(n, side, side), ((0, 0), (m, m), (m, m)), constant_values=fill)
+    yield np.ascontiguousarray(x.reshape(n, side * side))
+    for dy in range(-m, m + 1):
+        for dx in range(-m, m + 1):
+            if dy or dx:
+                view = padded[:, m + dy : m + dy + side, m + dx : m + dx + side]
+                yield np.ascontiguousarray(view).reshape(n, side * side)
+
+
 class _Warp:
     """What the transforms that map sample points share: their image side, fill and buffers, and a
     ``__call__`` that warps the batch by their ``points``."""

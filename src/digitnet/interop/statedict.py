@@ -285,7 +285,7 @@ def import_torch(
         "path": str(path),
         "imported_from": str(path),
         "activation_from": said,
-        **{k: saved[k] for k in ("config", "metrics", "trained_with") if k in saved},
+        **{k: saved[k] for k in ("config", "metrics", "trained_with", "test_time_shift") if k in saved},
     }
     clf = from_state_dict(state, activation, normalizer, class_names, dataset, where=str(path), meta=meta)
     if arch.get("sizes") and list(arch["sizes"]) != clf.architecture["sizes"]:
@@ -325,6 +325,7 @@ def describe(clf: Classifier, normalizer: Normalizer | None = None) -> dict:
         "normalization": (normalizer or clf.normalizer).to_dict(),
         "class_names": list(clf.class_names),
         "dataset": clf.meta.get("dataset", ""),
+        **({"test_time_shift": clf.test_time_shift} if clf.test_time_shift else {}),
     }
 
 

@@ -23,7 +23,7 @@ from digitnet.errors import ConfigError
 from digitnet.interop.export import require
 from digitnet.interop.statedict import METADATA_KEY
 from digitnet.interop.torchnet import to_torch_module
-from digitnet.modelfile import architecture_of
+from digitnet.modelfile import architecture_of, test_time_logits
 from digitnet.training import History, Loop, TrainConfig, prepare
 
 
@@ -98,8 +98,8 @@ class TorchStep:
         self._loss.backward()
         self.optimizer.step()
 
-    def evaluate(self, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-        return evaluate_torch(self.model, x, y)
+    def evaluate(self, x: np.ndarray, y: np.ndarray, test_time_shift: int = 0, fill: float = 0.0):
+        return evaluate_torch(self.model, x, y, test_time_shift=test_time_shift, fill=fill)
 
     def weights(self) -> dict:
         return copy.deepcopy(self.model.state_dict())
@@ -135,21 +135,31 @@ def train_torch(config: TrainConfig, dataset: Dataset, callbacks=()) -> TorchTra
         callbacks=callbacks,
     )
     history = loop.run()
-    metrics = setup.metrics(history, step.evaluate(*setup.test_set()))
+    metrics = setup.metrics(history, *setup.test(step))
     return TorchTrainResult(
         module, setup.normalizer, history, config, metrics, dataset, architecture_of(setup.model)
     )
 
 
-def evaluate_torch(module, x: np.ndarray, y: np.ndarray, batch_size: int = 8192) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of a PyTorch module on float inputs ``x`` ``(n, inputs)``."""
+def evaluate_torch(
+    module, x: np.ndarray, y: np.ndarray, batch_size: int = 8192, test_time_shift: int = 0, fill: float = 0.0
+) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of a PyTorch module on float inputs ``x`` ``(n, inputs)``.
+
+    With ``test_time_shift``, of the mean over the shifted views, as a digitnet model file answers
+    (:func:`digitnet.modelfile.test_time_logits`).
+    """
     torch = require("torch", "torch", "evaluating with PyTorch")
     was_training = module.training
     module.eval()
     total = correct = 0.0
+
+    def predict(xb):
+        return module(torch.from_numpy(xb)).numpy()
+
     with torch.no_grad():
         for i in range(0, len(x), batch_size):
-            logits = module(torch.from_numpy(x[i : i + batch_size]))
+            logits = torch.from_numpy(test_time_logits(predict, x[i : i + batch_size], test_time_shift, fill))
             yb = torch.from_numpy(y[i : i + batch_size].astype(np.int64))
             total += float(torch.nn.functional.cross_entropy(logits, yb, reduction="sum"))
             correct += int((logits.argmax(1) == yb).sum())
@@ -175,6 +185,7 @@ def save_checkpoint(path, result: TorchTrainResult):
         "config": result.config.to_dict(),
         "metrics": result.metrics,
         "trained_with": f"torch {torch.__version__}",
+        **({"test_time_shift": result.config.test_time_shift} if result.config.test_time_shift else {}),
     }
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         torch.save({"model_state_dict": result.module.state_dict(), METADATA_KEY: meta}, fh)

@@ -158,7 +158,8 @@ def create_app(classifier, test_set=None) -> Flask:
                 f"not {kind or 'no Content-Type'}",
             )
         x = classifier.prepare(pixels[None, :])
-        result = explain.trace(classifier.model, x)
+        answer = classifier.predict_proba(pixels[None, :])[0] if classifier.test_time_shift else None
+        result = explain.trace(classifier.model, x, answer)
         result["label"] = classifier.class_names[result["digit"]]
         result["pixels"] = np.round(pixels).astype(int).tolist()
         if prepared is not None:

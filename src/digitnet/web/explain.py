@@ -19,7 +19,7 @@ from digitnet.nn import linear_layers
 FAN_IN = (6, 3, 3, 3, 3)
 
 
-def trace(model: nn.Sequential, x: np.ndarray) -> dict:
+def trace(model: nn.Sequential, x: np.ndarray, probabilities: np.ndarray | None = None) -> dict:
     """Run one normalised input row through ``model`` and explain the answer.
 
     Parameters
@@ -28,6 +28,10 @@ def trace(model: nn.Sequential, x: np.ndarray) -> dict:
         An :func:`~digitnet.nn.mlp`: Linear layers with activations between them.
     x : ndarray, shape (1, inputs)
         One image, already normalised as the network expects.
+    probabilities : ndarray, shape (K,), optional
+        The answer to explain, when the model's is not the network's on ``x`` alone (a model with
+        test-time shifts answers from several views); the paths lead to its digit. Default: the
+        network's own on ``x``.
 
     Returns
     -------
@@ -43,8 +47,8 @@ def trace(model: nn.Sequential, x: np.ndarray) -> dict:
         for layer, h in zip(model.layers, outputs, strict=True)
         if not isinstance(layer, (nn.Linear, nn.Dropout))
     ]
-    logits = outputs[-1][0]
-    probabilities = nn.softmax(logits[None, :])[0]
+    if probabilities is None:
+        probabilities = nn.softmax(outputs[-1][0][None, :])[0]
     digit = int(np.argmax(probabilities))
     linears = linear_layers(model)
     paths, frontier = [], [digit]

@@ -36,6 +36,7 @@ VARIANTS = {
     "shift": dict(augment_shift=1),
     "affine": dict(augment_rotate=10, augment_scale=0.1, augment_shear=10),
     "elastic": dict(augment_elastic_alpha=34, augment_elastic_sigma=4),
+    "default's": dict(augment_shift=1, augment_elastic_alpha=30, augment_elastic_sigma=5),  # the preset's own
     "all": dict(
         augment_shift=1,
         augment_rotate=10,
@@ -76,7 +77,8 @@ class EpochClock(training.Callback):
 
 def one_epoch(dataset, changes: dict) -> tuple[float, float]:
     """(seconds of the epoch, seconds of its transforms)."""
-    base = dict(preset("default").to_dict(), augment_shift=0, epochs=1)
+    plain = dict(augment_shift=0, augment_elastic_alpha=0, test_time_shift=0)  # the preset's own are on
+    base = dict(preset("default").to_dict(), **plain, epochs=1)
     config = training.TrainConfig.from_dict({**base, **changes})
     made = training._augmentation
     timed = []

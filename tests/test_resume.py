@@ -336,7 +336,7 @@ def test_the_loop_resumes_from_any_epoch_to_the_same_weights(mnist):
     for changes in (
         dict(optimizer="sgd", momentum=0.9, nesterov=True, lr=0.05),
         dict(optimizer="rmsprop", momentum=0.5, lr=1e-3, schedule="cosine"),
-        dict(optimizer="adamw", lr=2e-3, early_stopping=1, label_smoothing=0.1),
+        dict(optimizer="adamw", lr=2e-3, early_stopping=1, label_smoothing=0.1, val_fraction=0.1),
     ):
         config = preset("default", hidden=(32, 16), epochs=3, **changes)
         states = []

@@ -10,16 +10,23 @@ from digitnet.errors import ConfigError
 from digitnet.training import TrainConfig
 
 PRESETS: dict[str, dict] = {
-    # The strongest we reach in at most a minute on 2 cores.
+    # The strongest we reach in at most a minute on 2 cores: Simard's elastic distortion (2003) on top
+    # of the shifts took 99.02% to 99.27%, and answering with the mean over each image shifted by a
+    # pixel to 99.30% (docs/accuracy.md).
     "default": dict(
         hidden=(512, 256),
         dropout=0.1,
         augment_shift=1,
+        augment_elastic_alpha=30,
+        augment_elastic_sigma=5,
         optimizer="adam",
         lr=2e-3,
         batch_size=128,
-        epochs=18,
+        epochs=20,
         schedule="onecycle",
+        label_smoothing=0.1,
+        val_fraction=0.0,
+        test_time_shift=1,
     ),
     # The textbook first network: tiny random init, plain mini-batch SGD.
     "sgd-128": dict(hidden=(128,), init="normal:0.01", optimizer="sgd", lr=0.01, batch_size=32, epochs=10),
@@ -53,26 +60,30 @@ PRESETS: dict[str, dict] = {
         schedule="onecycle",
         label_smoothing=0.1,
         val_fraction=0.0,
+        test_time_shift=1,
     ),
-    # Fashion-MNIST: clothes may be mirrored, and want more dropout than digits.
+    # Fashion-MNIST: clothes may be mirrored; they come centred and aligned, so shifting them only
+    # blurs the classes (validation 90.45% without shifts against 89.63% with them, docs/accuracy.md);
+    # the recipe chosen on the validation split is then trained on all 60,000 images.
     "fashion": dict(
         dataset="fashion-mnist",
         hidden=(512, 256),
-        dropout=0.3,
-        augment_shift=1,
+        dropout=0.2,
         augment_flip=True,
         optimizer="adam",
         lr=2e-3,
         batch_size=128,
-        epochs=25,
+        epochs=40,
         schedule="onecycle",
         label_smoothing=0.1,
+        val_fraction=0.0,
     ),
 }
 
 DESCRIPTIONS = {
-    "default": "784-512-256-10, dropout 0.1, digits shifted by up to 1 pixel, Adam with a one-cycle "
-    "schedule (peak lr 2e-3), batch 128, 18 epochs",
+    "default": "784-512-256-10, dropout 0.1, digits shifted by up to 1 pixel and bent (elastic α 30, σ 5) "
+    "afresh each batch, label smoothing 0.1, Adam with a one-cycle schedule (peak lr 2e-3), batch 128, "
+    "20 epochs on all 60,000 training images; answers with its mean over each image shifted by up to 1 pixel",
     "sgd-128": "784-128-10, init N(0, 0.01), mini-batch SGD lr 0.01, batch 32, 10 epochs",
     "adam-128-64": "784-128-64-10, Adam lr 1e-3 with cosine decay, batch 64, 25 epochs",
     "wide-512": "784-512-10, Adam lr 1e-3, batch 128, 10 epochs",
@@ -81,9 +92,9 @@ DESCRIPTIONS = {
     "rmsprop": "784-256-10, RMSProp lr 1e-3, batch 128, 10 epochs",
     "best": "784-1024-1024-10, dropout 0.1, digits shifted, turned (12°), scaled (12%), sheared (8°) and "
     "bent (elastic α 30, σ 5) afresh each batch, label smoothing 0.1, Adam one-cycle, batch 128, 150 epochs "
-    "on all 60,000 training images",
-    "fashion": "for Fashion-MNIST: 784-512-256-10, dropout 0.3, clothes shifted by a pixel and mirrored, "
-    "label smoothing 0.1, Adam one-cycle (peak 2e-3), batch 128, 25 epochs",
+    "on all 60,000 training images; answers with its mean over each image shifted by up to 1 pixel (9 views)",
+    "fashion": "for Fashion-MNIST: 784-512-256-10, dropout 0.2, clothes mirrored half the time, "
+    "label smoothing 0.1, Adam one-cycle (peak 2e-3), batch 128, 40 epochs on all 60,000 training images",
 }
 
 

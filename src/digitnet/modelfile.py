@@ -106,7 +106,7 @@ class Classifier:
         x = self.prepare(pixels)
         if not len(x):
             return np.zeros((0, self.architecture["sizes"][-1]), self.dtype)
-        fill = float(self.normalizer(np.zeros(1), self.dtype)[0])
+        fill = self.normalizer.black(self.dtype) if shift else 0.0
         return np.concatenate(
             [
                 test_time_logits(self.model.predict, x[i : i + batch_size], shift, fill)

@@ -462,11 +462,8 @@ class Setup:
         shift = self.config.test_time_shift
         if not shift:
             return step.evaluate(x, y), None
-        return step.evaluate(x, y, test_time_shift=shift, fill=self.fill()), step.evaluate(x, y)
-
-    def fill(self) -> float:
-        """A black pixel's value after normalisation."""
-        return float(self.normalizer(np.zeros(1), DTYPES[self.config.dtype])[0])
+        fill = self.normalizer.black(DTYPES[self.config.dtype])
+        return step.evaluate(x, y, test_time_shift=shift, fill=fill), step.evaluate(x, y)
 
     def metrics(self, history: History, test: tuple, single: tuple | None = None) -> dict:
         """The run's figures; validation and training scores are those of the epoch the network ends with.
@@ -549,7 +546,7 @@ def _augmentation(config: TrainConfig, normalizer: Normalizer, n_pixels: int):
     Raises :class:`ConfigError` when one is on and the images are not square.
     """
     c = config
-    fill = float(normalizer(np.zeros(1))[0])
+    fill = normalizer.black()
     wanted = [
         (c.augment_shift, lambda side: RandomShift(c.augment_shift, side, fill=fill)),
         (c.augment_flip, lambda side: RandomFlip(side, fill=fill)),

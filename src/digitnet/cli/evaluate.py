@@ -35,14 +35,10 @@ def run(args) -> int:
     cm, per_class = scores["confusion_matrix"], scores["per_class"]
 
     shift = clf.test_time_shift
+    views = f"; each image answered as the mean of {(2 * shift + 1) ** 2} views shifted by up to {shift} px"
     print(
         f"model: {clf.meta.get('path')}  ({'-'.join(map(str, clf.architecture['sizes']))} "
-        f"{clf.architecture['activation']}"
-        + (
-            f"; each image answered as the mean of {(2 * shift + 1) ** 2} views shifted by up to {shift} px"
-            * bool(shift)
-        )
-        + ")"
+        f"{clf.architecture['activation']}{views if shift else ''})"
     )
     print(
         f"data: {ds.name} test set, {n:,} images, from {ds.source}"

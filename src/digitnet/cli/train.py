@@ -138,14 +138,12 @@ def run(args) -> int:
 
     model_path = runs.model_file(run_.path)
     per_epoch = metrics["train_seconds"] / max(1, metrics["epochs"])
-    views = (2 * config.test_time_shift + 1) ** 2
-    single = (
-        f"; the network alone, one view: {percent(metrics['test_accuracy_single'])}"
-        if config.test_time_shift
-        else ""
-    )
+    views = single = ""
+    if config.test_time_shift:
+        views = f" (mean of {(2 * config.test_time_shift + 1) ** 2} shifted views)"
+        single = f"; the network alone, one view: {percent(metrics['test_accuracy_single'])}"
     print(
-        f"test accuracy: {percent(metrics['test_accuracy'])}{f' (mean of {views} shifted views)' * (views > 1)} "
+        f"test accuracy: {percent(metrics['test_accuracy'])}{views} "
         f"(validation {percent(metrics['val_accuracy'])}{single}; "
         f"{metrics['train_seconds']:.1f} s of training, {per_epoch:.2f} s an epoch)"
     )

@@ -84,6 +84,10 @@ class Normalizer:
         out -= number(self.mean / self.std)
         return out
 
+    def black(self, dtype=np.float32) -> float:
+        """The value a black pixel (0) has after normalisation: what image transforms fill borders with."""
+        return float(self(np.zeros(1), dtype)[0])
+
     def to_dict(self) -> dict:
         """Return the settings as a small JSON-friendly dict (for the model file)."""
         if self.kind == "scale":

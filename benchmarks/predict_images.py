@@ -23,7 +23,6 @@ import argparse
 import io
 import os
 import sys
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -34,7 +33,7 @@ from PIL import Image, ImageDraw
 TARGETS = {"digit": 100.0, "number": 20.0}
 # The pen strokes of each digit, shared with the tests that draw digits not from MNIST.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from digit_images import STROKES  # noqa: E402
+from digit_images import STROKES, trained_model  # noqa: E402
 
 
 def photo(digits: str, size: tuple[int, int], rng: np.random.Generator) -> bytes:
@@ -101,24 +100,6 @@ def rate(pool, what: str, kind: str, photos: list[bytes], seconds: float, proces
     return done / (time.perf_counter() - start)
 
 
-def small_model(folder: Path) -> Path:
-    from digitnet import modelfile
-    from digitnet.data import load_dataset
-    from digitnet.presets import preset
-    from digitnet.training import train
-
-    ds = load_dataset("mnist")
-    result = train(preset("adam-128-64", epochs=1), ds)
-    return modelfile.save(
-        folder / "model.npz",
-        result.model,
-        result.normalizer,
-        ds.class_names,
-        dataset="mnist",
-        metrics=result.metrics,
-    )
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", nargs="?")
@@ -132,29 +113,28 @@ def main() -> int:
             for digits in (rng.integers(0, 10, 8) for _ in range(5))
         ],
     }
-    with tempfile.TemporaryDirectory() as tmp:
-        model = str(args.model or small_model(Path(tmp)))
-        _init(model)
-        for kind, items in inputs.items():
-            right = sum(_read(kind, data) == truth for truth, data in items)
-            print(f"{kind}: {right} of {len(items)} photos read right")
-        print(f"{os.cpu_count()} cores; each figure over {args.seconds:.0f} s:")
-        for processes in (1, 2):
-            with ProcessPoolExecutor(processes, initializer=_init, initargs=(model,)) as pool:
-                pool.map(_burst, [("read", "digit", [inputs["digit"][0][1]], 0.2)] * processes)  # warm up
-                for kind, items in inputs.items():
-                    photos = [data for _, data in items]
-                    reference = (
-                        rate(pool, "decode", kind, photos, args.seconds, 1) if processes == 1 else None
+    from digitnet.data import load_dataset
+
+    model = str(args.model or trained_model(load_dataset("mnist")))
+    _init(model)
+    for kind, items in inputs.items():
+        right = sum(_read(kind, data) == truth for truth, data in items)
+        print(f"{kind}: {right} of {len(items)} photos read right")
+    print(f"{os.cpu_count()} cores; each figure over {args.seconds:.0f} s:")
+    for processes in (1, 2):
+        with ProcessPoolExecutor(processes, initializer=_init, initargs=(model,)) as pool:
+            pool.map(_burst, [("read", "digit", [inputs["digit"][0][1]], 0.2)] * processes)  # warm up
+            for kind, items in inputs.items():
+                photos = [data for _, data in items]
+                reference = rate(pool, "decode", kind, photos, args.seconds, 1) if processes == 1 else None
+                r = rate(pool, "read", kind, photos, args.seconds, processes)
+                line = f"  {kind:6s} {processes} process{'es' if processes > 1 else '  '}: {r:7.1f} photos/s"
+                line += f"  x{r / TARGETS[kind]:.2f} the {TARGETS[kind]:.0f}/s target"
+                if reference:
+                    line += (
+                        f"  (Pillow's full decode alone: {reference:.0f}/s; reading: x{r / reference:.2f})"
                     )
-                    r = rate(pool, "read", kind, photos, args.seconds, processes)
-                    line = (
-                        f"  {kind:6s} {processes} process{'es' if processes > 1 else '  '}: {r:7.1f} photos/s"
-                    )
-                    line += f"  x{r / TARGETS[kind]:.2f} the {TARGETS[kind]:.0f}/s target"
-                    if reference:
-                        line += f"  (Pillow's full decode alone: {reference:.0f}/s; reading: x{r / reference:.2f})"
-                    print(line)
+                print(line)
     return 0
 
 

@@ -28,13 +28,16 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+# The tests' own small trained model (adam-128-64), made once in a folder removed at exit.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from digit_images import trained_model  # noqa: E402
 
 TARGET = 200.0
 
@@ -146,24 +149,6 @@ def in_process_rate(model, body: bytes, pixels: list, seconds: float = 2.0) -> d
     return rates
 
 
-def small_model(folder: Path) -> Path:
-    from digitnet import modelfile
-    from digitnet.data import load_dataset
-    from digitnet.presets import preset
-    from digitnet.training import train
-
-    ds = load_dataset("mnist")
-    result = train(preset("adam-128-64", epochs=1), ds)
-    return modelfile.save(
-        folder / "model.npz",
-        result.model,
-        result.normalizer,
-        ds.class_names,
-        dataset="mnist",
-        metrics=result.metrics,
-    )
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", nargs="?")
@@ -171,34 +156,35 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        model = args.model or small_model(Path(tmp))
-        png = canvas_png()
-        from digitnet import preprocess
+    from digitnet.data import load_dataset
 
-        pixels = preprocess.prepare(png).pixels.reshape(-1).tolist()
-        reference = in_process_rate(model, png, pixels)
-        proc, host, port = start_server(model, args.workers)
-        try:
-            load(host, port, png, "image/png", 50, 2)  # warm up
+    model = args.model or trained_model(load_dataset("mnist"))
+    png = canvas_png()
+    from digitnet import preprocess
+
+    pixels = preprocess.prepare(png).pixels.reshape(-1).tolist()
+    reference = in_process_rate(model, png, pixels)
+    proc, host, port = start_server(model, args.workers)
+    try:
+        load(host, port, png, "image/png", 50, 2)  # warm up
+        print(
+            f"digitnet serve, {args.workers} gevent worker processes, "
+            f"{args.clients} clients on 127.0.0.1, {os.cpu_count()} cores:"
+        )
+        for kind, body, ctype in [
+            ("png", png, "image/png"),
+            ("pixels", json.dumps({"pixels": pixels}).encode(), "application/json"),
+        ]:
+            r = load(host, port, body, ctype, args.requests, args.clients)
             print(
-                f"digitnet serve, {args.workers} gevent worker processes, "
-                f"{args.clients} clients on 127.0.0.1, {os.cpu_count()} cores:"
+                f"  {kind:6s} {r['rate']:7.1f} predictions/s  ({r['requests']} requests, {r['failures']} failed; "
+                f"p50 {r['p50_ms']:.1f} ms, p95 {r['p95_ms']:.1f} ms)  "
+                f"x{r['rate'] / TARGET:.2f} the 200/s target, x{r['rate'] / reference[kind]:.2f} "
+                f"in-process ({reference[kind]:.0f}/s)"
             )
-            for kind, body, ctype in [
-                ("png", png, "image/png"),
-                ("pixels", json.dumps({"pixels": pixels}).encode(), "application/json"),
-            ]:
-                r = load(host, port, body, ctype, args.requests, args.clients)
-                print(
-                    f"  {kind:6s} {r['rate']:7.1f} predictions/s  ({r['requests']} requests, {r['failures']} failed; "
-                    f"p50 {r['p50_ms']:.1f} ms, p95 {r['p95_ms']:.1f} ms)  "
-                    f"x{r['rate'] / TARGET:.2f} the 200/s target, x{r['rate'] / reference[kind]:.2f} "
-                    f"in-process ({reference[kind]:.0f}/s)"
-                )
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
     return 0
 
 

@@ -115,6 +115,7 @@ def main() -> int:
         dataset = dataclasses.replace(
             dataset, x_train=dataset.x_train[: args.images], y_train=dataset.y_train[: args.images]
         )
+    default = preset("default")
     epochs = {name: [] for name in VARIANTS}
     cost = {name: [] for name in VARIANTS}
     shares = {name: [] for name in VARIANTS}
@@ -136,7 +137,7 @@ def main() -> int:
         for name in VARIANTS
     }
     print(
-        f"default architecture, one epoch on {len(dataset.x_train) * 9 // 10:,} images, "
+        f"default architecture, one epoch on {round(len(dataset.x_train) * (1 - default.val_fraction)):,} images, "
         f"median of {args.rounds} interleaved rounds, {args.clock} seconds; load average "
         + ", ".join(f"{v:.1f}" for v in os.getloadavg())
     )

@@ -222,6 +222,19 @@ def test_predict_is_the_eval_forward_bit_for_bit_and_keeps_the_mode(activation, 
         np.testing.assert_array_equal(out, h, err_msg=repr(layer))
 
 
+@pytest.mark.parametrize("n", [2047, 2048, 3071, 10_000])
+@pytest.mark.parametrize("sizes", [[784, 128, 64, 10], [784, 1024, 1024, 10]])
+def test_predict_in_blocks_is_one_product_bit_for_bit(mnist, sizes, n):
+    """Many rows go through in blocks of PREDICT_ROWS (the last up to twice as long): every row holds the
+    numbers the eval forward gives over all of them at once (2047 rows are one block, 2048 two)."""
+    x = Normalizer("standardize").fit(mnist.x_train)(mnist.x_test[:n])
+    net = mlp(sizes, dropout=0.1, rng=0)
+    assert Sequential.PREDICT_ROWS == 1024 and n >= 2 * Sequential.PREDICT_ROWS - 1
+    out = net.predict(x)
+    assert out.shape == (n, 10) and net.training
+    np.testing.assert_array_equal(out, copy.deepcopy(net).eval().forward(x))
+
+
 def test_predict_return_all_gives_every_layer_output(digits):
     x = digits[1]
     net = mlp([784, 48, 24, 10], activation="tanh", dropout=0.2, rng=0)

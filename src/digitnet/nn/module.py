@@ -173,6 +173,8 @@ class Sequential(Module):
             x = layer.forward(x, out=x) if i and getattr(layer, "in_place", False) else layer.forward(x)
         return x
 
+    PREDICT_ROWS = 1024  # rows predicted at a time when there are at least twice as many
+
     def predict(self, x: np.ndarray, return_all: bool = False):
         """Inference without side effects (see :meth:`Module.predict`).
 
@@ -186,7 +188,27 @@ class Sequential(Module):
         -------
         ndarray, shape (N, out_features), or, with ``return_all``, a list
         holding each layer's output in order (the last one is the network's).
+
+        Many rows go through in blocks of ``PREDICT_ROWS`` (the last block
+        takes the rest, up to twice that), so each layer's output stays in the
+        core's cache for the bias and the activation after it, and memory stays
+        that of one block however many images there are. Each block is long
+        enough for BLAS to compute every row as it would in one product, so the
+        result is the same, bit for bit.
         """
+        rows = self.PREDICT_ROWS
+        if return_all or len(x) < 2 * rows:
+            return self._predict(x, return_all)
+        starts = list(range(0, len(x) // rows * rows, rows))
+        out = None
+        for start, end in zip(starts, starts[1:] + [len(x)], strict=True):
+            block = self._predict(x[start:end])
+            if out is None:
+                out = np.empty((len(x),) + block.shape[1:], block.dtype)
+            out[start:end] = block
+        return out
+
+    def _predict(self, x: np.ndarray, return_all: bool = False):
         outputs = []
         for i, layer in enumerate(self.layers):
             own = i and not return_all and getattr(layer, "in_place", False)

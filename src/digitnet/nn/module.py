@@ -191,10 +191,10 @@ class Sequential(Module):
 
         Many rows go through in blocks of ``PREDICT_ROWS`` (the last block
         takes the rest, up to twice that), so each layer's output stays in the
-        core's cache for the bias and the activation after it, and memory stays
-        that of one block however many images there are. Each block is long
-        enough for BLAS to compute every row as it would in one product, so the
-        result is the same, bit for bit.
+        core's cache for the bias and the activation after it, and the hidden
+        layers' outputs take one block's memory however many images there are.
+        Each block is long enough for BLAS to compute every row as it would in
+        one product, so the result is the same, bit for bit.
         """
         rows = self.PREDICT_ROWS
         if return_all or len(x) < 2 * rows:

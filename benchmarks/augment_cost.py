@@ -1,7 +1,7 @@
 """What augmentation costs: the time the per-batch transforms add to an epoch of the default architecture.
 
 The work: the `default` preset's network and optimiser (784-512-256-10, dropout 0.1, Adam, one-cycle,
-batch 128) trained on the full MNIST training split. Each round trains one epoch per variant (no
+batch 256) trained on the full MNIST training split. Each round trains one epoch per variant (no
 augmentation, shift only, affine, elastic, all together) in interleaved order; each transform's calls
 are timed where the loader makes them, and the share is its seconds over the epoch without
 augmentation of the same round. The figures are medians over the rounds.

@@ -1,6 +1,6 @@
 """What a checkpoint costs: the time of writing one against the epoch it follows, and its size.
 
-The work: the `default` preset (784-512-256-10, dropout, shifts, one-cycle Adam, batch 128) trained
+The work: the `default` preset (784-512-256-10, dropout, shifts, one-cycle Adam, batch 256) trained
 on the full MNIST training split in a real run folder, as `digitnet train` does, for a few epochs.
 Each checkpoint's time is measured where the loop takes it (`Loop.save_checkpoint`: gathering the
 state, weights, Adam's moments, the generators, the loader's order, the history, and writing

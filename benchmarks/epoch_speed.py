@@ -4,7 +4,8 @@ Two pieces of work, each one epoch over the 60,000 MNIST training images (float3
 the 10,000 test images:
 
 - ``adam-128-64``: 784-128-64-10 ReLU, Adam (lr 1e-3), batch 64;
-- ``default``: the default preset's architecture, 784-512-256-10 ReLU, Adam, batch 128.
+- ``default``: the default preset's architecture, 784-512-256-10 ReLU, Adam, at batch 128, where the
+  targets were set (the preset itself now trains at batch 256).
 
 Contestants: digitnet; PyTorch (CPU); the **matrix-product floor**, the same network's matrix
 products and nothing else (forward ``a @ W``, backward ``aᵀ g`` and ``g Wᵀ``, each with ``out=``

@@ -74,14 +74,21 @@ def digitnet_runner(x, y, seed, sizes, batch):
     return epoch, infer
 
 
-def matmul_floor_runner(x, y, seed, sizes, batch):
-    """The network's matrix products alone, each into a buffer made once: the floor of an epoch."""
+def matmul_floor_runner(x, y, seed, sizes, batch, ws=None, dws=None, step=None):
+    """The network's matrix products alone, each into a buffer made once: the floor of an epoch.
+
+    ``ws`` are the weights and ``dws`` the arrays their gradients are written into (random ones made
+    here when left out); ``step``, when given, runs after each batch's products.
+    """
     rng = np.random.default_rng(seed)
-    ws = [rng.uniform(-1, 1, (a, b)).astype(np.float32) for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
+    if ws is None:
+        ws = [
+            rng.uniform(-1, 1, (a, b)).astype(np.float32) for a, b in zip(sizes[:-1], sizes[1:], strict=True)
+        ]
+        dws = [np.empty_like(w) for w in ws]
     acts = [np.empty((batch, n), np.float32) for n in sizes]  # each layer's output (and input)
     grads = [np.empty((batch, n), np.float32) for n in sizes]  # the gradient at each
-    dws = [np.empty_like(w) for w in ws]
-    grads[-1][...] = rng.uniform(-1, 1, grads[-1].shape)
+    grads[-1][...] = rng.uniform(-1, 1, grads[-1].shape) / batch
 
     def epoch():
         for start in range(0, len(x), batch):
@@ -94,6 +101,8 @@ def matmul_floor_runner(x, y, seed, sizes, batch):
                 np.matmul(a[k].T, g[k + 1], out=dws[k])
                 if k:
                     np.matmul(g[k + 1], ws[k].T, out=g[k])
+            if step is not None:
+                step()
 
     def infer(xt):
         a = xt
@@ -111,33 +120,10 @@ def adam_floor_runner(x, y, seed, sizes, batch):
     an optimiser step of ten whole-array passes over every parameter (the biases' gradients stay 0).
     """
     model = nn.mlp(sizes, rng=seed, init="torch_default")
-    opt = nn.Adam(model.parameters(), lr=LR)
+    opt = nn.Adam(model.parameters(), lr=LR)  # the weights are views of its flat buffer from here on
     layers = nn.linear_layers(model)
-    rng = np.random.default_rng(seed)
-    acts = [np.empty((batch, n), np.float32) for n in sizes]
-    grads = [np.empty((batch, n), np.float32) for n in sizes]
-    grads[-1][...] = rng.uniform(-1, 1, grads[-1].shape) / batch
-
-    def epoch():
-        for start in range(0, len(x), batch):
-            n = min(batch, len(x) - start)
-            a = [x[start : start + n]] + [buf[:n] for buf in acts[1:]]
-            g = [buf[:n] for buf in grads]
-            for k, layer in enumerate(layers):
-                np.matmul(a[k], layer.weight.data, out=a[k + 1])
-            for k in range(len(layers) - 1, -1, -1):
-                np.matmul(a[k].T, g[k + 1], out=layers[k].weight.grad)
-                if k:
-                    np.matmul(g[k + 1], layers[k].weight.data.T, out=g[k])
-            opt.step()
-
-    def infer(xt):
-        a = xt
-        for layer in layers:
-            a = np.matmul(a, layer.weight.data)
-        return a.argmax(1)
-
-    return epoch, infer
+    ws, dws = [layer.weight.data for layer in layers], [layer.weight.grad for layer in layers]
+    return matmul_floor_runner(x, y, seed, sizes, batch, ws, dws, opt.step)
 
 
 def bare_numpy_runner(x, y, seed, sizes, batch):

@@ -23,7 +23,9 @@ most 2.5x the floor for ``adam-128-64`` and 1.8x for ``default``; predicting 10,
 
 Run it with the BLAS kernel chosen by the machine, not forced:
 ``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/epoch_speed.py``
-(``make bench`` does that).
+(``make bench`` does that). Every contestant's process gets the ``OPENBLAS_THREAD_TIMEOUT`` that
+``import digitnet`` sets (its idle BLAS threads sleep soon instead of spinning; see
+``digitnet.threads``), unless the environment sets its own.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ import numpy as np
 from digitnet import nn
 from digitnet.data.datasets import load_dataset
 from digitnet.data.loader import DataLoader
+from digitnet.threads import BLAS_THREAD_TIMEOUT
 
 WORK = {  # name: (layer sizes, batch size)
     "adam-128-64": ([784, 128, 64, 10], 64),
@@ -252,7 +255,8 @@ def blas_kernel() -> str:
         return (
             ", ".join(
                 f"{i.get('internal_api')} {i.get('version')} {i.get('architecture')} kernel, "
-                f"{i.get('num_threads')} threads"
+                f"{i.get('num_threads')} threads, idle ones asleep after 2^"
+                f"{os.environ.get('OPENBLAS_THREAD_TIMEOUT', '28 (OpenBLAS default)')} cycles"
                 for i in info
             )
             or "unknown"
@@ -334,10 +338,14 @@ def main(argv=None) -> int:
     epoch_times = {run: [] for run in runs}
     infer_runs = {run: [] for run in runs}
     extra = {}
+    # Each worker imports NumPy before digitnet: give them all the OpenBLAS setting `import digitnet`
+    # makes in the command line (digitnet.threads.rest_idle_blas_threads).
+    env = dict(os.environ)
+    env.setdefault("OPENBLAS_THREAD_TIMEOUT", BLAS_THREAD_TIMEOUT)
     for _ in range(args.rounds):  # rounds interleave the contestants, so noise hits all alike
         for work, name in runs:
             cmd = [sys.executable, __file__, "--worker", name, "--work", work]
-            run = subprocess.run(cmd, capture_output=True, text=True)
+            run = subprocess.run(cmd, capture_output=True, text=True, env=env)
             if run.returncode != 0:
                 raise SystemExit(f"{name} failed:\n{run.stderr}")
             got = json.loads(run.stdout.strip().splitlines()[-1])

@@ -29,6 +29,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from scipy import ndimage
 
 from digitnet.errors import ConfigError
+from digitnet.threads import in_parts
 
 
 class _Scratch:
@@ -36,13 +37,24 @@ class _Scratch:
     shape and dtype stay the same. Reusing them spares the allocator and the page faults of new memory."""
 
     def __init__(self):
-        self.arrays = {}
+        self.arrays, self.parts, self.filled = {}, {}, None
 
     def __call__(self, name: str, shape: tuple, dtype=np.float32) -> np.ndarray:
+        return self.get(name, shape, dtype)[0]
+
+    def get(self, name: str, shape: tuple, dtype=np.float32) -> tuple[np.ndarray, bool]:
+        """The array, and whether it is new."""
         a = self.arrays.get(name)
         if a is None or a.shape != shape or a.dtype != dtype:
             a = self.arrays[name] = np.empty(shape, dtype)
-        return a
+            return a, True
+        return a, False
+
+    def part(self, i: int) -> _Scratch:
+        """The buffers of the ``i``-th part of a batch, each thread's own."""
+        if i not in self.parts:
+            self.parts[i] = _Scratch()
+        return self.parts[i]
 
 
 def _grid(side: int) -> np.ndarray:
@@ -54,17 +66,39 @@ def _grid(side: int) -> np.ndarray:
 def _sample(xb: np.ndarray, pts: np.ndarray, side: int, fill: float, scratch: _Scratch) -> np.ndarray:
     """Bilinear samples of each image at its own points: ``pts`` (2, B, side*side), centred (row, col).
 
+    A point outside an image reads ``fill``, one within a pixel of the border
+    blends with it (as ``map_coordinates``'s ``"grid-constant"`` mode does), and
+    integer points read their pixel exactly. Returns a new (B, side*side) array
+    of ``xb``'s dtype; ``pts`` is used up.
+
+    Each image is sampled on its own, so a batch is cut in parts that threads
+    sample at once (:func:`digitnet.threads.in_parts`): the result is the same
+    bit for bit however it is cut.
+    """
+    out = np.empty(xb.shape, xb.dtype)
+
+    def part(i, lo, hi):
+        _sample_into(xb[lo:hi], pts[:, lo:hi], side, fill, scratch.part(i), out[lo:hi])
+
+    in_parts(part, len(xb), PART_ROWS)
+    return out
+
+
+PART_ROWS = 64  # the fewest images a thread samples: below this, waking it costs more than it saves
+
+
+def _sample_into(xb: np.ndarray, pts: np.ndarray, side: int, fill: float, scratch: _Scratch, out: np.ndarray):
+    """:func:`_sample` of one part into ``out`` (B, side*side).
+
     The batch is padded with ``fill`` (one pixel before, two after) and read
-    with four gathers from its flat buffer: a point outside an image reads
-    ``fill``, one within a pixel of the border blends with it (as
-    ``map_coordinates``'s ``"grid-constant"`` mode does), and integer points
-    read their pixel exactly. Returns a new (B, side*side) array of ``xb``'s
-    dtype; ``pts`` is used up.
+    with four gathers from its flat buffer.
     """
     b, p, n = len(xb), side + 3, side * side
-    padded = scratch("padded", (b, p, p), xb.dtype)
-    padded[:, [0, -2, -1]] = fill
-    padded[:, :, [0, -2, -1]] = fill
+    padded, new = scratch.get("padded", (b, p, p), xb.dtype)
+    if new or scratch.filled != fill:  # the border is never written but here: fill it once
+        padded[:, [0, -2, -1]] = fill
+        padded[:, :, [0, -2, -1]] = fill
+        scratch.filled = fill
     padded[:, 1:-2, 1:-2] = xb.reshape(b, side, side)
     pts += np.float32((side - 1) / 2 + 1)  # in padded pixels from here on
     np.clip(pts, 0, side + 1, out=pts)  # rows and columns 0 and side + 1 are fill, and so is side + 2
@@ -80,7 +114,7 @@ def _sample(xb: np.ndarray, pts: np.ndarray, side: int, fill: float, scratch: _S
     top, right, below = (scratch(name, (b, n), xb.dtype) for name in ("top", "right", "below"))
     # Every index is inside ``flat`` (the points were clipped), so mode "wrap" never wraps: it is
     # the same gather, and NumPy's fastest (40% less time than the default "raise", measured).
-    out = np.take(flat, at, mode="wrap")
+    np.take(flat, at, out=out, mode="wrap")
     np.take(flat, np.add(at, 1, out=at), out=right, mode="wrap")
     right -= out
     right *= q
@@ -93,7 +127,6 @@ def _sample(xb: np.ndarray, pts: np.ndarray, side: int, fill: float, scratch: _S
     below -= out
     below *= r
     out += below  # top + (bottom - top) fr
-    return out
 
 
 MAX_TEST_TIME_SHIFT = 3  # test-time views are (2 m + 1)^2 copies of every image: 49 at most

@@ -26,6 +26,7 @@ import numpy as np
 from digitnet.errors import ConfigError
 from digitnet.nn import rules
 from digitnet.nn.module import flatten_parameters
+from digitnet.threads import in_parts
 
 
 class Optimizer:
@@ -45,6 +46,7 @@ class Optimizer:
         Decoupled decay rate.
     """
 
+    PART = 1 << 17  # the fewest weights a thread updates: below this, waking it costs more than it saves
     BUFFERS: tuple[str, ...] = ()  # attributes holding running averages (None when unused)
     HYPER: tuple[str, ...] = ()  # the subclass's own hyperparameters, for state_dict
 
@@ -79,9 +81,12 @@ class Optimizer:
             self.grad[:nd] += tmp  # g <- g + (lam/m) W
         if self.weight_decay:
             self.data[:nd] *= 1.0 - self.lr * self.weight_decay
-        self.update(self.data, self.grad)
+        in_parts(self._update_part, len(self.data), self.PART)
         if self.t % 64 == 0:
             self.flush_subnormals()
+
+    def _update_part(self, i: int, lo: int, hi: int) -> None:
+        self.update(self.data[lo:hi], self.grad[lo:hi], slice(lo, hi))
 
     def flush_subnormals(self) -> None:
         """Set running averages smaller than 1e-30 to exactly zero.
@@ -176,7 +181,12 @@ class Optimizer:
             buffer[...] = given[key]
         self.t, self.lr = int(t), float(lr)
 
-    def update(self, p: np.ndarray, g: np.ndarray) -> None:
+    def update(self, p: np.ndarray, g: np.ndarray, part: slice = slice(None)) -> None:
+        """Update the parameters ``p`` from their gradients ``g``, the slice ``part`` of the flat buffers.
+
+        :meth:`step` calls it on a few slices at once (:func:`digitnet.threads.in_parts`); every
+        element's arithmetic is the same whatever the slice, so the result is too.
+        """
         raise NotImplementedError
 
     def __repr__(self):
@@ -200,10 +210,10 @@ class SGD(Optimizer):
         self.momentum, self.nesterov = momentum, nesterov
         self.velocity = np.zeros_like(self.data) if momentum else None
 
-    def update(self, p, g):
-        t = self._tmp
+    def update(self, p, g, part=slice(None)):
+        t = self._tmp[part]
         if self.momentum:
-            v = self.velocity
+            v = self.velocity[part]
             v *= self.momentum
             v += g
             if self.nesterov:
@@ -237,9 +247,9 @@ class Adam(Optimizer):
         self.m = np.zeros_like(self.data)
         self.v = np.zeros_like(self.data)
 
-    def update(self, p, g):
+    def update(self, p, g, part=slice(None)):
         b1, b2 = self.betas
-        m, v, t = self.m, self.v, self._tmp
+        m, v, t = self.m[part], self.v[part], self._tmp[part]
         # m and v are kept divided by (1 - b1) and (1 - b2): the same information,
         # two fewer passes over the buffers a step (a step here is memory-bound).
         m *= b1
@@ -284,8 +294,8 @@ class RMSProp(Optimizer):
         self.square_avg = np.zeros_like(self.data)
         self.buffer = np.zeros_like(self.data) if momentum else None
 
-    def update(self, p, g):
-        s, t = self.square_avg, self._tmp
+    def update(self, p, g, part=slice(None)):
+        s, t = self.square_avg[part], self._tmp[part]
         s *= self.alpha
         np.multiply(g, g, out=t)
         t *= 1 - self.alpha
@@ -294,9 +304,10 @@ class RMSProp(Optimizer):
         t += self.eps
         np.divide(g, t, out=t)  # g / (sqrt(s) + eps)
         if self.momentum:
-            self.buffer *= self.momentum
-            self.buffer += t
-            np.multiply(self.buffer, self.lr, out=t)
+            b = self.buffer[part]
+            b *= self.momentum
+            b += t
+            np.multiply(b, self.lr, out=t)
         else:
             t *= self.lr
         p -= t

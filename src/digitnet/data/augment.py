@@ -111,16 +111,18 @@ def _sample_into(xb: np.ndarray, pts: np.ndarray, side: int, fill: float, scratc
     np.copyto(at, r0, casting="unsafe")  # flat index of each top-left neighbour
     at += (np.arange(b) * (p * p))[:, None]
     flat = padded.reshape(-1)
-    top, right, below = (scratch(name, (b, n), xb.dtype) for name in ("top", "right", "below"))
-    # Every index is inside ``flat`` (the points were clipped), so mode "wrap" never wraps: it is
-    # the same gather, and NumPy's fastest (40% less time than the default "raise", measured).
+    right, below, top = (scratch(name, (b, n), xb.dtype) for name in ("right", "below", "top"))
+    # The neighbours at the right, below and below right are the same indices into the buffer
+    # read from 1, p and p + 1 elements on. Every index is inside each (the points were clipped),
+    # so mode "wrap" never wraps: it is the same gather, and NumPy's fastest (40% less time than
+    # the default "raise", measured).
     np.take(flat, at, out=out, mode="wrap")
-    np.take(flat, np.add(at, 1, out=at), out=right, mode="wrap")
+    np.take(flat[1:], at, out=right, mode="wrap")
     right -= out
     right *= q
     out += right  # the top row: v00 + (v01 - v00) fq
-    np.take(flat, np.add(at, p, out=at), out=below, mode="wrap")
-    np.take(flat, np.subtract(at, 1, out=at), out=top, mode="wrap")
+    np.take(flat[p + 1 :], at, out=below, mode="wrap")
+    np.take(flat[p:], at, out=top, mode="wrap")
     below -= top
     below *= q
     below += top  # the bottom row: v10 + (v11 - v10) fq

@@ -1,4 +1,4 @@
-"""Splitting element-wise work across the cores: the one place digitnet runs threads.
+"""Splitting element-wise work across the cores, and keeping OpenBLAS's idle threads off them.
 
 Some steps of training touch every element of a big array once or a few times and do nothing else:
 the optimiser's update of all the weights, the resampling of an augmented batch. One core does them

@@ -102,8 +102,10 @@ def _sample_into(xb: np.ndarray, pts: np.ndarray, side: int, fill: float, scratc
     padded[:, 1:-2, 1:-2] = xb.reshape(b, side, side)
     pts += np.float32((side - 1) / 2 + 1)  # in padded pixels from here on
     np.clip(pts, 0, side + 1, out=pts)  # rows and columns 0 and side + 1 are fill, and so is side + 2
-    whole = np.floor(pts, out=scratch("whole", pts.shape))  # the pixel before each point
-    pts -= whole  # the fraction of the way to the next pixel
+    # The pixel before each point and the fraction of the way to the next, in one pass: for points
+    # at or above 0, modf's parts are floor(x) and x - floor(x), exactly.
+    whole = scratch("whole", pts.shape)
+    np.modf(pts, out=(pts, whole))
     (r, q), (r0, q0) = pts, whole
     r0 *= p
     r0 += q0

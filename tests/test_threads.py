@@ -102,3 +102,16 @@ def test_importing_digitnet_first_puts_openblas_idle_threads_to_rest():
     env["OPENBLAS_THREAD_TIMEOUT"] = "20"
     got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert got.stdout.strip() == "20"
+
+
+def test_a_processs_share_of_the_machine_caps_the_parts():
+    previous = threads.share(1)
+    try:
+        assert threads.cores() == 1
+        assert threads.parts(1_000_000, 1) == [(0, 1_000_000)]
+        ran = []
+        threads.in_parts(lambda i, lo, hi: ran.append((i, lo, hi, threading.get_ident())), 1_000_000, 1)
+        assert ran == [(0, 0, 1_000_000, threading.get_ident())]
+    finally:
+        assert threads.share(previous) == 1
+    assert threads.cores() == min(threads.MAX_THREADS, len(os.sched_getaffinity(0)))

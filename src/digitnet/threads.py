@@ -21,15 +21,27 @@ BLAS_THREAD_TIMEOUT = "16"  # OpenBLAS's idle threads wait 2^16 cycles (25 µs a
 
 _pool = None
 _lock = threading.Lock()
+_share = None  # the most threads this process's share of the machine allows (None: all its cores)
 
 
 def cores() -> int:
-    """The cores this process may run on (at most :data:`MAX_THREADS`)."""
+    """The cores this process may run on (at most :data:`MAX_THREADS`, and at most its :func:`share`)."""
     try:
         n = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         n = os.cpu_count() or 1
-    return max(1, min(MAX_THREADS, n))
+    return max(1, min(MAX_THREADS, n, _share or n))
+
+
+def share(threads: int | None) -> int | None:
+    """Use at most ``threads`` threads from now on (None: all the cores); returns the previous share.
+
+    For a process that shares the machine with others, as a tuning worker does: it takes the same
+    share of the cores for this work as it does of the BLAS threads.
+    """
+    global _share
+    previous, _share = _share, threads
+    return previous
 
 
 def parts(n: int, smallest: int) -> list[tuple[int, int]]:

@@ -45,6 +45,7 @@ import numpy as np
 from digitnet import modelfile, runs
 from digitnet.data.datasets import Dataset, train_val_split
 from digitnet.errors import ConfigError, DigitnetError
+from digitnet.threads import share as share_cores
 from digitnet.training import TrainResult, train
 from digitnet.tune.results import Results
 from digitnet.tune.space import decode_params, trial_config
@@ -257,6 +258,7 @@ def _start_worker(name: str, class_names: list, folder: str, threads: int) -> No
     _DATA = TrialData(name, class_names, x, y)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # between trials; during one, fit() stops at the batch's end
     threadpool_limits(threads)
+    share_cores(threads)  # and as many for the element-wise work split across cores
 
 
 def _local_trial(number, params, base, study):
@@ -361,8 +363,13 @@ def _dask_trial(number, params, base, data, study, host_threads):
 
     worker = get_worker()
     sharing = host_threads.get(_host(worker.address), worker.state.nthreads)
-    with threadpool_limits(max(1, len(os.sched_getaffinity(0)) // max(1, sharing))), freed_memory_reused():
-        return run_trial(number, params, base, data, study)
+    threads = max(1, len(os.sched_getaffinity(0)) // max(1, sharing))
+    previous = share_cores(threads)
+    try:
+        with threadpool_limits(threads), freed_memory_reused():
+            return run_trial(number, params, base, data, study)
+    finally:
+        share_cores(previous)
 
 
 # glibc's mallopt parameters

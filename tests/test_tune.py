@@ -240,6 +240,39 @@ def test_ctrl_c_keeps_finished_trials_and_resume_runs_only_the_rest(tmp_path):
     assert (out / "model.npz").exists()
 
 
+def test_a_ctrl_c_during_a_read_of_the_study_is_acted_on_after_it(mnist, tmp_path, monkeypatch):
+    # Raised inside the study's database calls, a KeyboardInterrupt can leave a read's lock held, and
+    # the interrupted trials' records then wait on it for the database's whole timeout (60 s).
+    spec = SearchSpec(space={"l2": "0,1,2,3,4,5"}, preset="wide-512", epochs=3, subset=3000).validate()
+    results = Results.create(tmp_path / "search", spec)
+    data, _ = search_data(mnist, spec.subset, spec.seed)
+    storage = results.study._storage
+    read, armed, reads = storage.get_all_trials, [], []
+
+    def get_all_trials(*args, **kwargs):
+        if armed and not reads:  # Ctrl-C, with the read under way
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # the signal's handler runs here, before the read is done
+            reads.append("done" if (found := read(*args, **kwargs)) is not None else "failed")
+            return found
+        return read(*args, **kwargs)
+
+    monkeypatch.setattr(storage, "get_all_trials", get_all_trials)
+    t0 = time.perf_counter()
+    try:
+        outcome = run_search(results, data, workers=2, on_result=lambda record: armed.append(record))
+    except KeyboardInterrupt:
+        pytest.fail("the Ctrl-C was raised inside the read and escaped the search")
+    assert reads == ["done"] and outcome.interrupted
+    assert time.perf_counter() - t0 < 30
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+    found = results.records
+    ok = [n for n, r in found.items() if r["status"] == "ok"]
+    assert 1 <= len(ok) < 6 and {r["status"] for r in found.values()} <= {"ok", "interrupted"}
+    saved = json.loads((tmp_path / "search" / "results.json").read_text())
+    assert {t["trial"]: t["status"] for t in saved["trials"]} == {n: r["status"] for n, r in found.items()}
+
+
 def _session_alive(sid: int) -> list[str]:
     """The command lines of the live processes in session ``sid``, after up to 5 s for them to end."""
     deadline = time.monotonic() + 5

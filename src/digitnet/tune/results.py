@@ -358,20 +358,50 @@ class Results:
         return out.getvalue()
 
 
+class CtrlC:
+    """A SIGINT handler that notes a Ctrl-C instead of raising it; :attr:`pressed` says whether one came.
+
+    A search's coordinating loop runs under it (:func:`ctrl_c_noted`) and looks at :attr:`pressed`
+    between its steps. Raised wherever the loop happens to be, a KeyboardInterrupt can stop the
+    study's database in the middle of a read and leave that read's lock held, so that the next
+    write (the interrupted trials' records) waits on it for the database's whole timeout; or stop
+    the process pool half way through handing out a trial.
+    """
+
+    def __init__(self):
+        self.pressed = False
+
+    def __call__(self, signum, frame):
+        self.pressed = True
+
+
+@contextmanager
+def ctrl_c_noted():
+    """Run the block with :class:`CtrlC` as the SIGINT handler; yields it (never pressed outside the main thread)."""
+    noted = CtrlC()
+    if threading.current_thread() is not threading.main_thread():
+        yield noted
+        return
+    previous = signal.signal(signal.SIGINT, noted)
+    try:
+        yield noted
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 @contextmanager
 def ctrl_c_after():
     """Hold a Ctrl-C back until the block ends, so that a trial is never half asked for or half told.
 
-    Outside the main thread (where signals cannot be handled) the block just runs.
+    Under :func:`ctrl_c_noted` the Ctrl-C is left to the handler there, which notes it; outside the
+    main thread (where signals cannot be handled) the block just runs.
     """
-    if threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread() or isinstance(
+        signal.getsignal(signal.SIGINT), CtrlC
+    ):
         yield
         return
-    caught = []
-    previous = signal.signal(signal.SIGINT, lambda *a: caught.append(a))
-    try:
+    with ctrl_c_noted() as noted:
         yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if caught:
+    if noted.pressed:
         raise KeyboardInterrupt

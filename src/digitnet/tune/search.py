@@ -19,7 +19,8 @@ and is pruned there (:class:`~digitnet.tune.trial.Report`):
 A local worker that dies takes every trial it was running with it, and the
 process pool with it: the trials that were running are then tried again one at
 a time, so the one that kills its worker even alone is recorded as failed and
-the others finish. Ctrl-C stops the search; what finished is on disk.
+the others finish. Ctrl-C is noted and stops the search between its steps
+(:class:`~digitnet.tune.results.CtrlC` says why); what finished is on disk.
 :func:`refit` then trains the best configuration on training + validation
 data and measures it on the test set, the only time the search touches it.
 """
@@ -47,7 +48,7 @@ from digitnet.data.datasets import Dataset, train_val_split
 from digitnet.errors import ConfigError, DigitnetError
 from digitnet.threads import share as share_cores
 from digitnet.training import TrainResult, train
-from digitnet.tune.results import Results
+from digitnet.tune.results import Results, ctrl_c_noted
 from digitnet.tune.space import decode_params, trial_config
 from digitnet.tune.trial import FAILED, INTERRUPTED, StudyTrial, TrialData, run_trial, trial_cost
 
@@ -84,6 +85,9 @@ class SearchOutcome:
     interrupted: bool
     seconds: float
     backend: str
+
+
+POLL = 0.1  # seconds a backend's wait() returns after with nothing, for the loop to see a Ctrl-C
 
 
 class WorkerLost(Exception):
@@ -141,50 +145,55 @@ def run_search(
         if on_submit:
             on_submit(trial.number, params)
 
-    try:
-        while True:
-            if backend.broken and not running:
-                backend.restart()
-            if not backend.broken:
-                if suspects:
-                    if not running:
-                        submit(*suspects.popleft(), isolated=True)
-                else:
-                    while len(running) < backend.slots() and asked < total and results.more():
-                        trial = results.ask()
-                        if trial is None:  # another command took the last queued trial
-                            break
-                        asked += 1
-                        submit(trial, decode_params(trial.params), isolated=backend.slots() == 1)
-            if not running and not suspects:
-                break
-            stop = False
-            for handle, outcome in backend.wait(list(running)):
-                trial, params, isolated = running.pop(handle)
-                if isinstance(outcome, WorkerLost) and not isolated:
-                    suspects = deque(sorted([*suspects, (trial, params)], key=lambda t: t[0].number))
-                    continue
-                if isinstance(outcome, BaseException):
-                    outcome = _unfinished(trial.number, params, FAILED, str(outcome))
-                if outcome["status"] == INTERRUPTED:  # the worker saw Ctrl-C too: it is not done
-                    outcome["reason"] = "interrupted: --resume runs it again"
+    with ctrl_c_noted() as ctrl_c:  # acted on between the loop's steps: CtrlC says why
+        try:
+            while True:
+                if ctrl_c.pressed:
+                    raise KeyboardInterrupt
+                if backend.broken and not running:
+                    backend.restart()
+                if not backend.broken:
+                    if suspects:
+                        if not running:
+                            submit(*suspects.popleft(), isolated=True)
+                    else:
+                        while len(running) < backend.slots() and asked < total and results.more():
+                            trial = results.ask()
+                            if trial is None:  # another command took the last queued trial
+                                break
+                            asked += 1
+                            submit(trial, decode_params(trial.params), isolated=backend.slots() == 1)
+                if not running and not suspects:
+                    break
+                stop = False
+                for handle, outcome in backend.wait(list(running)):
+                    trial, params, isolated = running.pop(handle)
+                    if isinstance(outcome, WorkerLost) and not isolated:
+                        suspects = deque(sorted([*suspects, (trial, params)], key=lambda t: t[0].number))
+                        continue
+                    if isinstance(outcome, BaseException):
+                        outcome = _unfinished(trial.number, params, FAILED, str(outcome))
+                    if outcome["status"] == INTERRUPTED:  # the worker saw Ctrl-C too: it is not done
+                        outcome["reason"] = "interrupted: --resume runs it again"
+                        results.tell(trial, outcome)
+                        stop = True
+                        continue
                     results.tell(trial, outcome)
-                    stop = True
-                    continue
-                results.tell(trial, outcome)
-                ran += 1
-                if on_result:
-                    on_result(results.records[trial.number])
-            if stop:
-                raise KeyboardInterrupt
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        backend.close(kill=interrupted or bool(running))
-        for trial, params in [(t, p) for t, p, _ in running.values()] + list(suspects):
-            results.tell(
-                trial, _unfinished(trial.number, params, INTERRUPTED, "interrupted: --resume runs it again")
-            )
+                    ran += 1
+                    if on_result:
+                        on_result(results.records[trial.number])
+                if stop:
+                    raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            backend.close(kill=interrupted or bool(running))
+            for trial, params in [(t, p) for t, p, _ in running.values()] + list(suspects):
+                results.tell(
+                    trial,
+                    _unfinished(trial.number, params, INTERRUPTED, "interrupted: --resume runs it again"),
+                )
+        interrupted = interrupted or ctrl_c.pressed
     return SearchOutcome(ran, total, interrupted, time.perf_counter() - started, backend.name)
 
 
@@ -324,7 +333,7 @@ class LocalProcesses:
             return self.executor.submit(_local_trial, number, params, base, study)
 
     def wait(self, handles):
-        done, _ = wait(handles, return_when=FIRST_COMPLETED)
+        done, _ = wait(handles, timeout=POLL, return_when=FIRST_COMPLETED)
         out = []
         for future in done:
             try:
@@ -470,7 +479,9 @@ class DaskCluster:
         return future
 
     def wait(self, handles):
-        ready = [next(self.done)] + self.done.next_batch(block=False)
+        ready = self.done.next_batch(block=False)
+        if not ready:
+            time.sleep(POLL)
         out = []
         for future in ready:
             try:

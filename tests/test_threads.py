@@ -115,3 +115,49 @@ def test_a_processs_share_of_the_machine_caps_the_parts():
     finally:
         assert threads.share(previous) == 1
     assert threads.cores() == min(threads.MAX_THREADS, len(os.sched_getaffinity(0)))
+
+
+FORKED = """
+import multiprocessing as mp
+import numpy as np
+import digitnet.threads as threads
+from digitnet import nn
+
+threads.cores = lambda: 4  # four slices of the optimiser step, whatever this machine has
+
+
+def steps():
+    model = nn.mlp([784, 512, 256, 10], rng=0)
+    opt, loss = nn.Adam(model.parameters(), lr=1e-3), nn.SoftmaxCrossEntropy()
+    rng = np.random.default_rng(1)
+    x, y = rng.random((128, 784), dtype=np.float32), rng.integers(0, 10, 128)
+    for _ in range(2):
+        opt.zero_grad()
+        loss.forward(model.forward(x), y)
+        model.backward(loss.backward(), input_grad=False)
+        opt.step()
+    return opt.data
+
+
+def child(conn):
+    conn.send_bytes(steps().tobytes())
+
+
+here = steps()  # this process's pool and its threads exist from here on
+fork = mp.get_context("fork")
+mine, theirs = fork.Pipe()
+p = fork.Process(target=child, args=(theirs,))
+p.start()
+if not mine.poll(60):
+    print("no answer")
+else:
+    print("the same step" if mine.recv_bytes() == here.tobytes() else "another step")
+p.kill()
+"""
+
+
+def test_a_forked_child_splits_its_work_in_threads_of_its_own():
+    # the child inherits the parent's pool but none of its threads: handed to it, its slices would wait forever
+    got = subprocess.run([sys.executable, "-c", FORKED], capture_output=True, text=True, timeout=120)
+    assert got.returncode == 0, got.stderr
+    assert got.stdout.strip() == "the same step"

@@ -89,3 +89,17 @@ def _executor() -> ThreadPoolExecutor:
         if _pool is None:
             _pool = ThreadPoolExecutor(max_workers=MAX_THREADS - 1, thread_name_prefix="digitnet")
         return _pool
+
+
+def _forget_pool_in_child() -> None:
+    """A forked child has none of its parent's threads: it starts a pool of its own when it needs one.
+
+    Without this it would hand its slices to the pool it inherited, whose threads do not exist in
+    the child, and wait for them forever.
+    """
+    global _pool, _lock
+    _pool, _lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_in_child)

@@ -104,10 +104,15 @@ def test_importing_digitnet_first_puts_openblas_idle_threads_to_rest():
     assert got.stdout.strip() == "20"
 
 
-def test_a_processs_share_of_the_machine_caps_the_parts():
+def test_a_threads_share_of_the_machine_caps_its_parts_and_no_other_threads():
     previous = threads.share(1)
     try:
         assert threads.cores() == 1
+        elsewhere = []
+        other = threading.Thread(target=lambda: elsewhere.append(threads.cores()))
+        other.start()
+        other.join()
+        assert elsewhere == [min(threads.MAX_THREADS, len(os.sched_getaffinity(0)))]
         assert threads.parts(1_000_000, 1) == [(0, 1_000_000)]
         ran = []
         threads.in_parts(lambda i, lo, hi: ran.append((i, lo, hi, threading.get_ident())), 1_000_000, 1)

@@ -21,26 +21,27 @@ BLAS_THREAD_TIMEOUT = "16"  # OpenBLAS's idle threads wait 2^16 cycles (25 µs a
 
 _pool = None
 _lock = threading.Lock()
-_share = None  # the most threads this process's share of the machine allows (None: all its cores)
+_share = threading.local()  # .threads: the most a thread's share of the machine allows (unset: all its cores)
 
 
 def cores() -> int:
-    """The cores this process may run on (at most :data:`MAX_THREADS`, and at most its :func:`share`)."""
+    """The cores this process may run on (at most :data:`MAX_THREADS`, and at most this thread's :func:`share`)."""
     try:
         n = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         n = os.cpu_count() or 1
-    return max(1, min(MAX_THREADS, n, _share or n))
+    return max(1, min(MAX_THREADS, n, getattr(_share, "threads", None) or n))
 
 
 def share(threads: int | None) -> int | None:
-    """Use at most ``threads`` threads from now on (None: all the cores); returns the previous share.
+    """Split the work this thread hands out in at most ``threads`` parts from now on (None: one per core).
 
-    For a process that shares the machine with others, as a tuning worker does: it takes the same
-    share of the cores for this work as it does of the BLAS threads.
+    Returns the previous share. For work that shares the machine with other work, as a tuning trial
+    does: it takes the same share of the cores for this work as it does of the BLAS threads. Each
+    thread has its own, so trials running side by side in one process's threads (as on a Dask
+    worker) each set and put back their own.
     """
-    global _share
-    previous, _share = _share, threads
+    previous, _share.threads = getattr(_share, "threads", None), threads
     return previous
 
 

@@ -147,26 +147,30 @@ def run_search(
 
     with ctrl_c_noted() as ctrl_c:  # acted on between the loop's steps: CtrlC says why
         try:
+            changed = True  # a trial came back since trials were last handed out (or none were yet)
             while True:
                 if ctrl_c.pressed:
                     raise KeyboardInterrupt
-                if backend.broken and not running:
-                    backend.restart()
-                if not backend.broken:
-                    if suspects:
-                        if not running:
-                            submit(*suspects.popleft(), isolated=True)
-                    else:
-                        while len(running) < backend.slots() and asked < total and results.more():
-                            trial = results.ask()
-                            if trial is None:  # another command took the last queued trial
-                                break
-                            asked += 1
-                            submit(trial, decode_params(trial.params), isolated=backend.slots() == 1)
-                if not running and not suspects:
-                    break
+                if changed:
+                    if backend.broken and not running:
+                        backend.restart()
+                    if not backend.broken:
+                        if suspects:
+                            if not running:
+                                submit(*suspects.popleft(), isolated=True)
+                        else:
+                            while len(running) < backend.slots() and asked < total and results.more():
+                                trial = results.ask()
+                                if trial is None:  # another command took the last queued trial
+                                    break
+                                asked += 1
+                                submit(trial, decode_params(trial.params), isolated=backend.slots() == 1)
+                    if not running and not suspects:
+                        break
                 stop = False
-                for handle, outcome in backend.wait(list(running)):
+                outcomes = backend.wait(list(running))
+                changed = bool(outcomes) or not running
+                for handle, outcome in outcomes:
                     trial, params, isolated = running.pop(handle)
                     if isinstance(outcome, WorkerLost) and not isolated:
                         suspects = deque(sorted([*suspects, (trial, params)], key=lambda t: t[0].number))

@@ -145,6 +145,24 @@ def run_search(
         if on_submit:
             on_submit(trial.number, params)
 
+    def hand_out():
+        """Fill the free slots: a suspect alone when one waits, else new trials from the study."""
+        nonlocal asked
+        if backend.broken and not running:
+            backend.restart()
+        if backend.broken:
+            return
+        if suspects:
+            if not running:
+                submit(*suspects.popleft(), isolated=True)
+            return
+        while len(running) < backend.slots() and asked < total and results.more():
+            trial = results.ask()
+            if trial is None:  # another command took the last queued trial
+                break
+            asked += 1
+            submit(trial, decode_params(trial.params), isolated=backend.slots() == 1)
+
     with ctrl_c_noted() as ctrl_c:  # acted on between the loop's steps: CtrlC says why
         try:
             changed = True  # a trial came back since trials were last handed out (or none were yet)
@@ -152,19 +170,7 @@ def run_search(
                 if ctrl_c.pressed:
                     raise KeyboardInterrupt
                 if changed:
-                    if backend.broken and not running:
-                        backend.restart()
-                    if not backend.broken:
-                        if suspects:
-                            if not running:
-                                submit(*suspects.popleft(), isolated=True)
-                        else:
-                            while len(running) < backend.slots() and asked < total and results.more():
-                                trial = results.ask()
-                                if trial is None:  # another command took the last queued trial
-                                    break
-                                asked += 1
-                                submit(trial, decode_params(trial.params), isolated=backend.slots() == 1)
+                    hand_out()
                     if not running and not suspects:
                         break
                 stop = False

@@ -29,7 +29,9 @@ bench: $(VENV)/.installed-bench
 FUZZ_SECONDS ?= 3600
 fuzz: $(VENV)/.installed-fuzz
 	$(BIN)/python fuzz/fuzz_readers.py --seed fuzz/corpus
-	$(BIN)/python fuzz/fuzz_readers.py -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=1024 -timeout=10 fuzz/corpus
+	mkdir -p fuzz/artifacts
+	$(BIN)/python fuzz/fuzz_readers.py -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=1024 -timeout=10 \
+		-artifact_prefix=fuzz/artifacts/ fuzz/corpus
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

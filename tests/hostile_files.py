@@ -49,6 +49,7 @@ EXPECT = {
     "long-line": "longer than",
     "npz-object": "pickled",
     "-npy-": "claims",
+    "zero-of-huge": "no array can have",
     "method-99": "compression method",
     "version-16.5": "version 16.5",
     "zip-truncated": "",
@@ -458,6 +459,45 @@ def _huge_npy_kinds():
     return kinds
 
 
+def _zero_of_huge_kinds():
+    """A 0 among dimensions too large for any array: no values, so no byte count catches it, and NumPy
+    refuses the shape (the fuzzer's first find was an IDX file of (2**32 - 1, 0, 2**32 - 1))."""
+    zero_of_huge = (2**32 - 1, 0, 2**32 - 1)
+    header = {"descr": "|u1", "fortran_order": False, "shape": zero_of_huge}
+    weights = {"descr": "<f4", "fortran_order": False, "shape": zero_of_huge}
+    params = {**tiny_model_arrays(), "param/0.weight": npy(header=weights, data=b"")}
+    tensor = tensor_pickle("0", 0, zero_of_huge)
+    return [
+        Hostile(
+            "data-idx-zero-of-huge",
+            "data",
+            _idx_folder("data-idx-zero-of-huge", idx(zero_of_huge, data=b""), idx((5,))),
+        ),
+        Hostile(
+            "data-npy-zero-of-huge.npz",
+            "data",
+            _file("data-npy-zero-of-huge.npz", data_npz(**{"x_train.npy": npy(header=header, data=b"")})),
+        ),
+        Hostile(
+            "model-npy-zero-of-huge.npz",
+            "model",
+            _file("model-npy-zero-of-huge.npz", model_npz(arrays=params)),
+        ),
+        Hostile(
+            "torch-zero-of-huge.pth",
+            "torch",
+            _file(
+                "torch-zero-of-huge.pth",
+                pth(
+                    {},
+                    pickled=b"\x80\x02" + ORDERED_DICT + b"(" + _str("w") + tensor + b"u.",
+                    storages={"archive/data/0": b""},
+                ),
+            ),
+        ),
+    ]
+
+
 def _zip_kinds():
     kinds = []
     valid = {"data": data_npz(), "model": model_npz(), "torch": pth(TINY)}
@@ -696,6 +736,7 @@ def kinds() -> list[Hostile]:
             _file("data-npz-object.npz", data_npz(**{"x_train.npy": _object_npy()})),
         ),
         *_huge_npy_kinds(),
+        *_zero_of_huge_kinds(),
         *_zip_kinds(),
         *_metadata_kinds(),
         *_pickle_kinds(),

@@ -327,6 +327,7 @@ def parse_idx(data: bytes, where: str) -> np.ndarray:
     dtype = IDX_DTYPES[code]
     expected = start + math.prod(dims) * dtype.itemsize
     check_declared(expected, where, DataError)
+    check_empty_shape(dims, dtype.itemsize, where)
     if len(data) < expected:
         raise DataError(
             f"{where} is truncated: its header promises {dims} values of {dtype.name} "
@@ -376,6 +377,22 @@ def check_declared(nbytes: int, where: str, error=DataError, limit: int = MAX_AR
         raise error(
             f"{where} claims {nbytes:,} bytes of data, more than the {limit:,} digitnet reads from one "
             "file: it is damaged or crafted"
+        )
+
+
+def check_empty_shape(
+    shape, itemsize: int, where: str, error=DataError, limit: int = MAX_ARRAY_BYTES
+) -> None:
+    """Raise ``error`` if ``shape`` has a 0 among dimensions no array could have.
+
+    Such a shape holds no values, so its bytes pass :func:`check_declared`, but NumPy refuses to make
+    it: it checks the other dimensions as if the 0 were 1 (``(2**32 - 1, 0, 2**32 - 1)`` is "too
+    big"). A header declaring one is bounded here by the bytes those other dimensions would take.
+    """
+    if 0 in shape and math.prod(d for d in shape if d) * itemsize > limit:
+        raise error(
+            f"{where} declares the shape {tuple(shape)}: no values, but dimensions no array can have; "
+            "it is damaged or crafted"
         )
 
 
@@ -640,6 +657,7 @@ class NpzReader:
             with self.zip.open(self.members[key]) as fh:
                 shape, fortran, dtype = self._header(fh, where)
                 nbytes = math.prod(shape) * dtype.itemsize
+                check_empty_shape(shape, dtype.itemsize, where, self.error, cap)
                 present = self.members[key].file_size - fh.tell()
                 if nbytes > cap:
                     raise self.error(

@@ -48,7 +48,14 @@ from pathlib import Path
 
 import numpy as np
 
-from digitnet.data.formats import MAX_ARRAY_BYTES, ZIP_ERRORS, first_line, read_exactly, read_upto
+from digitnet.data.formats import (
+    MAX_ARRAY_BYTES,
+    ZIP_ERRORS,
+    check_empty_shape,
+    first_line,
+    read_exactly,
+    read_upto,
+)
 from digitnet.errors import ModelFileError
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
@@ -188,6 +195,7 @@ class Tensor:
                 raise ModelFileError(f"a tensor has an impossible {name} {SHORT.repr(value)}")
         if len(size) != len(stride):
             raise ModelFileError(f"a tensor has size {SHORT.repr(size)} but stride {SHORT.repr(stride)}")
+        check_empty_shape(size, storage.type.dtype.itemsize, "a tensor", ModelFileError)
         if int(np.prod(size, dtype=np.float64)) > storage.numel:
             raise ModelFileError(
                 f"a tensor of size {size} has more elements than its storage ({storage.numel}): "

@@ -13,9 +13,11 @@ import hashlib
 import json
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import time
+import zipfile
 
 import numpy as np
 import pytest
@@ -232,10 +234,29 @@ def _bloated(folder):
     np.savez_compressed(path, **arrays, padding=np.zeros(2**23))
 
 
+def _crafted_header(shape):
+    """A checkpoint whose first weight array's .npy header declares ``shape`` and holds no bytes."""
+
+    def damage(folder):
+        path = folder / "checkpoint.npz"
+        with zipfile.ZipFile(path) as z:
+            members = {info.filename: z.read(info) for info in z.infolist()}
+        text = repr({"descr": "<f4", "fortran_order": False, "shape": shape}).encode("latin1")
+        text += b" " * (63 - (10 + len(text)) % 64) + b"\n"
+        members["a0.npy"] = b"\x93NUMPY\x01\x00" + struct.pack("<H", len(text)) + text
+        with zipfile.ZipFile(path, "w") as z:
+            for name, data in members.items():
+                z.writestr(name, data)
+
+    return damage
+
+
 @pytest.mark.parametrize(
     "damage, args, fragment",
     [
         (_bloated, [], "more than a checkpoint of this network"),
+        (_crafted_header((10**12,)), [], "claims 4,000,000,000,000 bytes"),  # was a MemoryError
+        (_crafted_header((2**40, 0, 2**40)), [], "no array can have"),
         (_truncate, [], "is damaged"),
         (_scramble, [], "checkpoint.npz"),
         (_other_version, [], "checkpoint format version 99"),

@@ -47,7 +47,7 @@ import numpy as np
 
 from digitnet import modelfile
 from digitnet.data.datasets import Dataset
-from digitnet.data.formats import atomic_path, first_line, json_default
+from digitnet.data.formats import NpzReader, atomic_path, first_line, json_default
 from digitnet.diagnostics import Diagnostics
 from digitnet.errors import ConfigError, DataError, DigitnetError, ModelFileError
 from digitnet.training import Callback, History, TrainConfig, TrainingDiverged, TrainResult, train
@@ -382,8 +382,9 @@ class Run:
                     f"{path} holds {total:,} bytes, more than a checkpoint of this network "
                     f"can ({budget:,}): it is not this run's checkpoint"
                 )
-            with np.load(path, allow_pickle=False) as z:
-                arrays = {key: z[key] for key in z.files}
+            # Each array's header is checked before its memory is taken, all of them within the budget.
+            with NpzReader(path, ModelFileError, budget=budget, what="a digitnet checkpoint") as z:
+                arrays = {key: z.read(key) for key in z.files}
             header = json.loads(arrays.pop("meta").tobytes().decode("utf-8"))
         except DigitnetError:
             raise
@@ -556,9 +557,9 @@ def read_initial_weights(folder) -> dict | None:
     if not path.exists():
         return None
     try:
-        with np.load(path, allow_pickle=False) as z:
-            return {key: z[key] for key in z.files}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        with NpzReader(path, ModelFileError, what="a digitnet file of initial weights") as z:
+            return {key: z.read(key) for key in z.files}
+    except ModelFileError as exc:
         raise ModelFileError(
             f"{path} is damaged ({exc}): delete it to plot without initial weights"
         ) from None

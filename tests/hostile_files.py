@@ -64,6 +64,7 @@ EXPECT = {
     "shared-size": "impossible size",
     "shared-pid": "storage reference",
     "memo-refs": "references to shared objects",
+    "memo-number": "memo number",
     "os-system": "may be malicious",
     "shared-storage-views": "take more than",
     "numel-huge": "take more than",
@@ -596,6 +597,11 @@ def _pickle_kinds():
                 "torch-os-system.pth",
                 pth(TINY, pickled=b"\x80\x02cos\nsystem\n" + _str("echo pwned") + b"\x85R."),
             ),
+        ),
+        Hostile(  # the fuzzer's find: a legacy-layout .pth of 19 bytes that took 13 GB to refuse
+            "torch-memo-number.pth",
+            "torch",
+            _file("torch-memo-number.pth", b"K\xd4r" + struct.pack("<I", 841_968_993) + b".bi.J.Q.J.Q"),
         ),
         Hostile(
             "torch-numel-huge.pth",

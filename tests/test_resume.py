@@ -13,7 +13,6 @@ import hashlib
 import json
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import zipfile
 import numpy as np
 import pytest
 from clitools import command, digitnet
+from hostile_files import npy
 
 from digitnet import runs
 from digitnet.presets import preset
@@ -241,9 +241,7 @@ def _crafted_header(shape):
         path = folder / "checkpoint.npz"
         with zipfile.ZipFile(path) as z:
             members = {info.filename: z.read(info) for info in z.infolist()}
-        text = repr({"descr": "<f4", "fortran_order": False, "shape": shape}).encode("latin1")
-        text += b" " * (63 - (10 + len(text)) % 64) + b"\n"
-        members["a0.npy"] = b"\x93NUMPY\x01\x00" + struct.pack("<H", len(text)) + text
+        members["a0.npy"] = npy(header={"descr": "<f4", "fortran_order": False, "shape": shape})
         with zipfile.ZipFile(path, "w") as z:
             for name, data in members.items():
                 z.writestr(name, data)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import struct
 import subprocess
 import sys
 import zipfile
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hostile_files import npy
 from PIL import Image
 
 from digitnet import modelfile
@@ -219,10 +219,8 @@ def test_bad_inputs_are_one_clear_line(run_dir, small_npz, tmp_path, capsys, mon
 def test_initial_weights_that_claim_terabytes_are_one_error_line(run_dir, small_npz, tmp_path):
     crafted = tmp_path / "run"
     shutil.copytree(run_dir, crafted, ignore=shutil.ignore_patterns("*.png", "*.svg"))
-    text = repr({"descr": "<f4", "fortran_order": False, "shape": (10**12,)}).encode("latin1")
-    text += b" " * (63 - (10 + len(text)) % 64) + b"\n"
     with zipfile.ZipFile(crafted / "initial_weights.npz", "w") as z:  # a header and no data
-        z.writestr("0.weight.npy", b"\x93NUMPY\x01\x00" + struct.pack("<H", len(text)) + text)
+        z.writestr("0.weight.npy", npy(header={"descr": "<f4", "fortran_order": False, "shape": (10**12,)}))
     result = digitnet("plot", crafted, "--data", small_npz, "--which", "distributions")
     assert_user_error(result, "claims 4,000,000,000,000 bytes")  # was a MemoryError's traceback
     assert not list(crafted.glob("*.png"))

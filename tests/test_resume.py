@@ -249,10 +249,29 @@ def _crafted_header(shape):
     return damage
 
 
+DEEP_JSON = "[" * 100_000 + "]" * 100_000  # parsing it overflows Python's stack: a RecursionError
+
+
+def _nested(name):
+    def damage(folder):
+        if name == "checkpoint.npz":
+            path = folder / name
+            with np.load(path) as z:
+                arrays = {k: z[k] for k in z.files}
+            np.savez(path, **{**arrays, "meta": np.frombuffer(DEEP_JSON.encode(), np.uint8)})
+        else:
+            (folder / name).write_text(DEEP_JSON)
+
+    return damage
+
+
 @pytest.mark.parametrize(
     "damage, args, fragment",
     [
         (_bloated, [], "more than a checkpoint of this network"),
+        (_nested("run.json"), [], "run.json cannot be read"),  # each was a RecursionError's traceback
+        (_nested("config.json"), [], "config.json cannot be read as training settings"),
+        (_nested("checkpoint.npz"), [], "checkpoint.npz is damaged"),
         (_crafted_header((10**12,)), [], "claims 4,000,000,000,000 bytes"),  # was a MemoryError
         (_crafted_header((2**40, 0, 2**40)), [], "no array can have"),
         (_truncate, [], "is damaged"),

@@ -415,11 +415,15 @@ def test_bad_input_is_one_error_line_and_status_2(args, fragment, tmp_path, caps
 def test_bad_folders_are_refused_and_nothing_is_overwritten(searched, tmp_path):
     out, _ = searched
     before = (out / "results.json").read_bytes()
+    deep = tmp_path / "deep"
+    deep.mkdir()
+    (deep / "results.json").write_text("[" * 100_000 + "]" * 100_000)
     for args, fragment in [
         (["--hidden", "64", "--out", out], "already exists and is not empty"),
         (["--resume", tmp_path / "nowhere"], "does not exist"),
         (["--resume", out, "--hidden", "64"], "leave out --hidden"),
         (["--hidden", "64", "--data", tmp_path / "none.npz", "--out", tmp_path / "new"], "does not exist"),
+        (["--resume", deep], "cannot read"),  # its results.json was a RecursionError's traceback
     ]:
         result = digitnet("tune", *args)
         assert result.returncode == 2 and "Traceback" not in result.stderr

@@ -226,6 +226,14 @@ def test_initial_weights_that_claim_terabytes_are_one_error_line(run_dir, small_
     assert not list(crafted.glob("*.png"))
 
 
+def test_a_history_nested_too_deep_is_one_error_line(run_dir, small_npz, tmp_path):
+    crafted = tmp_path / "run"
+    shutil.copytree(run_dir, crafted, ignore=shutil.ignore_patterns("*.png", "*.svg"))
+    (crafted / "history.json").write_text("[" * 100_000 + "]" * 100_000)
+    result = digitnet("plot", crafted, "--data", small_npz, "--which", "curves")
+    assert_user_error(result, "the run's history cannot be read")  # was a RecursionError's traceback
+
+
 def test_the_executable_gives_one_error_line_too(tmp_path):
     fake = tmp_path / "fake.npz"
     fake.write_bytes(b"these bytes are not a model")

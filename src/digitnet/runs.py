@@ -192,7 +192,7 @@ class Run:
             raise DigitnetError(
                 f"{path} is not a run folder: it has no {RUN} (runs made by 'digitnet train' have one)"
             ) from None
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep
             raise DigitnetError(
                 f"{path / RUN} cannot be read ({exc}): it is not a usable run folder"
             ) from None
@@ -212,7 +212,7 @@ class Run:
         if self._config is None:
             try:
                 self._config = TrainConfig.from_dict(json.loads((self.path / CONFIG).read_text())).validate()
-            except (OSError, ValueError, TypeError, DigitnetError) as exc:
+            except (OSError, ValueError, TypeError, RecursionError, DigitnetError) as exc:
                 raise DigitnetError(
                     f"{self.path / CONFIG} cannot be read as training settings ({exc})"
                 ) from None
@@ -388,7 +388,7 @@ class Run:
             header = json.loads(arrays.pop("meta").tobytes().decode("utf-8"))
         except DigitnetError:
             raise
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError, UnicodeDecodeError) as exc:
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError, RecursionError) as exc:
             raise ModelFileError(
                 f"{path} is damaged ({first_line(exc)}): it cannot be resumed; remove it to "
                 "start the run again from its first epoch"
@@ -547,7 +547,7 @@ def read_history(folder) -> History | None:
         return None
     try:
         return History.from_dict(json.loads(path.read_text()))
-    except (OSError, ValueError, TypeError, AttributeError) as exc:
+    except (OSError, ValueError, TypeError, AttributeError, RecursionError) as exc:
         raise ModelFileError(f"{path} is damaged ({exc}): the run's history cannot be read") from None
 
 
@@ -772,7 +772,7 @@ def _sizes(sizes) -> str | None:
 def _read_json(path: Path):
     try:
         return json.loads(path.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
 
 

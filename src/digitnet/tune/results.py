@@ -120,7 +120,7 @@ class Results:
             raise DigitnetError(
                 f"{path} does not exist: --resume takes the folder of an earlier 'digitnet tune' run"
             ) from None
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep
             raise DigitnetError(f"cannot read {path}: {exc}") from None
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise DigitnetError(f"{path} is not the results of 'digitnet tune'")

@@ -47,7 +47,7 @@ import numpy as np
 
 from digitnet import modelfile
 from digitnet.data.datasets import Dataset
-from digitnet.data.formats import NpzReader, atomic_path, first_line, json_default
+from digitnet.data.formats import NpzReader, atomic_path, first_line, json_default, load_json
 from digitnet.diagnostics import Diagnostics
 from digitnet.errors import ConfigError, DataError, DigitnetError, ModelFileError
 from digitnet.training import Callback, History, TrainConfig, TrainingDiverged, TrainResult, train
@@ -182,7 +182,7 @@ class Run:
                 f"{path} is not a run folder" + ("" if path.exists() else " (it does not exist)")
             )
         try:
-            info = json.loads((path / RUN).read_text())
+            info = load_json((path / RUN).read_text())
         except FileNotFoundError:
             if (path / RESULTS).exists():
                 raise DigitnetError(
@@ -192,7 +192,7 @@ class Run:
             raise DigitnetError(
                 f"{path} is not a run folder: it has no {RUN} (runs made by 'digitnet train' have one)"
             ) from None
-        except (OSError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep
+        except (OSError, ValueError) as exc:
             raise DigitnetError(
                 f"{path / RUN} cannot be read ({exc}): it is not a usable run folder"
             ) from None
@@ -211,8 +211,8 @@ class Run:
         """The run's settings, read once from ``config.json``."""
         if self._config is None:
             try:
-                self._config = TrainConfig.from_dict(json.loads((self.path / CONFIG).read_text())).validate()
-            except (OSError, ValueError, TypeError, RecursionError, DigitnetError) as exc:
+                self._config = TrainConfig.from_dict(load_json((self.path / CONFIG).read_text())).validate()
+            except (OSError, ValueError, TypeError, DigitnetError) as exc:
                 raise DigitnetError(
                     f"{self.path / CONFIG} cannot be read as training settings ({exc})"
                 ) from None
@@ -385,10 +385,10 @@ class Run:
             # Each array's header is checked before its memory is taken, all of them within the budget.
             with NpzReader(path, ModelFileError, budget=budget, what="a digitnet checkpoint") as z:
                 arrays = {key: z.read(key) for key in z.files}
-            header = json.loads(arrays.pop("meta").tobytes().decode("utf-8"))
+            header = load_json(arrays.pop("meta").tobytes().decode("utf-8"))
         except DigitnetError:
             raise
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError, RecursionError) as exc:
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError, UnicodeDecodeError) as exc:
             raise ModelFileError(
                 f"{path} is damaged ({first_line(exc)}): it cannot be resumed; remove it to "
                 "start the run again from its first epoch"
@@ -546,8 +546,8 @@ def read_history(folder) -> History | None:
     if not path.exists():
         return None
     try:
-        return History.from_dict(json.loads(path.read_text()))
-    except (OSError, ValueError, TypeError, AttributeError, RecursionError) as exc:
+        return History.from_dict(load_json(path.read_text()))
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
         raise ModelFileError(f"{path} is damaged ({exc}): the run's history cannot be read") from None
 
 
@@ -771,8 +771,8 @@ def _sizes(sizes) -> str | None:
 
 def _read_json(path: Path):
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError, RecursionError):
+        return load_json(path.read_text())
+    except (OSError, ValueError):
         return None
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import io
+import json
 import lzma
 import math
 import os
@@ -199,6 +200,15 @@ def json_default(value):
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"cannot store {type(value).__name__} as JSON")
+
+
+def load_json(text):
+    """``json.loads(text)``, with JSON nested too deep for Python's parser raised as a ValueError, as any
+    other text that is not JSON is (the parser itself raises RecursionError there)."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deep to parse") from None
 
 
 def first_line(exc) -> str:

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from digitnet import runs
-from digitnet.data.formats import atomic_path
+from digitnet.data.formats import atomic_path, load_json
 from digitnet.errors import DigitnetError
 from digitnet.tune import study as studies
 from digitnet.tune.space import PARAMS, SearchSpec, decode_params, encode, key, show
@@ -115,12 +115,12 @@ class Results:
         """results.json of an earlier search, checked: raise :class:`DigitnetError` if it is not one."""
         path = Path(folder) / runs.RESULTS
         try:
-            data = json.loads(path.read_text())
+            data = load_json(path.read_text())
         except FileNotFoundError:
             raise DigitnetError(
                 f"{path} does not exist: --resume takes the folder of an earlier 'digitnet tune' run"
             ) from None
-        except (OSError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep
+        except (OSError, ValueError) as exc:
             raise DigitnetError(f"cannot read {path}: {exc}") from None
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise DigitnetError(f"{path} is not the results of 'digitnet tune'")

@@ -21,7 +21,7 @@ import zipfile
 import numpy as np
 import pytest
 from clitools import command, digitnet
-from hostile_files import npy
+from hostile_files import nested_json, npy
 
 from digitnet import runs
 from digitnet.presets import preset
@@ -249,7 +249,7 @@ def _crafted_header(shape):
     return damage
 
 
-DEEP_JSON = "[" * 100_000 + "]" * 100_000  # parsing it overflows Python's stack: a RecursionError
+DEEP_JSON = nested_json(100_000)  # parsing it overflows Python's stack: a RecursionError
 
 
 def _nested(name):

@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 import pytest
+from hostile_files import nested_json
 
 from digitnet import modelfile
 from digitnet.cli.main import main as cli_main
@@ -417,7 +418,7 @@ def test_bad_folders_are_refused_and_nothing_is_overwritten(searched, tmp_path):
     before = (out / "results.json").read_bytes()
     deep = tmp_path / "deep"
     deep.mkdir()
-    (deep / "results.json").write_text("[" * 100_000 + "]" * 100_000)
+    (deep / "results.json").write_text(nested_json(100_000))
     for args, fragment in [
         (["--hidden", "64", "--out", out], "already exists and is not empty"),
         (["--resume", tmp_path / "nowhere"], "does not exist"),

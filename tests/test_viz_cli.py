@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hostile_files import npy
+from hostile_files import nested_json, npy
 from PIL import Image
 
 from digitnet import modelfile
@@ -229,7 +229,7 @@ def test_initial_weights_that_claim_terabytes_are_one_error_line(run_dir, small_
 def test_a_history_nested_too_deep_is_one_error_line(run_dir, small_npz, tmp_path):
     crafted = tmp_path / "run"
     shutil.copytree(run_dir, crafted, ignore=shutil.ignore_patterns("*.png", "*.svg"))
-    (crafted / "history.json").write_text("[" * 100_000 + "]" * 100_000)
+    (crafted / "history.json").write_text(nested_json(100_000))
     result = digitnet("plot", crafted, "--data", small_npz, "--which", "curves")
     assert_user_error(result, "the run's history cannot be read")  # was a RecursionError's traceback
 

@@ -344,3 +344,19 @@ def test_zip_that_is_not_npz_is_refused(tmp_path):
         zf.writestr("readme.txt", "hello")
     with pytest.raises(DataError, match="lacks x_train"):
         read_path(tmp_path / "data.npz")
+
+
+# --------------------------------------------------------------------------- JSON
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('{"seconds": NaN}', "NaN is not a JSON number"),
+        ("[1, -Infinity]", "-Infinity is not a JSON number"),
+        ('{"loss": 1e999}', "1e999 is too large for a number"),
+    ],
+)
+def test_load_json_finite_refuses_what_json_has_no_number_for(text, message):
+    assert formats.load_json(text) is not None  # Python's parser takes them
+    with pytest.raises(ValueError, match=message):
+        formats.load_json(text, finite=True)
+    assert formats.load_json('{"a": [1.5, -2e300, 0]}', finite=True) == {"a": [1.5, -2e300, 0]}

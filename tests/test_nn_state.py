@@ -146,6 +146,11 @@ def trained_adam(batches, sizes=SIZES, dtype=np.float32, cls=Adam):
     return opt.state_dict()
 
 
+def with_nan(state, buffer):
+    state["buffers"][buffer][7] = np.nan  # a damaged checkpoint: training from it would diverge at once
+    return state
+
+
 @pytest.mark.parametrize(
     "make, state_of, match",
     [
@@ -171,6 +176,16 @@ def trained_adam(batches, sizes=SIZES, dtype=np.float32, cls=Adam):
         (lambda p: Adam(p), lambda b: {"t": 3}, r"'type', 't', 'hyper' and 'buffers'"),
         (lambda p: Adam(p), lambda b: {**trained_adam(b), "t": -1}, r"'t' must be a whole number"),
         (lambda p: Adam(p), lambda b: {**trained_adam(b), "hyper": {}}, r"learning rate 'lr' > 0"),
+        (
+            lambda p: Adam(p),
+            lambda b: {**trained_adam(b), "hyper": {"lr": float("inf")}},
+            r"finite learning rate 'lr' > 0, not inf",
+        ),
+        (
+            lambda p: Adam(p),
+            lambda b: with_nan(trained_adam(b), "v"),
+            r"'v' of the Adam state holds values that are not finite",
+        ),
     ],
 )
 def test_load_state_dict_refuses_a_state_that_does_not_fit(make, state_of, match, batches):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -24,6 +25,8 @@ from clitools import command, digitnet
 from hostile_files import nested_json, npy
 
 from digitnet import runs
+from digitnet.data.datasets import load_dataset
+from digitnet.errors import DigitnetError
 from digitnet.presets import preset
 from digitnet.training import Callback, train
 
@@ -301,6 +304,87 @@ def test_a_bad_resume_is_one_error_and_changes_nothing(interrupted, tmp_path, da
         args = ["--data", other]
     before = snapshot(folder)
     result = digitnet("train", "--resume", folder, *args)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], result.stderr
+    assert snapshot(folder) == before
+
+
+def _in_state(change):
+    """A damage that changes the checkpoint's saved training state (its JSON) with ``change(state)``."""
+    return lambda folder: _rewrite_checkpoint(folder, lambda header: change(header["state"]))
+
+
+def _not_finite_weights(folder):
+    """The first weight matrix of the checkpoint's network holds a NaN (the JSON is untouched)."""
+    path = folder / "checkpoint.npz"
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    key = json.loads(arrays["meta"].tobytes())["state"]["step"]["model"]["0.weight"]["__array__"]
+    arrays[key][3, 5] = np.nan
+    np.savez(path, **arrays)
+
+
+def _nan_in_json(state):
+    state["history"]["epochs"][0]["seconds"] = float("nan")  # json.dumps writes NaN, which is not JSON
+
+
+# Each of these saved states ended a resume with a traceback (most after training part of an epoch, the
+# run then marked failed), or, for the state that is not a dict, quietly started the run again.
+STATE_DAMAGES = {
+    "partial sums": (_in_state(lambda s: s.update(partial=5)), "'partial'"),
+    "epochs": (_in_state(lambda s: s["history"].update(epochs=1.5)), "'history/epochs'"),
+    "restored epoch": (
+        _in_state(lambda s: s["history"].update(restored_epoch=7)),
+        "'history/restored_epoch'",
+    ),
+    "lr history": (_in_state(lambda s: s["history"].update(lr="x")), "'history/lr'"),
+    "best weights": (_in_state(lambda s: s["early_stopping"].update(best_weights=3)), "best_weights"),
+    "dropout generator": (_in_state(lambda s: s["step"]["rng"]["2"]["state"].update(state=-1)), "layer 2"),
+    "loader generator": (_in_state(lambda s: s["loader"]["rng"]["state"].update(inc=2**200)), "generator"),
+    "diagnostics norms": (_in_state(lambda s: s["callbacks"]["Diagnostics"].update(norms=[1.0])), "'norms'"),
+    "diagnostics weights": (
+        _in_state(lambda s: s["callbacks"]["Diagnostics"].update(initial_weights=None)),
+        "initial weights",
+    ),
+    "callbacks": (_in_state(lambda s: s.update(callbacks=5)), "'callbacks'"),
+    "NaN in the JSON": (_in_state(_nan_in_json), "NaN is not a JSON number"),
+    "too large a number": (
+        _in_state(lambda s: s["partial"].update(loss=1e308 * 10)),  # json.dumps writes Infinity
+        "Infinity is not a JSON number",
+    ),
+    "weights not finite": (_not_finite_weights, "'step/model/0.weight' must be finite"),
+    "step count": (  # one error, but over three lines: the message showed the array
+        _in_state(lambda s: s["step"]["optimizer"].update(t=s["history"]["loss"])),
+        "step count 't' must be a whole number >= 0, not a ndarray",
+    ),
+    "state not a dict": (
+        lambda folder: _rewrite_checkpoint(folder, lambda h: h.update(state=[])),
+        "not a dict",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", STATE_DAMAGES)
+def test_a_saved_state_that_does_not_fit_is_refused_before_training(interrupted, small_npz, tmp_path, name):
+    damage, fragment = STATE_DAMAGES[name]
+    folder = tmp_path / "run"
+    shutil.copytree(interrupted[0], folder)
+    damage(folder)
+    before = snapshot(folder)
+    with pytest.raises(DigitnetError, match=re.escape(fragment)):
+        runs.Run.open(folder).resume(load_dataset("mnist", data=small_npz))
+    assert snapshot(folder) == before
+
+
+@pytest.mark.parametrize("name", ["partial sums", "dropout generator", "NaN in the JSON", "step count"])
+def test_a_saved_state_that_does_not_fit_is_one_error_line(interrupted, tmp_path, name):
+    damage, fragment = STATE_DAMAGES[name]
+    folder = tmp_path / "run"
+    shutil.copytree(interrupted[0], folder)
+    damage(folder)
+    before = snapshot(folder)
+    result = digitnet("train", "--resume", folder)
     assert result.returncode == 2, (result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], result.stderr

@@ -27,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from digitnet import nn
+from digitnet.errors import ConfigError
 from digitnet.training import Callback
 
 SATURATION = 0.01  # a sigmoid output within this of 0 or 1 (tanh: of -1 or 1) is saturated
@@ -49,9 +50,7 @@ class Diagnostics(Callback):
 
     # -- hooks ---------------------------------------------------------------
     def on_train_begin(self, state):
-        layers = state.model.layers
-        self.linears = nn.linear_layers(state.model)
-        self.activations = [layer for layer in layers if isinstance(layer, tuple(nn.ACTIVATIONS.values()))]
+        self.linears, self.activations = _layers(state.model)
         self.initial_weights = {
             name: p.data.copy() for name, p in state.model.named_parameters() if name.endswith("weight")
         }
@@ -97,6 +96,34 @@ class Diagnostics(Callback):
             "fired": [None if f is None else f.copy() for f in self._fired],
         }
 
+    def check_state(self, saved, state) -> None:
+        """Raise :class:`~digitnet.errors.ConfigError` when ``saved`` is not a :meth:`state_dict` of a
+        Diagnostics on the network of ``state`` (a :class:`~digitnet.training.FitState`)."""
+        linears, activations = _layers(state.model)
+        if not isinstance(saved, dict) or not {"initial_weights", "norms", "seen", "fired"} <= set(saved):
+            raise ConfigError(
+                "the saved diagnostics must be a dict with initial_weights, norms, seen and fired, "
+                f"not {saved!r:.80}"
+            )
+        initial, fired, seen = saved["initial_weights"], saved["fired"], saved["seen"]
+        own = {n: p.data.shape for n, p in state.model.named_parameters() if n.endswith("weight")}
+        if not isinstance(initial, dict) or set(initial) != set(own):
+            raise ConfigError(f"the saved diagnostics' initial weights must be named {sorted(own)}")
+        if not isinstance(fired, list) or len(fired) != len(activations):
+            raise ConfigError(f"the saved diagnostics' 'fired' must be a list of {len(activations)} entries")
+        expected = [(f"initial_weights/{n}", initial[n], shape, "f") for n, shape in own.items()]
+        expected.append(("norms", saved["norms"], (len(linears),), "f"))
+        # The k-th activation follows the k-th linear layer: one flag per unit of it.
+        expected += [
+            (f"fired/{k}", f, (linears[k].out_features,), "b") for k, f in enumerate(fired) if f is not None
+        ]
+        for where, value, shape, kind in expected:
+            ok = isinstance(value, np.ndarray) and value.shape == shape and value.dtype.kind == kind
+            if not ok or (kind == "f" and not np.isfinite(value).all()):
+                raise ConfigError(f"the saved diagnostics' '{where}' must be an array of shape {shape}")
+        if isinstance(seen, bool) or not isinstance(seen, (int, np.integer)) or seen < 0:
+            raise ConfigError(f"the saved diagnostics' 'seen' must be a whole number >= 0, not {seen!r:.80}")
+
     def load_state_dict(self, state: dict) -> None:
         self.initial_weights = {k: np.asarray(v) for k, v in state["initial_weights"].items()}
         self._norms = np.asarray(state["norms"], dtype=np.float64).copy()
@@ -112,6 +139,12 @@ class Diagnostics(Callback):
         for k, fired in enumerate(self._fired):
             record[f"inactive_{k + 1}"] = None if fired is None else float(1 - fired.mean())
         self._reset()  # a checkpoint taken now holds no sums of an epoch that is over
+
+
+def _layers(model) -> tuple[list, list]:
+    """The network's linear layers and its activation layers, input side first."""
+    activations = tuple(nn.ACTIVATIONS.values())
+    return nn.linear_layers(model), [layer for layer in model.layers if isinstance(layer, activations)]
 
 
 def _fired(act: nn.Module, rows: int) -> np.ndarray:

@@ -315,7 +315,7 @@ class Run:
                 self._release_lock()
                 if resume is None:  # a new run: take its folder away again
                     shutil.rmtree(self.path, ignore_errors=True)
-                if resume and isinstance(exc, (KeyError, TypeError, ValueError, IndexError)):
+                if resume and isinstance(exc, (KeyError, TypeError, ValueError, IndexError, ArithmeticError)):
                     raise ModelFileError(
                         f"{self.path / CHECKPOINT} does not fit this run "
                         f"({first_line(exc)}): it cannot be resumed"
@@ -385,7 +385,7 @@ class Run:
             # Each array's header is checked before its memory is taken, all of them within the budget.
             with NpzReader(path, ModelFileError, budget=budget, what="a digitnet checkpoint") as z:
                 arrays = {key: z.read(key) for key in z.files}
-            header = load_json(arrays.pop("meta").tobytes().decode("utf-8"))
+            header = load_json(arrays.pop("meta").tobytes().decode("utf-8"), finite=True)
         except DigitnetError:
             raise
         except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError, UnicodeDecodeError) as exc:
@@ -411,9 +411,12 @@ class Run:
                 f"({differ}): it belongs to another run"
             )
         try:
-            return _unpack(header["state"], arrays)
+            state = _unpack(header["state"], arrays)
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFileError(f"{path} is damaged ({first_line(exc)}): it cannot be resumed") from None
+        if not isinstance(state, dict):
+            raise ModelFileError(f"{path} is damaged (its state is not a dict): it cannot be resumed")
+        return state
 
     def finish(self, result: TrainResult, initial_weights: dict | None = None) -> None:
         """Write the model, history and metrics; the run is then finished, or interrupted (resumable)."""

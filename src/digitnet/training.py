@@ -25,6 +25,7 @@ import io
 import itertools
 import math
 import numbers
+import reprlib
 import signal
 import threading
 import time
@@ -43,6 +44,7 @@ from digitnet.data.augment import (
     RandomShift,
 )
 from digitnet.data.datasets import Dataset, train_val_split
+from digitnet.data.formats import first_line
 from digitnet.data.loader import DataLoader, Normalizer
 from digitnet.errors import ConfigError, DigitnetError
 from digitnet.nn import rules
@@ -392,6 +394,9 @@ class Callback:
     across batches (sums over an epoch, say) defines ``state_dict()`` and
     ``load_state_dict(d)`` so that a resumed run carries on with it; the loop
     calls ``load_state_dict`` after the first ``on_epoch_begin`` of a resumed run.
+    It may also define ``check_state(d, state)``, which the loop calls when the
+    saved state is loaded, before training starts, to refuse one that does not fit
+    (raising :class:`~digitnet.errors.ConfigError`).
     """
 
     def on_train_begin(self, state):
@@ -674,10 +679,37 @@ class NumpyStep:
             "rng": {str(i): layer.rng.bit_generator.state for i, layer in self._dropouts()},
         }
 
+    def check_state(self, state) -> None:
+        """Raise :class:`~digitnet.errors.ConfigError` when ``state`` is not a :meth:`state_dict` of this
+        network: its weights (names, shapes, finite values) and its generators (the optimiser checks its own
+        part when it loads it)."""
+        _need(
+            isinstance(state, dict) and {"model", "optimizer", "rng"} <= set(state),
+            "step",
+            "a dict with model, optimizer and rng",
+            state,
+        )
+        _check_arrays(state["model"], self.weights(), "step/model")
+        rng, dropouts = state["rng"], self._dropouts()
+        names = sorted(str(i) for i, _ in dropouts)
+        _need(
+            isinstance(rng, dict) and sorted(rng) == names,
+            "step/rng",
+            f"the generators of the dropout layers {names}",
+            rng,
+        )
+        for i, layer in dropouts:
+            try:
+                type(layer.rng.bit_generator)().state = rng[str(i)]
+            except (TypeError, ValueError, KeyError, OverflowError) as exc:
+                raise ConfigError(
+                    f"the saved training state's generator of layer {i} does not fit a "
+                    f"{type(layer.rng.bit_generator).__name__} ({first_line(exc)})"
+                ) from None
+
     def load_state_dict(self, state: dict) -> None:
-        rng = state.get("rng") or {}
-        if sorted(rng) != sorted(str(i) for i, _ in self._dropouts()):
-            raise ConfigError("the saved random generators do not match the network's dropout layers")
+        self.check_state(state)
+        rng = state["rng"]
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         for i, layer in self._dropouts():
@@ -874,7 +906,13 @@ class Loop:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        """Continue from :meth:`state_dict`'s output (of a loop with the same settings)."""
+        """Continue from :meth:`state_dict`'s output (of a loop with the same settings).
+
+        Every part of ``state`` is checked first (:meth:`check_state`), so a
+        damaged or crafted one raises :class:`~digitnet.errors.ConfigError`
+        before training starts, not part-way through it.
+        """
+        self.check_state(state)
         h = dict(state["history"])
         for key in ("loss", "accuracy", "lr"):
             h[key] = np.asarray(h[key]).tolist()
@@ -892,6 +930,104 @@ class Loop:
         self.waited, self.best_weights = int(early["waited"]), early.get("best_weights")
         self._callback_states = state.get("callbacks") or {}
 
+    def check_state(self, state) -> None:
+        """Raise :class:`~digitnet.errors.ConfigError` naming the first part of ``state`` this loop cannot
+        continue from: a missing key, a value of the wrong type, out of range or not finite, an array of
+        another shape. What the step, the loader and the callbacks hold is checked by each of them.
+        """
+        _need(isinstance(state, dict), "", "a dict", state)
+        for key in ("iteration", "history", "partial", "early_stopping", "step", "loader"):
+            _need(key in state, key, "present", "nothing")
+        iteration = state["iteration"]
+        _need(_is_whole(iteration), "iteration", "a whole number >= 0", iteration)
+        self._check_history(state["history"], iteration)
+        partial = state["partial"]
+        if partial is not None:
+            _need(
+                isinstance(partial, dict) and set(partial) == {"loss", "accuracy", "batches", "seconds"},
+                "partial",
+                "None or the sums loss, accuracy, batches and seconds",
+                partial,
+            )
+            for key in ("loss", "accuracy", "seconds"):
+                _need(_is_finite(partial[key]), f"partial/{key}", "a finite number", partial[key])
+            batches = partial["batches"]
+            _need(
+                _is_whole(batches) and batches < len(self.loader),
+                "partial/batches",
+                f"a whole number of batches below {len(self.loader)}",
+                batches,
+            )
+        early = state["early_stopping"]
+        _need(
+            isinstance(early, dict) and {"best_loss", "waited"} <= set(early),
+            "early_stopping",
+            "a dict with best_loss and waited",
+            early,
+        )
+        best = early["best_loss"]
+        _need(best is None or _is_finite(best), "early_stopping/best_loss", "None or a finite number", best)
+        _need(_is_whole(early["waited"]), "early_stopping/waited", "a whole number >= 0", early["waited"])
+        weights = early.get("best_weights")
+        if weights is not None:
+            _check_arrays(weights, self.step.weights(), "early_stopping/best_weights")
+        self.step.check_state(state["step"])
+        self.loader.check_state(state["loader"])
+        saved = state.get("callbacks") or {}
+        _need(isinstance(saved, dict), "callbacks", "a dict", saved)
+        for cb in self.callbacks:
+            name = type(cb).__name__
+            if name in saved and hasattr(cb, "check_state"):
+                cb.check_state(saved[name], self.state)
+
+    def _check_history(self, h, iteration: int) -> None:
+        _need(isinstance(h, dict), "history", "a dict", h)
+        for key in ("loss", "accuracy", "lr"):
+            values = h.get(key)
+            _need(isinstance(values, (list, np.ndarray)), f"history/{key}", "an array", values)
+            try:
+                a = np.asarray(values)
+            except ValueError:
+                a = None
+            _need(
+                a is not None and a.ndim == 1 and a.dtype.kind in "fiu" and bool(np.isfinite(a).all()),
+                f"history/{key}",
+                "a row of finite numbers",
+                values,
+            )
+            _need(len(a) == iteration, f"history/{key}", f"{iteration} values, one an iteration", len(a))
+        epochs = h.get("epochs")
+        _need(
+            isinstance(epochs, list) and len(epochs) <= self.epochs,
+            "history/epochs",
+            f"a list of at most {self.epochs} epochs",
+            epochs,
+        )
+        for i, record in enumerate(epochs, 1):
+            where = f"history/epochs/{i}"
+            _need(isinstance(record, dict), where, "a dict", record)
+            for key, value in record.items():
+                _need(
+                    value is None or isinstance(value, (bool, str)) or _is_finite(value),
+                    f"{where}/{key}",
+                    "a finite number, text or None",
+                    value,
+                )
+            _need(record.get("epoch") == i, f"{where}/epoch", str(i), record.get("epoch"))
+            seconds = record.get("seconds")
+            _need(_is_finite(seconds) and seconds >= 0, f"{where}/seconds", "a number >= 0", seconds)
+        _need(isinstance(h.get("extra", {}), dict), "history/extra", "a dict", h.get("extra"))
+        for key in ("best_epoch", "restored_epoch"):
+            value = h.get(key)
+            _need(
+                value is None or (_is_whole(value) and 1 <= value <= len(epochs)),
+                f"history/{key}",
+                f"None or an epoch from 1 to {len(epochs)}",
+                value,
+            )
+        for key in ("stopped_early", "interrupted"):
+            _need(isinstance(h.get(key, False), bool), f"history/{key}", "true or false", h.get(key))
+
     def _restore_callbacks(self) -> None:
         if self._callback_states is None:
             return
@@ -904,6 +1040,40 @@ class Loop:
     def _call(self, hook: str) -> None:
         for cb in self.callbacks:
             getattr(cb, hook)(self.state)
+
+
+def _need(ok: bool, where: str, what: str, value) -> None:
+    """Refuse a saved state whose part ``where`` is not ``what``."""
+    if not ok:
+        text = (
+            f"an array of shape {value.shape}"
+            if isinstance(value, np.ndarray)
+            else " ".join(reprlib.repr(value).split())
+        )
+        place = f"'{where}'" if where else "the state"
+        raise ConfigError(f"the saved training state's {place} must be {what}, not {text[:80]}")
+
+
+def _is_whole(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)) and value >= 0
+
+
+def _is_finite(value) -> bool:
+    return (
+        isinstance(value, (int, float, np.integer, np.floating))
+        and not isinstance(value, (bool, np.bool_))
+        and math.isfinite(value)
+    )
+
+
+def _check_arrays(saved, own: dict, where: str) -> None:
+    """``saved`` must hold float arrays of finite values, named and shaped as ``own``'s."""
+    _need(isinstance(saved, dict) and set(saved) == set(own), where, f"arrays named {sorted(own)}", saved)
+    for name, mine in own.items():
+        value = saved[name]
+        ok = isinstance(value, np.ndarray) and value.shape == mine.shape and value.dtype.kind == "f"
+        _need(ok, f"{where}/{name}", f"a float array of shape {mine.shape}", value)
+        _need(bool(np.isfinite(value).all()), f"{where}/{name}", "finite", value)
 
 
 def _catch_sigint(state: FitState):

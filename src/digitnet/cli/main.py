@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except DigitnetError as exc:
-        sys.stderr.write(f"error: {exc}\n")
+        sys.stderr.write(f"error: {' '.join(str(exc).split())}\n")  # one line, whatever the message holds
         return 2
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted\n")

@@ -202,13 +202,29 @@ def json_default(value):
     raise TypeError(f"cannot store {type(value).__name__} as JSON")
 
 
-def load_json(text):
+def load_json(text, finite: bool = False):
     """``json.loads(text)``, with JSON nested too deep for Python's parser raised as a ValueError, as any
-    other text that is not JSON is (the parser itself raises RecursionError there)."""
+    other text that is not JSON is (the parser itself raises RecursionError there).
+
+    With ``finite``, a number that is not finite (``NaN``, ``Infinity``, or one too large for a float,
+    such as ``1e999``) is a ValueError too: Python's parser takes them, but they are not JSON.
+    """
+    extra = dict(parse_constant=_not_finite, parse_float=_finite_float) if finite else {}
     try:
-        return json.loads(text)
+        return json.loads(text, **extra)
     except RecursionError:
         raise ValueError("JSON nested too deep to parse") from None
+
+
+def _not_finite(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:40]} is too large for a number")
+    return value
 
 
 def first_line(exc) -> str:

@@ -207,8 +207,19 @@ class DataLoader:
         are the ones the saved loader would have given. A state taken after
         the last batch of an epoch had been handed out continues with the next
         epoch. Raises :class:`~digitnet.errors.ConfigError`, changing nothing,
-        when the state does not fit this loader.
+        when the state does not fit this loader (:meth:`check_state`).
         """
+        order, position = self.check_state(state)
+        self.rng.bit_generator.state = state["rng"]
+        if position == len(self):
+            order, position = None, 0
+        self._order = None if order is None else order.astype(np.int64)
+        self._position = int(position)
+        self._resume = order is not None or position > 0
+
+    def check_state(self, state) -> tuple[np.ndarray | None, int]:
+        """Raise :class:`~digitnet.errors.ConfigError` when ``state`` does not fit this loader; else
+        return its order (an array, or None) and position."""
         keys = {"rng", "order", "position", "n", "batch_size"}
         if not isinstance(state, dict) or not keys <= set(state):
             raise ConfigError(
@@ -251,18 +262,14 @@ class DataLoader:
                 "the loader state is of a loader without shuffling, this one shuffles: "
                 "build it with shuffle=False"
             )
-        try:
-            self.rng.bit_generator.state = state["rng"]
-        except (TypeError, ValueError, KeyError) as exc:
+        try:  # on a generator of the same kind, so that this one changes only once all is well
+            type(self.rng.bit_generator)().state = state["rng"]
+        except (TypeError, ValueError, KeyError, OverflowError) as exc:
             raise ConfigError(
                 f"the loader state's generator state does not fit this loader's "
                 f"{type(self.rng.bit_generator).__name__} ({exc})"
             ) from None
-        if position == batches:
-            order, position = None, 0
-        self._order = None if order is None else order.astype(np.int64)
-        self._position = int(position)
-        self._resume = order is not None or position > 0
+        return order, position
 
     def __repr__(self) -> str:
         return (

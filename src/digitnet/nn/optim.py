@@ -171,12 +171,18 @@ class Optimizer:
                     f"buffer {key!r} holds {value.dtype}, this {name}'s parameters are "
                     f"{buffer.dtype}: build the network with dtype {value.dtype}"
                 )
+            if not np.isfinite(value).all():
+                raise ConfigError(f"buffer {key!r} of the {name} state holds values that are not finite")
         t, hyper = state["t"], state["hyper"]
         if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or t < 0:
-            raise ConfigError(f"the {name} state's step count 't' must be a whole number >= 0, not {t!r}")
+            raise ConfigError(
+                f"the {name} state's step count 't' must be a whole number >= 0, not {_shown(t)}"
+            )
         lr = hyper.get("lr") if isinstance(hyper, dict) else None
-        if isinstance(lr, bool) or not isinstance(lr, (int, float, np.floating)) or not lr > 0:
-            raise ConfigError(f"the {name} state's 'hyper' must hold a learning rate 'lr' > 0, not {lr!r}")
+        if isinstance(lr, bool) or not isinstance(lr, (int, float, np.floating)) or not 0 < lr < math.inf:
+            raise ConfigError(
+                f"the {name} state's 'hyper' must hold a finite learning rate 'lr' > 0, not {_shown(lr)}"
+            )
         for key, buffer in own.items():
             buffer[...] = given[key]
         self.t, self.lr = int(t), float(lr)
@@ -332,3 +338,8 @@ def _plain(value):
 
 def _describe(value) -> str:
     return f"a {type(value).__name__}"
+
+
+def _shown(value) -> str:
+    """A number as itself, anything else by its type: what an error line can hold."""
+    return repr(value)[:80] if isinstance(value, (int, float, str, type(None))) else _describe(value)

@@ -1,9 +1,11 @@
-"""Checkpoints and --resume on real MNIST: a run killed or stopped at any moment ends with the same weights.
+"""Checkpoints and --resume on real MNIST: a run killed or stopped at any moment ends with the same weights,
+and a damaged checkpoint is refused before anything is trained or written.
 
-Every run here is a real `digitnet train` subprocess on 6,000 real training images (the default
+The runs resumed are real `digitnet train` subprocesses on 6,000 real training images (the default
 preset's dropout, shifts and one-cycle Adam, with a 64-unit layer so an epoch takes a fraction of a
-second). The reference is the same run left alone; "the same weights" means bit for bit, since the
-runs share a machine and its BLAS threads.
+second); the damaged checkpoints are also resumed in-process, where Hypothesis draws the damage.
+The reference is the same run left alone; "the same weights" means bit for bit, since the runs share a
+machine and its BLAS threads.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import re
 import shutil
 import signal
@@ -23,6 +26,8 @@ import numpy as np
 import pytest
 from clitools import command, digitnet
 from hostile_files import nested_json, npy
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from digitnet import runs
 from digitnet.data.datasets import load_dataset
@@ -389,6 +394,99 @@ def test_a_saved_state_that_does_not_fit_is_one_error_line(interrupted, tmp_path
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], result.stderr
     assert snapshot(folder) == before
+
+
+# What a damaged or crafted checkpoint may hold anywhere in its saved state ("a0" is an array of it).
+ODD_VALUES = [
+    None,
+    True,
+    -1,
+    0,
+    7,
+    2**64,
+    -(2**70),
+    1e308,
+    -0.5,
+    "",
+    "x",
+    [],
+    [1.0],
+    {},
+    [[[]]],
+    {"__array__": "a0"},
+]
+RESUME_EXAMPLES = int(os.environ.get("DIGITNET_FUZZ_EXAMPLES", "0")) or 100
+
+
+def _paths(tree, path=()):
+    """Every place in a JSON tree, as the keys and indices that lead to it."""
+    yield path
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, list) else ()
+    for key, value in items:
+        yield from _paths(value, (*path, key))
+
+
+def _put(tree, path, value) -> None:
+    """Set the value at ``path`` in place, if an earlier change has left that place there."""
+    *way, last = path
+    for key in way:
+        if not _has(tree, key):
+            return
+        tree = tree[key]
+    if _has(tree, last):
+        tree[last] = value
+
+
+def _has(tree, key) -> bool:
+    if isinstance(tree, list):
+        return isinstance(key, int) and key < len(tree)
+    return isinstance(tree, dict) and key in tree
+
+
+class _StopAfterOneBatch(Callback):
+    def on_batch_end(self, state):
+        state.stop = True
+
+
+@pytest.fixture(scope="module")
+def small_mnist(small_npz):
+    return load_dataset("mnist", data=small_npz)
+
+
+@settings(
+    max_examples=RESUME_EXAMPLES,
+    deadline=None,
+    database=None,
+    derandomize="DIGITNET_FUZZ_EXAMPLES" not in os.environ,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+def test_any_change_to_the_saved_state_resumes_or_is_refused_before_training(
+    interrupted, small_mnist, tmp_path_factory, data
+):
+    """One or two values anywhere in the checkpoint's state replaced by odd ones: the run either goes on
+    (here for one batch, its checkpoint written again) or is refused with one error, the folder as it was."""
+    with np.load(interrupted[0] / "checkpoint.npz") as z:
+        header = json.loads(z["meta"].tobytes())
+    places = list(_paths(header["state"]))[1:]
+    changes = data.draw(
+        st.lists(st.tuples(st.sampled_from(places), st.sampled_from(ODD_VALUES)), min_size=1, max_size=2)
+    )
+    folder = tmp_path_factory.mktemp("odd") / "run"
+    shutil.copytree(interrupted[0], folder)
+
+    def change(h):
+        for path, value in changes:
+            _put(h["state"], path, value)
+
+    _rewrite_checkpoint(folder, change)
+    before = snapshot(folder)
+    try:
+        runs.Run.open(folder).resume(small_mnist, callbacks=[_StopAfterOneBatch()])
+    except DigitnetError:
+        assert snapshot(folder) == before
+    finally:
+        shutil.rmtree(folder.parent)
 
 
 def test_resume_refuses_what_is_not_a_resumable_run(reference, tmp_path):

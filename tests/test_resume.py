@@ -345,7 +345,10 @@ STATE_DAMAGES = {
     ),
     "lr history": (_in_state(lambda s: s["history"].update(lr="x")), "'history/lr'"),
     "best weights": (_in_state(lambda s: s["early_stopping"].update(best_weights=3)), "best_weights"),
-    "dropout generator": (_in_state(lambda s: s["step"]["rng"]["2"]["state"].update(state=-1)), "layer 2"),
+    "dropout generator": (
+        _in_state(lambda s: s["step"]["rng"]["2"]["state"].update(state=-1)),
+        "dropout layer 2",
+    ),
     "loader generator": (_in_state(lambda s: s["loader"]["rng"]["state"].update(inc=2**200)), "generator"),
     "diagnostics norms": (_in_state(lambda s: s["callbacks"]["Diagnostics"].update(norms=[1.0])), "'norms'"),
     "diagnostics weights": (

@@ -304,3 +304,58 @@ def test_bad_compare_inputs_are_one_error_line(root, tmp_path):
         "does not exist",
     )
     assert not list(tmp_path.iterdir())
+
+
+# A value put where a run folder's JSON holds another, and what reads it: each ended the command with a
+# traceback before the folder's files were checked as they are read.
+DAMAGED = {
+    "run.json preset": ("run.json", ("preset",), [None], "runs", "'preset' holds [None], not text"),
+    "run.json seconds": ("run.json", ("seconds",), [], "runs", "'seconds' holds [], not a number"),
+    "run.json created": ("run.json", ("created",), -1, "runs", "'created' holds -1, not text"),
+    "run.json data": ("run.json", ("data",), "finished", "resume", "'data' holds 'finished', not a dict"),
+    "run.json architecture": ("run.json", ("architecture", 1), [[]], "resume", "'architecture'"),
+    "metrics.json accuracy": ("metrics.json", ("test_accuracy",), [None], "runs", "'test_accuracy' holds"),
+    "config.json dataset": ("config.json", ("dataset",), [None], "resume", "unknown dataset"),
+    "history.json accuracy": (
+        "history.json",
+        ("epochs", 0, "train_accuracy"),
+        [1],
+        "plot",
+        "'epochs/1/train_",
+    ),
+    "history.json best epoch": ("history.json", ("best_epoch",), 0.5, "plot", "'best_epoch' must be None or"),
+    "history.json loss": ("history.json", ("loss", 0), {}, "plot", "'loss' must be a row of numbers"),
+    "history.json extra": ("history.json", ("extra",), 1.5, "plot", "'extra' must be a dict"),
+}
+
+
+@pytest.mark.parametrize("name", DAMAGED)
+def test_a_damaged_run_folder_is_named_not_a_traceback(root, tmp_path, name):
+    file, path, value, reader, fragment = DAMAGED[name]
+    runs_root = tmp_path / "runs"
+    shutil.copytree(root[0] / "interrupted", runs_root / "damaged")
+    shutil.copytree(root[0] / "lr-1e-3", runs_root / "lr-1e-3")
+    folder = runs_root / "damaged"
+    content = read(folder, file)
+    *way, last = path
+    place = content
+    for key in way:
+        place = place[key]
+    place[last] = value
+    (folder / file).write_text(json.dumps(content))
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    if reader == "runs":  # the damaged folder is skipped with the reason, the others listed
+        result = digitnet("runs", runs_root, "--json")
+        assert result.returncode == 0, result.stderr
+        listed = last_json(result.stdout)
+        assert [row["name"] for row in listed["runs"]] == ["lr-1e-3"]
+        assert len(listed["skipped"]) == 1 and fragment in listed["skipped"][0], listed["skipped"]
+        assert_user_error(digitnet("runs", runs_root, "--compare", "damaged", "lr-1e-3"), fragment)
+    elif reader == "resume":
+        assert_user_error(digitnet("train", "--resume", folder), fragment)
+    else:
+        assert_user_error(
+            digitnet("plot", folder, "--which", "curves", "--out", tmp_path / "plots"), fragment
+        )
+        assert not (tmp_path / "plots").exists()
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before

@@ -35,6 +35,7 @@ import hashlib
 import json
 import math
 import os
+import reprlib
 import secrets
 import shutil
 import socket
@@ -50,7 +51,16 @@ from digitnet.data.datasets import Dataset
 from digitnet.data.formats import NpzReader, atomic_path, first_line, json_default, load_json
 from digitnet.diagnostics import Diagnostics
 from digitnet.errors import ConfigError, DataError, DigitnetError, ModelFileError
-from digitnet.training import Callback, History, TrainConfig, TrainingDiverged, TrainResult, train
+from digitnet.nn import rules
+from digitnet.training import (
+    Callback,
+    History,
+    TrainConfig,
+    TrainingDiverged,
+    TrainResult,
+    check_history,
+    train,
+)
 
 ROOT = Path("runs")
 RUN, CONFIG, CHECKPOINT, MODEL = "run.json", "config.json", "checkpoint.npz", "model.npz"
@@ -203,6 +213,12 @@ class Run:
                 f"{path} has run format version {info.get('format_version')}; this digitnet "
                 f"reads version {FORMAT_VERSION}: upgrade digitnet"
             )
+        for fields, holder in ((RUN_FIELDS, info), (DATA_FIELDS, info.get("data") or {})):
+            for key, (ok, what) in fields.items():
+                if key in holder and not ok(holder[key]):
+                    raise DigitnetError(
+                        f"{path / RUN} is damaged: '{key}' holds {_shown(holder[key])}, not {what}"
+                    )
         return cls(path, info)
 
     # -- what it is ----------------------------------------------------------
@@ -549,8 +565,10 @@ def read_history(folder) -> History | None:
     if not path.exists():
         return None
     try:
-        return History.from_dict(load_json(path.read_text()))
-    except (OSError, ValueError, TypeError, AttributeError) as exc:
+        h = load_json(path.read_text())
+        check_history(h)
+        return History.from_dict(h)
+    except (OSError, ValueError, TypeError, ConfigError) as exc:
         raise ModelFileError(f"{path} is damaged ({exc}): the run's history cannot be read") from None
 
 
@@ -595,7 +613,7 @@ def summary(folder) -> dict:
     if (folder / RUN).exists():
         run = Run.open(folder)
         i = run.info
-        metrics = _read_json(folder / METRICS) or {}
+        metrics = _read_metrics(folder)
         row.update(
             created=i.get("created"),
             preset=i.get("preset"),
@@ -613,13 +631,19 @@ def summary(folder) -> dict:
     if (folder / RESULTS).exists():
         return _search_summary(folder, row)
     if (folder / MODEL).exists() and (folder / CONFIG).exists():  # a run from before run.json
-        config = _read_json(folder / CONFIG) or {}
-        metrics = _read_json(folder / METRICS) or {}
+        config = _read_json(folder / CONFIG)
+        config = config if isinstance(config, dict) else {}
+        metrics = _read_metrics(folder)
         meta_sizes = None
         try:
             meta_sizes = modelfile.load(folder / MODEL).architecture["sizes"]
         except DigitnetError:
             pass
+        for key, (ok, what) in {"preset": _TEXT, "epochs": _WHOLE}.items():
+            if not ok(config.get(key)):
+                raise DigitnetError(
+                    f"{folder / CONFIG} is damaged: '{key}' holds {_shown(config[key])}, not {what}"
+                )
         row.update(
             created=_stamp(folder / MODEL),
             preset=config.get("preset"),
@@ -643,6 +667,14 @@ def _search_summary(folder: Path, row: dict) -> dict:
     final = data.get("final") or {}
     best = data.get("best") or {}
     trials = data.get("trials") or []
+    holders = [search, final, best, trials, *trials]
+    shapes = [dict, dict, dict, list, *[dict] * len(trials)]
+    fine = all(isinstance(h, kind) for h, kind in zip(holders, shapes, strict=True))
+    fine = fine and _TEXT[0](search.get("preset")) and isinstance(search.get("space") or {}, dict)
+    fine = fine and all(_NUMBER[0](x) for x in [best.get("val_accuracy"), final.get("test_accuracy")])
+    fine = fine and all(_NUMBER[0](t.get("seconds")) for t in trials)
+    if not fine:
+        raise DigitnetError(f"{folder / RESULTS} is damaged: it is not what 'digitnet tune' writes")
     row.update(
         kind="tune",
         created=_stamp(folder / RESULTS),
@@ -770,6 +802,42 @@ def _absolute(path) -> str | None:
 
 def _sizes(sizes) -> str | None:
     return "-".join(map(str, sizes)) if sizes else None
+
+
+def _read_metrics(folder: Path) -> dict:
+    """A run's ``metrics.json`` ({} when it has none or it cannot be read); DigitnetError when a figure
+    ``digitnet runs`` shows is not a number."""
+    metrics = _read_json(folder / METRICS)
+    if not isinstance(metrics, dict):
+        return {}
+    for key in ("test_accuracy", "val_accuracy", "train_seconds", "epochs"):
+        if not _NUMBER[0](metrics.get(key)):
+            raise DigitnetError(
+                f"{folder / METRICS} is damaged: '{key}' holds {_shown(metrics[key])}, not a number"
+            )
+    return metrics
+
+
+def _shown(value) -> str:
+    return " ".join(reprlib.repr(value).split())
+
+
+# What run.json's fields may hold: (test, description); any may be absent. The tests take None.
+_TEXT = (lambda v: v is None or isinstance(v, str), "text")
+_WHOLE = (lambda v: v is None or rules.is_whole(v), "a whole number >= 0")
+_NUMBER = (lambda v: v is None or rules.is_finite(v), "a number")
+_SIZES = (lambda v: v is None or isinstance(v, list) and all(rules.is_whole(n, 1) for n in v), "layer sizes")
+RUN_FIELDS = {
+    **dict.fromkeys(["kind", "state", "reason", "preset", "created", "updated", "host"], _TEXT),
+    **dict.fromkeys(["pid", "epochs_planned", "epochs_done", "iteration", "resumed", "final_epoch"], _WHOLE),
+    **dict.fromkeys(["val_accuracy", "test_accuracy", "seconds"], _NUMBER),
+    "architecture": _SIZES,
+    "data": (lambda v: v is None or isinstance(v, dict), "a dict"),
+}
+DATA_FIELDS = {  # run.json's "data"
+    **dict.fromkeys(["dataset", "data", "cache_dir", "source", "fingerprint"], _TEXT),
+    "n_train": _WHOLE,
+}
 
 
 def _read_json(path: Path):

@@ -43,7 +43,7 @@ from digitnet.data.augment import (
     RandomFlip,
     RandomShift,
 )
-from digitnet.data.datasets import Dataset, train_val_split
+from digitnet.data.datasets import DATASETS, Dataset, train_val_split
 from digitnet.data.formats import first_line
 from digitnet.data.loader import DataLoader, Normalizer
 from digitnet.errors import ConfigError, DigitnetError
@@ -153,7 +153,9 @@ class TrainConfig:
     """
 
     preset: str = setting("custom", "the preset the settings started from", flag=False)
-    dataset: str = setting("mnist", "the dataset", flag=False)  # --dataset comes with --data
+    dataset: str = setting(
+        "mnist", "the dataset", flag=False, choices=DATASETS
+    )  # --dataset comes with --data
     hidden: tuple = setting(
         (128, 64), "hidden layer sizes, e.g. 256,128", _hidden, group="network", metavar="N,N,..."
     )
@@ -703,7 +705,7 @@ class NumpyStep:
                 type(layer.rng.bit_generator)().state = rng[str(i)]
             except (TypeError, ValueError, KeyError, OverflowError) as exc:
                 raise ConfigError(
-                    f"the saved training state's generator of layer {i} does not fit a "
+                    f"the generator of dropout layer {i} does not fit a "
                     f"{type(layer.rng.bit_generator).__name__} ({first_line(exc)})"
                 ) from None
 
@@ -912,7 +914,10 @@ class Loop:
         damaged or crafted one raises :class:`~digitnet.errors.ConfigError`
         before training starts, not part-way through it.
         """
-        self.check_state(state)
+        try:
+            self.check_state(state)
+        except ConfigError as exc:
+            raise ConfigError(f"the saved training state does not fit this run: {exc}") from None
         h = dict(state["history"])
         for key in ("loss", "accuracy", "lr"):
             h[key] = np.asarray(h[key]).tolist()
@@ -935,12 +940,14 @@ class Loop:
         continue from: a missing key, a value of the wrong type, out of range or not finite, an array of
         another shape. What the step, the loader and the callbacks hold is checked by each of them.
         """
-        _need(isinstance(state, dict), "", "a dict", state)
+        _need(isinstance(state, dict), "state", "a dict", state)
         for key in ("iteration", "history", "partial", "early_stopping", "step", "loader"):
             _need(key in state, key, "present", "nothing")
         iteration = state["iteration"]
-        _need(_is_whole(iteration), "iteration", "a whole number >= 0", iteration)
-        self._check_history(state["history"], iteration)
+        _need(rules.is_whole(iteration), "iteration", "a whole number >= 0", iteration)
+        check_history(
+            state["history"], finite=True, iteration=iteration, epochs=self.epochs, where="history/"
+        )
         partial = state["partial"]
         if partial is not None:
             _need(
@@ -950,10 +957,10 @@ class Loop:
                 partial,
             )
             for key in ("loss", "accuracy", "seconds"):
-                _need(_is_finite(partial[key]), f"partial/{key}", "a finite number", partial[key])
+                _need(rules.is_finite(partial[key]), f"partial/{key}", "a finite number", partial[key])
             batches = partial["batches"]
             _need(
-                _is_whole(batches) and batches < len(self.loader),
+                rules.is_whole(batches) and batches < len(self.loader),
                 "partial/batches",
                 f"a whole number of batches below {len(self.loader)}",
                 batches,
@@ -966,8 +973,12 @@ class Loop:
             early,
         )
         best = early["best_loss"]
-        _need(best is None or _is_finite(best), "early_stopping/best_loss", "None or a finite number", best)
-        _need(_is_whole(early["waited"]), "early_stopping/waited", "a whole number >= 0", early["waited"])
+        _need(
+            best is None or rules.is_finite(best), "early_stopping/best_loss", "None or a finite number", best
+        )
+        _need(
+            rules.is_whole(early["waited"]), "early_stopping/waited", "a whole number >= 0", early["waited"]
+        )
         weights = early.get("best_weights")
         if weights is not None:
             _check_arrays(weights, self.step.weights(), "early_stopping/best_weights")
@@ -979,54 +990,6 @@ class Loop:
             name = type(cb).__name__
             if name in saved and hasattr(cb, "check_state"):
                 cb.check_state(saved[name], self.state)
-
-    def _check_history(self, h, iteration: int) -> None:
-        _need(isinstance(h, dict), "history", "a dict", h)
-        for key in ("loss", "accuracy", "lr"):
-            values = h.get(key)
-            _need(isinstance(values, (list, np.ndarray)), f"history/{key}", "an array", values)
-            try:
-                a = np.asarray(values)
-            except ValueError:
-                a = None
-            _need(
-                a is not None and a.ndim == 1 and a.dtype.kind in "fiu" and bool(np.isfinite(a).all()),
-                f"history/{key}",
-                "a row of finite numbers",
-                values,
-            )
-            _need(len(a) == iteration, f"history/{key}", f"{iteration} values, one an iteration", len(a))
-        epochs = h.get("epochs")
-        _need(
-            isinstance(epochs, list) and len(epochs) <= self.epochs,
-            "history/epochs",
-            f"a list of at most {self.epochs} epochs",
-            epochs,
-        )
-        for i, record in enumerate(epochs, 1):
-            where = f"history/epochs/{i}"
-            _need(isinstance(record, dict), where, "a dict", record)
-            for key, value in record.items():
-                _need(
-                    value is None or isinstance(value, (bool, str)) or _is_finite(value),
-                    f"{where}/{key}",
-                    "a finite number, text or None",
-                    value,
-                )
-            _need(record.get("epoch") == i, f"{where}/epoch", str(i), record.get("epoch"))
-            seconds = record.get("seconds")
-            _need(_is_finite(seconds) and seconds >= 0, f"{where}/seconds", "a number >= 0", seconds)
-        _need(isinstance(h.get("extra", {}), dict), "history/extra", "a dict", h.get("extra"))
-        for key in ("best_epoch", "restored_epoch"):
-            value = h.get(key)
-            _need(
-                value is None or (_is_whole(value) and 1 <= value <= len(epochs)),
-                f"history/{key}",
-                f"None or an epoch from 1 to {len(epochs)}",
-                value,
-            )
-        for key in ("stopped_early", "interrupted"):
-            _need(isinstance(h.get(key, False), bool), f"history/{key}", "true or false", h.get(key))
 
     def _restore_callbacks(self) -> None:
         if self._callback_states is None:
@@ -1042,28 +1005,85 @@ class Loop:
             getattr(cb, hook)(self.state)
 
 
+# What an epoch's record holds as numbers (or None); callbacks may add more keys, holding numbers or text.
+EPOCH_NUMBERS = (
+    "epoch",
+    "train_loss",
+    "train_accuracy",
+    "val_loss",
+    "val_accuracy",
+    "lr",
+    "seconds",
+    "iteration",
+)
+
+
+def check_history(h, finite: bool = False, iteration=None, epochs=None, where: str = "") -> None:
+    """Raise :class:`~digitnet.errors.ConfigError` naming the first value of ``h`` (a
+    :meth:`History.to_dict`, as read from a file) that no run writes.
+
+    The per-iteration rows are numbers; each epoch's record is numbered from 1 and holds numbers (or
+    None) under its own keys and :data:`EPOCH_NUMBERS`, text under others; ``best_epoch`` and
+    ``restored_epoch`` are among the epochs. With ``finite``, no number is NaN or infinite; with
+    ``iteration``, every row has that length; with ``epochs``, there are at most that many.
+    ``where`` starts each name in the message (``history/`` in a checkpoint's state).
+    """
+    number = rules.is_finite if finite else (lambda v: rules.is_finite(v) or isinstance(v, float))
+    _need(isinstance(h, dict), where or "history", "a dict", h)
+    for key in ("loss", "accuracy", "lr"):
+        values = h.get(key)
+        ok = isinstance(values, (list, np.ndarray)) and np.ndim(values) == 1
+        ok = ok and all(number(v) for v in (values.tolist() if isinstance(values, np.ndarray) else values))
+        _need(ok, f"{where}{key}", "a row of numbers", values)
+        _need(
+            iteration is None or len(values) == iteration, f"{where}{key}", f"{iteration} values", len(values)
+        )
+    records = h.get("epochs")
+    limit = "" if epochs is None else f" of at most {epochs}"
+    _need(
+        isinstance(records, list) and len(records) <= (epochs or len(records)),
+        f"{where}epochs",
+        f"a list{limit}",
+        records,
+    )
+    for i, record in enumerate(records, 1):
+        at = f"{where}epochs/{i}"
+        _need(isinstance(record, dict), at, "a dict", record)
+        for key, value in record.items():
+            numeric = key in EPOCH_NUMBERS or key.startswith(("grad_norm_", "inactive_"))
+            ok = value is None or number(value) or (isinstance(value, str) and not numeric)
+            _need(ok, f"{at}/{key}", "a number or None" if numeric else "a number, text or None", value)
+        _need(record.get("epoch") == i, f"{at}/epoch", str(i), record.get("epoch"))
+        seconds = record.get("seconds")
+        _need(rules.is_finite(seconds) and seconds >= 0, f"{at}/seconds", "a number >= 0", seconds)
+    extra = h.get("extra", {})
+    _need(isinstance(extra, dict), f"{where}extra", "a dict", extra)
+    if "diagnostics" in extra:
+        info = extra["diagnostics"]
+        layers = info.get("layers") if isinstance(info, dict) else None
+        ok = isinstance(layers, list) and all(isinstance(name, str) for name in layers)
+        _need(ok, f"{where}extra/diagnostics", "a dict naming the layers", info)
+    for key in ("best_epoch", "restored_epoch"):
+        value = h.get(key)
+        _need(
+            value is None or rules.is_whole(value, 1) and value <= len(records),
+            f"{where}{key}",
+            f"None or an epoch from 1 to {len(records)}",
+            value,
+        )
+    for key in ("stopped_early", "interrupted"):
+        _need(isinstance(h.get(key, False), bool), f"{where}{key}", "true or false", h.get(key))
+
+
 def _need(ok: bool, where: str, what: str, value) -> None:
-    """Refuse a saved state whose part ``where`` is not ``what``."""
+    """Refuse a value read from a file: its place ``where`` should hold ``what``."""
     if not ok:
         text = (
             f"an array of shape {value.shape}"
             if isinstance(value, np.ndarray)
             else " ".join(reprlib.repr(value).split())
         )
-        place = f"'{where}'" if where else "the state"
-        raise ConfigError(f"the saved training state's {place} must be {what}, not {text[:80]}")
-
-
-def _is_whole(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)) and value >= 0
-
-
-def _is_finite(value) -> bool:
-    return (
-        isinstance(value, (int, float, np.integer, np.floating))
-        and not isinstance(value, (bool, np.bool_))
-        and math.isfinite(value)
-    )
+        raise ConfigError(f"'{where}' must be {what}, not {text[:80]}")
 
 
 def _check_arrays(saved, own: dict, where: str) -> None:

@@ -52,3 +52,13 @@ def one_of(value, names, what: str) -> None:
     """One of the names a table knows (an activation, an optimiser, a schedule)."""
     if value not in names:
         raise ConfigError(f"unknown {what} '{value}'; choose one of {', '.join(names)}")
+
+
+def is_whole(value, low: int = 0) -> bool:
+    """Is ``value`` a whole number (not a bool) at or above ``low``? For values read from files."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= low
+
+
+def is_finite(value) -> bool:
+    """Is ``value`` a finite real number (an int or a float; not a bool)? For values read from files."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -472,3 +473,43 @@ def test_no_room_for_the_workers_copy_of_the_images_is_one_error_line(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "cannot write the workers' copy of the images" in lines[0], lines
     assert "set TMPDIR" in lines[0] and list(scratch.iterdir()) == []
+
+
+# Values put where a search's results.json holds another: each ended 'tune --resume' (or, for the
+# trials, 'digitnet runs') with a traceback before the file's fields were checked as they are read.
+DAMAGED_RESULTS = {
+    "subset": (("search", "subset"), [1], "tune", "the search's subset must be a whole number"),
+    "search": (("search",), "finished", "tune", "'search' holds 'finished'"),
+    "study name": (("study",), [None], "tune", "'study' holds [None], not text"),
+    "space": (("search", "space"), -1, "tune", "the search's space must be hyperparameter names"),
+    "trial count": (("search", "trials"), {"a": 1}, "tune", "the search's trials must be a whole number"),
+    "format version": (("format_version",), "2", "tune", "'format_version' holds '2'"),
+    "preset": (("search", "preset"), [[[]]], "tune", "the search's preset must be text"),
+    "trials": (("trials",), True, "runs", "results.json is damaged"),
+}
+
+
+@pytest.mark.parametrize("name", DAMAGED_RESULTS)
+def test_a_damaged_results_file_is_named_not_a_traceback(searched, tmp_path, name):
+    path, value, reader, fragment = DAMAGED_RESULTS[name]
+    folder = tmp_path / "searches" / "search"
+    shutil.copytree(searched[0], folder)
+    data = json.loads((folder / "results.json").read_text())
+    data["final"] = None  # as a search stopped before its refit leaves it: resumable
+    place = data
+    for step in path[:-1]:
+        place = place[step]
+    place[path[-1]] = value
+    (folder / "results.json").write_text(json.dumps(data))
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    if reader == "runs":
+        result = digitnet("runs", folder.parent, "--json")
+        assert result.returncode == 0, result.stderr
+        skipped = json.loads(result.stdout.splitlines()[-1])["skipped"]
+        assert len(skipped) == 1 and fragment in skipped[0], skipped
+    else:
+        result = digitnet("tune", "--resume", folder)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], result.stderr
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before

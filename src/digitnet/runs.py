@@ -667,9 +667,8 @@ def _search_summary(folder: Path, row: dict) -> dict:
     final = data.get("final") or {}
     best = data.get("best") or {}
     trials = data.get("trials") or []
-    holders = [search, final, best, trials, *trials]
-    shapes = [dict, dict, dict, list, *[dict] * len(trials)]
-    fine = all(isinstance(h, kind) for h, kind in zip(holders, shapes, strict=True))
+    fine = all(isinstance(part, dict) for part in (search, final, best))
+    fine = fine and isinstance(trials, list) and all(isinstance(t, dict) for t in trials)
     fine = fine and _TEXT[0](search.get("preset")) and isinstance(search.get("space") or {}, dict)
     fine = fine and all(_NUMBER[0](x) for x in [best.get("val_accuracy"), final.get("test_accuracy")])
     fine = fine and all(_NUMBER[0](t.get("seconds")) for t in trials)

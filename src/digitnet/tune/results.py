@@ -17,6 +17,7 @@ import csv
 import io
 import json
 import math
+import reprlib
 import signal
 import threading
 from contextlib import contextmanager
@@ -124,6 +125,18 @@ class Results:
             raise DigitnetError(f"cannot read {path}: {exc}") from None
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise DigitnetError(f"{path} is not the results of 'digitnet tune'")
+        kinds = {
+            "format_version": (int, "a whole number"),
+            "search": (dict, "the search's settings"),
+            "storage": ((str, type(None)), "text"),
+            "study": ((str, type(None)), "text"),
+            "final": ((dict, type(None)), "the refitted model's figures"),
+        }
+        for name, (kind, what) in kinds.items():
+            if name in data and (not isinstance(data[name], kind) or isinstance(data[name], bool)):
+                raise DigitnetError(
+                    f"{path} is damaged: '{name}' holds {reprlib.repr(data[name])}, not {what}"
+                )
         if data.get("format_version", 0) > FORMAT_VERSION:
             raise DigitnetError(f"{path} was written by a newer digitnet: upgrade to resume it")
         if data.get("format_version", 0) < FORMAT_VERSION:

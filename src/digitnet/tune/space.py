@@ -17,9 +17,11 @@ import dataclasses
 import itertools
 import json
 import math
+import reprlib
 from dataclasses import dataclass, field
 
 from digitnet.errors import ConfigError
+from digitnet.nn import rules
 from digitnet.presets import preset
 from digitnet.training import TrainConfig
 
@@ -224,6 +226,7 @@ class SearchSpec:
 
         Resolves ``method="auto"``.
         """
+        self._check_types()
         if not self.space:
             raise ConfigError("nothing to search: give at least one of " + ", ".join(map(flag, PARAMS)))
         unknown = sorted(set(self.space) - set(PARAMS))
@@ -273,6 +276,35 @@ class SearchSpec:
                 "to run it anyway, or use --search tpe --trials N"
             )
         return self
+
+    def _check_types(self) -> None:
+        """Each field holds the kind of value the command line gives it (a spec read back from a search's
+        results.json may hold anything JSON can)."""
+        whole, number = rules.is_whole, rules.is_finite
+        kinds = {
+            "space": (
+                isinstance(self.space, dict) and all(isinstance(v, str) for v in self.space.values()),
+                "hyperparameter names and the text given for each",
+            ),
+            **{
+                name: (isinstance(getattr(self, name), str), "text")
+                for name in ("method", "preset", "dataset", "prune")
+            },
+            "trials": (whole(self.trials), "a whole number"),
+            "seed": (whole(self.seed), "a whole number"),
+            "epochs": (self.epochs is None or whole(self.epochs), "a whole number"),
+            "subset": (self.subset is None or whole(self.subset), "a whole number"),
+            "val_fraction": (self.val_fraction is None or number(self.val_fraction), "a number"),
+            "objectives": (
+                isinstance(self.objectives, list) and all(isinstance(o, str) for o in self.objectives),
+                "a list of names",
+            ),
+        }
+        for name, (ok, what) in kinds.items():
+            if not ok:
+                raise ConfigError(
+                    f"the search's {name} must be {what}, not {reprlib.repr(getattr(self, name))}"
+                )
 
     def _check_objectives(self) -> None:
         objectives = list(self.objectives)
@@ -341,6 +373,8 @@ class SearchSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> SearchSpec:
+        if not isinstance(d, dict):
+            raise ConfigError(f"a search is described by a dict of its settings, not {reprlib.repr(d)}")
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 

@@ -7,6 +7,7 @@ The runs train through the real command on a slice of MNIST (6,000 training and
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -16,8 +17,11 @@ import time
 import numpy as np
 import pytest
 from clitools import assert_user_error, command, digitnet, last_json
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
+from digitnet.cli.main import main as cli_main
 from digitnet.viz import style
 
 TINY = ["--preset", "adam-128-64", "--hidden", "32"]
@@ -359,3 +363,74 @@ def test_a_damaged_run_folder_is_named_not_a_traceback(root, tmp_path, name):
         )
         assert not (tmp_path / "plots").exists()
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+# What a damaged or hand-edited run folder may hold anywhere in its JSON files.
+ODD_VALUES = [
+    None,
+    True,
+    -1,
+    0,
+    2**64,
+    1e308,
+    -0.5,
+    "",
+    "x",
+    "finished",
+    [],
+    [1.0],
+    [None],
+    {},
+    {"a": 1},
+    [[[]]],
+]
+FOLDER_EXAMPLES = int(os.environ.get("DIGITNET_FUZZ_EXAMPLES", "0")) or 30
+
+
+def _places(tree, path=()):
+    """Every place in a JSON tree (the first few items of a long list), as the keys that lead to it."""
+    yield path
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree[:3]) if isinstance(tree, list) else ()
+    for key, value in items:
+        yield from _places(value, (*path, key))
+
+
+@settings(
+    max_examples=FOLDER_EXAMPLES,
+    deadline=None,
+    database=None,
+    derandomize="DIGITNET_FUZZ_EXAMPLES" not in os.environ,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+def test_any_change_to_a_run_folders_json_is_read_or_named(root, tmp_path_factory, data, capsys):
+    """One value anywhere in run.json, config.json, history.json or metrics.json replaced by an odd one:
+    listing, comparing and plotting the run work or end with one error line, and change none of its files."""
+    runs_root = tmp_path_factory.mktemp("odd")
+    folder = runs_root / "run"
+    shutil.copytree(root[0] / "interrupted", folder)
+    shutil.copytree(root[0] / "lr-1e-3", runs_root / "other")
+    name = data.draw(st.sampled_from(["run.json", "config.json", "history.json", "metrics.json"]))
+    content = read(folder, name)
+    path = data.draw(st.sampled_from(list(_places(content))[1:]))
+    place = content
+    for key in path[:-1]:
+        place = place[key]
+    place[path[-1]] = data.draw(st.sampled_from(ODD_VALUES))
+    (folder / name).write_text(json.dumps(content))
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    commands = [
+        ["runs", runs_root, "--json"],
+        ["runs", runs_root, "--compare", "run", "other", "--plot", runs_root / "c.png"],
+    ]
+    if name == "history.json":  # what the plots read (compare's too; the table above reads the rest)
+        commands += [["plot", folder, "--which", "curves", "gradients", "--out", runs_root / "plots"]]
+    for args in commands:
+        status = cli_main([str(a) for a in args])
+        err = capsys.readouterr().err
+        assert status == 0 or (status == 2 and err.startswith("error: ") and err.count("\n") == 1), (
+            args,
+            err,
+        )
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    shutil.rmtree(runs_root)

@@ -25,6 +25,7 @@ import io
 import itertools
 import math
 import numbers
+import re
 import reprlib
 import signal
 import threading
@@ -1005,39 +1006,45 @@ class Loop:
             getattr(cb, hook)(self.state)
 
 
-# What an epoch's record holds as numbers (or None); callbacks may add more keys, holding numbers or text.
-EPOCH_NUMBERS = (
-    "epoch",
-    "train_loss",
-    "train_accuracy",
-    "val_loss",
-    "val_accuracy",
-    "lr",
-    "seconds",
-    "iteration",
-)
+# An epoch's record: the numbers it always holds, those it holds or None (no validation split, no
+# batch sampled), and the keys that, when there, hold a number or None. Callbacks may add keys holding
+# numbers or text.
+EPOCH_NUMBERS = ("epoch", "train_loss", "train_accuracy", "seconds")
+EPOCH_NUMBERS_OR_NONE = ("val_loss", "val_accuracy")
+EPOCH_OPTIONAL = ("lr", "iteration", "grad_norm_", "inactive_")
 
 
 def check_history(h, finite: bool = False, iteration=None, epochs=None, where: str = "") -> None:
     """Raise :class:`~digitnet.errors.ConfigError` naming the first value of ``h`` (a
     :meth:`History.to_dict`, as read from a file) that no run writes.
 
-    The per-iteration rows are numbers; each epoch's record is numbered from 1 and holds numbers (or
-    None) under its own keys and :data:`EPOCH_NUMBERS`, text under others; ``best_epoch`` and
+    The per-iteration rows are numbers; each epoch's record is numbered from 1 and holds numbers under
+    :data:`EPOCH_NUMBERS` (and, or None, under the other keys this module and the diagnostics write),
+    numbers or text under others; ``best_epoch`` and
     ``restored_epoch`` are among the epochs. With ``finite``, no number is NaN or infinite; with
-    ``iteration``, every row has that length; with ``epochs``, there are at most that many.
+    ``iteration``, every row has that length (else they have one length); with ``epochs``, there are at
+    most that many.
     ``where`` starts each name in the message (``history/`` in a checkpoint's state).
     """
     number = rules.is_finite if finite else (lambda v: rules.is_finite(v) or isinstance(v, float))
     _need(isinstance(h, dict), where or "history", "a dict", h)
     for key in ("loss", "accuracy", "lr"):
         values = h.get(key)
-        ok = isinstance(values, (list, np.ndarray)) and np.ndim(values) == 1
-        ok = ok and all(number(v) for v in (values.tolist() if isinstance(values, np.ndarray) else values))
-        _need(ok, f"{where}{key}", "a row of numbers", values)
+        if isinstance(values, np.ndarray):
+            values = values.tolist() if values.ndim == 1 else None
         _need(
-            iteration is None or len(values) == iteration, f"{where}{key}", f"{iteration} values", len(values)
+            isinstance(values, list) and all(number(v) for v in values),
+            f"{where}{key}",
+            "a row of numbers",
+            h.get(key),
         )
+        _need(
+            iteration is None or len(values) == iteration,
+            f"{where}{key}",
+            f"{iteration} values (one a batch)",
+            len(values),
+        )
+        iteration = len(values)  # the other rows have as many
     records = h.get("epochs")
     limit = "" if epochs is None else f" of at most {epochs}"
     _need(
@@ -1049,8 +1056,12 @@ def check_history(h, finite: bool = False, iteration=None, epochs=None, where: s
     for i, record in enumerate(records, 1):
         at = f"{where}epochs/{i}"
         _need(isinstance(record, dict), at, "a dict", record)
+        for key in EPOCH_NUMBERS:
+            _need(number(record.get(key)), f"{at}/{key}", "a number", record.get(key))
+        for key in EPOCH_NUMBERS_OR_NONE:
+            _need(key in record, f"{at}/{key}", "a number or None", "nothing")
         for key, value in record.items():
-            numeric = key in EPOCH_NUMBERS or key.startswith(("grad_norm_", "inactive_"))
+            numeric = key in EPOCH_NUMBERS_OR_NONE or key.startswith(EPOCH_OPTIONAL)
             ok = value is None or number(value) or (isinstance(value, str) and not numeric)
             _need(ok, f"{at}/{key}", "a number or None" if numeric else "a number, text or None", value)
         _need(record.get("epoch") == i, f"{at}/epoch", str(i), record.get("epoch"))
@@ -1061,8 +1072,16 @@ def check_history(h, finite: bool = False, iteration=None, epochs=None, where: s
     if "diagnostics" in extra:
         info = extra["diagnostics"]
         layers = info.get("layers") if isinstance(info, dict) else None
-        ok = isinstance(layers, list) and all(isinstance(name, str) for name in layers)
-        _need(ok, f"{where}extra/diagnostics", "a dict naming the layers", info)
+        ok = isinstance(layers, list) and all(
+            isinstance(n, str) and re.fullmatch(r"\d+→\d+", n) for n in layers
+        )
+        ok = ok and isinstance(info.get("activation", ""), str)
+        _need(
+            ok,
+            f"{where}extra/diagnostics",
+            "a dict naming the layers (such as 784→128) and the activation",
+            info,
+        )
     for key in ("best_epoch", "restored_epoch"):
         value = h.get(key)
         _need(

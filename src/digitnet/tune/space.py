@@ -280,7 +280,11 @@ class SearchSpec:
     def _check_types(self) -> None:
         """Each field holds the kind of value the command line gives it (a spec read back from a search's
         results.json may hold anything JSON can)."""
-        whole, number = rules.is_whole, rules.is_finite
+        number = rules.is_finite  # of each kind; the ranges are checked after
+
+        def whole(value) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool)
+
         kinds = {
             "space": (
                 isinstance(self.space, dict) and all(isinstance(v, str) for v in self.space.values()),

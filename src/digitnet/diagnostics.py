@@ -28,6 +28,7 @@ import numpy as np
 
 from digitnet import nn
 from digitnet.errors import ConfigError
+from digitnet.nn import rules
 from digitnet.training import Callback
 
 SATURATION = 0.01  # a sigmoid output within this of 0 or 1 (tanh: of -1 or 1) is saturated
@@ -121,7 +122,7 @@ class Diagnostics(Callback):
             ok = isinstance(value, np.ndarray) and value.shape == shape and value.dtype.kind == kind
             if not ok or (kind == "f" and not np.isfinite(value).all()):
                 raise ConfigError(f"the saved diagnostics' '{where}' must be an array of shape {shape}")
-        if isinstance(seen, bool) or not isinstance(seen, (int, np.integer)) or seen < 0:
+        if not rules.is_whole(seen):
             raise ConfigError(f"the saved diagnostics' 'seen' must be a whole number >= 0, not {seen!r:.80}")
 
     def load_state_dict(self, state: dict) -> None:

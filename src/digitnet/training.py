@@ -154,9 +154,8 @@ class TrainConfig:
     """
 
     preset: str = setting("custom", "the preset the settings started from", flag=False)
-    dataset: str = setting(
-        "mnist", "the dataset", flag=False, choices=DATASETS
-    )  # --dataset comes with --data
+    # --dataset comes with --data, so it is no flag of its own here
+    dataset: str = setting("mnist", "the dataset", flag=False, choices=DATASETS)
     hidden: tuple = setting(
         (128, 64), "hidden layer sizes, e.g. 256,128", _hidden, group="network", metavar="N,N,..."
     )

@@ -35,7 +35,6 @@ import hashlib
 import json
 import math
 import os
-import reprlib
 import secrets
 import shutil
 import socket
@@ -48,7 +47,7 @@ import numpy as np
 
 from digitnet import modelfile
 from digitnet.data.datasets import Dataset
-from digitnet.data.formats import NpzReader, atomic_path, first_line, json_default, load_json
+from digitnet.data.formats import NpzReader, atomic_path, first_line, json_default, load_json, shown
 from digitnet.diagnostics import Diagnostics
 from digitnet.errors import ConfigError, DataError, DigitnetError, ModelFileError
 from digitnet.nn import rules
@@ -217,7 +216,7 @@ class Run:
             for key, (ok, what) in fields.items():
                 if key in holder and not ok(holder[key]):
                     raise DigitnetError(
-                        f"{path / RUN} is damaged: '{key}' holds {_shown(holder[key])}, not {what}"
+                        f"{path / RUN} is damaged: '{key}' holds {shown(holder[key])}, not {what}"
                     )
         return cls(path, info)
 
@@ -642,7 +641,7 @@ def summary(folder) -> dict:
         for key, (ok, what) in {"preset": _TEXT, "epochs": _WHOLE}.items():
             if not ok(config.get(key)):
                 raise DigitnetError(
-                    f"{folder / CONFIG} is damaged: '{key}' holds {_shown(config[key])}, not {what}"
+                    f"{folder / CONFIG} is damaged: '{key}' holds {shown(config[key])}, not {what}"
                 )
         row.update(
             created=_stamp(folder / MODEL),
@@ -812,13 +811,9 @@ def _read_metrics(folder: Path) -> dict:
     for key in ("test_accuracy", "val_accuracy", "train_seconds", "epochs"):
         if not _NUMBER[0](metrics.get(key)):
             raise DigitnetError(
-                f"{folder / METRICS} is damaged: '{key}' holds {_shown(metrics[key])}, not a number"
+                f"{folder / METRICS} is damaged: '{key}' holds {shown(metrics[key])}, not a number"
             )
     return metrics
-
-
-def _shown(value) -> str:
-    return " ".join(reprlib.repr(value).split())
 
 
 # What run.json's fields may hold: (test, description); any may be absent. The tests take None.

@@ -26,7 +26,6 @@ import itertools
 import math
 import numbers
 import re
-import reprlib
 import signal
 import threading
 import time
@@ -45,7 +44,7 @@ from digitnet.data.augment import (
     RandomShift,
 )
 from digitnet.data.datasets import DATASETS, Dataset, train_val_split
-from digitnet.data.formats import first_line
+from digitnet.data.formats import first_line, shown
 from digitnet.data.loader import DataLoader, Normalizer
 from digitnet.errors import ConfigError, DigitnetError
 from digitnet.nn import rules
@@ -1096,11 +1095,7 @@ def check_history(h, finite: bool = False, iteration=None, epochs=None, where: s
 def _need(ok: bool, where: str, what: str, value) -> None:
     """Refuse a value read from a file: its place ``where`` should hold ``what``."""
     if not ok:
-        text = (
-            f"an array of shape {value.shape}"
-            if isinstance(value, np.ndarray)
-            else " ".join(reprlib.repr(value).split())
-        )
+        text = f"an array of shape {value.shape}" if isinstance(value, np.ndarray) else shown(value)
         raise ConfigError(f"'{where}' must be {what}, not {text[:80]}")
 
 

@@ -36,6 +36,7 @@ import lzma
 import math
 import os
 import re
+import reprlib
 import secrets
 import struct
 import warnings
@@ -225,6 +226,17 @@ def _finite_float(text: str) -> float:
     if not math.isfinite(value):
         raise ValueError(f"{text[:40]} is too large for a number")
     return value
+
+
+# Values from a file, shown in messages: a few items, a few levels, a bounded length.
+SHORT = reprlib.Repr()
+SHORT.maxlevel, SHORT.maxstring, SHORT.maxother = 3, 60, 60
+SHORT.maxtuple = SHORT.maxlist = SHORT.maxdict = SHORT.maxset = SHORT.maxfrozenset = 8
+
+
+def shown(value) -> str:
+    """A value read from a file as an error line can hold it: :data:`SHORT`'s repr, on one line."""
+    return " ".join(SHORT.repr(value).split())
 
 
 def first_line(exc) -> str:

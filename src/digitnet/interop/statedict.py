@@ -21,10 +21,10 @@ import numpy as np
 
 from digitnet import modelfile, nn
 from digitnet.data.datasets import DATASETS
-from digitnet.data.formats import MAX_ARRAY_BYTES, first_line
+from digitnet.data.formats import MAX_ARRAY_BYTES, SHORT, first_line
 from digitnet.data.loader import Normalizer
 from digitnet.errors import ModelFileError
-from digitnet.interop.torchfile import SHORT, read_torch_file
+from digitnet.interop.torchfile import read_torch_file
 from digitnet.modelfile import MAX_LAYERS, Classifier, architecture_of
 
 CHECKPOINT_KEYS = ("model_state_dict", "state_dict", "model")

@@ -40,7 +40,6 @@ import io
 import math
 import pickle
 import pickletools
-import reprlib
 import struct
 import warnings
 import zipfile
@@ -50,6 +49,7 @@ import numpy as np
 
 from digitnet.data.formats import (
     MAX_ARRAY_BYTES,
+    SHORT,
     ZIP_ERRORS,
     check_empty_shape,
     first_line,
@@ -66,10 +66,6 @@ MAX_PICKLE_OPS = 1_000_000  # opcodes in one pickle
 MAX_MEMO_REFS = 100_000  # references back to an object already built (GET opcodes)
 MAX_DEPTH = 64  # containers inside containers (a state_dict nests 2 or 3)
 MAX_ITEMS = 1_000_000  # elements of all the containers, each counted once
-# Values from the file, shown in messages: a few items, a few levels, a bounded length.
-SHORT = reprlib.Repr()
-SHORT.maxlevel, SHORT.maxstring, SHORT.maxother = 3, 60, 60
-SHORT.maxtuple = SHORT.maxlist = SHORT.maxdict = SHORT.maxset = SHORT.maxfrozenset = 8
 
 # torch storage class -> NumPy dtype of its elements ("bfloat16" is read as uint16, then widened).
 STORAGE_DTYPES = {

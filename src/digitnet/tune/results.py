@@ -17,14 +17,13 @@ import csv
 import io
 import json
 import math
-import reprlib
 import signal
 import threading
 from contextlib import contextmanager
 from pathlib import Path
 
 from digitnet import runs
-from digitnet.data.formats import atomic_path, load_json
+from digitnet.data.formats import atomic_path, load_json, shown
 from digitnet.errors import DigitnetError
 from digitnet.tune import study as studies
 from digitnet.tune.space import PARAMS, SearchSpec, decode_params, encode, key, show
@@ -134,9 +133,7 @@ class Results:
         }
         for name, (kind, what) in kinds.items():
             if name in data and (not isinstance(data[name], kind) or isinstance(data[name], bool)):
-                raise DigitnetError(
-                    f"{path} is damaged: '{name}' holds {reprlib.repr(data[name])}, not {what}"
-                )
+                raise DigitnetError(f"{path} is damaged: '{name}' holds {shown(data[name])}, not {what}")
         if data.get("format_version", 0) > FORMAT_VERSION:
             raise DigitnetError(f"{path} was written by a newer digitnet: upgrade to resume it")
         if data.get("format_version", 0) < FORMAT_VERSION:

@@ -17,9 +17,9 @@ import dataclasses
 import itertools
 import json
 import math
-import reprlib
 from dataclasses import dataclass, field
 
+from digitnet.data.formats import shown
 from digitnet.errors import ConfigError
 from digitnet.nn import rules
 from digitnet.presets import preset
@@ -306,9 +306,7 @@ class SearchSpec:
         }
         for name, (ok, what) in kinds.items():
             if not ok:
-                raise ConfigError(
-                    f"the search's {name} must be {what}, not {reprlib.repr(getattr(self, name))}"
-                )
+                raise ConfigError(f"the search's {name} must be {what}, not {shown(getattr(self, name))}")
 
     def _check_objectives(self) -> None:
         objectives = list(self.objectives)
@@ -378,7 +376,7 @@ class SearchSpec:
     @classmethod
     def from_dict(cls, d: dict) -> SearchSpec:
         if not isinstance(d, dict):
-            raise ConfigError(f"a search is described by a dict of its settings, not {reprlib.repr(d)}")
+            raise ConfigError(f"a search is described by a dict of its settings, not {shown(d)}")
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 

@@ -434,3 +434,22 @@ def test_any_change_to_a_run_folders_json_is_read_or_named(root, tmp_path_factor
         )
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
     shutil.rmtree(runs_root)
+
+
+def test_a_killed_runs_damaged_checkpoint_history_draws_no_curves(root, tmp_path):
+    """A killed run has no history.json: compare reads its history from the checkpoint, checked as a resume
+    checks it (a list as an epoch's training loss ended the comparison in a traceback)."""
+    runs_root = tmp_path / "runs"
+    for name in ("killed", "lr-1e-3"):
+        shutil.copytree(root[0] / name, runs_root / name)
+    path = runs_root / "killed" / "checkpoint.npz"
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    header = json.loads(arrays.pop("meta").tobytes())
+    header["state"]["history"]["epochs"][0]["train_loss"] = [1]
+    np.savez(path, meta=np.frombuffer(json.dumps(header).encode(), np.uint8), **arrays)
+    before = path.read_bytes()
+    result = digitnet("runs", runs_root, "--compare", "killed", "lr-1e-3", "--plot", tmp_path / "c.png")
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert "no curves yet for killed" in result.stdout and (tmp_path / "c.png").exists()
+    assert path.read_bytes() == before

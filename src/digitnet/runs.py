@@ -734,11 +734,10 @@ def _history_so_far(folder: Path) -> History | None:
     if history is None and (folder / RUN).exists() and (folder / CHECKPOINT).exists():
         try:
             state = Run.open(folder).read_checkpoint()
+            check_history(state.get("history"), finite=True, where="history/")
         except DigitnetError:
             return None
-        h = dict(state["history"])
-        h.update({k: np.asarray(h[k]).tolist() for k in ("loss", "accuracy", "lr")})
-        history = History.from_dict(h)
+        history = History.from_checkpoint(state["history"])
     return history
 
 

@@ -367,6 +367,14 @@ class History:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 
+    @classmethod
+    def from_checkpoint(cls, h: dict) -> History:
+        """A checkpoint's history (:meth:`Loop.state_dict`'s, its per-iteration rows as arrays), checked
+        with :func:`check_history` beforehand."""
+        return cls.from_dict(
+            {**h, **{key: np.asarray(h[key]).tolist() for key in ("loss", "accuracy", "lr")}}
+        )
+
     def final_epoch(self) -> dict:
         """The record of the epoch whose weights the network ends with: the restored one, else the last."""
         if self.restored_epoch:
@@ -917,13 +925,8 @@ class Loop:
             self.check_state(state)
         except ConfigError as exc:
             raise ConfigError(f"the saved training state does not fit this run: {exc}") from None
-        h = dict(state["history"])
-        for key in ("loss", "accuracy", "lr"):
-            h[key] = np.asarray(h[key]).tolist()
-        history = History.from_dict(h)
+        history = History.from_checkpoint(state["history"])
         iteration = int(state["iteration"])
-        if len(history.loss) != iteration:
-            raise ConfigError(f"the checkpoint's history has {len(history.loss)} iterations, not {iteration}")
         self.step.load_state_dict(state["step"])
         self.loader.load_state_dict(state["loader"])
         self.history = self.state.history = history

@@ -14,6 +14,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 import pickle
 import struct
 import sys
@@ -336,6 +337,34 @@ def shared_lists(depth: int) -> bytes:
 
 def nested_json(depth: int) -> str:
     return "[" * depth + "]" * depth
+
+
+def json_places(tree, first: int | None = None, path=()):
+    """Every place in a JSON tree (in each list, its ``first`` items only), as the keys that lead to it."""
+    yield path
+    items = (
+        tree.items() if isinstance(tree, dict) else enumerate(tree[:first]) if isinstance(tree, list) else ()
+    )
+    for key, value in items:
+        yield from json_places(value, first, (*path, key))
+
+
+def fuzz_settings(examples: int):
+    """Hypothesis's settings for a test that mutates input: ``examples`` draws, derandomised so that
+    ``make test`` is repeatable; ``DIGITNET_FUZZ_EXAMPLES=N`` draws N with fresh randomness."""
+    from hypothesis import HealthCheck, settings
+
+    return settings(
+        max_examples=int(os.environ.get("DIGITNET_FUZZ_EXAMPLES", "0")) or examples,
+        deadline=None,
+        database=None,
+        derandomize="DIGITNET_FUZZ_EXAMPLES" not in os.environ,
+        suppress_health_check=[
+            HealthCheck.too_slow,
+            HealthCheck.data_too_large,
+            HealthCheck.function_scoped_fixture,
+        ],
+    )
 
 
 # --------------------------------------------------------------------------- the kinds

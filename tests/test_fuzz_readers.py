@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import gzip
 import io
-import os
 import tracemalloc
 import zipfile
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hostile_files import fuzz_settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from digitnet import modelfile, nn, preprocess
@@ -33,19 +33,9 @@ from digitnet.errors import DigitnetError
 from digitnet.interop import export_pth, export_safetensors
 from digitnet.interop.statedict import import_torch
 
-EXAMPLES = int(os.environ.get("DIGITNET_FUZZ_EXAMPLES", "0")) or 250
+EXAMPLES = 250
 PEAK = 100 << 20
-FUZZ = settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    database=None,
-    derandomize="DIGITNET_FUZZ_EXAMPLES" not in os.environ,
-    suppress_health_check=[
-        HealthCheck.too_slow,
-        HealthCheck.data_too_large,
-        HealthCheck.function_scoped_fixture,
-    ],
-)
+FUZZ = fuzz_settings(EXAMPLES)
 
 
 # --------------------------------------------------------------------------- mutations

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import re
 import shutil
 import signal
@@ -25,8 +24,8 @@ import zipfile
 import numpy as np
 import pytest
 from clitools import command, digitnet
-from hostile_files import nested_json, npy
-from hypothesis import HealthCheck, given, settings
+from hostile_files import fuzz_settings, json_places, nested_json, npy
+from hypothesis import given
 from hypothesis import strategies as st
 
 from digitnet import runs
@@ -418,15 +417,6 @@ ODD_VALUES = [
     [[[]]],
     {"__array__": "a0"},
 ]
-RESUME_EXAMPLES = int(os.environ.get("DIGITNET_FUZZ_EXAMPLES", "0")) or 100
-
-
-def _paths(tree, path=()):
-    """Every place in a JSON tree, as the keys and indices that lead to it."""
-    yield path
-    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, list) else ()
-    for key, value in items:
-        yield from _paths(value, (*path, key))
 
 
 def _put(tree, path, value) -> None:
@@ -456,13 +446,7 @@ def small_mnist(small_npz):
     return load_dataset("mnist", data=small_npz)
 
 
-@settings(
-    max_examples=RESUME_EXAMPLES,
-    deadline=None,
-    database=None,
-    derandomize="DIGITNET_FUZZ_EXAMPLES" not in os.environ,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@fuzz_settings(100)
 @given(data=st.data())
 def test_any_change_to_the_saved_state_resumes_or_is_refused_before_training(
     interrupted, small_mnist, tmp_path_factory, data
@@ -471,7 +455,7 @@ def test_any_change_to_the_saved_state_resumes_or_is_refused_before_training(
     (here for one batch, its checkpoint written again) or is refused with one error, the folder as it was."""
     with np.load(interrupted[0] / "checkpoint.npz") as z:
         header = json.loads(z["meta"].tobytes())
-    places = list(_paths(header["state"]))[1:]
+    places = list(json_places(header["state"]))[1:]
     changes = data.draw(
         st.lists(st.tuples(st.sampled_from(places), st.sampled_from(ODD_VALUES)), min_size=1, max_size=2)
     )

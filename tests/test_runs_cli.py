@@ -7,7 +7,6 @@ The runs train through the real command on a slice of MNIST (6,000 training and
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -17,7 +16,8 @@ import time
 import numpy as np
 import pytest
 from clitools import assert_user_error, command, digitnet, last_json
-from hypothesis import HealthCheck, given, settings
+from hostile_files import fuzz_settings, json_places
+from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -384,24 +384,9 @@ ODD_VALUES = [
     {"a": 1},
     [[[]]],
 ]
-FOLDER_EXAMPLES = int(os.environ.get("DIGITNET_FUZZ_EXAMPLES", "0")) or 30
 
 
-def _places(tree, path=()):
-    """Every place in a JSON tree (the first few items of a long list), as the keys that lead to it."""
-    yield path
-    items = tree.items() if isinstance(tree, dict) else enumerate(tree[:3]) if isinstance(tree, list) else ()
-    for key, value in items:
-        yield from _places(value, (*path, key))
-
-
-@settings(
-    max_examples=FOLDER_EXAMPLES,
-    deadline=None,
-    database=None,
-    derandomize="DIGITNET_FUZZ_EXAMPLES" not in os.environ,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@fuzz_settings(30)
 @given(data=st.data())
 def test_any_change_to_a_run_folders_json_is_read_or_named(root, tmp_path_factory, data, capsys):
     """One value anywhere in run.json, config.json, history.json or metrics.json replaced by an odd one:
@@ -412,7 +397,7 @@ def test_any_change_to_a_run_folders_json_is_read_or_named(root, tmp_path_factor
     shutil.copytree(root[0] / "lr-1e-3", runs_root / "other")
     name = data.draw(st.sampled_from(["run.json", "config.json", "history.json", "metrics.json"]))
     content = read(folder, name)
-    path = data.draw(st.sampled_from(list(_places(content))[1:]))
+    path = data.draw(st.sampled_from(list(json_places(content, first=3))[1:]))
     place = content
     for key in path[:-1]:
         place = place[key]

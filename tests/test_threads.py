@@ -14,7 +14,7 @@ import pytest
 import digitnet.threads as threads
 from digitnet import nn
 from digitnet.data import augment
-from digitnet.data.augment import Compose, ElasticDistortion, RandomAffine, RandomShift
+from digitnet.data.augment import Compose, ElasticDistortion, RandomAffine, RandomFlip, RandomShift
 
 
 @pytest.fixture
@@ -73,16 +73,26 @@ def test_an_optimiser_step_in_parts_is_the_whole_step_bit_for_bit(monkeypatch, f
     assert not np.array_equal(results[0][0], nn.mlp([784, 512, 256, 10], rng=0).parameters()[0].data)
 
 
-def test_a_batch_sampled_in_parts_is_the_batch_sampled_whole(monkeypatch, four_cores, mnist):
+def test_a_batch_sampled_in_parts_and_chunks_is_the_batch_sampled_whole(monkeypatch, four_cores, mnist):
     x = mnist.x_train[:300].reshape(300, -1).astype(np.float32) / 255
-    warp = lambda: Compose(RandomShift(1), RandomAffine(12, 0.12, 8), ElasticDistortion(30, 5))  # noqa: E731
+    warp = lambda: Compose(  # noqa: E731
+        RandomShift(1),
+        RandomFlip(),
+        RandomAffine(12, 0.12, 8),
+        RandomAffine(5, 0, 0, 2),
+        ElasticDistortion(30, 5),
+    )
     monkeypatch.setattr(augment, "PART_ROWS", 1 << 20)
+    monkeypatch.setattr(augment, "CHUNK_ROWS", 1 << 20)
     whole = warp()(x, np.random.default_rng(5))
     monkeypatch.setattr(augment, "PART_ROWS", 32)
+    monkeypatch.setattr(augment, "CHUNK_ROWS", 7)  # parts of 75 images: ten chunks of 7 and one of 5
     assert len(threads.parts(300, 32)) == 4
-    parts = warp()(x, np.random.default_rng(5))
-    assert np.array_equal(whole, parts)
+    cut = warp()
+    assert np.array_equal(whole, cut(x, np.random.default_rng(5)))
     assert not np.array_equal(whole, x)
+    # the same transform on a smaller batch reuses its buffers, short chunks and all
+    assert np.array_equal(cut(x[:50], np.random.default_rng(6)), warp()(x[:50], np.random.default_rng(6)))
 
 
 def test_importing_digitnet_first_puts_openblas_idle_threads_to_rest():

@@ -12,14 +12,15 @@ that a digit is the same digit written a little differently, which a fully
 connected layer cannot know by itself.
 
 How it is fast. A warp reads each output pixel from some point of the input:
-every transform here is a map of those points (``points(pts, rng)``), and
-:class:`Compose` chains the maps and reads the image once (:func:`_sample`),
-so shift, affine and elastic together cost one bilinear pass, not three (and
-blur the digit once, not three times). The sampler works in float32 in buffers
-kept between batches (:class:`_Scratch`): at these sizes, fresh memory and its
-page faults cost more than the arithmetic. The elastic field is drawn on the
-few smooth patterns a Gaussian of sigma lets through (:class:`ElasticDistortion`),
-not pixel by pixel.
+every transform here is a map of those points (``move``, with random numbers
+it draws for the whole batch first: ``draw_moves``), and :class:`Compose`
+chains the maps and reads the image once (:func:`_warp`), so shift, affine and
+elastic together cost one bilinear pass, not three (and blur the digit once,
+not three times). The sampler works in float32, a chunk of the batch at a time
+on each core, in buffers kept between batches (:class:`_Scratch`): at these
+sizes, fresh memory and its page faults cost more than the arithmetic. The
+elastic field is drawn on the few smooth patterns a Gaussian of sigma lets
+through (:class:`ElasticDistortion`), not pixel by pixel.
 """
 
 from __future__ import annotations
@@ -34,15 +35,19 @@ from digitnet.threads import in_parts
 
 class _Scratch:
     """Named arrays kept between calls: ``scratch(name, shape, dtype)`` returns the same one while the
-    shape and dtype stay the same. Reusing them spares the allocator and the page faults of new memory."""
+    shape and dtype stay the same. Reusing them spares the allocator and the page faults of new memory.
+
+    ``rows`` is the most images a chunk of a batch has (:func:`_warp` sets it): the buffers of a
+    chunk are made that tall and sliced, so a batch's short last chunk reuses them too.
+    """
 
     def __init__(self):
-        self.arrays, self.parts, self.filled = {}, {}, None
+        self.arrays, self.parts, self.filled, self.rows = {}, {}, None, 0
 
-    def __call__(self, name: str, shape: tuple, dtype=np.float32) -> np.ndarray:
+    def __call__(self, name, shape: tuple, dtype=np.float32) -> np.ndarray:
         return self.get(name, shape, dtype)[0]
 
-    def get(self, name: str, shape: tuple, dtype=np.float32) -> tuple[np.ndarray, bool]:
+    def get(self, name, shape: tuple, dtype=np.float32) -> tuple[np.ndarray, bool]:
         """The array, and whether it is new."""
         a = self.arrays.get(name)
         if a is None or a.shape != shape or a.dtype != dtype:
@@ -63,57 +68,77 @@ def _grid(side: int) -> np.ndarray:
     return (np.mgrid[0:side, 0:side].reshape(2, -1) - c).astype(np.float32)
 
 
-def _sample(xb: np.ndarray, pts: np.ndarray, side: int, fill: float, scratch: _Scratch) -> np.ndarray:
-    """Bilinear samples of each image at its own points: ``pts`` (2, B, side*side), centred (row, col).
+PART_ROWS = 64  # the fewest images a thread samples: below this, waking it costs more than it saves
+CHUNK_ROWS = 128  # the most images a thread resamples at once: bounds its buffers (about 4 MB)
 
-    A point outside an image reads ``fill``, one within a pixel of the border
-    blends with it (as ``map_coordinates``'s ``"grid-constant"`` mode does), and
-    integer points read their pixel exactly. Returns a new (B, side*side) array
-    of ``xb``'s dtype; ``pts`` is used up.
 
-    Each image is sampled on its own, so a batch is cut in parts that threads
-    sample at once (:func:`digitnet.threads.in_parts`): the result is the same
-    bit for bit however it is cut.
+def _warp(xb: np.ndarray, moves: list, side: int, fill: float, scratch: _Scratch) -> np.ndarray:
+    """Resample each image of ``xb`` (B, side*side) bilinearly at the points its ``moves`` take it to.
+
+    ``moves`` is a list of ``(transform, drawn)``: each transform's random numbers for the whole
+    batch (its ``draw_moves``), in the order their point maps apply, each moving the points the
+    last one left (its ``move``). Returns a new array of ``xb``'s shape and dtype.
+
+    Threads take the batch in parts (:func:`digitnet.threads.in_parts`), and each part goes in
+    chunks of at most :data:`CHUNK_ROWS` images the whole way, from its grid of points to its
+    pixels, in buffers kept between batches. Every image is computed by the same operations
+    whatever part and chunk it falls in, and its random numbers were drawn for the whole batch
+    first, so the result is the same bit for bit however the batch is cut.
     """
+    b, p = len(xb), side + 3
+    rows = max(1, min(CHUNK_ROWS, (1 << 24) // (p * p)))  # flat indices exact in float32 (see _sample_into)
     out = np.empty(xb.shape, xb.dtype)
+    grid = _grid(side)[:, None]
 
     def part(i, lo, hi):
-        _sample_into(xb[lo:hi], pts[:, lo:hi], side, fill, scratch.part(i), out[lo:hi])
+        buffers = scratch.part(i)
+        buffers.rows = rows
+        for start in range(lo, hi, rows):
+            chunk = slice(start, min(start + rows, hi))
+            pts = buffers("points", (2, rows, side * side))[:, : chunk.stop - start]
+            pts[...] = grid
+            for transform, drawn in moves:
+                pts = transform.move(pts, drawn, chunk, buffers)
+            _sample_into(xb[chunk], pts, side, fill, buffers, rows, out[chunk])
 
-    in_parts(part, len(xb), PART_ROWS)
+    in_parts(part, b, PART_ROWS)
     return out
 
 
-PART_ROWS = 64  # the fewest images a thread samples: below this, waking it costs more than it saves
+def _sample_into(xb, pts, side, fill, scratch, rows, out):
+    """Bilinear samples of each image of ``xb`` (b, side*side), b <= ``rows``, at its own points
+    ``pts`` (2, b, side*side), centred (row, col), into ``out``; ``pts`` is used up.
 
-
-def _sample_into(xb: np.ndarray, pts: np.ndarray, side: int, fill: float, scratch: _Scratch, out: np.ndarray):
-    """:func:`_sample` of one part into ``out`` (B, side*side).
-
-    The batch is padded with ``fill`` (one pixel before, two after) and read
-    with four gathers from its flat buffer.
+    A point outside an image reads ``fill``, one within a pixel of the border blends with it (as
+    ``map_coordinates``'s ``"grid-constant"`` mode does), and integer points read their pixel
+    exactly. The images are padded with ``fill`` (one pixel before, two after) and read with four
+    gathers from the padded buffer.
     """
     b, p, n = len(xb), side + 3, side * side
-    padded, new = scratch.get("padded", (b, p, p), xb.dtype)
+    padded, new = scratch.get("padded", (rows, p, p), xb.dtype)
     if new or scratch.filled != fill:  # the border is never written but here: fill it once
         padded[:, [0, -2, -1]] = fill
         padded[:, :, [0, -2, -1]] = fill
         scratch.filled = fill
+    padded = padded[:b]
     padded[:, 1:-2, 1:-2] = xb.reshape(b, side, side)
     pts += np.float32((side - 1) / 2 + 1)  # in padded pixels from here on
     np.clip(pts, 0, side + 1, out=pts)  # rows and columns 0 and side + 1 are fill, and so is side + 2
-    # The pixel before each point and the fraction of the way to the next, in one pass: for points
-    # at or above 0, modf's parts are floor(x) and x - floor(x), exactly.
-    whole = scratch("whole", pts.shape)
-    np.modf(pts, out=(pts, whole))
+    whole = np.floor(pts, out=scratch("whole", (2, rows, n))[:, :b])  # the pixel before each point
+    pts -= whole  # the fraction of the way to the next pixel
     (r, q), (r0, q0) = pts, whole
     r0 *= p
     r0 += q0
-    at = scratch("at", (b, n), np.intp)
+    # Each image's first pixel in the flat buffer, added in float32: every index is a whole number
+    # below rows * p * p <= 2^24 (see _warp), which float32 holds exactly.
+    starts, new = scratch.get("starts", (rows, 1))
+    if new:
+        starts[:, 0] = np.arange(rows) * (p * p)
+    r0 += starts[:b]
+    at = scratch("at", (rows, n), np.intp)[:b]
     np.copyto(at, r0, casting="unsafe")  # flat index of each top-left neighbour
-    at += (np.arange(b) * (p * p))[:, None]
     flat = padded.reshape(-1)
-    right, below, top = (scratch(name, (b, n), xb.dtype) for name in ("right", "below", "top"))
+    right, below, top = (scratch(name, (rows, n), xb.dtype)[:b] for name in ("right", "below", "top"))
     # The neighbours at the right, below and below right are the same indices into the buffer
     # read from 1, p and p + 1 elements on. Every index is inside each (the points were clipped),
     # so mode "wrap" never wraps: it is the same gather, and NumPy's fastest (40% less time than
@@ -155,20 +180,21 @@ def shifted_views(x: np.ndarray, shift: int, side: int, fill: float = 0.0):
 
 class _Warp:
     """What the transforms that map sample points share: their image side, fill and buffers, and a
-    ``__call__`` that warps the batch by their ``points``."""
+    ``__call__`` that warps the batch by their point map.
+
+    A warp is two methods: ``draw_moves(b, rng)`` draws its random numbers for a batch of ``b``
+    images, all at once and in one order (so a batch is the same however it is later cut), and
+    ``move(pts, drawn, rows, scratch)`` maps the (2, len(rows), side*side) centred sample points of
+    the batch's images ``rows`` by them, returning the moved points (in place, or in a buffer of
+    ``scratch``, the calling thread's own).
+    """
 
     def __init__(self, side: int, fill: float):
         self.side, self.fill = int(side), fill
-        self._scratch, self._grid = _Scratch(), _grid(self.side)
-
-    def _start(self, b: int) -> np.ndarray:
-        """(2, B, side*side) float32: every output pixel reads its own place, in a reused buffer."""
-        pts = self._scratch("points", (2, b, self.side * self.side))
-        pts[...] = self._grid[:, None]
-        return pts
+        self._scratch = _Scratch()
 
     def __call__(self, xb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        return _sample(xb, self.points(self._start(len(xb)), rng), self.side, self.fill, self._scratch)
+        return _warp(xb, [(self, self.draw_moves(len(xb), rng))], self.side, self.fill, self._scratch)
 
 
 class RandomShift(_Warp):
@@ -200,10 +226,13 @@ class RandomShift(_Warp):
         dy, dx = rng.integers(0, 2 * m + 1, size=(2, b))
         return windows[np.arange(b), dy, dx].reshape(b, s * s)
 
-    def points(self, pts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Move the (2, B, side*side) sample points by whole pixels: the shift as a point map, in place."""
-        moves = rng.integers(-self.max_shift, self.max_shift + 1, size=(2, pts.shape[1], 1))
-        pts -= moves.astype(np.float32)
+    def draw_moves(self, b: int, rng: np.random.Generator) -> np.ndarray:
+        """(2, B, 1) float32: each image's move in rows and columns, whole pixels."""
+        return rng.integers(-self.max_shift, self.max_shift + 1, size=(2, b, 1)).astype(np.float32)
+
+    def move(self, pts, drawn, rows, scratch):
+        """Move the sample points by whole pixels: the shift as a point map, in place."""
+        pts -= drawn[:, rows]
         return pts
 
     def __repr__(self):
@@ -225,10 +254,13 @@ class RandomFlip(_Warp):
     def __init__(self, side: int = 28, fill: float = 0.0):
         super().__init__(side, fill)
 
-    def points(self, pts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Mirror the columns of the (2, B, side*side) sample points of a random half of the images."""
-        flip = rng.random(pts.shape[1]) < 0.5
-        pts[1, flip] *= -1
+    def draw_moves(self, b: int, rng: np.random.Generator) -> np.ndarray:
+        """(B,) bool: which images are mirrored."""
+        return rng.random(b) < 0.5
+
+    def move(self, pts, drawn, rows, scratch):
+        """Mirror the columns of the sample points of the images drawn to be mirrored, in place."""
+        pts[1, drawn[rows]] *= -1
         return pts
 
     def __repr__(self):
@@ -255,7 +287,7 @@ class RandomAffine(_Warp):
         The value of uncovered pixels.
 
     ``__call__(xb, rng)`` takes ``(B, side*side)`` and returns a new array of the
-    same shape and dtype, bilinearly interpolated (:func:`_sample`); all parameters 0 is the identity.
+    same shape and dtype, bilinearly interpolated (:func:`_warp`); all parameters 0 is the identity.
     """
 
     def __init__(self, rotate=0.0, scale=0.0, shear=0.0, translate=0.0, side: int = 28, fill: float = 0.0):
@@ -288,21 +320,22 @@ class RandomAffine(_Warp):
         offset = -inverse @ np.stack([dy, dx], axis=1)[:, :, None]
         return inverse.astype(np.float32), offset.astype(np.float32)
 
-    def points(self, pts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Map the (2, B, side*side) sample points through each image's inverse map (a reused buffer)."""
-        inverse, offset = self.inverse(*self.draw(pts.shape[1], rng))
-        return self._map(pts, inverse, offset)
+    def draw_moves(self, b: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Each image's inverse map, as :meth:`inverse` returns it, of parameters from :meth:`draw`."""
+        return self.inverse(*self.draw(b, rng))
 
-    def _map(self, pts, inverse, offset):
-        out = self._scratch("mapped", pts.shape)
+    def move(self, pts, drawn, rows, scratch):
+        """Map the sample points through each image's inverse map, into a buffer of ``scratch``."""
+        inverse, offset = drawn[0][rows], drawn[1][rows]
+        out = scratch(("mapped", id(self)), (2, scratch.rows, pts.shape[2]))[:, : pts.shape[1]]
         np.matmul(inverse, pts.transpose(1, 0, 2), out=out.transpose(1, 0, 2))
         out += offset.transpose(1, 0, 2)
         return out
 
     def apply(self, xb, angle, zoom, shear, dy, dx) -> np.ndarray:
         """Warp ``xb`` (B, side*side) by the given per-image parameters, each of shape (B,)."""
-        pts = self._map(self._start(len(xb)), *self.inverse(angle, zoom, shear, dy, dx))
-        return _sample(xb, pts, self.side, self.fill, self._scratch)
+        drawn = self.inverse(angle, zoom, shear, dy, dx)
+        return _warp(xb, [(self, drawn)], self.side, self.fill, self._scratch)
 
     def __repr__(self):
         return (
@@ -317,7 +350,7 @@ class ElasticDistortion(_Warp):
     Simard's field is uniform noise in ``[-1, 1]`` at every pixel, smoothed by a
     Gaussian of ``sigma`` pixels (zero beyond the border) and multiplied by
     ``alpha``; the image is resampled bilinearly at the displaced points
-    (:func:`_sample`). Simard's MNIST values: ``sigma=4``, ``alpha=34``.
+    (:func:`_warp`). Simard's MNIST values: ``sigma=4``, ``alpha=34``.
 
     The smoothing is ``G @ noise @ G.T`` with ``G`` (side, side) the 1-D filter
     of :func:`scipy.ndimage.gaussian_filter1d` as a matrix. With ``G = U S Vᵀ``
@@ -355,18 +388,28 @@ class ElasticDistortion(_Warp):
 
     def field(self, b: int, rng: np.random.Generator) -> np.ndarray:
         """(2, B, side*side) float32 displacements in rows and columns, in pixels."""
+        s = self.side
+        return np.matmul(self.basis, self._half(b, rng)).reshape(2, b, s * s)  # L M Lᵀ
+
+    def _half(self, b: int, rng: np.random.Generator) -> np.ndarray:
+        """(2, B, k, side) float32: each image's ``M Lᵀ`` for its rows and columns, the half of its field
+        that holds all its random numbers."""
         s, k = self.basis.shape
         m = rng.random((b * 2, k, k), dtype=np.float32)
         m *= 2
         m -= 1
-        half = np.matmul(m.reshape(-1, k), self.basis.T, out=self._scratch("half", (b * 2 * k, s)))  # M Lᵀ
-        out = self._scratch("field", (b * 2, s, s))
-        return np.matmul(self.basis, half.reshape(b * 2, k, s), out=out).reshape(2, b, s * s)  # L M Lᵀ
+        return np.matmul(m.reshape(-1, k), self.basis.T).reshape(2, b, k, s)  # M Lᵀ
 
-    def points(self, pts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Displace the (2, B, side*side) sample points by each image's field, in place."""
-        if self.alpha:
-            pts += self.field(pts.shape[1], rng)
+    def draw_moves(self, b: int, rng: np.random.Generator) -> np.ndarray | None:
+        """Each image's ``M Lᵀ`` (:meth:`_half`), or None when alpha is 0 (nothing is drawn)."""
+        return self._half(b, rng) if self.alpha else None
+
+    def move(self, pts, drawn, rows, scratch):
+        """Displace the sample points by each image's field, in place."""
+        if drawn is not None:
+            s, b = self.side, pts.shape[1]
+            field = scratch("field", (2, scratch.rows, s, s))[:, :b]
+            pts += np.matmul(self.basis, drawn[:, rows], out=field).reshape(2, b, s * s)  # L M Lᵀ
         return pts
 
     def __repr__(self):
@@ -394,11 +437,9 @@ class Compose:
                 xb = t(xb, rng)
             return xb
         first = self.transforms[0]
-        pts = first._start(len(xb))
         # The last transform moves the output's pixels first: out(p) = x(m_1(m_2(...m_n(p))))
-        for t in reversed(self.transforms):
-            pts = t.points(pts, rng)
-        return _sample(xb, pts, first.side, first.fill, first._scratch)
+        moves = [(t, t.draw_moves(len(xb), rng)) for t in reversed(self.transforms)]
+        return _warp(xb, moves, first.side, first.fill, first._scratch)
 
     def __repr__(self):
         return f"Compose({', '.join(map(repr, self.transforms))})"

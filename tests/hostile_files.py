@@ -16,13 +16,18 @@ import io
 import json
 import os
 import pickle
+import resource
 import struct
+import subprocess
 import sys
+import threading
 import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
+import clitools
 import numpy as np
 
 CORPUS = Path(__file__).parent / "hostile"
@@ -365,6 +370,32 @@ def fuzz_settings(examples: int):
             HealthCheck.function_scoped_fixture,
         ],
     )
+
+
+ADDRESS_SPACE = 3 << 30  # a cap far above the 1 GB target, so that a regression fails instead of swapping
+
+
+def run_measured(args, cwd) -> tuple[SimpleNamespace, int]:
+    """Run ``digitnet ARGS`` with its address space capped; return its result and peak RSS in bytes.
+
+    ``os.wait4`` reaps the process and returns its own resource usage (not the children's so far).
+    """
+
+    def cap():
+        resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE))
+
+    out, err = cwd / "stdout", cwd / "stderr"
+    with open(out, "w") as fo, open(err, "w") as fe:
+        proc = subprocess.Popen(clitools.command(*args), stdout=fo, stderr=fe, cwd=cwd, preexec_fn=cap)
+        timer = threading.Timer(60, proc.kill)  # a hang is a failure, whatever the machine's speed
+        timer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            timer.cancel()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    result = SimpleNamespace(returncode=proc.returncode, stdout=out.read_text(), stderr=err.read_text())
+    return result, usage.ru_maxrss * 1024
 
 
 # --------------------------------------------------------------------------- the kinds

@@ -10,18 +10,22 @@ instead of taking the machine.
 
 from __future__ import annotations
 
-import os
-import resource
-import subprocess
-import threading
 import tracemalloc
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from clitools import assert_user_error, command
-from hostile_files import CORPUS, command_of, crash_input, expectation, kinds, reader_of, write_corpus
+from clitools import assert_user_error
+from hostile_files import (
+    CORPUS,
+    command_of,
+    crash_input,
+    expectation,
+    kinds,
+    reader_of,
+    run_measured,
+    write_corpus,
+)
 
 from digitnet import modelfile, nn
 from digitnet.data import formats
@@ -35,7 +39,6 @@ KINDS = {kind.name: kind for kind in kinds()}
 LARGE = [name for name, kind in KINDS.items() if kind.large]
 COMMITTED = sorted(p for p in CORPUS.iterdir() if not p.name.startswith("."))
 MiB = 1 << 20
-ADDRESS_SPACE = 3 << 30  # a cap far above the 1 GB target, so that a regression fails instead of swapping
 ERRORS = {"data": DataError, "model": ModelFileError, "torch": ModelFileError, "image": DataError}
 
 
@@ -82,29 +85,6 @@ def cli_args(command_name: str, path: Path, tmp_path: Path, model: Path, data: P
         "torch": ["import-torch", path, "--out", tmp_path / "imported.npz"],
         "image": ["predict", model, path],
     }[command_name]
-
-
-def run_measured(args, cwd) -> tuple[SimpleNamespace, int]:
-    """Run ``digitnet ARGS`` with its address space capped; return its result and peak RSS in bytes.
-
-    ``os.wait4`` reaps the process and returns its own resource usage (not the children's so far).
-    """
-
-    def cap():
-        resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE))
-
-    out, err = cwd / "stdout", cwd / "stderr"
-    with open(out, "w") as fo, open(err, "w") as fe:
-        proc = subprocess.Popen(command(*args), stdout=fo, stderr=fe, cwd=cwd, preexec_fn=cap)
-        timer = threading.Timer(60, proc.kill)  # a hang is a failure, whatever the machine's speed
-        timer.start()
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        finally:
-            timer.cancel()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    result = SimpleNamespace(returncode=proc.returncode, stdout=out.read_text(), stderr=err.read_text())
-    return result, usage.ru_maxrss * 1024
 
 
 def path_of(name: str, large) -> Path:

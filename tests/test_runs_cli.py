@@ -16,12 +16,13 @@ import time
 import numpy as np
 import pytest
 from clitools import assert_user_error, command, digitnet, last_json
-from hostile_files import fuzz_settings, json_places
+from hostile_files import fuzz_settings, json_places, run_measured
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
 from digitnet.cli.main import main as cli_main
+from digitnet.data import formats
 from digitnet.viz import style
 
 TINY = ["--preset", "adam-128-64", "--hidden", "32"]
@@ -363,6 +364,36 @@ def test_a_damaged_run_folder_is_named_not_a_traceback(root, tmp_path, name):
         )
         assert not (tmp_path / "plots").exists()
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+HUGE = {"run.json": "runs", "config.json": "resume", "history.json": "plot"}  # a file, and what reads it
+
+
+@pytest.mark.parametrize("file", HUGE)
+def test_a_run_folders_huge_json_file_is_refused_in_bounded_memory(root, tmp_path, file):
+    runs_root = tmp_path / "runs"
+    folder = runs_root / "damaged"
+    shutil.copytree(root[0] / "interrupted", folder)
+    with open(folder / file, "r+b") as fh:
+        fh.truncate(4 << 30)  # 4 GiB (sparse: no disk), far more than digitnet writes to one
+    before = {p.name: p.stat().st_size for p in folder.iterdir()}
+    args = {
+        "runs": ["runs", runs_root, "--json"],
+        "resume": ["train", "--resume", folder],
+        "plot": ["plot", folder, "--which", "curves", "--out", tmp_path / "plots"],
+    }[HUGE[file]]
+    (tmp_path / "cwd").mkdir()
+    result, peak = run_measured(args, tmp_path / "cwd")
+    expected = [f"damaged/{file}", f"(it holds more than {formats.MAX_JSON_BYTES:,} bytes"]
+    if HUGE[file] == "runs":  # the folder is skipped, with the reason
+        assert result.returncode == 0, result.stderr
+        skipped = last_json(result.stdout)["skipped"]
+        assert len(skipped) == 1 and all(fragment in skipped[0] for fragment in expected), skipped
+    else:
+        assert_user_error(result, *expected)
+    assert peak < 1 << 30, f"peak resident memory {peak >> 20} MiB"
+    assert {p.name: p.stat().st_size for p in folder.iterdir()} == before
+    assert not (tmp_path / "plots").exists()
 
 
 # What a damaged or hand-edited run folder may hold anywhere in its JSON files.

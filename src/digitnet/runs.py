@@ -47,7 +47,15 @@ import numpy as np
 
 from digitnet import modelfile
 from digitnet.data.datasets import Dataset
-from digitnet.data.formats import NpzReader, atomic_path, first_line, json_default, load_json, shown
+from digitnet.data.formats import (
+    NpzReader,
+    atomic_path,
+    first_line,
+    json_default,
+    load_json,
+    read_json,
+    shown,
+)
 from digitnet.diagnostics import Diagnostics
 from digitnet.errors import ConfigError, DataError, DigitnetError, ModelFileError
 from digitnet.nn import rules
@@ -191,7 +199,7 @@ class Run:
                 f"{path} is not a run folder" + ("" if path.exists() else " (it does not exist)")
             )
         try:
-            info = load_json((path / RUN).read_text())
+            info = read_json(path / RUN)
         except FileNotFoundError:
             if (path / RESULTS).exists():
                 raise DigitnetError(
@@ -226,7 +234,7 @@ class Run:
         """The run's settings, read once from ``config.json``."""
         if self._config is None:
             try:
-                self._config = TrainConfig.from_dict(load_json((self.path / CONFIG).read_text())).validate()
+                self._config = TrainConfig.from_dict(read_json(self.path / CONFIG)).validate()
             except (OSError, ValueError, TypeError, DigitnetError) as exc:
                 raise DigitnetError(
                     f"{self.path / CONFIG} cannot be read as training settings ({exc})"
@@ -564,7 +572,7 @@ def read_history(folder) -> History | None:
     if not path.exists():
         return None
     try:
-        h = load_json(path.read_text())
+        h = read_json(path)
         check_history(h)
         return History.from_dict(h)
     except (OSError, ValueError, TypeError, ConfigError) as exc:
@@ -835,7 +843,7 @@ DATA_FIELDS = {  # run.json's "data"
 
 def _read_json(path: Path):
     try:
-        return load_json(path.read_text())
+        return read_json(path)
     except (OSError, ValueError):
         return None
 

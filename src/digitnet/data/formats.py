@@ -65,6 +65,7 @@ NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 # Limits checked before anything is allocated (see the README's "Bad input").
 MAX_ARRAY_BYTES = 512 << 20  # all the arrays one IDX, NPZ or model file may hold together, inflated
 MAX_CSV_BYTES = 256 << 20  # the text of one CSV, inflated (MNIST's 60,000 rows take 105 MB)
+MAX_JSON_BYTES = 256 << 20  # one JSON file of a run or a search (a history takes about 60 bytes a batch)
 MAX_CSV_LINE = 64 << 10  # the first line of a CSV (785 fields of 3 digits take 3 KB)
 MAX_IDX_DIMS = 32
 CHUNK = 1 << 20
@@ -215,6 +216,20 @@ def load_json(text, finite: bool = False):
         return json.loads(text, **extra)
     except RecursionError:
         raise ValueError("JSON nested too deep to parse") from None
+
+
+def read_json(path, finite: bool = False, limit: int = MAX_JSON_BYTES):
+    """The JSON value in the file ``path`` (UTF-8), parsed by :func:`load_json`, holding at most ``limit`` bytes.
+
+    Raises ``OSError`` as ``open`` does (``FileNotFoundError`` when there is no such file), and
+    ``ValueError`` when the file holds more than ``limit`` bytes (found before more is read: the
+    memory stays bounded), is not UTF-8, or is not JSON.
+    """
+    with open(path, "rb") as fh:
+        data = read_upto(fh, limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"it holds more than {limit:,} bytes, more than digitnet writes to one such file")
+    return load_json(data.decode("utf-8"), finite)
 
 
 def _not_finite(name: str):

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from digitnet import runs
-from digitnet.data.formats import atomic_path, load_json, shown
+from digitnet.data.formats import atomic_path, read_json, shown
 from digitnet.errors import DigitnetError
 from digitnet.tune import study as studies
 from digitnet.tune.space import PARAMS, SearchSpec, decode_params, encode, key, show
@@ -115,7 +115,7 @@ class Results:
         """results.json of an earlier search, checked: raise :class:`DigitnetError` if it is not one."""
         path = Path(folder) / runs.RESULTS
         try:
-            data = load_json(path.read_text())
+            data = read_json(path)
         except FileNotFoundError:
             raise DigitnetError(
                 f"{path} does not exist: --resume takes the folder of an earlier 'digitnet tune' run"

@@ -184,8 +184,8 @@ class _Warp:
 
     A warp is two methods: ``draw_moves(b, rng)`` draws its random numbers for a batch of ``b``
     images, all at once and in one order (so a batch is the same however it is later cut), and
-    ``move(pts, drawn, rows, scratch)`` maps the (2, len(rows), side*side) centred sample points of
-    the batch's images ``rows`` by them, returning the moved points (in place, or in a buffer of
+    ``move(pts, drawn, images, scratch)`` maps the centred sample points (2, n, side*side) of the
+    batch's ``images`` (a slice of n of them) by them, returning the moved points (in place, or in a buffer of
     ``scratch``, the calling thread's own).
     """
 
@@ -230,9 +230,9 @@ class RandomShift(_Warp):
         """(2, B, 1) float32: each image's move in rows and columns, whole pixels."""
         return rng.integers(-self.max_shift, self.max_shift + 1, size=(2, b, 1)).astype(np.float32)
 
-    def move(self, pts, drawn, rows, scratch):
+    def move(self, pts, drawn, images, scratch):
         """Move the sample points by whole pixels: the shift as a point map, in place."""
-        pts -= drawn[:, rows]
+        pts -= drawn[:, images]
         return pts
 
     def __repr__(self):
@@ -258,9 +258,9 @@ class RandomFlip(_Warp):
         """(B,) bool: which images are mirrored."""
         return rng.random(b) < 0.5
 
-    def move(self, pts, drawn, rows, scratch):
+    def move(self, pts, drawn, images, scratch):
         """Mirror the columns of the sample points of the images drawn to be mirrored, in place."""
-        pts[1, drawn[rows]] *= -1
+        pts[1, drawn[images]] *= -1
         return pts
 
     def __repr__(self):
@@ -324,9 +324,9 @@ class RandomAffine(_Warp):
         """Each image's inverse map, as :meth:`inverse` returns it, of parameters from :meth:`draw`."""
         return self.inverse(*self.draw(b, rng))
 
-    def move(self, pts, drawn, rows, scratch):
+    def move(self, pts, drawn, images, scratch):
         """Map the sample points through each image's inverse map, into a buffer of ``scratch``."""
-        inverse, offset = drawn[0][rows], drawn[1][rows]
+        inverse, offset = drawn[0][images], drawn[1][images]
         out = scratch(("mapped", id(self)), (2, scratch.rows, pts.shape[2]))[:, : pts.shape[1]]
         np.matmul(inverse, pts.transpose(1, 0, 2), out=out.transpose(1, 0, 2))
         out += offset.transpose(1, 0, 2)
@@ -404,12 +404,12 @@ class ElasticDistortion(_Warp):
         """Each image's ``M Lᵀ`` (:meth:`_half`), or None when alpha is 0 (nothing is drawn)."""
         return self._half(b, rng) if self.alpha else None
 
-    def move(self, pts, drawn, rows, scratch):
+    def move(self, pts, drawn, images, scratch):
         """Displace the sample points by each image's field, in place."""
         if drawn is not None:
             s, b = self.side, pts.shape[1]
             field = scratch("field", (2, scratch.rows, s, s))[:, :b]
-            pts += np.matmul(self.basis, drawn[:, rows], out=field).reshape(2, b, s * s)  # L M Lᵀ
+            pts += np.matmul(self.basis, drawn[:, images], out=field).reshape(2, b, s * s)  # L M Lᵀ
         return pts
 
     def __repr__(self):

@@ -344,6 +344,27 @@ def nested_json(depth: int) -> str:
     return "[" * depth + "]" * depth
 
 
+# What a damaged or hand-edited JSON file (a run folder's, a model's metadata) may hold anywhere.
+ODD_VALUES = [
+    None,
+    True,
+    -1,
+    0,
+    2**64,
+    1e308,
+    -0.5,
+    "",
+    "x",
+    "finished",
+    [],
+    [1.0],
+    [None],
+    {},
+    {"a": 1},
+    [[[]]],
+]
+
+
 def json_places(tree, first: int | None = None, path=()):
     """Every place in a JSON tree (in each list, its ``first`` items only), as the keys that lead to it."""
     yield path
@@ -438,6 +459,10 @@ def _metadata_kinds():
             architecture={"sizes": [784, 10**9, 10], "activation": "relu", "dropout": 0.0}
         ),
         "activation-unknown": dict(architecture={"sizes": SIZES, "activation": "gelu!", "dropout": 0.0}),
+        "activation-dict": dict(architecture={"sizes": SIZES, "activation": {"a": 1}, "dropout": 0.0}),
+        "dtype-list": dict(dtype=["float32"]),
+        "metrics-accuracy-text": dict(metrics={"test_accuracy": 0.9, "val_accuracy": "x"}),
+        "metrics-epochs-list": dict(metrics={"epochs": [1], "final_epoch": 1}),
         "dropout-nan": dict(architecture={"sizes": SIZES, "activation": "relu", "dropout": float("nan")}),
         "class-names-10": dict(class_names=10),
         "class-names-none": dict(class_names=[None] * 10),

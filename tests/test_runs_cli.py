@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pytest
 from clitools import assert_user_error, command, digitnet, last_json
-from hostile_files import fuzz_settings, json_places, run_measured
+from hostile_files import ODD_VALUES, fuzz_settings, json_places, run_measured
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
@@ -394,27 +394,6 @@ def test_a_run_folders_huge_json_file_is_refused_in_bounded_memory(root, tmp_pat
     assert peak < 1 << 30, f"peak resident memory {peak >> 20} MiB"
     assert {p.name: p.stat().st_size for p in folder.iterdir()} == before
     assert not (tmp_path / "plots").exists()
-
-
-# What a damaged or hand-edited run folder may hold anywhere in its JSON files.
-ODD_VALUES = [
-    None,
-    True,
-    -1,
-    0,
-    2**64,
-    1e308,
-    -0.5,
-    "",
-    "x",
-    "finished",
-    [],
-    [1.0],
-    [None],
-    {},
-    {"a": 1},
-    [[[]]],
-]
 
 
 @fuzz_settings(30)

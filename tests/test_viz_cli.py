@@ -7,6 +7,7 @@ a real headless Chromium from disk, with no server.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -17,7 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hostile_files import nested_json, npy
+from hostile_files import ODD_VALUES, fuzz_settings, json_places, nested_json, npy
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
 
 from digitnet import modelfile
@@ -401,3 +404,51 @@ def test_a_movie_without_ffmpeg_is_one_error_line(run_dir, small_npz, tmp_path):
     )
     assert_user_error(result, "needs ffmpeg", "digitnet[video]")
     assert list(tmp_path.iterdir()) == []
+
+
+def write_meta(path: Path, meta: dict) -> None:
+    """Write ``path`` (a model file) again with the metadata ``meta`` and its own parameters."""
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files if k != "meta"}
+    np.savez(path, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
+
+
+@fuzz_settings(15)
+@given(data=st.data())
+def test_any_change_to_a_models_metadata_is_read_or_named(run_dir, small_npz, tmp_path_factory, data, capsys):
+    """One or two values anywhere in a trained model's metadata replaced by odd ones: evaluating,
+    predicting, comparing, exporting, plotting and the report work or end with one error line (an
+    activation given as a list or a dict was a TypeError's traceback, a metric given as text a
+    ValueError's in the report)."""
+    folder = tmp_path_factory.mktemp("odd") / "run"
+    shutil.copytree(run_dir, folder, ignore=shutil.ignore_patterns("*.png", "*.svg", "*.html"))
+    model = folder / "model.npz"
+    meta = modelfile.load(model).meta
+    meta.pop("path", None)
+    places = list(json_places(meta, first=3))[1:]
+    for _ in range(data.draw(st.integers(1, 2))):
+        path, value = data.draw(st.sampled_from(places)), data.draw(st.sampled_from(ODD_VALUES))
+        with contextlib.suppress(KeyError, IndexError, TypeError):  # under a value the first change replaced
+            place = meta
+            for key in path[:-1]:
+                place = place[key]
+            place[path[-1]] = value
+    write_meta(model, meta)
+    digit = folder / "digit.png"
+    with np.load(small_npz) as z:
+        Image.fromarray(z["x_test"][0]).save(digit)
+    before = model.read_bytes()
+    out = folder.parent
+    commands = [
+        ["evaluate", model, "--data", small_npz, "--json"],
+        ["predict", model, digit, "--json"],
+        ["compare", model, model, "--data", small_npz, "--json"],
+        ["export", model, "--out", out / "m.safetensors", "--force"],
+        ["plot", folder, "--data", small_npz, "--which", "curves", "weights", "--out", out / "plots"],
+        ["report", folder, "--data", small_npz, "--out", out / "report.html"],
+    ]
+    for args in commands:
+        code, _, err = in_process(capsys, *args)
+        assert code == 0 or (code == 2 and err.startswith("error: ") and err.count("\n") == 1), (args, err)
+    assert model.read_bytes() == before
+    shutil.rmtree(out)

@@ -46,6 +46,18 @@ MAX_JSON_DEPTH = 32  # nesting of lists and dicts in it
 MAX_LAYERS = 64  # Linear layers
 MAX_WIDTH = 1 << 16  # units in one layer
 MAX_TEXT = 200  # characters in a class name or the dataset's name
+# the figures in ``metrics`` that evaluate, report and plot read: numbers (or null) when present
+METRIC_FIGURES = (
+    "test_accuracy",
+    "test_loss",
+    "test_accuracy_single",
+    "test_loss_single",
+    "val_accuracy",
+    "val_loss",
+    "train_accuracy",
+    "train_seconds",
+)
+METRIC_COUNTS = ("epochs", "final_epoch", "best_epoch", "n_train", "n_val", "n_test")
 DTYPES = ("float32", "float64")
 
 
@@ -367,7 +379,9 @@ def check_metadata(meta, where, complete: bool = True) -> dict:
     :data:`digitnet.nn.ACTIVATIONS`) and ``dropout`` (a number in [0, 1)); ``dtype`` one of
     :data:`DTYPES`; ``normalization`` ``{"kind": "scale"}`` or ``{"kind": "standardize", "mean",
     "std"}`` with finite numbers, std > 0; ``dataset`` a name; ``class_names`` one name per
-    output; ``config`` and ``metrics`` dicts (``config["seed"]`` a whole number >= 0);
+    output; ``config`` and ``metrics`` dicts (``config["seed"]`` a whole number >= 0; each of
+    ``metrics``' :data:`METRIC_FIGURES` a number, each of its :data:`METRIC_COUNTS` a whole number
+    >= 0, or null);
     ``test_time_shift`` a whole number 0-``MAX_TEST_TIME_SHIFT``, only for a network of square
     images; no list or dict nested deeper than ``MAX_JSON_DEPTH``.
 
@@ -420,7 +434,8 @@ def check_metadata(meta, where, complete: bool = True) -> dict:
         nbytes = sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:], strict=True)) * itemsize
         if nbytes > MAX_ARRAY_BYTES:
             bad("architecture.sizes", sizes, f"a network whose weights fit in {MAX_ARRAY_BYTES:,} bytes")
-    if arch.get("activation", "relu") not in nn.ACTIVATIONS:
+    activation = arch.get("activation", "relu")
+    if not (isinstance(activation, str) and activation in nn.ACTIVATIONS):
         bad("architecture.activation", arch.get("activation"), f"one of {', '.join(nn.ACTIVATIONS)}")
     dropout = arch.get("dropout", 0.0)
     if type(dropout) not in (int, float) or not 0 <= dropout < 1:
@@ -457,6 +472,11 @@ def check_metadata(meta, where, complete: bool = True) -> dict:
     for key in ("config", "metrics"):
         if meta.get(key) is not None and not isinstance(meta[key], dict):
             bad(key, meta[key], "a dict")
+    for key, value in (meta.get("metrics") or {}).items():
+        if key in METRIC_COUNTS and value is not None and (type(value) is not int or value < 0):
+            bad(f"metrics.{key}", value, "a whole number 0 or more, or null")
+        if key in METRIC_FIGURES and value is not None and type(value) not in (int, float):
+            bad(f"metrics.{key}", value, "a number or null")
     seed = (meta.get("config") or {}).get("seed", 0)
     if type(seed) is not int or seed < 0:
         bad("config.seed", seed, "a whole number 0 or more")

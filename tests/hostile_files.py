@@ -375,6 +375,34 @@ def json_places(tree, first: int | None = None, path=()):
         yield from json_places(value, first, (*path, key))
 
 
+def put_at(tree, path, value) -> None:
+    """Set the value at ``path`` (keys from :func:`json_places`) in place, if an earlier change has left
+    that place there."""
+    *way, last = path
+    for key in way:
+        if not _has(tree, key):
+            return
+        tree = tree[key]
+    if _has(tree, last):
+        tree[last] = value
+
+
+def _has(tree, key) -> bool:
+    if isinstance(tree, list):
+        return isinstance(key, int) and key < len(tree)
+    return isinstance(tree, dict) and key in tree
+
+
+def rewrite_meta(path, change) -> None:
+    """Write an .npz of digitnet's (a model or a checkpoint) again after ``change(meta)`` has changed
+    its JSON ``meta`` in place; its arrays stay as they are."""
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(arrays.pop("meta").tobytes())
+    change(meta)
+    np.savez(path, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
+
+
 def fuzz_settings(examples: int):
     """Hypothesis's settings for a test that mutates input: ``examples`` draws, derandomised so that
     ``make test`` is repeatable; ``DIGITNET_FUZZ_EXAMPLES=N`` draws N with fresh randomness."""

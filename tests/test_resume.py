@@ -24,7 +24,7 @@ import zipfile
 import numpy as np
 import pytest
 from clitools import command, digitnet
-from hostile_files import fuzz_settings, json_places, nested_json, npy
+from hostile_files import fuzz_settings, json_places, nested_json, npy, put_at, rewrite_meta
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -198,12 +198,7 @@ def test_a_kill_during_the_checkpoint_write_leaves_the_previous_one_usable(small
 
 
 def _rewrite_checkpoint(folder, change):
-    path = folder / "checkpoint.npz"
-    with np.load(path) as z:
-        arrays = {k: z[k] for k in z.files}
-    header = json.loads(arrays.pop("meta").tobytes().decode())
-    change(header)
-    np.savez(path, meta=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8), **arrays)
+    rewrite_meta(folder / "checkpoint.npz", change)
 
 
 def _truncate(folder):
@@ -419,23 +414,6 @@ ODD_VALUES = [
 ]
 
 
-def _put(tree, path, value) -> None:
-    """Set the value at ``path`` in place, if an earlier change has left that place there."""
-    *way, last = path
-    for key in way:
-        if not _has(tree, key):
-            return
-        tree = tree[key]
-    if _has(tree, last):
-        tree[last] = value
-
-
-def _has(tree, key) -> bool:
-    if isinstance(tree, list):
-        return isinstance(key, int) and key < len(tree)
-    return isinstance(tree, dict) and key in tree
-
-
 class _StopAfterOneBatch(Callback):
     def on_batch_end(self, state):
         state.stop = True
@@ -464,7 +442,7 @@ def test_any_change_to_the_saved_state_resumes_or_is_refused_before_training(
 
     def change(h):
         for path, value in changes:
-            _put(h["state"], path, value)
+            put_at(h["state"], path, value)
 
     _rewrite_checkpoint(folder, change)
     before = snapshot(folder)

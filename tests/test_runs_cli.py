@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pytest
 from clitools import assert_user_error, command, digitnet, last_json
-from hostile_files import ODD_VALUES, fuzz_settings, json_places, run_measured
+from hostile_files import ODD_VALUES, fuzz_settings, json_places, rewrite_meta, run_measured
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
@@ -438,11 +438,11 @@ def test_a_killed_runs_damaged_checkpoint_history_draws_no_curves(root, tmp_path
     for name in ("killed", "lr-1e-3"):
         shutil.copytree(root[0] / name, runs_root / name)
     path = runs_root / "killed" / "checkpoint.npz"
-    with np.load(path) as z:
-        arrays = {k: z[k] for k in z.files}
-    header = json.loads(arrays.pop("meta").tobytes())
-    header["state"]["history"]["epochs"][0]["train_loss"] = [1]
-    np.savez(path, meta=np.frombuffer(json.dumps(header).encode(), np.uint8), **arrays)
+
+    def change(header):
+        header["state"]["history"]["epochs"][0]["train_loss"] = [1]
+
+    rewrite_meta(path, change)
     before = path.read_bytes()
     result = digitnet("runs", runs_root, "--compare", "killed", "lr-1e-3", "--plot", tmp_path / "c.png")
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr

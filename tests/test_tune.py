@@ -276,6 +276,42 @@ def test_a_ctrl_c_during_a_read_of_the_study_is_acted_on_after_it(mnist, tmp_pat
     assert {t["trial"]: t["status"] for t in saved["trials"]} == {n: r["status"] for n, r in found.items()}
 
 
+@pytest.mark.parametrize("when", ["a trial is asked for", "a trial sets up"])
+def test_a_ctrl_c_before_a_trial_trains_stops_the_search_before_that_trial_runs(
+    mnist, tmp_path, monkeypatch, when
+):
+    # In this process the search's handler only notes a Ctrl-C; the trial used to run to its end when
+    # the Ctrl-C came while it was asked for (Optuna's ask) or set up (before training took Ctrl-C over).
+    from digitnet import training
+
+    spec = SearchSpec(space={"l2": "0,1"}, preset="wide-512", epochs=30, subset=3000).validate()
+    results = Results.create(tmp_path / "search", spec)
+    data, _ = search_data(mnist, spec.subset, spec.seed)
+    sent = []
+
+    def ctrl_c_during(real):
+        def wrapped(*args, **kwargs):
+            if not sent:
+                sent.append(os.kill(os.getpid(), signal.SIGINT))
+                time.sleep(0.05)  # the handler runs here
+            return real(*args, **kwargs)
+
+        return wrapped
+
+    if when == "a trial is asked for":
+        monkeypatch.setattr(results, "ask", ctrl_c_during(results.ask))
+    else:
+        monkeypatch.setattr(training, "build_model", ctrl_c_during(training.build_model))
+    before = signal.getsignal(signal.SIGINT)
+    t0 = time.perf_counter()
+    outcome = run_search(results, data)  # one slot: the trials run in this process
+    assert sent and outcome.interrupted and outcome.ran == 0
+    assert time.perf_counter() - t0 < 15  # 30 epochs of 2,700 images take about a minute
+    assert signal.getsignal(signal.SIGINT) is before
+    (record,) = results.records.values()  # the second trial was never asked for
+    assert record["status"] == "interrupted" and record["epochs"] <= 1
+
+
 def _session_alive(sid: int) -> list[str]:
     """The command lines of the live processes in session ``sid``, after up to 5 s for them to end."""
     deadline = time.monotonic() + 5

@@ -48,7 +48,7 @@ from digitnet.data.datasets import Dataset, train_val_split
 from digitnet.errors import ConfigError, DigitnetError
 from digitnet.threads import share as share_cores
 from digitnet.training import TrainResult, train
-from digitnet.tune.results import Results, ctrl_c_noted
+from digitnet.tune.results import CtrlC, Results, ctrl_c_noted
 from digitnet.tune.space import decode_params, trial_config
 from digitnet.tune.trial import FAILED, INTERRUPTED, StudyTrial, TrialData, run_trial, trial_cost
 
@@ -173,6 +173,8 @@ def run_search(
                     hand_out()
                     if not running and not suspects:
                         break
+                if ctrl_c.pressed:  # while the trials were asked for: run none of them
+                    raise KeyboardInterrupt
                 stop = False
                 outcomes = backend.wait(list(running))
                 changed = bool(outcomes) or not running
@@ -259,7 +261,10 @@ class Serial:
 
     def wait(self, handles):
         handle = handles[0]
-        return [(handle, run_trial(*self.queue.pop(handle)))]
+        noted = signal.getsignal(signal.SIGINT)  # the search's, which notes a Ctrl-C: the trial looks at it
+        return [
+            (handle, run_trial(*self.queue.pop(handle), noted=noted if isinstance(noted, CtrlC) else None))
+        ]
 
     def close(self, kill=False):
         self.queue.clear()

@@ -237,6 +237,22 @@ def test_a_history_nested_too_deep_is_one_error_line(run_dir, small_npz, tmp_pat
     assert_user_error(result, "the run's history cannot be read")  # was a RecursionError's traceback
 
 
+def test_numbers_near_the_float_limit_in_a_history_draw_without_a_warning(run_dir, small_npz, tmp_path):
+    # The axes' margins around 1e308 overflow (a log axis takes exp of its limits): NumPy used to
+    # print RuntimeWarnings on stderr, from the learning rate's range and from matplotlib's drawing.
+    crafted = tmp_path / "run"
+    shutil.copytree(run_dir, crafted, ignore=shutil.ignore_patterns("*.png", "*.svg"))
+    history = json.loads((crafted / "history.json").read_text())
+    history["loss"][3] = history["lr"][3] = history["epochs"][0]["train_loss"] = 1e308
+    (crafted / "history.json").write_text(json.dumps(history))
+    result = digitnet("plot", crafted, "--data", small_npz, "--which", "curves", "gradients")
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    picture(crafted / "curves.png")
+    result = digitnet("report", crafted, "--data", small_npz, "--out", tmp_path / "report.html")
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert (tmp_path / "report.html").stat().st_size > 100_000
+
+
 def test_the_executable_gives_one_error_line_too(tmp_path):
     fake = tmp_path / "fake.npz"
     fake.write_bytes(b"these bytes are not a model")

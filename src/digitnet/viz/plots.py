@@ -28,6 +28,7 @@ def missing(run: Run, name: str) -> str | None:
     return None
 
 
+@style.far_numbers
 def make(name: str, run: Run):
     """Build plot ``name`` of ``run`` and return its Figure."""
     reason = missing(run, name)

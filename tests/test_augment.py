@@ -51,6 +51,15 @@ def test_same_generator_state_same_shifts(mnist):
     assert np.array_equal(a, b) and not np.array_equal(a, c)
 
 
+def test_a_whole_pixel_move_is_exact_in_images_past_float32s_whole_numbers():
+    # The sampler adds up flat indices in float32, exact below 2^24; a 4,100-pixel image padded to
+    # 4,103 has more (its last 11 rows read every other pixel before such indices went to float64).
+    side = 4100
+    x = np.random.default_rng(0).random((1, side * side), dtype=np.float32)
+    moved = RandomAffine(side=side).apply(x, *np.array([[0.0], [1], [0], [1], [-1]]))  # down 1, left 1
+    assert np.array_equal(moved.reshape(side, side), translate(x.reshape(side, side), 1, -1))
+
+
 def test_fill_value_covers_the_border():
     x = np.ones((8, 784), np.float32)
     out = RandomShift(3, fill=-0.5)(x, np.random.default_rng(0)).reshape(8, 28, 28)

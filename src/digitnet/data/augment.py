@@ -127,10 +127,13 @@ def _sample_into(xb, pts, side, fill, scratch, rows, out):
     whole = np.floor(pts, out=scratch("whole", (2, rows, n))[:, :b])  # the pixel before each point
     pts -= whole  # the fraction of the way to the next pixel
     (r, q), (r0, q0) = pts, whole
+    if p * p > 1 << 24:  # one image's indices pass 2^24, beyond float32's whole numbers: float64
+        r0 = r0.astype(np.float64)
     r0 *= p
     r0 += q0
     # Each image's first pixel in the flat buffer, added in float32: every index is a whole number
-    # below rows * p * p <= 2^24 (see _warp), which float32 holds exactly.
+    # below rows * p * p <= 2^24 (see _warp), which float32 holds exactly (unless an image alone
+    # has more pixels than that, above: then rows is 1 and the sum is in float64).
     starts, new = scratch.get("starts", (rows, 1))
     if new:
         starts[:, 0] = np.arange(rows) * (p * p)

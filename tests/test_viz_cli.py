@@ -7,7 +7,6 @@ a real headless Chromium from disk, with no server.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hostile_files import ODD_VALUES, fuzz_settings, json_places, nested_json, npy
+from hostile_files import ODD_VALUES, fuzz_settings, json_places, nested_json, npy, put_at
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
@@ -443,12 +442,7 @@ def test_any_change_to_a_models_metadata_is_read_or_named(run_dir, small_npz, tm
     meta.pop("path", None)
     places = list(json_places(meta, first=3))[1:]
     for _ in range(data.draw(st.integers(1, 2))):
-        path, value = data.draw(st.sampled_from(places)), data.draw(st.sampled_from(ODD_VALUES))
-        with contextlib.suppress(KeyError, IndexError, TypeError):  # under a value the first change replaced
-            place = meta
-            for key in path[:-1]:
-                place = place[key]
-            place[path[-1]] = value
+        put_at(meta, data.draw(st.sampled_from(places)), data.draw(st.sampled_from(ODD_VALUES)))
     write_meta(model, meta)
     digit = folder / "digit.png"
     with np.load(small_npz) as z:

@@ -4,7 +4,7 @@ Each row is a whole `digitnet train --preset NAME` run, in this process, on MNIS
 (``--dataset``): a preset made for the other dataset is trained on this one all the same (its own
 ``dataset`` setting is overridden), with flips left out on MNIST, where a mirrored digit is no digit.
 The accuracy is the saved model's (with a preset's test-time shifts, the mean over its views; the
-network alone is given beside it). `best` takes 16 to 22 minutes on 2 cores; ``--skip best`` leaves it
+network alone is given beside it). `best` takes 14 to 22 minutes on 2 cores; ``--skip best`` leaves it
 out. A long run of its own, never part of the tests.
 
 Run: ``python benchmarks/presets_table.py --dataset fashion-mnist [--only NAME ...] [--skip NAME ...]``

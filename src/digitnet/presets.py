@@ -47,7 +47,7 @@ PRESETS: dict[str, dict] = {
     # sheared and bent afresh every epoch (Simard 2003, Ciresan 2010), on all 60,000 training images.
     "best": dict(
         hidden=(1024, 1024),
-        dropout=0.1,
+        dropout=0.0,  # chosen on a 10% held-out split: 99.57% of it without dropout, 99.52% with 0.1
         augment_shift=1,
         augment_rotate=12,
         augment_scale=0.12,
@@ -91,7 +91,7 @@ DESCRIPTIONS = {
     "gd-l2": "784-128-10, He init, full-batch gradient descent lr 0.5 with L2 (lambda 1), 100 steps, "
     "50k/10k/10k train/dev/test split",
     "rmsprop": "784-256-10, RMSProp lr 1e-3, batch 128, 10 epochs",
-    "best": "784-1024-1024-10, dropout 0.1, digits shifted, turned (12°), scaled (12%), sheared (8°) and "
+    "best": "784-1024-1024-10, no dropout, digits shifted, turned (12°), scaled (12%), sheared (8°) and "
     "bent (elastic α 30, σ 5) afresh each batch, label smoothing 0.1, Adam one-cycle, batch 128, 150 epochs "
     "on all 60,000 training images; answers with its mean over each image shifted by up to 1 pixel (9 views)",
     "fashion": "for Fashion-MNIST: 784-512-256-10, dropout 0.2, clothes mirrored half the time, "

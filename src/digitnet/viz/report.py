@@ -41,7 +41,6 @@ nav a { margin-right: 12px; color: #3566a8; } .missing { color: #8a8f98; }
 """
 
 
-@style.far_numbers
 def figure_png(fig) -> bytes:
     """The PNG bytes of a Figure."""
     buffer = io.BytesIO()

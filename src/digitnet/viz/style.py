@@ -125,11 +125,10 @@ def plain_y(ax) -> None:
 
 # A history or weights may hold numbers near the largest float; the axes' margins around them (a log
 # axis takes exp of its limits) then overflow to inf, which matplotlib draws past, but NumPy warns on
-# stderr. Building and drawing a figure run under this instead.
+# stderr. Building a figure (plots.make), where the axes are laid out, runs under this instead.
 far_numbers = np.errstate(over="ignore")
 
 
-@far_numbers
 def save(fig: Figure, path, formats=("png",)) -> list[Path]:
     """Write ``fig`` as ``path`` with each suffix in ``formats``, each atomically; return the paths.
 

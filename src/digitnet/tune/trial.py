@@ -167,7 +167,9 @@ def run_trial(
     try:
         config = trial_config(TrainConfig.from_dict(base), params)
         stopper = Report(study) if study is not None else None
-        callbacks = [c for c in (stopper, None if noted is None else StopIfNoted(noted)) if c is not None]
+        callbacks = [stopper] if stopper else []
+        if noted is not None:
+            callbacks.append(StopIfNoted(noted))
         result = train(config, data.dataset(), callbacks=callbacks)
     except TrainingDiverged as exc:
         record.update(status=DIVERGED, reason=str(exc))

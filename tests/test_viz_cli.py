@@ -243,7 +243,7 @@ def test_a_history_nested_too_deep_is_one_error_line(run_dir, small_npz, tmp_pat
 
 def test_numbers_near_the_float_limit_in_a_history_draw_without_a_warning(run_dir, small_npz, tmp_path):
     # The axes' margins around 1e308 overflow (a log axis takes exp of its limits): NumPy used to
-    # print RuntimeWarnings on stderr, from the learning rate's range and from matplotlib's drawing.
+    # print RuntimeWarnings on stderr, from the learning rate's range and from laying out the axes.
     crafted = tmp_path / "run"
     shutil.copytree(run_dir, crafted, ignore=shutil.ignore_patterns("*.png", "*.svg"))
     history = json.loads((crafted / "history.json").read_text())

@@ -233,22 +233,16 @@ def test_ctrl_c_stops_after_the_batch_and_still_saves(small_npz, tmp_path):
     assert (out / "model.npz").exists()
 
 
-def test_divergence_is_a_clear_error_and_writes_nothing(small_npz, tmp_path):
-    result = digitnet(
-        "train",
-        "--preset",
-        "adam-128-64",
-        "--optimizer",
-        "sgd",
-        "--lr",
-        "1e6",
-        "--epochs",
-        "2",
-        "--data",
-        small_npz,
-        "--out",
-        tmp_path / "run",
-    )
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--preset", "adam-128-64", "--optimizer", "sgd", "--lr", "1e6"],
+        # a rate beyond float32's range, on a network whose Adam step is split across threads
+        ["--preset", "default", "--lr", "1e300", "--augment-elastic-alpha", "0", "--test-time-shift", "0"],
+    ],
+)
+def test_divergence_is_a_clear_error_and_writes_nothing(small_npz, tmp_path, flags):
+    result = digitnet("train", *flags, "--epochs", "2", "--data", small_npz, "--out", tmp_path / "run")
     assert_user_error(result, "lower learning rate")
     assert not (tmp_path / "run").exists()
     assert not [p for p in tmp_path.iterdir()]

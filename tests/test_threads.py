@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -50,6 +51,30 @@ def test_in_parts_runs_them_at_once_and_raises_a_threads_error(four_cores):
 
     with pytest.raises(ValueError, match="part 2 failed"):
         threads.in_parts(fails, 400, 100)
+
+
+def test_every_part_follows_the_callers_floating_point_error_settings(four_cores):
+    """np.errstate belongs to the thread that sets it: the pool's threads must take the caller's."""
+    big = np.full(400, 3e38, np.float32)
+
+    def overflow(i, lo, hi):
+        big[lo:hi] * np.float32(10)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning anywhere would be raised from its part
+        with np.errstate(over="ignore"):
+            threads.in_parts(overflow, 400, 100)
+    raised = []
+
+    def counted(i, lo, hi):
+        try:
+            overflow(i, lo, hi)
+        except FloatingPointError:
+            raised.append(i)
+
+    with np.errstate(over="raise"):
+        threads.in_parts(counted, 400, 100)
+    assert sorted(raised) == [0, 1, 2, 3]
 
 
 @pytest.mark.parametrize("make", [nn.Adam, nn.AdamW, nn.RMSProp, lambda p, lr: nn.SGD(p, lr, momentum=0.9)])

@@ -56,13 +56,22 @@ def in_parts(work, n: int, smallest: int) -> None:
     """Call ``work(i, start, stop)`` for each slice of :func:`parts` at once, this thread taking the first.
 
     ``work`` must touch only its own slice of the arrays it writes. Small work (``n`` under twice
-    ``smallest``) runs here in one piece, with no thread woken.
+    ``smallest``) runs here in one piece, with no thread woken. Every part runs under the caller's
+    floating-point error settings (``np.errstate`` holds only for the thread that sets it).
     """
     cut = parts(n, smallest)
     if len(cut) == 1:
         work(0, 0, n)
         return
-    pending = [_executor().submit(work, i, lo, hi) for i, (lo, hi) in enumerate(cut) if i]
+    import numpy as np  # here, not at the top: this module runs before NumPy is loaded (see below)
+
+    errors = np.geterr()
+
+    def with_errors(i, lo, hi):
+        with np.errstate(**errors):
+            work(i, lo, hi)
+
+    pending = [_executor().submit(with_errors, i, lo, hi) for i, (lo, hi) in enumerate(cut) if i]
     try:
         work(0, *cut[0])
     finally:

@@ -233,16 +233,21 @@ def test_ctrl_c_stops_after_the_batch_and_still_saves(small_npz, tmp_path):
     assert (out / "model.npz").exists()
 
 
+FAST_DEFAULT = ["--preset", "default", "--augment-elastic-alpha", "0", "--test-time-shift", "0"]
+
+
 @pytest.mark.parametrize(
-    "flags",
+    "flags, advice",
     [
-        ["--preset", "adam-128-64", "--optimizer", "sgd", "--lr", "1e6"],
+        (["--preset", "adam-128-64", "--optimizer", "sgd", "--lr", "1e6"], "lower learning rate"),
         # a rate beyond float32's range, on a network whose Adam step is split across threads
-        ["--preset", "default", "--lr", "1e300", "--augment-elastic-alpha", "0", "--test-time-shift", "0"],
+        ([*FAST_DEFAULT, "--lr", "1e300"], "lower learning rate"),
+        # a finite loss whose gradients' norm overflows (it was a traceback as the checkpoint refused it)
+        ([*FAST_DEFAULT, "--dtype", "float64", "--l2", "1e300"], "smaller L2 penalty or weight decay"),
     ],
 )
-def test_divergence_is_a_clear_error_and_writes_nothing(small_npz, tmp_path, flags):
+def test_divergence_is_a_clear_error_and_writes_nothing(small_npz, tmp_path, flags, advice):
     result = digitnet("train", *flags, "--epochs", "2", "--data", small_npz, "--out", tmp_path / "run")
-    assert_user_error(result, "lower learning rate")
+    assert_user_error(result, advice)
     assert not (tmp_path / "run").exists()
     assert not [p for p in tmp_path.iterdir()]

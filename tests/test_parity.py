@@ -379,6 +379,25 @@ def test_torch_train_feeds_pytorch_the_same_batches_from_the_same_weights(mnist,
     assert ours.metrics["test_accuracy"] > 0.85
 
 
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--optimizer", "sgd", "--lr", "1e6"],  # the loss becomes nan
+        ["--lr", "1e300"],  # Adam's step is beyond float32: PyTorch refused it with a traceback
+    ],
+)
+def test_torch_train_divergence_is_one_error_line_and_writes_nothing(mnist, tmp_path, capsys, flags):
+    data = small(mnist)
+    npz = tmp_path / "small.npz"
+    np.savez(npz, x_train=data.x_train, y_train=data.y_train, x_test=data.x_test, y_test=data.y_test)
+    out = tmp_path / "model.pth"
+    code = main(["torch-train", "--data", str(npz), "--epochs", "2", *flags, "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert "training diverged; try a lower learning rate" in err
+    assert not out.exists()
+
+
 def test_torch_train_then_compare_on_the_command_line(mnist, tmp_path, capsys):
     data = small(mnist)
     np.savez(

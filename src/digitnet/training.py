@@ -54,7 +54,7 @@ DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
 class TrainingDiverged(DigitnetError):
-    """The loss became NaN or infinite."""
+    """The loss, or another number of an epoch's record (a gradient's norm), became NaN or infinite."""
 
 
 def setting(
@@ -657,6 +657,11 @@ class NumpyStep:
     def lr(self, value: float) -> None:
         self.optimizer.lr = value
 
+    @property
+    def decays(self) -> bool:
+        """Does the step shrink the weights (an L2 penalty or weight decay)?"""
+        return bool(self.optimizer.l2 or self.optimizer.weight_decay)
+
     def train(self, mode: bool = True) -> None:
         self.model.train(mode)
 
@@ -809,6 +814,7 @@ class Loop:
         if sums["batches"] < len(
             self.loader
         ):  # stopped part-way: the checkpoint keeps the sums, not a record
+            self.check_finite(record)
             self.partial = sums
             self.save_checkpoint()
             self.history.epochs.append(record)
@@ -816,7 +822,8 @@ class Loop:
             return False
         self.history.epochs.append(record)
         self.keep_best(record)
-        self._call("on_epoch_end")
+        self._call("on_epoch_end")  # the diagnostics add their gradient norms here
+        self.check_finite(record)
         self.save_checkpoint()
         return True
 
@@ -827,17 +834,34 @@ class Loop:
             step.lr = self.schedule(state.iteration)
         loss, correct = step.forward(xb, yb)
         if not math.isfinite(loss):
-            raise TrainingDiverged(
-                f"the loss became {loss} at epoch {state.epoch}, iteration {state.iteration + 1}: "
-                f"training diverged; try a lower learning rate (it was {step.lr:g})"
-            )
-        step.update()
+            raise self.diverged(f"the loss became {loss}")
+        try:
+            step.update()
+        except FloatingPointError as exc:  # a step whose size is beyond the weights' range (PyTorch's)
+            raise self.diverged(f"the optimiser's step overflowed ({exc})") from None
         state.iteration += 1
         state.batch_loss, state.batch_accuracy = loss, correct
         self.history.loss.append(loss)
         self.history.accuracy.append(correct)
         self.history.lr.append(step.lr)
         return loss, correct
+
+    def diverged(self, what: str, batch: bool = True) -> TrainingDiverged:
+        """The error for a number that left the floating-point range (in this batch, or else in this
+        epoch's record), with where and what to change."""
+        where = f"at epoch {self.state.epoch}" + (f", iteration {self.state.iteration + 1}" if batch else "")
+        advice = f"try a lower learning rate (it was {self.step.lr:g})"
+        if self.step.decays:
+            advice += " or a smaller L2 penalty or weight decay"
+        return TrainingDiverged(f"{what} {where}: training diverged; {advice}")
+
+    def check_finite(self, record: dict) -> None:
+        """Raise :class:`TrainingDiverged` when a number of the epoch's record is not finite: every loss
+        was, but their sum can overflow, and so can a gradient's norm (the diagnostics') while the loss
+        does not. Called before a checkpoint, which holds only finite numbers."""
+        for key, value in record.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise self.diverged(f"the epoch's {key} became {value}", batch=False)
 
     def record(self, epoch: int, sums: dict) -> dict:
         """The epoch's line of the history: mean training loss and accuracy, then validation."""

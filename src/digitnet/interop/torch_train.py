@@ -83,6 +83,11 @@ class TorchStep:
         for group in self.optimizer.param_groups:
             group["lr"] = value
 
+    @property
+    def decays(self) -> bool:
+        """Does the step shrink the weights (an L2 penalty or weight decay)?"""
+        return any(group["weight_decay"] for group in self.optimizer.param_groups)
+
     def train(self, mode: bool = True) -> None:
         self.model.train(mode)
 
@@ -94,9 +99,15 @@ class TorchStep:
         return self._loss.item(), correct
 
     def update(self) -> None:
+        """Backpropagate and step; a step beyond the weights' range raises ``FloatingPointError``."""
         self.optimizer.zero_grad(set_to_none=False)
         self._loss.backward()
-        self.optimizer.step()
+        try:
+            self.optimizer.step()
+        except RuntimeError as exc:  # "value cannot be converted to type float without overflow"
+            if "overflow" not in str(exc):
+                raise
+            raise FloatingPointError(str(exc)) from None
 
     def evaluate(self, x: np.ndarray, y: np.ndarray, test_time_shift: int = 0, fill: float = 0.0):
         return evaluate_torch(self.model, x, y, test_time_shift=test_time_shift, fill=fill)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import warnings
 import zipfile
 
 import numpy as np
@@ -147,6 +148,34 @@ def test_nan_weights_are_refused(saved, tmp_path):
     )
     with pytest.raises(ModelFileError, match="NaN"):
         modelfile.load(bad)
+
+
+@pytest.mark.parametrize("shift", [0, 1])
+def test_outputs_past_the_float_range_are_an_error_not_nan(tmp_path, mnist, shift):
+    """Finite weights too large for float32: such a model answered NaN for every image, NumPy warning on
+    stderr (evaluate read every image as class 0)."""
+    model = nn.mlp([784, 32, 10], rng=0)
+    model.layers[0].weight.data[:] = 3e38  # two inked pixels sum past float32's largest number
+    path = modelfile.save(
+        tmp_path / "big.npz", model, Normalizer("scale"), list("0123456789"), test_time_shift=shift
+    )
+    loaded = modelfile.load(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ModelFileError, match=r"big.npz: its outputs overflow float32 on 10 of 10 images"):
+            loaded.predict_proba(mnist.x_test[:10])
+        with pytest.raises(ModelFileError, match="on 3 of 5 images"):  # blank images stay finite
+            loaded.predict(np.concatenate([mnist.x_test[:3], np.zeros((2, 784), np.uint8)]))
+    # logits that are finite but far apart are an answer: probabilities of 0 and 1, no warning
+    model.layers[0].weight.data[:] = 0
+    model.layers[2].bias.data[:] = np.float32(-3e38)
+    model.layers[2].bias.data[7] = np.float32(3e38)
+    loaded = modelfile.load(
+        modelfile.save(tmp_path / "far.npz", model, Normalizer("scale"), list("0123456789"))
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.array_equal(loaded.predict_proba(mnist.x_test[:2]), np.eye(10, dtype=np.float32)[[7, 7]])
 
 
 def test_a_failed_save_keeps_the_old_file(saved, tmp_path):

@@ -119,15 +119,25 @@ class Classifier:
         if not len(x):
             return np.zeros((0, self.architecture["sizes"][-1]), self.dtype)
         fill = self.normalizer.black(self.dtype) if shift else 0.0
-        return np.concatenate(
-            [
-                test_time_logits(self.model.predict, x[i : i + batch_size], shift, fill)
-                for i in range(0, len(x), batch_size)
-            ]
-        )
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is caught below, once
+            out = np.concatenate(
+                [
+                    test_time_logits(self.model.predict, x[i : i + batch_size], shift, fill)
+                    for i in range(0, len(x), batch_size)
+                ]
+            )
+        ok = np.isfinite(out).all(axis=1)
+        if not ok.all():  # finite weights, but too large: the arithmetic left the dtype's range
+            raise ModelFileError(
+                f"{self.meta.get('path', 'the model')}: its outputs overflow {self.dtype} on "
+                f"{np.count_nonzero(~ok):,} of {len(x):,} images: its weights are too large to compute with"
+            )
+        return out
 
     def predict_proba(self, pixels, batch_size: int = 8192) -> np.ndarray:
-        return nn.softmax(self.logits(pixels, batch_size)) if len(pixels) else self.logits(pixels)
+        logits = self.logits(pixels, batch_size)
+        with np.errstate(over="ignore"):  # logits far apart: the others' exp underflows to 0, as it should
+            return nn.softmax(logits) if len(logits) else logits
 
     def predict(self, pixels, batch_size: int = 8192) -> np.ndarray:
         return self.logits(pixels, batch_size).argmax(axis=1)

@@ -450,3 +450,27 @@ def test_random_digit_without_a_test_set_is_a_json_503(clf):
         assert r.status_code == 503 and "/nowhere does not exist" in r.get_json()["error"]
     assert calls == [1]
     assert client.post("/api/predict", json={"pixels": [0] * 783 + [255]}).status_code == 200
+
+
+def test_a_model_whose_outputs_overflow_answers_a_json_error(mnist, tmp_path):
+    """Finite weights too large for float32: the page's answers were NaN (not JSON) or a 500 page."""
+    from digitnet import nn
+    from digitnet.data.loader import Normalizer
+
+    net = nn.mlp([784, 32, 10], rng=0)
+    net.layers[0].weight.data[:] = 3e38  # two inked pixels sum past float32's largest number
+    path = modelfile.save(tmp_path / "big.npz", net, Normalizer("scale"), list("0123456789"))
+    proc, host, port = start(path)
+    try:
+        digit = mnist.x_test[0].reshape(-1).astype(int).tolist()
+        for status, kind, body in [
+            post_json((host, port), {"pixels": digit}),
+            call((host, port), "POST", "/api/predict?number=1", drawn(SEVEN), {"Content-Type": "image/png"}),
+        ]:
+            assert status == 500 and kind == "application/json", (status, body[:200])
+            assert "big.npz: its outputs overflow float32" in json.loads(body)["error"]
+        status, _, body = post_json((host, port), {"pixels": [0] * 784})  # a blank pad stays finite
+        assert status == 200 and json.loads(body)["digit"] in range(10)
+    finally:
+        code, _ = stop(proc)
+    assert code == 0

@@ -31,7 +31,7 @@ from gunicorn.http.errors import ParseException
 from werkzeug.exceptions import ClientDisconnected, HTTPException
 
 from digitnet import preprocess
-from digitnet.errors import DigitnetError
+from digitnet.errors import DigitnetError, ModelFileError
 from digitnet.web import explain
 
 STATIC = Path(__file__).parent / "static"
@@ -122,6 +122,8 @@ def create_app(classifier, test_set=None) -> Flask:
                 number = preprocess.prepare_number(
                     body, max_side=MAX_SIDE, name="the uploaded file", reader=reader
                 )
+        except ModelFileError:  # the model's fault, not the request's (see model_error)
+            raise
         except DigitnetError as exc:
             status = 413 if "pixels a side" in str(exc) or "megapixels" in str(exc) else 422
             raise ApiError(status, str(exc)) from None
@@ -158,7 +160,7 @@ def create_app(classifier, test_set=None) -> Flask:
                 f"not {kind or 'no Content-Type'}",
             )
         x = classifier.prepare(pixels[None, :])
-        answer = classifier.predict_proba(pixels[None, :])[0] if classifier.test_time_shift else None
+        answer = classifier.predict_proba(pixels[None, :])[0]  # checked: a model can overflow (model_error)
         result = explain.trace(classifier.model, x, answer)
         result["label"] = classifier.class_names[result["digit"]]
         result["pixels"] = np.round(pixels).astype(int).tolist()
@@ -182,6 +184,10 @@ def create_app(classifier, test_set=None) -> Flask:
     @app.errorhandler(ApiError)
     def api_error(exc):
         return jsonify({"error": str(exc)}), exc.status
+
+    @app.errorhandler(ModelFileError)
+    def model_error(exc):  # a model whose outputs overflow on this image: the server's fault
+        return jsonify({"error": str(exc)}), 500
 
     @app.errorhandler(HTTPException)
     def http_error(exc):

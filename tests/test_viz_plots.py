@@ -19,7 +19,7 @@ from digitnet.diagnostics import Diagnostics
 from digitnet.modelfile import Classifier, architecture_of
 from digitnet.presets import preset
 from digitnet.training import train
-from digitnet.viz import plots
+from digitnet.viz import plots, results
 from digitnet.viz.robustness_plots import damage, robustness_curves
 from digitnet.viz.run import Run
 
@@ -105,6 +105,20 @@ def test_misclassified_are_real_mistakes_most_confident_first(run):
     assert confidences == sorted(confidences, reverse=True)
     n_wrong = int(np.sum(proba.argmax(1) != run.y_test))
     assert f"({n_wrong:,} of 1,000 test images are misclassified)" in fig._suptitle.get_text()
+
+
+@pytest.mark.parametrize("k", [0, 3, 7])
+def test_misclassified_shows_as_many_mistakes_as_there_are(run, k):
+    """Fewer than 25 mistakes, not a multiple of 5 (an accurate model on a small test set): it was a
+    ValueError from zip() in `plot` and `report`."""
+    proba = run.classifier.predict_proba(run.x_test)
+    wrong = np.flatnonzero(proba.argmax(1) != run.y_test)
+    keep = np.sort(np.concatenate([wrong[:k], np.flatnonzero(proba.argmax(1) == run.y_test)[:100]]))
+    fig = results.misclassified(run.x_test[keep], run.y_test[keep], proba[keep])
+    shown = [ax for ax in fig.axes if ax.get_title()]
+    assert len(shown) == k and len(fig.axes) == 5 * max(1, -(-k // 5))
+    shown = {0: "No mistakes", 3: "All 3 mistakes", 7: "All 7 mistakes"}[k]
+    assert fig._suptitle.get_text() == f"{shown} ({k} of {len(keep)} test images are misclassified)"
 
 
 def test_predictions_bars_are_the_probabilities(run):
@@ -218,7 +232,10 @@ def test_dataset_counts_and_average_digits(run):
         assert np.allclose(ax.images[0].get_array(), expected)
 
 
-@pytest.mark.parametrize("hidden", [(16,), (2048,), (64, 48, 32, 24, 16)])
+# 4, 5 and 7 weight matrices leave empty places in the grid of panels (a ValueError from zip() before)
+@pytest.mark.parametrize(
+    "hidden", [(16,), (2048,), (32, 16, 8), (32, 16, 8, 8), (64, 48, 32, 24, 16), (16,) * 6]
+)
 def test_any_depth_and_width_plots(hidden, mnist):
     model = nn.mlp([784, *hidden, 10], rng=0)
     initial = {name: p.data.copy() for name, p in model.named_parameters() if name.endswith("weight")}
@@ -228,7 +245,8 @@ def test_any_depth_and_width_plots(hidden, mnist):
     title = next(ax.get_title() for ax in fig.axes if ax.images)
     assert ("the 128 strongest of 2048 units" if hidden == (2048,) else f"all {hidden[0]} units") in title
     assert sum(1 for ax in fig.axes if ax.images) == 1 + len(hidden) + 1
-    assert len(plots.weight_plots.distributions(clf, initial).axes) >= len(hidden) + 1
+    fig = plots.weight_plots.distributions(clf, initial)
+    assert sum(1 for ax in fig.axes if ax.get_title().startswith("layer ")) == len(hidden) + 1
     x, y = mnist.x_test[:300], mnist.y_test[:300]
     fig = plots.results.predictions(x, y, clf.predict_proba(x), clf.logits(x))
     assert len([ax for ax in fig.axes if ax.get_title() == "logits"]) == 8

@@ -120,7 +120,7 @@ def misclassified(images, y_true, proba, class_names=None, n: int = 25):
     fig = style.figure(10, 2.15 * rows + 0.8)
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
     small = max(len(nm) for nm in names) > 6
-    for ax, i in zip(axes, order, strict=True):
+    for ax, i in zip(axes[: len(order)], order, strict=True):  # the last row may have fewer
         style.digit_image(
             ax,
             images[i],
@@ -133,10 +133,11 @@ def misclassified(images, y_true, proba, class_names=None, n: int = 25):
         ax.axis("off")
     if not len(order):
         axes[0].text(0.5, 0.5, "no mistakes", transform=axes[0].transAxes, ha="center")
-    fig.suptitle(
-        f"The {len(order)} most confident mistakes ({len(wrong):,} of {len(y_true):,} test images "
-        f"are misclassified)"
-    )
+    if len(order) < len(wrong):
+        shown = f"The {len(order)} most confident mistakes"
+    else:
+        shown = {0: "No mistakes", 1: "The only mistake"}.get(len(order), f"All {len(order)} mistakes")
+    fig.suptitle(f"{shown} ({len(wrong):,} of {len(y_true):,} test images are misclassified)")
     fig.supxlabel(
         "true class → predicted class (probability the network gave its wrong answer)",
         fontsize=9,

@@ -79,7 +79,7 @@ def weights(model, max_units: int = 128):
     bar.set_label("weight (red excites the unit, blue inhibits it)")
 
     axes = np.atleast_1d(bottom.subplots(matrix_rows, matrix_cols)).ravel()
-    for k, (layer, ax) in enumerate(zip(layers, axes, strict=True), start=1):
+    for k, (layer, ax) in enumerate(zip(layers, axes[:n], strict=True), start=1):  # the grid may have more
         w = layer.weight.data.T  # (outputs, inputs): one row per unit
         v = style.symmetric_limit(w)
         ax.grid(False)
@@ -123,7 +123,7 @@ def distributions(model, initial_weights: dict | None = None):
     rows = -(-n // cols)
     fig = style.figure(4.3 * cols, 3.5 * rows + 0.6)
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
-    for k, ((name, now), ax) in enumerate(zip(named, axes, strict=True), start=1):
+    for k, ((name, now), ax) in enumerate(zip(named, axes[:n], strict=True), start=1):  # ditto
         before = None if initial_weights is None else np.asarray(initial_weights.get(name))
         values = now.ravel() if before is None else np.concatenate([now.ravel(), before.ravel()])
         low, high = np.percentile(values, [0.05, 99.95])

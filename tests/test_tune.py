@@ -160,6 +160,28 @@ def test_the_plots_show_the_search(searched):
         assert table[ys.index(r["params"]["l2"]), xs.index(r["params"]["hidden"])] == r["val_accuracy"]
 
 
+@pytest.mark.parametrize(
+    "space",
+    [
+        {"lr": "1e-3:1e-2", "dropout": "0:0.3", "l2": "0,1", "batch_size": "64,128"},
+        {"lr": "1e-3:1e-2", "dropout": "0:0.3", "l2": "0,1", "batch_size": "64,128", "hidden": "16,32"},
+    ],
+    ids=["4", "5"],
+)
+def test_every_searched_hyperparameter_has_its_panel(mnist, tmp_path, space):
+    """Four or five of them leave empty places in the rows of three: it was a ValueError from zip()
+    after the whole search had run."""
+    from digitnet.tune.plots import plot_hyperparams, save_plots
+
+    spec = SearchSpec(space=space, method="random", trials=3, epochs=1, subset=300).validate()
+    results = Results.create(tmp_path / "search", spec)
+    data, _ = search_data(mnist, spec.subset, spec.seed)
+    assert run_search(results, data, workers=1).ran == 3
+    assert "hyperparams" in save_plots(results)
+    fig = plot_hyperparams(list(results.records.values()), list(spec.dimensions()))
+    assert sum(ax.get_visible() for ax in fig.axes) == len(space) and len(fig.axes) == 6  # two rows of three
+
+
 def test_trials_in_workers_score_as_one_process_and_as_train_does(searched, mnist, tmp_path):
     out, _ = searched
     spec = Results.open(out).spec

@@ -231,7 +231,7 @@ def plot_hyperparams(records: list[dict], dims: list[str], ranges=frozenset()):
     rows = math.ceil(len(dims) / cols)
     fig, axes = _figure(rows, cols, width=4.2 * cols, height=3.4 * rows)
     axes = np.atleast_1d(axes).ravel()
-    for ax, d in zip(axes, dims, strict=True):
+    for ax, d in zip(axes[: len(dims)], dims, strict=True):  # the last row may have fewer
         at = _axis(ax, "x", d, records, ranges)
         for status, style in ((OK, dict(color="C0")), (PRUNED, dict(facecolors="none", edgecolors="0.5"))):
             chosen = [r for r in records if r["status"] == status]

@@ -136,7 +136,7 @@ class Classifier:
 
     def predict_proba(self, pixels, batch_size: int = 8192) -> np.ndarray:
         logits = self.logits(pixels, batch_size)
-        with np.errstate(over="ignore"):  # logits far apart: the others' exp underflows to 0, as it should
+        with np.errstate(over="ignore"):  # logits far apart: z - max overflows to -inf, whose exp is 0
             return nn.softmax(logits) if len(logits) else logits
 
     def predict(self, pixels, batch_size: int = 8192) -> np.ndarray:

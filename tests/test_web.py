@@ -453,7 +453,7 @@ def test_random_digit_without_a_test_set_is_a_json_503(clf):
 
 
 def test_a_model_whose_outputs_overflow_answers_a_json_error(mnist, tmp_path):
-    """Finite weights too large for float32: the page's answers were NaN (not JSON) or a 500 page."""
+    """Finite weights too large for float32: the page answered status 200 with NaN, which is not JSON."""
     from digitnet import nn
     from digitnet.data.loader import Normalizer
 

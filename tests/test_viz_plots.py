@@ -70,6 +70,20 @@ def test_curves_draw_the_history(run, tmp_path):
     assert main[0].get_yscale() == "log"
 
 
+def test_compared_runs_past_the_colours_differ_in_marker_and_line():
+    """Runs of one epoch draw a point each: past the seven colours, the marker tells them apart."""
+    from digitnet.viz.training_plots import compare_curves
+
+    epoch = {"epoch": 1, "train_loss": 0.5, "train_accuracy": 0.9, "val_loss": 0.4, "val_accuracy": 0.9}
+    names = [f"run {k}" for k in range(9)]
+    fig = compare_curves([{"epochs": [epoch]} for _ in names], names)
+    lines = fig.axes[1].lines
+    assert len(lines) == 9
+    styles = {(line.get_color(), line.get_marker(), line.get_linestyle()) for line in lines}
+    assert len(styles) == 9
+    assert lines[0].get_color() == lines[7].get_color() and lines[0].get_marker() != lines[7].get_marker()
+
+
 def test_confusion_counts_and_accuracy_are_the_models(run, tmp_path):
     pred = run.classifier.predict(run.x_test)  # an independent pass over the test set
     cm = metrics.confusion_matrix(run.y_test, pred, 10)

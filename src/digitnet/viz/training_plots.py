@@ -242,11 +242,12 @@ def compare_curves(histories, names):
     any_val, losses = False, []
     for k, (name, h) in enumerate(runs):
         colour = style.LAYER_COLOURS[k % len(style.LAYER_COLOURS)]
+        again = k // len(style.LAYER_COLOURS) % 3  # past the colours: another line and marker tell runs apart
         line = dict(
             color=colour,
             lw=2,
-            ls=["-", "--", ":"][k // len(style.LAYER_COLOURS) % 3],
-            marker="o",
+            ls=["-", "--", ":"][again],
+            marker="os^"[again],
             markersize=0 if many else 4,
         )
         notes = [

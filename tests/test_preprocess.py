@@ -183,6 +183,30 @@ def test_transparency_palette_16_bit_and_animated_gif(four):
     assert corr(preprocess.prepare(gif).pixels, ref) > 0.98
 
 
+def test_a_large_black_and_white_image_reads_like_its_grey_twin(four):
+    """A 1-bit image (mode "1") large enough to be shrunk on reading gives the digit its grey copy gives
+    (catches shrinking single bits, which Pillow refuses: the file was called damaged)."""
+    page = on_page(four, (1600, 1600), (500, 300), 900)
+    grey = preprocess.prepare(encode(page)).pixels
+    for fmt in ("PNG", "TIFF", "BMP"):
+        one_bit = encode(page.convert("1", dither=Image.Dither.NONE), fmt)
+        with Image.open(io.BytesIO(one_bit)) as im:
+            assert im.mode == "1" and im.size == (1600, 1600)
+        assert corr(preprocess.prepare(one_bit).pixels, grey) > 0.97, fmt
+    number = preprocess.prepare_number(encode(page.convert("1").resize((3000, 3000))))
+    assert len(number.digits) == 1
+
+
+def test_a_page_of_dots_is_no_number_and_is_refused_at_once():
+    """Dotted paper, a halftone: tens of thousands of specks of one size. Reading it as a number is
+    refused in one error (catches joining the pieces by re-sorting after every join, minutes of work
+    on 50,000 specks, and answering with hundreds of "digits")."""
+    dots = np.full((480, 480), 255, np.uint8)
+    dots[::2, ::4] = 0
+    with pytest.raises(DataError, match=r"the page holds \d+ separate marks.*more than the 64 digits"):
+        preprocess.prepare_number(encode(Image.fromarray(dots)), name="the page")
+
+
 def test_a_phone_photo_is_turned_upright_by_its_exif_tag(four):
     """A JPEG stored sideways with orientation 6 is read upright (catches ignoring EXIF)."""
     page = on_page(four, (300, 400), (100, 80), 220).convert("RGB")

@@ -15,6 +15,10 @@ class DataError(DigitnetError):
     """A data file or data source that cannot be used."""
 
 
+class TooLargeError(DataError):
+    """A file or image larger than what is read (the web page answers it with 413)."""
+
+
 class ModelFileError(DigitnetError):
     """A model file that is not one, or whose contents do not fit together."""
 

@@ -50,7 +50,7 @@ from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 from scipy import ndimage
 
 from digitnet.data.formats import atomic_path
-from digitnet.errors import DataError
+from digitnet.errors import DataError, TooLargeError
 
 FRAME = 28  # MNIST's image side
 BOX = 20  # the longer side of the digit's bounding box in the frame
@@ -86,6 +86,7 @@ FAIR_SHARE = 0.35  # each digit cut out holds at least this much of an equal sha
 DIGIT_ASPECT = 0.6  # a digit's usual width over its height, for guessing how many touch
 NARROWEST = 0.2  # no digit cut from touching ones is narrower than this times their height
 SPLIT_COST = 0.3  # each digit more or fewer than the widths suggest costs this much mean log-probability
+MAX_DIGITS = 64  # a number is read with at most this many digits (more marks: not a number, or specks)
 
 # The raster formats read. Others are refused unopened: EPS, say, would have Pillow run Ghostscript.
 FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM", "TGA")  # JPEG covers phones' MPO
@@ -159,11 +160,11 @@ def load_image(
             with Image.open(source, formats=FORMATS) as im:
                 w, h = im.size
                 if max_side and max(w, h) > max_side:
-                    raise DataError(
+                    raise TooLargeError(
                         f"{name} is {w}x{h} pixels; images up to {max_side} pixels a side are read"
                     )
                 if w * h > MAX_PIXELS:
-                    raise DataError(
+                    raise TooLargeError(
                         f"{name} is {w}x{h} pixels ({w * h / 1e6:.0f} megapixels); images up to "
                         f"{MAX_PIXELS // 1_000_000} megapixels are read: scale it down first"
                     )
@@ -188,9 +189,11 @@ def load_image(
                 im.draft("RGB" if im.mode not in ("L", "1") else "L", (work_side // 2, work_side // 2))
                 factor = max(im.size) // (2 * work_side)
                 if factor > 1 and im.mode in ("1", "L", "LA", "RGB", "RGBA", "I", "F"):
+                    if im.mode == "1":  # black and white: reduce() takes grey, not single bits
+                        im = im.convert("L")
                     im = im.reduce(factor)  # cheap first shrink of huge images
                 grey = _grey(im)
-    except DataError:
+    except DataError:  # TooLargeError too
         raise
     except FileNotFoundError:
         raise DataError(f"{name} does not exist: check the path") from None
@@ -203,7 +206,7 @@ def load_image(
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         found = re.search(r"\((\d+) pixels\)", str(exc))
         size = f" ({int(found[1]) / 1e6:.0f} megapixels)" if found else ""
-        raise DataError(
+        raise TooLargeError(
             f"{name} is too large an image{size}; images up to {MAX_PIXELS // 1_000_000} "
             "megapixels are read: scale it down first"
         ) from None
@@ -455,9 +458,7 @@ def _drop_specks(mask: np.ndarray, ink: np.ndarray) -> np.ndarray:
     if n <= 1:
         return mask
     areas = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-    peaks = np.array(
-        [ink[box][labels[box] == k].max() for k, box in enumerate(ndimage.find_objects(labels), 1)]
-    )
+    peaks = np.asarray(ndimage.maximum(ink, labels, index=np.arange(1, n + 1)))
     keep = np.zeros(n + 1, bool)
     keep[1:] = (areas >= SPECK * areas.max()) & (peaks >= SMUDGE * peaks.max())
     return keep[labels]
@@ -568,11 +569,11 @@ def to_number(grey: np.ndarray, *, name: str = "the image", reader=None) -> Prep
     Raises :class:`~digitnet.errors.DataError` if there is no ink.
     """
     ink, inverted = to_ink(grey, name=name)
-    digits = [Digit(centre(crop), box) for box, crop in segment(ink, reader)]
+    digits = [Digit(centre(crop), box) for box, crop in segment(ink, reader, name=name)]
     return PreparedNumber(digits, np.asarray(grey, np.float32), inverted)
 
 
-def segment(ink: np.ndarray, reader=None) -> list[tuple[tuple, np.ndarray]]:
+def segment(ink: np.ndarray, reader=None, *, name: str = "the image") -> list[tuple[tuple, np.ndarray]]:
     """Cut the ink of a number into its digits, left to right.
 
     ``ink`` is ``(h, w)`` float 0-1 as :func:`to_ink` gives. Returns
@@ -598,28 +599,28 @@ def segment(ink: np.ndarray, reader=None) -> list[tuple[tuple, np.ndarray]]:
     if n == 0:
         return []
     slices = ndimage.find_objects(labels)
-    boxes = [[s[0].start, s[1].start, s[0].stop, s[1].stop] for s in slices]
-    members = [[k + 1] for k in range(n)]
-    # Join the pieces of a digit: overlapping columns, much of the narrower's width.
-    joined = True
-    while joined and len(boxes) > 1:
-        joined = False
-        order = sorted(range(len(boxes)), key=lambda k: boxes[k][1])
-        for a, b in itertools.pairwise(order):
-            (t1, l1, b1, r1), (t2, l2, b2, r2) = boxes[a], boxes[b]
-            overlap = min(r1, r2) - max(l1, l2)
-            narrow = min(r1 - l1, r2 - l2)
-            short = min(b1 - t1, b2 - t2) < PIECE_HEIGHT * max(b1 - t1, b2 - t2)
-            if overlap >= (PIECE_OVERLAP if short else DIGIT_OVERLAP) * narrow:
-                boxes[a] = [min(t1, t2), min(l1, l2), max(b1, b2), max(r1, r2)]
-                members[a] += members[b]
-                del boxes[b], members[b]
-                joined = True
-                break
-    tallest = max(b - t for t, _, b, _ in boxes)
-    groups = [
-        (box, m) for box, m in zip(boxes, members, strict=True) if box[2] - box[0] >= MARK_HEIGHT * tallest
-    ]
+    # Each part's box and labels, left to right (ties in label order).
+    parts = [([s[0].start, s[1].start, s[0].stop, s[1].stop], [k + 1]) for k, s in enumerate(slices)]
+    parts.sort(key=lambda part: part[0][1])
+    # Join the pieces of a digit: neighbours in that order whose columns overlap across much of the
+    # narrower's width. A joined box keeps the left edge of the first, so the order stands and only
+    # its pairs with its neighbours are new: each part is joined to those before it while they join,
+    # then the next is looked at. Linear in the parts (a page of specks has thousands).
+    joined = []
+    for box, members in parts:
+        while joined and _one_digit(joined[-1][0], box):
+            (t, left, b, r), before = joined.pop()
+            before += members
+            box, members = [min(t, box[0]), left, max(b, box[2]), max(r, box[3])], before
+        joined.append((box, members))
+    parts = joined
+    tallest = max(b - t for (t, _, b, _), _ in parts)
+    groups = [(box, m) for box, m in parts if box[2] - box[0] >= MARK_HEIGHT * tallest]
+    if len(groups) > MAX_DIGITS:
+        raise DataError(
+            f"{name} holds {len(groups)} separate marks of a digit's height: more than the {MAX_DIGITS} "
+            "digits a number is read with (is it a number, written dark on light or light on dark?)"
+        )
     heights = sorted(b - t for (t, _, b, _), _ in groups)
     typical = heights[len(heights) // 2]
     out = []
@@ -632,7 +633,11 @@ def segment(ink: np.ndarray, reader=None) -> list[tuple[tuple, np.ndarray]]:
         if reader is None or not wide:
             ks = [max(2, guess) if wide else 1]
         else:  # touching digits, or one wide digit: how many?
-            ks = [k for k in range(1, guess + 2) if w / k >= NARROWEST * h and (k > 1 or w <= WIDEST * h)]
+            ks = [
+                k
+                for k in range(1, min(guess + 1, MAX_DIGITS) + 1)
+                if w / k >= NARROWEST * h and (k > 1 or w <= WIDEST * h)
+            ]
         options = [pieces for pieces in (_split(own, top, left, k) for k in ks) if _fair(pieces, own)]
         options = options or [[((top, left, bottom, right), own)]]
         if len(options) > 1:
@@ -643,7 +648,22 @@ def segment(ink: np.ndarray, reader=None) -> list[tuple[tuple, np.ndarray]]:
                 scores.append(float(np.log(np.maximum(p.max(axis=1), 1e-9)).mean()) - cost)
             options = [options[int(np.argmax(scores))]]
         out += options[0]
+        if len(out) > MAX_DIGITS:
+            raise DataError(
+                f"{name} holds more than {MAX_DIGITS} digits side by side, the most a number is read with"
+            )
     return out
+
+
+def _one_digit(first, second) -> bool:
+    """Whether the parts of boxes ``first`` and ``second`` (``(top, left, bottom, right)``, ``first`` not
+    right of ``second``) are pieces of one digit: their columns overlap across most of the narrower's
+    width, or across some of it when one is much shorter than the other (a 5's flag, a 7's bar)."""
+    (t1, l1, b1, r1), (t2, l2, b2, r2) = first, second
+    overlap = min(r1, r2) - max(l1, l2)
+    narrow = min(r1 - l1, r2 - l2)
+    short = min(b1 - t1, b2 - t2) < PIECE_HEIGHT * max(b1 - t1, b2 - t2)
+    return overlap >= (PIECE_OVERLAP if short else DIGIT_OVERLAP) * narrow
 
 
 def _fair(pieces: list, own: np.ndarray) -> bool:

@@ -79,6 +79,9 @@ def call(server, method, path, body=None, headers=None):
     return r.status, r.getheader("Content-Type", ""), data
 
 
+JSON = {"Content-Type": "application/json"}
+
+
 def post_json(server, obj):
     return call(server, "POST", "/api/predict", json.dumps(obj), {"Content-Type": "application/json"})
 
@@ -185,6 +188,36 @@ def test_model_units_and_random_digits(server, clf, mnist):
     assert len(seen) > 1
 
 
+def test_the_test_digits_are_read_when_the_server_starts(model, small_npz, tmp_path):
+    """The random button's digits are read before the first request (catches reading, or fetching and
+    caching, them inside a request): the file can go once the server listens. A --data that cannot be
+    read is one error line before the server starts."""
+    data = tmp_path / "digits.npz"
+    data.write_bytes(small_npz.read_bytes())
+    proc, host, port = start(model, "--data", data)
+    try:
+        data.unlink()
+        expected = np.load(small_npz)
+        for _ in range(2):
+            status, _, body = call((host, port), "GET", "/api/random")
+            r = json.loads(body)
+            assert status == 200, body
+            assert r["pixels"] == expected["x_test"][r["index"]].reshape(-1).tolist()
+            assert r["label"] == int(expected["y_test"][r["index"]])
+    finally:
+        code, _ = stop(proc)
+    assert code == 0
+    result = subprocess.run(
+        [sys.executable, "-m", "digitnet", "serve", str(model), "--port", "0", "--data", str(data)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and result.stdout == "", result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "digits.npz" in lines[0], result.stderr
+
+
 def chunked_post(server, path, data: bytes, ctype="image/png"):
     conn = http.client.HTTPConnection(*server, timeout=30)
     conn.putrequest("POST", path)
@@ -267,6 +300,36 @@ def wide_png(w, h) -> bytes:
             422,
             "blank",
         ),
+        (
+            "an image of 2 x 2 pixels",
+            ("POST", "/api/predict", wide_png(2, 2), {"Content-Type": "image/png"}),
+            422,
+            "too small to hold a digit",
+        ),
+        (
+            "pixels true and false",
+            ("POST", "/api/predict", json.dumps({"pixels": [True, False] * 392}), JSON),
+            422,
+            "list of numbers",
+        ),
+        (
+            "pixels as strings of digits",
+            ("POST", "/api/predict", json.dumps({"pixels": ["255"] * 784}), JSON),
+            422,
+            "list of numbers",
+        ),
+        (
+            "784 pixels in rows of 2",
+            ("POST", "/api/predict", json.dumps({"pixels": [[0, 255]] * 392}), JSON),
+            422,
+            "or 28 rows of 28",
+        ),
+        (
+            "pixels in rows and single values mixed",
+            ("POST", "/api/predict", json.dumps({"pixels": [[0] * 28] * 27 + [0] * 28}), JSON),
+            422,
+            "list of numbers",
+        ),
         ("empty body", ("POST", "/api/predict", b"", {"Content-Type": "image/png"}), 400, "no image"),
         ("text body", ("POST", "/api/predict", b"7", {"Content-Type": "text/plain"}), 415, "send an image"),
         ("GET predict", ("GET", "/api/predict", None, {}), 405, "not allowed"),
@@ -277,6 +340,19 @@ def test_bad_requests_get_a_4xx_and_a_json_error(server, what, request_, status,
     got, ctype, body = call(server, *request_)
     assert got == status and ctype == "application/json", (what, got, body[:200])
     assert fragment in json.loads(body)["error"], (what, body)
+
+
+def test_a_wrong_method_is_told_the_methods_the_path_takes(server):
+    conn = http.client.HTTPConnection(*server, timeout=30)
+    for method, path, allowed in (
+        ("PUT", "/api/predict", {"POST"}),
+        ("DELETE", "/api/model", {"GET", "HEAD"}),
+    ):
+        conn.request(method, path)
+        r = conn.getresponse()
+        r.read()
+        assert r.status == 405 and set(r.getheader("Allow", "").split(", ")) >= allowed, r.getheaders()
+    conn.close()
 
 
 def test_a_chunked_body_over_1_mb_is_refused_too(server):

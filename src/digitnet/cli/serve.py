@@ -61,11 +61,6 @@ def run(args) -> int:
     if not 1 <= args.connections <= MAX_CONNECTIONS:
         raise DigitnetError(f"--connections must be 1 to {MAX_CONNECTIONS:,}, not {args.connections}")
     clf = modelfile.load(args.model)
-
-    def test_set():  # for "random test digit", loaded on first use
-        ds = load_model_data(args, clf)
-        return ds.x_test, ds.y_test
-
     try:
         check_address(args.host, args.port)
     except OSError as exc:
@@ -73,6 +68,21 @@ def run(args) -> int:
             f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
             + (" (choose another --port)" if "in use" in str(exc) else "")
         ) from None
+    # The test digits of the page's "random" button, read (or fetched) once here, before any request:
+    # no request waits for a download or writes the cache, and the workers share the arrays.
+    try:
+        ds = load_model_data(args, clf)
+        test = (ds.x_test, ds.y_test)
+    except DigitnetError as exc:
+        if args.data:  # the file asked for is unusable: say so now
+            raise
+        test = exc
+        sys.stderr.write(f"note: no test digits for the page's random button: {exc}\n")
+
+    def test_set():
+        if isinstance(test, DigitnetError):
+            raise test
+        return test
 
     def ready(url):
         print(f"serving {clf} at {url}  (Ctrl-C to stop)", flush=True)

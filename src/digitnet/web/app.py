@@ -22,6 +22,7 @@ Flask serves only files inside ``static/``.
 from __future__ import annotations
 
 import json
+import math
 import threading
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from gunicorn.http.errors import ParseException
 from werkzeug.exceptions import ClientDisconnected, HTTPException
 
 from digitnet import preprocess
-from digitnet.errors import DigitnetError, ModelFileError
+from digitnet.errors import DigitnetError, ModelFileError, TooLargeError
 from digitnet.web import explain
 
 STATIC = Path(__file__).parent / "static"
@@ -125,8 +126,7 @@ def create_app(classifier, test_set=None) -> Flask:
         except ModelFileError:  # the model's fault, not the request's (see model_error)
             raise
         except DigitnetError as exc:
-            status = 413 if "pixels a side" in str(exc) or "megapixels" in str(exc) else 422
-            raise ApiError(status, str(exc)) from None
+            raise ApiError(413 if isinstance(exc, TooLargeError) else 422, str(exc)) from None
         p = classifier.predict_proba(np.stack([d.pixels.reshape(-1) for d in number.digits]))
         result = preprocess.read_number(number, p, classifier.class_names)
         result["inverted"] = number.inverted
@@ -150,8 +150,7 @@ def create_app(classifier, test_set=None) -> Flask:
             try:
                 prepared = preprocess.prepare(body, max_side=MAX_SIDE, name="the uploaded file")
             except DigitnetError as exc:
-                status = 413 if "pixels a side" in str(exc) or "megapixels" in str(exc) else 422
-                raise ApiError(status, str(exc)) from None
+                raise ApiError(413 if isinstance(exc, TooLargeError) else 422, str(exc)) from None
             pixels = prepared.pixels.reshape(-1).astype(np.float32)
         else:
             raise ApiError(
@@ -196,7 +195,9 @@ def create_app(classifier, test_set=None) -> Flask:
             404: "not found",
             405: "method not allowed",
         }
-        return jsonify({"error": messages.get(exc.code, exc.description)}), exc.code
+        methods = getattr(exc, "valid_methods", None)  # a 405's: what the path does take
+        allow = {"Allow": ", ".join(methods)} if methods else {}
+        return jsonify({"error": messages.get(exc.code, exc.description)}), exc.code, allow
 
     @app.after_request
     def headers(response):
@@ -240,10 +241,25 @@ def _pixels_from_json(body: bytes, n_inputs: int) -> np.ndarray:
         raise ApiError(400, "the body is not valid JSON (nested too deep)") from None
     if not isinstance(data, dict) or "pixels" not in data:
         raise ApiError(422, 'send {"pixels": [784 numbers 0-255]}')
+    side = math.isqrt(n_inputs)
+    square = side * side == n_inputs
+    wrong = ApiError(
+        422,
+        f"pixels must be a list of numbers from 0 to 255: {n_inputs} of them"
+        + (f", or {side} rows of {side}" if square else ""),
+    )
+    values = data["pixels"]
+    if isinstance(values, list) and values and all(isinstance(row, list) for row in values):
+        if not square or len(values) != side or any(len(row) != side for row in values):
+            raise wrong
+        values = [v for row in values for v in row]  # rows of numbers
+    # JSON's numbers only: no true or false, no strings of digits, no deeper lists
+    if not isinstance(values, list) or not all(type(v) in (int, float) for v in values):
+        raise wrong
     try:
-        pixels = np.asarray(data["pixels"], dtype=np.float64).reshape(-1)
-    except (ValueError, TypeError, OverflowError, RecursionError):
-        raise ApiError(422, "pixels must be a list of numbers from 0 to 255") from None
+        pixels = np.asarray(values, dtype=np.float64)
+    except OverflowError:  # an integer beyond any float
+        raise wrong from None
     if pixels.size != n_inputs:
         raise ApiError(422, f"pixels must hold {n_inputs} numbers (28 x 28), not {pixels.size}")
     if not np.all(np.isfinite(pixels)) or pixels.min() < 0 or pixels.max() > 255:

@@ -62,6 +62,7 @@ EXPECT = {
     "-crc": "CRC",
     "lzma-junk": "",
     "meta-nested": "nests",
+    "400-digits": "too large for a number",
     "class-names-count": "class names for",
     "-meta-": "metadata's",
     "20-squares-broken": "do not form one chain",
@@ -501,6 +502,13 @@ def _metadata_kinds():
         "config-seed-text": dict(config={"seed": "abc"}),
         "normalization-inf": dict(normalization={"kind": "standardize", "mean": 0.1, "std": float("inf")}),
         "normalization-text": dict(normalization="standardize"),
+        # finite, but the pixels' shift mean / std overflows float32 (a warning, then "outputs overflow")
+        "normalization-shift-overflow": dict(
+            normalization={"kind": "standardize", "mean": 1e30, "std": 1e-30}
+        ),
+        "normalization-std-400-digits": dict(
+            normalization={"kind": "standardize", "mean": 0, "std": 10**400}
+        ),
     }
     kinds = [
         Hostile(f"model-meta-{k}.npz", "model", _file(f"model-meta-{k}.npz", model_npz(model_meta(**v))))

@@ -355,6 +355,14 @@ STATE_DAMAGES = {
         _in_state(lambda s: s["partial"].update(loss=1e308 * 10)),  # json.dumps writes Infinity
         "Infinity is not a JSON number",
     ),
+    "a whole number beyond any float": (
+        _in_state(lambda s: s["partial"].update(loss=10**400)),  # OverflowError in the checks, once
+        "is too large for a number",
+    ),
+    "settings not a table": (
+        lambda folder: _rewrite_checkpoint(folder, lambda h: h.update(config="x")),  # AttributeError, once
+        "its settings are not a table",
+    ),
     "weights not finite": (_not_finite_weights, "'step/model/0.weight' must be finite"),
     "step count": (  # one error, but over three lines: the message showed the array
         _in_state(lambda s: s["step"]["optimizer"].update(t=s["history"]["loss"])),

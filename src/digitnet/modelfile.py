@@ -33,9 +33,18 @@ import numpy as np
 
 from digitnet import __version__, nn
 from digitnet.data.augment import MAX_TEST_TIME_SHIFT, shifted_views
-from digitnet.data.formats import MAX_ARRAY_BYTES, NpzReader, atomic_path, first_line, json_default, read_csv
+from digitnet.data.formats import (
+    MAX_ARRAY_BYTES,
+    NpzReader,
+    atomic_path,
+    first_line,
+    float_sized_int,
+    json_default,
+    read_csv,
+)
 from digitnet.data.loader import Normalizer
 from digitnet.errors import DataError, DigitnetError, ModelFileError
+from digitnet.nn.rules import is_finite
 
 FORMAT = "digitnet-model"
 FORMAT_VERSION = 1
@@ -46,6 +55,7 @@ MAX_JSON_DEPTH = 32  # nesting of lists and dicts in it
 MAX_LAYERS = 64  # Linear layers
 MAX_WIDTH = 1 << 16  # units in one layer
 MAX_TEXT = 200  # characters in a class name or the dataset's name
+FLOAT32_LIMIT = 1e38  # below float32's largest number (3.4e38)
 # the figures in ``metrics`` that evaluate, report and plot read: numbers (or null) when present
 METRIC_FIGURES = (
     "test_accuracy",
@@ -374,8 +384,8 @@ def _parse_meta(blob: np.ndarray, path: Path):
     if blob.dtype != np.uint8 or blob.ndim != 1:
         raise ModelFileError(f"{path}: its metadata is {blob.dtype} of shape {blob.shape}, not UTF-8 bytes")
     try:
-        return json.loads(blob.tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return json.loads(blob.tobytes().decode("utf-8"), parse_int=float_sized_int)
+    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
         raise ModelFileError(f"{path}: its metadata is not valid JSON ({first_line(exc)})") from None
     except RecursionError:
         raise ModelFileError(f"{path}: its metadata nests deeper than {MAX_JSON_DEPTH} levels") from None
@@ -462,13 +472,18 @@ def check_metadata(meta, where, complete: bool = True) -> dict:
                 or (
                     norm.get("kind") == "standardize"
                     and set(norm) == {"kind", "mean", "std"}
-                    and all(type(v) in (int, float) and math.isfinite(v) for v in numbers)
+                    and all(type(v) in (int, float) and is_finite(v) for v in numbers)
                     and numbers[1] > 0
+                    # the pixels' scale 1 / (255 std) and shift mean / std are float32 numbers
+                    and max(abs(numbers[0]), 1 / 255) / numbers[1] < FLOAT32_LIMIT
                 )
             )
         ):
             bad(
-                "normalization", norm, '{"kind": "scale"} or {"kind": "standardize", "mean": M, "std": S > 0}'
+                "normalization",
+                norm,
+                '{"kind": "scale"} or {"kind": "standardize", "mean": M, "std": S > 0}, with M / S and '
+                "1 / (255 S) within float32's range",
             )
     dataset = meta.get("dataset", "")
     if not isinstance(dataset, str) or len(dataset) > MAX_TEXT:

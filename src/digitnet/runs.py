@@ -425,8 +425,10 @@ class Run:
             )
         try:  # settings added to digitnet since take their defaults, as config.json's do
             saved = TrainConfig.from_dict(header.get("config") or {}).to_dict()
-        except (DigitnetError, TypeError, ValueError):
+        except (DigitnetError, TypeError, ValueError, AttributeError):
             saved = header.get("config") or {}
+        if not isinstance(saved, dict):
+            raise ModelFileError(f"{path} is damaged (its settings are not a table): it cannot be resumed")
         if saved != config.to_dict():
             differ = _differences(saved, config.to_dict())
             raise ConfigError(

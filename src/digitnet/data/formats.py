@@ -209,11 +209,13 @@ def load_json(text, finite: bool = False):
     other text that is not JSON is (the parser itself raises RecursionError there).
 
     With ``finite``, a number that is not finite (``NaN``, ``Infinity``, or one too large for a float,
-    such as ``1e999``) is a ValueError too: Python's parser takes them, but they are not JSON.
+    such as ``1e999``) is a ValueError too: Python's parser takes them, but they are not JSON. A whole
+    number too large for a float (400 digits) always is: no file of digitnet's holds one, and every
+    check of a number meets it as a float at last.
     """
     extra = dict(parse_constant=_not_finite, parse_float=_finite_float) if finite else {}
     try:
-        return json.loads(text, **extra)
+        return json.loads(text, parse_int=float_sized_int, **extra)
     except RecursionError:
         raise ValueError("JSON nested too deep to parse") from None
 
@@ -234,6 +236,17 @@ def read_json(path, finite: bool = False, limit: int = MAX_JSON_BYTES):
 
 def _not_finite(name: str):
     raise ValueError(f"{name} is not a JSON number")
+
+
+def float_sized_int(text: str) -> int:
+    """``json.loads``'s ``parse_int``: a whole number, or a ValueError when it is too large for a float."""
+    value = int(text)
+    if len(text) > 300:  # a float holds up to 309 digits
+        try:
+            float(value)
+        except OverflowError:
+            raise ValueError(f"{text[:40]}... is too large for a number") from None
+    return value
 
 
 def _finite_float(text: str) -> float:

@@ -21,7 +21,7 @@ import numpy as np
 
 from digitnet import modelfile, nn
 from digitnet.data.datasets import DATASETS
-from digitnet.data.formats import MAX_ARRAY_BYTES, SHORT, first_line
+from digitnet.data.formats import MAX_ARRAY_BYTES, SHORT, first_line, float_sized_int
 from digitnet.data.loader import Normalizer
 from digitnet.errors import ModelFileError
 from digitnet.interop.torchfile import read_torch_file
@@ -359,8 +359,8 @@ def _read_safetensors(path: Path) -> tuple[dict, dict]:
     except (SafetensorError, OSError, ValueError, TypeError) as exc:
         raise ModelFileError(f"{path} cannot be read as a safetensors file ({first_line(exc)})") from None
     try:
-        described = json.loads(meta.get(METADATA_KEY, "{}"))
-    except json.JSONDecodeError:
+        described = json.loads(meta.get(METADATA_KEY, "{}"), parse_int=float_sized_int)
+    except ValueError:  # not JSON, or a number too large for a float
         described = {}
     except RecursionError:
         raise ModelFileError(f"{path}: its digitnet metadata nests too deeply to be read") from None

@@ -31,14 +31,14 @@ def fraction(value, what: str) -> None:
 def positive(value, what: str) -> None:
     """A finite number above 0 (the learning rate, eps)."""
     number(value, what)
-    if not (value > 0 and math.isfinite(value)):
+    if not (value > 0 and _finite(value)):
         raise ConfigError(f"{what} must be > 0 and finite, got {value}")
 
 
 def non_negative(value, what: str) -> None:
     """A finite number at or above 0 (L2, weight decay, warm-up)."""
     number(value, what)
-    if not (value >= 0 and math.isfinite(value)):
+    if not (value >= 0 and _finite(value)):
         raise ConfigError(f"{what} must be >= 0 and finite, got {value}")
 
 
@@ -61,4 +61,12 @@ def is_whole(value, low: int = 0) -> bool:
 
 def is_finite(value) -> bool:
     """Is ``value`` a finite real number (an int or a float; not a bool)? For values read from files."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and _finite(value)
+
+
+def _finite(value) -> bool:
+    """``math.isfinite``, and False for a whole number too large for a float (which it raises on)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False

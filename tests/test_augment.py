@@ -267,8 +267,9 @@ def test_a_short_run_with_affine_and_elastic_still_learns(mnist):
         ("--augment-scale", "-0.1", "scale"),
         ("--augment-shear", "75", "0 to 60 degrees"),
         ("--augment-elastic-alpha", "-3", "elastic alpha"),
-        ("--augment-elastic-sigma", "-4", "greater than 0"),
-        ("--augment-elastic-sigma", "0", "greater than 0"),
+        ("--augment-elastic-sigma", "-4", "from 0.01 to 28 pixels"),
+        ("--augment-elastic-sigma", "0", "from 0.01 to 28 pixels"),
+        ("--augment-elastic-sigma", "1e-300", "from 0.01 to 28 pixels"),
     ],
 )
 def test_bad_values_on_the_command_line_are_one_error_line(tmp_path, small_npz, flag, value, fragment):

@@ -37,6 +37,7 @@ import numpy as np
 from digitnet import nn
 from digitnet.data.augment import (
     MAX_TEST_TIME_SHIFT,
+    MIN_ELASTIC_SIGMA,
     Compose,
     ElasticDistortion,
     RandomAffine,
@@ -136,8 +137,8 @@ def _between(what: str, low: float, high: float, unit: str = "", *, open_high: b
 
 def _elastic_sigma(value) -> None:
     rules.number(value, "the elastic sigma")
-    if not 0 < value <= 28:
-        raise ConfigError(f"the elastic sigma must be greater than 0 and at most 28 pixels, got {value}")
+    if not MIN_ELASTIC_SIGMA <= value <= 28:
+        raise ConfigError(f"the elastic sigma must be from {MIN_ELASTIC_SIGMA} to 28 pixels, got {value}")
 
 
 @dataclass

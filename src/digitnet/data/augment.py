@@ -68,6 +68,7 @@ def _grid(side: int) -> np.ndarray:
     return (np.mgrid[0:side, 0:side].reshape(2, -1) - c).astype(np.float32)
 
 
+MIN_ELASTIC_SIGMA = 0.01  # pixels; a field smoothed by less is noise from pixel to pixel
 PART_ROWS = 64  # the fewest images a thread samples: below this, waking it costs more than it saves
 CHUNK_ROWS = 128  # the most images a thread resamples at once: bounds its buffers (about 4 MB)
 
@@ -380,8 +381,8 @@ class ElasticDistortion(_Warp):
     KEPT = 0.999  # share of sum S² the kept patterns hold
 
     def __init__(self, alpha: float = 34.0, sigma: float = 4.0, side: int = 28, fill: float = 0.0):
-        if not sigma > 0:
-            raise ConfigError(f"the elastic sigma must be greater than 0 pixels, got {sigma}")
+        if not sigma >= MIN_ELASTIC_SIGMA:  # a Gaussian's sigma², below this, can round to 0
+            raise ConfigError(f"the elastic sigma must be at least {MIN_ELASTIC_SIGMA} pixels, got {sigma}")
         super().__init__(side, fill)
         self.alpha, self.sigma = float(alpha), float(sigma)
         self.kernel = ndimage.gaussian_filter1d(np.eye(self.side), self.sigma, axis=0, mode="constant")

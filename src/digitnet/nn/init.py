@@ -59,6 +59,8 @@ def torch_default(fan_in, fan_out, rng, dtype=np.float32):
     return rng.uniform(-bound, bound, (fan_in, fan_out)).astype(dtype)
 
 
+MAX_STD = 1e6  # normal:STD at most this: the weights stay float32 numbers, their products too
+
 INITIALISERS = {
     "he": he_normal,
     "he_uniform": he_uniform,
@@ -85,8 +87,8 @@ def parse_initialiser(name: str, std: float = 0.01) -> tuple[str, float]:
             std = float(arg)
         except ValueError:
             raise ConfigError(f"initialiser '{name}': the standard deviation must be a number") from None
-    if base == "normal" and not (std > 0 and math.isfinite(std)):
-        raise ConfigError(f"initialiser '{name}': the standard deviation must be > 0 and finite")
+    if base == "normal" and not 0 < std <= MAX_STD:
+        raise ConfigError(f"initialiser '{name}': the standard deviation must be > 0 and at most {MAX_STD:g}")
     return base, std
 
 

@@ -306,3 +306,19 @@ def test_the_api_reads_a_number(model):
         assert status == 422 and "looks blank" in data["error"]
     finally:
         stop(proc)
+
+
+def test_show_draws_a_box_at_the_right_edge_one_character_wide():
+    """A digit's box that falls in the last character column of the text drawing keeps its reading
+    inside the drawing (catches writing the label one column past the edge: an IndexError)."""
+    from types import SimpleNamespace
+
+    from digitnet.cli.predict import _number_art
+
+    grey = np.zeros((100, 2000), np.float32)
+    grey[10:90, 1990:2000] = 255
+    digit = preprocess.Digit(np.zeros((28, 28), np.uint8), (10, 1990, 90, 2000))
+    number = SimpleNamespace(grey=grey, inverted=False, digits=[digit])
+    art = _number_art(number, [{"label": "7"}])
+    drawing = [line for line in art if line.endswith("+")]
+    assert drawing and all(len(line) == 96 for line in drawing), art[:3]

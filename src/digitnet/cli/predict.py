@@ -199,7 +199,8 @@ def _number_art(number, digits: list[dict], columns: int = 96) -> list[str]:
         for y, x in ((y0, x0), (y0, x1), (y1, x0), (y1, x1)):
             art[y][x] = "+"
         for i, ch in enumerate(str(d["label"])[: max(1, x1 - x0 - 1)]):
-            art[y0][x0 + 1 + i] = ch
+            if x0 + 1 + i < cols:  # a box one character wide at the right edge has no room after it
+                art[y0][x0 + 1 + i] = ch
     lines = ["".join(row) for row in art]
     for start in range(0, len(number.digits), 4):
         group = number.digits[start : start + 4]

@@ -412,6 +412,18 @@ def test_layers_that_are_not_a_chain_of_linears_are_named(torch, tmp_path):
         import_torch(tmp_path / "heads.pth")
 
 
+def test_tensors_in_a_set_are_refused_in_one_error(torch, tmp_path):
+    """A set of tensors (or of tuples of them) in a .pth: the arrays they become have no hash (a
+    TypeError traceback from import-torch, export and compare, once); a set of plain numbers is fine."""
+    weights = {"0.weight": torch.zeros(10, 784), "0.bias": torch.zeros(10)}
+    for extra in ({torch.zeros(1)}, frozenset({(torch.zeros(1), 1)})):
+        torch.save({**weights, "tags": extra}, tmp_path / "set.pth")
+        with pytest.raises(ModelFileError, match="tensors in a set"):
+            import_torch(tmp_path / "set.pth")
+    torch.save({"state_dict": weights, "epochs": {1, 2}}, tmp_path / "numbers.pth")
+    assert import_torch(tmp_path / "numbers.pth").architecture["sizes"] == [784, 10]
+
+
 def _s(text: str) -> bytes:
     data = text.encode()
     return b"X" + struct.pack("<I", len(data)) + data

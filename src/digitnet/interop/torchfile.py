@@ -446,8 +446,13 @@ def _materialize(obj, done=None, active=None, depth=0, items=None):
         out = {k: _materialize(v, done, active, depth + 1, items) for k, v in obj.items()}
     elif isinstance(obj, list):
         out = [_materialize(v, done, active, depth + 1, items) for v in obj]
-    else:
-        out = type(obj)(_materialize(v, done, active, depth + 1, items) for v in obj)
+    else:  # a tuple, a set: a set of arrays cannot be (they have no hash)
+        try:
+            out = type(obj)(_materialize(v, done, active, depth + 1, items) for v in obj)
+        except TypeError:
+            raise ModelFileError(
+                "the file's data holds tensors in a set, which a state_dict never does"
+            ) from None
     active.discard(key)
     done[key] = out
     return out

@@ -64,8 +64,10 @@ def assert_same_weights(a: dict, b: dict):
 
 def snapshot(folder) -> dict:
     """Every file's bytes and modification time: what 'left exactly as it was' compares."""
-    return {
-        p.name: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+    return {  # a link is its target's name (a device in a file's place reads without end)
+        p.name: (str(p.readlink()),)
+        if p.is_symlink()
+        else (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
         for p in sorted(folder.iterdir())
     }
 
@@ -328,6 +330,11 @@ def _nan_in_json(state):
     state["history"]["epochs"][0]["seconds"] = float("nan")  # json.dumps writes NaN, which is not JSON
 
 
+def _checkpoint_is_dev_zero(folder):
+    (folder / "checkpoint.npz").unlink()
+    (folder / "checkpoint.npz").symlink_to("/dev/zero")
+
+
 # Each of these saved states ended a resume with a traceback (most after training part of an epoch, the
 # run then marked failed), or, for the state that is not a dict, quietly started the run again.
 STATE_DAMAGES = {
@@ -368,6 +375,7 @@ STATE_DAMAGES = {
         _in_state(lambda s: s["step"]["optimizer"].update(t=s["history"]["loss"])),
         "step count 't' must be a whole number >= 0, not a ndarray",
     ),
+    "a device in its place": (_checkpoint_is_dev_zero, "checkpoint.npz is not a file"),  # read without end
     "state not a dict": (
         lambda folder: _rewrite_checkpoint(folder, lambda h: h.update(state=[])),
         "not a dict",

@@ -216,6 +216,46 @@ def test_an_empty_folder_has_no_runs_and_a_missing_one_is_an_error(tmp_path):
     assert_user_error(digitnet("runs", tmp_path / "file.txt"), "file.txt is not a folder")
 
 
+def as_a_user(*args) -> list[str]:
+    """``digitnet ARGS`` as a user whom file permissions bind: root gives up its power to pass them."""
+    import os
+
+    if os.geteuid() != 0:
+        return command(*args)
+    if not shutil.which("setpriv"):
+        pytest.skip("root, and no setpriv to run as a user whom permissions bind")
+    caps = "-dac_override,-dac_read_search"
+    return ["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}", *command(*args)]
+
+
+def test_a_run_folder_that_cannot_be_read_is_skipped_or_one_error(root, tmp_path):
+    """Another user's run (mode 000) in a shared folder: runs lists the others and names it;
+    evaluate, plot and report on it are one error line (each a PermissionError traceback, once)."""
+    root, _ = root
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shutil.copytree(root / "lr-1e-3", shared / "mine")
+    shutil.copytree(root / "lr-1e-3", shared / "theirs")
+    (shared / "theirs").chmod(0)
+    try:
+        result = subprocess.run(
+            as_a_user("runs", shared, "--json"), capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 0, result.stderr
+        listed = last_json(result.stdout)
+        assert [r["name"] for r in listed["runs"]] == ["mine"]
+        assert listed["skipped"] == [f"{shared / 'theirs'} cannot be read (Permission denied)"]
+        for args in (
+            ["evaluate", shared / "theirs"],
+            ["plot", shared / "theirs"],
+            ["report", shared / "theirs"],
+        ):
+            result = subprocess.run(as_a_user(*args), capture_output=True, text=True, timeout=120)
+            assert_user_error(result, "Permission denied")
+    finally:
+        (shared / "theirs").chmod(0o755)
+
+
 def png_of(path) -> Image.Image:
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert path.stat().st_size > 20_000

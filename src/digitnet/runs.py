@@ -397,6 +397,10 @@ class Run:
         config = self.config
         n_train = n_train or int((self.info.get("data") or {}).get("n_train") or 60_000)
         budget = _checkpoint_budget(config, self.info.get("architecture") or [], n_train)
+        if not path.is_file():  # a folder, or a device (/dev/zero reads without end)
+            raise ModelFileError(
+                f"{path} is not a file: it cannot be resumed; remove it to start the run again"
+            )
         try:
             with zipfile.ZipFile(path) as z:
                 total = sum(i.file_size for i in z.infolist())
@@ -715,6 +719,8 @@ def list_runs(root=ROOT) -> tuple[list[dict], list[str]]:
             rows.append(summary(folder))
         except DigitnetError as exc:
             skipped.append(str(exc))
+        except PermissionError as exc:  # another user's run, say: the others are still listed
+            skipped.append(f"{folder} cannot be read ({exc.strerror})")
     rows.sort(key=lambda r: (r["created"] or "", r["name"]))
     return rows, skipped
 

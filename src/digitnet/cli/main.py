@@ -66,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     except DigitnetError as exc:
         sys.stderr.write(f"error: {' '.join(str(exc).split())}\n")  # one line, whatever the message holds
         return 2
+    except PermissionError as exc:  # a folder or file the system keeps from this user, wherever met
+        sys.stderr.write(f"error: {exc.filename or 'a file'}: {exc.strerror or 'permission denied'}\n")
+        return 2
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted\n")
         return 130

@@ -197,6 +197,27 @@ def test_a_large_black_and_white_image_reads_like_its_grey_twin(four):
     assert len(number.digits) == 1
 
 
+def test_non_finite_pixels_and_a_single_paper_level_raise_no_warnings(four):
+    """A float TIFF holding NaN and infinity reads as the digit without them; a page of one level
+    with a few specks meets an empty selection of paper. Both printed NumPy's RuntimeWarnings before
+    their answer or error line, once (catches any warning: they are errors here)."""
+    import warnings
+
+    page = on_page(four, (300, 300), (100, 50), 200)
+    ref = preprocess.prepare(encode(page)).pixels
+    a = np.asarray(page, np.float32)
+    a[0, :5] = [np.nan, np.inf, -np.inf, np.nan, np.inf]
+    specks = np.full((300, 300), 255, np.uint8)
+    specks[np.random.default_rng(0).integers(0, 300, (2, 500)).tolist()] = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert corr(preprocess.prepare(encode(Image.fromarray(a, "F"), "TIFF")).pixels, ref) > 0.98
+        try:
+            preprocess.prepare(encode(Image.fromarray(specks)))
+        except DataError:
+            pass  # specks may be read as a faint mark or refused; either way, without a warning
+
+
 def test_a_page_of_dots_is_no_number_and_is_refused_at_once():
     """Dotted paper, a halftone: tens of thousands of specks of one size. Reading it as a number is
     refused in one error (catches joining the pieces by re-sorting after every join, minutes of work

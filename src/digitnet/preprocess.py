@@ -230,6 +230,7 @@ def _grey(im: Image.Image) -> Image.Image:
         return Image.fromarray(np.asarray(im, dtype=np.float32) / 257.0, "F")
     if im.mode in ("I", "F"):
         a = np.asarray(im, dtype=np.float32)
+        a = np.where(np.isfinite(a), a, np.float32(0))  # a float TIFF may hold NaN or infinity: no ink
         top = float(a.max()) if a.size else 1.0
         return Image.fromarray(a * (255.0 / top if top > 255 else 1.0), "F")
     has_alpha = im.mode in ("LA", "RGBA", "PA", "La", "RGBa")
@@ -271,7 +272,8 @@ def to_ink(grey: np.ndarray, *, name: str = "the image") -> tuple[np.ndarray, bo
     if _touches_edges(ink > lo + 0.6 * (hi - lo)):
         # Cropped tight around the ink: there is no page for light to fall across, only the paper
         # between strokes, which may be narrower than the ink; its level is the paper's.
-        field = np.full_like(ink, float(np.median(ink[ink < (lo + hi) / 2])))
+        paper = ink[ink < (lo + hi) / 2]  # none when the image is one level throughout
+        field = np.full_like(ink, float(np.median(paper)) if paper.size else float(lo))
     else:
         field = _background_field(ink)
     ink -= field

@@ -242,6 +242,18 @@ def test_usage_errors(model, args, fragment):
     assert result.returncode == 2 and result.stderr.startswith("error: ") and fragment in result.stderr
 
 
+def test_a_submission_over_its_own_csv_is_refused_and_the_csv_kept(model, mnist, tmp_path):
+    """--submission naming the --csv file (by another path too) wrote the answers over the images, once."""
+    csv = tmp_path / "test.csv"
+    write_csv(csv, mnist.x_test[:5])
+    before = csv.read_bytes()
+    for same in (csv, tmp_path / "." / "test.csv"):
+        result = digitnet("predict", model, "--csv", csv, "--submission", same)
+        assert result.returncode == 2 and "is the --csv file itself" in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert csv.read_bytes() == before
+
+
 def write_csv(path, x, y=None):
     """A digit CSV the way Kaggle writes one: a header row, then label (if any) and 784 pixels a row."""
     header = (["label"] if y is not None else []) + [f"pixel{i}" for i in range(784)]

@@ -81,6 +81,10 @@ def run(args) -> int:
         raise DigitnetError("--csv needs --submission FILE: where to write the ImageId,Label rows")
     if args.submission and not args.csv:
         raise DigitnetError("--submission needs --csv FILE: the images to predict")
+    if args.submission and Path(args.submission).resolve() == Path(args.csv).resolve():
+        raise DigitnetError(
+            f"--submission {args.submission} is the --csv file itself: write it somewhere else"
+        )
     if not (args.images or args.index or args.csv):
         raise DigitnetError("nothing to predict: give image files, --index I..., or --csv test.csv")
     if args.submission:

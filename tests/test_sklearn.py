@@ -217,6 +217,10 @@ def test_off_the_main_thread_and_sigint_untouched(wine):
         ({"max_iter": 0}, "max_iter"),
         ({"batch_size": "big"}, "batch_size"),
         ({"alpha": -1.0}, "alpha"),
+        ({"alpha": float("inf")}, "alpha"),  # accepted, once: training diverged
+        ({"early_stopping": True, "validation_fraction": "0.2"}, "validation_fraction"),  # TypeError, once
+        ({"early_stopping": True, "validation_fraction": None}, "validation_fraction"),
+        ({"early_stopping": True, "validation_fraction": float("nan")}, "validation_fraction"),
         ({"dropout": 1.5}, "dropout"),
     ],
 )
@@ -225,3 +229,20 @@ def test_bad_parameters_raise_value_error_in_fit(wine, params, match):
     clf = DigitnetClassifier(**params)  # stored as given, checked in fit
     with pytest.raises(ValueError, match=match):
         clf.fit(X_tr, y_tr)
+
+
+def test_a_pickled_or_copied_estimator_trains_on_as_the_original(wine):
+    """Pickling and deep copies keep each array apart, so the parameters were no longer views of the
+    optimiser's buffer and partial_fit refused, once (a ConfigError). The copies go on to the very
+    weights the original reaches."""
+    import copy
+    import pickle
+
+    X_tr, X_te, y_tr, _ = wine
+    original = DigitnetClassifier(max_iter=3, random_state=0).fit(X_tr, y_tr)
+    copies = [pickle.loads(pickle.dumps(original)), copy.deepcopy(original)]
+    for estimator in [original, *copies]:
+        estimator.partial_fit(X_tr, y_tr)
+    for other in copies:
+        assert np.array_equal(other.predict_proba(X_te), original.predict_proba(X_te))
+        assert other.n_iter_ == original.n_iter_ == 4

@@ -15,6 +15,7 @@ Needs scikit-learn (``pip install 'digitnet[sklearn]'``).
 
 from __future__ import annotations
 
+import math
 import numbers
 import warnings
 
@@ -218,12 +219,9 @@ class DigitnetClassifier(ClassifierMixin, BaseEstimator):
         elif isinstance(bs, bool) or not isinstance(bs, numbers.Integral) or bs < 1:
             raise ValueError(f"batch_size must be 'auto' or an integer of at least 1, got {bs!r}")
         bs = n_train if self.solver == "gd" else min(int(bs), n_train)
-        if not isinstance(self.alpha, numbers.Real) or not self.alpha >= 0:
-            raise ValueError(f"alpha must be a number of at least 0, got {self.alpha!r}")
-        if self.early_stopping and not 0 < self.validation_fraction < 1:
-            raise ValueError(
-                f"validation_fraction must be above 0 and below 1, got {self.validation_fraction!r}"
-            )
+        if not isinstance(self.alpha, numbers.Real) or not 0 <= self.alpha < math.inf:
+            raise ValueError(f"alpha must be a finite number of at least 0, got {self.alpha!r}")
+        self._check_validation_fraction()
         try:
             config = TrainConfig(
                 hidden=tuple(sizes),
@@ -295,8 +293,15 @@ class DigitnetClassifier(ClassifierMixin, BaseEstimator):
             self.best_validation_score_ = history.final_epoch().get("val_accuracy")
         return self
 
+    def _check_validation_fraction(self) -> None:
+        f = self.validation_fraction
+        real = isinstance(f, numbers.Real) and not isinstance(f, bool)
+        if self.early_stopping and not (real and 0 < f < 1):  # NaN fails too
+            raise ValueError(f"validation_fraction must be above 0 and below 1, got {f!r}")
+
     def _start(self, X, y) -> None:
         """A new network, optimiser and generators, seeded as :func:`digitnet.training.prepare` seeds a run."""
+        self._check_validation_fraction()
         n_val = int(round(self.validation_fraction * len(X))) if self.early_stopping else 0
         config = self._config(len(X) - n_val if self.early_stopping else len(X))
         seeds = np.random.SeedSequence(self._seed()).spawn(3)  # weights, split, shuffles

@@ -61,6 +61,15 @@ class Optimizer:
         self._tmp = np.empty_like(self.data)  # scratch space, so a step allocates nothing
         self._tiny = np.empty(self.data.shape, dtype=bool)
 
+    def __setstate__(self, state: dict) -> None:
+        """After pickling or a deep copy: each array comes back apart, so the parameters are bound
+        to the flat buffers again (their values, the same as the buffer's, move into a new one)."""
+        self.__dict__.update(state)
+        if any(p.data.base is not self.data for p in self.params):
+            for p in self.params:  # unpickled arrays may rest on bytes: own copies, then one buffer
+                p.data, p.grad = np.array(p.data), np.array(p.grad)
+            self.data, self.grad, self.n_decay = flatten_parameters(self.params)
+
     def zero_grad(self) -> None:
         self.grad[...] = 0
 

@@ -258,6 +258,27 @@ def test_numbers_near_the_float_limit_in_a_history_draw_without_a_warning(run_di
     picture(Image.open(io.BytesIO(png)))
 
 
+@pytest.mark.parametrize(
+    "key, value",
+    [("iteration", None), ("iteration", 1e308), ("inactive_1", float("inf")), ("grad_norm_1", 1e308)],
+)
+def test_a_missing_or_non_finite_epoch_figure_is_left_out_of_the_plots(
+    run_dir, small_npz, tmp_path, key, value
+):
+    """history.json's checks let these through (null is allowed where diagnostics are missing); the
+    curves and gradients figures ended in 'Axis limits cannot be NaN or Inf' or Agg's cell block
+    limit, once. The figure is drawn without that point."""
+    crafted = tmp_path / "run"
+    shutil.copytree(run_dir, crafted, ignore=shutil.ignore_patterns("*.png", "*.svg"))
+    history = json.loads((crafted / "history.json").read_text())
+    history["epochs"][0][key] = value
+    (crafted / "history.json").write_text(json.dumps(history))
+    result = digitnet("plot", crafted, "--data", small_npz, "--which", "curves", "gradients")
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    picture(crafted / "curves.png")
+    picture(crafted / "gradients.png")
+
+
 def test_the_executable_gives_one_error_line_too(tmp_path):
     fake = tmp_path / "fake.npz"
     fake.write_bytes(b"these bytes are not a model")

@@ -18,6 +18,16 @@ def as_history(history) -> History:
     return history if isinstance(history, History) else History.from_dict(dict(history))
 
 
+def numbers(values) -> np.ndarray:
+    """Values of a history as floats, NaN (not drawn) for a missing or non-finite one: a damaged
+    history.json may hold null, NaN or 1e308 where a number was, which an axis cannot be scaled to."""
+    out = np.array(
+        [v if isinstance(v, (int, float)) and not isinstance(v, bool) else np.nan for v in values], float
+    )
+    out[~np.isfinite(out) | (np.abs(out) > 1e300)] = np.nan
+    return out
+
+
 def epoch_ends(history: History) -> np.ndarray:
     """The iteration count at the end of each epoch, ``(epochs,)``.
 
@@ -26,7 +36,9 @@ def epoch_ends(history: History) -> np.ndarray:
     """
     n = len(history.epochs)
     if n and all("iteration" in e for e in history.epochs):
-        return np.array([e["iteration"] for e in history.epochs], dtype=float)
+        ends = numbers([e["iteration"] for e in history.epochs])
+        if np.isfinite(ends).all() and ends.max() <= max(len(history.loss), 1) * 4:  # else: damaged
+            return ends
     return np.linspace(len(history.loss) / max(n, 1), len(history.loss), n)
 
 
@@ -164,8 +176,7 @@ def gradients(history):
     ax_g, ax_d = fig.subplots(1, 2)
     marker = dict(marker="o", markersize=4 if len(epochs) <= 40 else 0)
     for k, name in enumerate(layers, start=1):
-        values = [e.get(f"grad_norm_{k}") for e in h.epochs]
-        values = np.array([np.nan if v is None else v for v in values], dtype=float)
+        values = numbers([e.get(f"grad_norm_{k}") for e in h.epochs])
         colour = style.LAYER_COLOURS[(k - 1) % len(style.LAYER_COLOURS)]
         ax_g.plot(epochs, values, color=colour, lw=2, label=f"layer {k}  ({name})", **marker)
     ax_g.set(
@@ -178,9 +189,7 @@ def gradients(history):
     activation = info.get("activation", "ReLU")
     dead = "dead" if activation in ("ReLU", "LeakyReLU") else "saturated"
     for k in range(1, n_hidden + 1):
-        values = np.array(
-            [np.nan if e.get(f"inactive_{k}") is None else e[f"inactive_{k}"] for e in h.epochs], dtype=float
-        )
+        values = numbers([e.get(f"inactive_{k}") for e in h.epochs])
         colour = style.LAYER_COLOURS[(k - 1) % len(style.LAYER_COLOURS)]
         units = layers[k - 1].split("→")[1]
         ax_d.plot(
@@ -194,7 +203,10 @@ def gradients(history):
     top = max(
         5.0,
         100
-        * np.nanmax([e.get(f"inactive_{k}") or 0 for e in h.epochs for k in range(1, n_hidden + 1)] or [0])
+        * np.nanmax(
+            numbers([e.get(f"inactive_{k}") for e in h.epochs for k in range(1, n_hidden + 1)] or [0]),
+            initial=0,
+        )
         * 1.25,
     )
     ax_d.set_ylim(-0.02 * top, min(100.0, top))

@@ -45,6 +45,28 @@ def test_round_trip_is_exact(saved, mnist):
     assert np.array_equal(clf.predict_proba(x.reshape(-1, 28, 28)), expected)
 
 
+def test_bad_pixels_and_batch_sizes_are_the_callers_error(saved, mnist):
+    """NaN pixels were blamed on the model ('its weights are too large'), a single number was an
+    IndexError and batch_size=0 a ValueError from range(), once. Each is now a DataError or
+    DigitnetError naming what was wrong; good pixels still answer."""
+    from digitnet.errors import DataError, DigitnetError
+
+    clf = modelfile.load(saved[1])
+    for bad, words in (
+        (np.full((1, 784), np.nan), "NaN"),
+        (np.full((2, 784), np.inf), "infinity"),
+        (np.full((1, 784), 1e300), "beyond 1e30"),
+        (5, "a single number"),
+        (np.array([["a"] * 784]), "numbers"),
+    ):
+        with pytest.raises(DataError, match=words):
+            clf.predict(bad)
+    for size in (0, -1, 2.5, True):
+        with pytest.raises(DigitnetError, match="batch_size must be a whole number"):
+            clf.predict_proba(mnist.x_test[:3], batch_size=size)
+    assert clf.predict(mnist.x_test[:3].astype(np.float64), batch_size=2).shape == (3,)
+
+
 def test_loading_a_run_folder_finds_its_model(saved, tmp_path):
     _, path = saved
     os.rename(path, tmp_path / "model.npz")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,6 +100,12 @@ class Classifier:
         """Normalise raw pixels into the network's input rows ``(n, inputs)``."""
         pixels = np.asarray(pixels)
         n_inputs = self.architecture["sizes"][0]
+        if pixels.dtype.kind not in "biuf":
+            raise DataError(f"expected pixel values (numbers), got an array of {pixels.dtype}")
+        if pixels.ndim == 0:
+            raise DataError(f"expected images of {n_inputs} pixels, got a single number")
+        if pixels.dtype.kind == "f" and pixels.size and not (np.abs(pixels).max() <= 1e30):  # NaN fails too
+            raise DataError("the pixels hold NaN, infinity or numbers beyond 1e30: pixel values are 0 to 255")
         if pixels.ndim == 1 or pixels.shape[-1] != n_inputs:
             pixels = pixels.reshape(-1, n_inputs) if pixels.size % n_inputs == 0 else pixels
         if pixels.ndim != 2 or pixels.shape[1] != n_inputs:
@@ -125,6 +132,8 @@ class Classifier:
         return self._outputs(pixels, batch_size, 0)
 
     def _outputs(self, pixels, batch_size: int, shift: int) -> np.ndarray:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+            raise DigitnetError(f"batch_size must be a whole number of at least 1, got {batch_size!r}")
         x = self.prepare(pixels)
         if not len(x):
             return np.zeros((0, self.architecture["sizes"][-1]), self.dtype)
